@@ -1,0 +1,157 @@
+"""Convolution and max-pooling: forward against nested loops, backward against finite differences."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyflux as tf
+from conftest import to_numpy
+from reference import conv_reference, maxpool_reference
+
+CONV_CASES = [
+    # (input spatial sizes, kernel, stride, pad)
+    ((7,), (3,), 1, 0),
+    ((8,), (2,), 2, 1),
+    ((5, 6), (3, 3), 1, 1),
+    ((7, 5), (3, 2), 2, 0),
+    ((6, 7), (2, 3), 2, 1),
+    ((5, 4, 6), (3, 3, 3), 1, 1),
+    ((5, 5, 4), (2, 3, 2), 2, 0),
+    ((4, 5, 3), (3, 2, 2), (1, 2, 1), (0, 1, 1)),
+]
+
+
+def _tuple(v, d):
+    return (v,) * d if isinstance(v, int) else tuple(v)
+
+
+@pytest.mark.parametrize("sizes,kernel,stride,pad", CONV_CASES)
+def test_conv_forward_matches_nested_loops(xp, rng, sizes, kernel, stride, pad):
+    d = len(kernel)
+    x = rng.standard_normal((2, 3) + sizes)
+    w = rng.standard_normal((4, 3) + kernel)
+    b = rng.standard_normal(4)
+    y = tf.conv(tf.Tensor(xp.asarray(x)), tf.Tensor(xp.asarray(w)), tf.Tensor(xp.asarray(b)), stride, pad)
+    expected = conv_reference(x, w, b, _tuple(stride, d), _tuple(pad, d))
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(to_numpy(y.data), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("sizes,kernel,stride,pad", CONV_CASES)
+def test_conv_gradients(xp, rng, sizes, kernel, stride, pad):
+    x = xp.asarray(rng.standard_normal((2, 2) + sizes))
+    w = xp.asarray(rng.standard_normal((3, 2) + kernel))
+    b = xp.asarray(rng.standard_normal(3))
+    assert tf.gradcheck(lambda x, w, b: tf.conv(x, w, b, stride, pad), x, w, b)
+
+
+def test_conv_float32_runs_in_float32(xp, rng):
+    x = tf.Tensor(xp.asarray(rng.standard_normal((2, 1, 5, 5)), dtype=np.float32))
+    w = tf.Tensor(xp.asarray(rng.standard_normal((2, 1, 3, 3)), dtype=np.float32), requires_grad=True)
+    y = tf.conv(x, w, pad=1)
+    y.sum().backward()
+    assert y.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_conv_output_size_of_mnist_model(xp):
+    x = tf.Tensor(xp.zeros((1, 1, 28, 28), dtype=np.float32))
+    w = tf.Tensor(xp.zeros((16, 1, 3, 3), dtype=np.float32))
+    assert tf.conv(x, w, pad=1).shape == (1, 16, 28, 28)  # pad 1 keeps 28x28 for a 3x3 kernel
+    assert tf.conv(x, w).shape == (1, 16, 26, 26)
+    assert tf.conv(x, w, stride=2).shape == (1, 16, 13, 13)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 3), o=st.integers(1, 3), d=st.integers(1, 3),
+       size=st.integers(1, 6), k=st.integers(1, 3), stride=st.integers(1, 3), pad=st.integers(0, 2),
+       seed=st.integers(0, 2**16))
+def test_conv_random_shapes_match_nested_loops(n, c, o, d, size, k, stride, pad, seed):
+    if size + 2 * pad < k:
+        return  # no output position; the error is tested separately
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, c) + (size,) * d)
+    w = rng.uniform(-1, 1, (o, c) + (k,) * d)
+    y = tf.conv(tf.Tensor(x), tf.Tensor(w), None, stride, pad)
+    expected = conv_reference(x, w, None, (stride,) * d, (pad,) * d)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-10, atol=1e-10)
+
+
+# -- max-pooling ------------------------------------------------------------------
+
+POOL_CASES = [((7,), (2,), None), ((6, 6), (2, 2), None), ((7, 7), (2, 2), None), ((5, 7), (3, 2), (1, 2)),
+              ((4, 5, 6), (2, 2, 2), None), ((5, 5, 5), (3, 2, 2), (2, 1, 2))]
+
+
+@pytest.mark.parametrize("sizes,window,stride", POOL_CASES)
+def test_maxpool_forward_and_backward_match_reference(xp, rng, sizes, window, stride):
+    x = -rng.uniform(1, 2, (2, 3) + sizes)  # all negative: a pool padded with zeros would be wrong
+    stride_t = window if stride is None else stride
+    expected, argmax = maxpool_reference(x, window, stride_t)
+    xt = tf.Tensor(xp.asarray(x), requires_grad=True)
+    y = tf.maxpool(xt, window, stride)
+    np.testing.assert_array_equal(to_numpy(y.data), expected)
+    gy = rng.standard_normal(expected.shape)
+    y.backward(xp.asarray(gy))
+    expected_gx = np.zeros_like(x)
+    for out_index, in_index in argmax.items():
+        expected_gx[in_index] += gy[out_index]
+    np.testing.assert_allclose(to_numpy(xt.grad), expected_gx, rtol=1e-12)
+
+
+def test_maxpool_floors_sizes_that_do_not_divide(xp):
+    x = tf.Tensor(xp.zeros((1, 32, 7, 7), dtype=np.float32))
+    assert tf.maxpool(x, (2, 2)).shape == (1, 32, 3, 3)
+
+
+def test_maxpool_tie_sends_gradient_to_exactly_one_element(xp):
+    x = tf.Tensor(xp.ones((1, 1, 4, 4)), requires_grad=True)  # every window is one big tie
+    tf.maxpool(x, (2, 2)).sum().backward()
+    gx = to_numpy(x.grad)
+    windows = gx.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)  # (2, 2, 2, 2) -> (window, element)
+    np.testing.assert_array_equal(windows.sum(axis=1), np.ones(4))
+    np.testing.assert_array_equal((windows != 0).sum(axis=1), np.ones(4))
+
+
+@pytest.mark.parametrize("sizes,window,stride", POOL_CASES)
+def test_maxpool_gradcheck(xp, rng, sizes, window, stride):
+    # distinct values (a shuffled grid 0.01 apart) so eps = 1e-6 never flips a maximum
+    count = 2 * 2 * int(np.prod(sizes))
+    x = xp.asarray(rng.permutation(count).reshape((2, 2) + sizes) * 0.01 - 1.0)
+    assert tf.gradcheck(lambda x: tf.maxpool(x, window, stride), x)
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(1, 3), size=st.integers(1, 7), window=st.integers(1, 3), stride=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_maxpool_random_shapes_match_reference(d, size, window, stride, seed):
+    if size < window:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 3, (2, 2) + (size,) * d).astype(np.float64)  # small ints: plenty of ties
+    xt = tf.Tensor(x, requires_grad=True)
+    y = tf.maxpool(xt, (window,) * d, stride)
+    expected, argmax = maxpool_reference(x, (window,) * d, (stride,) * d)
+    np.testing.assert_array_equal(y.data, expected)
+    y.sum().backward()
+    expected_gx = np.zeros_like(x)
+    for in_index in argmax.values():
+        expected_gx[in_index] += 1
+    np.testing.assert_array_equal(xt.grad, expected_gx)
+
+
+# -- bad input ---------------------------------------------------------------------
+
+def test_conv_errors_name_what_was_expected(xp):
+    w = tf.Tensor(xp.zeros((4, 3, 3, 3)))
+    with pytest.raises(ValueError, match="expected a 4-D input"):
+        tf.conv(tf.Tensor(xp.zeros((3, 5, 5))), w)
+    with pytest.raises(ValueError, match="expected input with 3 channels, got 2"):
+        tf.conv(tf.Tensor(xp.zeros((1, 2, 5, 5))), w)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        tf.conv(tf.Tensor(xp.zeros((1, 3, 2, 2))), w)
+    with pytest.raises(ValueError, match="empty batch"):
+        tf.conv(tf.Tensor(xp.zeros((0, 3, 5, 5))), w)
+    with pytest.raises(TypeError, match="expected float64 input like the weights, got float32"):
+        tf.conv(tf.Tensor(xp.zeros((1, 3, 5, 5), dtype=np.float32)), w)
+    with pytest.raises(ValueError, match="smaller than the window"):
+        tf.maxpool(tf.Tensor(xp.zeros((1, 1, 1, 5))), (2, 2))

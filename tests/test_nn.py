@@ -1,0 +1,140 @@
+"""Layers: shapes, parameters, reprs, gradients through the layers, bad input."""
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from conftest import to_numpy
+from tinyflux import nn
+
+
+def mnist_model():
+    return nn.Chain(
+        nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.flatten, nn.Dense(288, 10))
+
+
+def test_mnist_model_parameters_in_layer_order():
+    model = mnist_model()
+    shapes = [p.shape for p in model.parameters()]
+    assert shapes == [(16, 1, 3, 3), (16,), (32, 16, 3, 3), (32,), (32, 32, 3, 3), (32,), (10, 288), (10,)]
+    assert model.num_parameters() == 16_938
+    names = [name for name, _ in model.named_parameters()]
+    assert names[:2] == ["0.weight", "0.bias"] and names[-1] == "7.bias"
+
+
+def test_mnist_model_repr_mirrors_constructor():
+    text = repr(mnist_model())
+    assert "Conv((3, 3), 1 => 16, relu, pad=1)," in text
+    assert "MaxPool((2, 2))," in text and "flatten," in text
+    assert "Dense(288 => 10)," in text and "# 2_890 parameters" in text
+    assert text.endswith("# Total: 8 arrays, 16_938 parameters")
+    assert repr(nn.Conv((3, 3, 3), 2, 4, stride=2)) == "Conv((3, 3, 3), 2 => 4, stride=2)  # 220 parameters"
+
+
+def test_mnist_model_output_shape_and_dtype():
+    y = mnist_model()(tf.Tensor(np.zeros((3, 1, 28, 28), dtype=np.float32)))
+    assert y.shape == (3, 10) and y.dtype == np.float32
+
+
+def test_initialisation_is_glorot_uniform_with_zero_bias():
+    tf.seed(0)
+    layer = nn.Conv((3, 3), 16, 32)
+    limit = np.sqrt(6 / (16 * 9 + 32 * 9))
+    w = layer.weight.data
+    assert w.dtype == np.float32 and np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+    assert abs(w.std() - limit / np.sqrt(3)) < 0.05 * limit  # the std of U(-a, a) is a / sqrt(3)
+    np.testing.assert_array_equal(layer.bias.data, 0)
+
+
+def test_seed_makes_models_repeatable():
+    tf.seed(7)
+    a = mnist_model()
+    tf.seed(7)
+    b = mnist_model()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def _to_float64(model, xp):
+    for p in model.parameters():
+        p.data = xp.asarray(p.data, dtype=np.float64)
+    return model
+
+
+def test_small_model_gradients_in_float64(xp, rng):
+    """The whole chain (conv, relu, pool, flatten, dense, loss) against finite differences."""
+    model = _to_float64(nn.Chain(nn.Conv((3, 3), 2, 3, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                                 nn.flatten, nn.Dense(3 * 2 * 2, 4)), xp)
+    conv, dense = model[0], model[3]
+    x = xp.asarray(rng.standard_normal((2, 2, 5, 4)))
+    labels = xp.asarray([1, 3])
+
+    def loss(x, conv_w, conv_b, dense_w, dense_b):
+        # gradcheck hands in float64 copies of the weights; install them in the layers
+        conv.weight, conv.bias, dense.weight, dense.bias = conv_w, conv_b, dense_w, dense_b
+        return tf.logit_cross_entropy(model(x), labels)
+
+    assert tf.gradcheck(loss, x, *[p.data for p in model.parameters()])
+
+
+def test_dense_and_conv3d_layers(xp, rng):
+    dense = nn.Dense(4, 3, tf.relu)
+    dense.weight.data, dense.bias.data = xp.asarray(dense.weight.data), xp.asarray(dense.bias.data)
+    y = dense(xp.asarray(rng.standard_normal((5, 4)), dtype=np.float32))
+    assert y.shape == (5, 3) and float(y.data.min()) >= 0
+    conv3d = tf.gpu(nn.Conv((3, 3, 3), 1, 2, pad=1)) if xp.__name__ == "cupy" else nn.Conv((3, 3, 3), 1, 2, pad=1)
+    video = xp.zeros((2, 1, 4, 8, 8), dtype=np.float32)
+    assert conv3d(video).shape == (2, 2, 4, 8, 8)
+    assert nn.MaxPool((2, 2, 2))(conv3d(video)).shape == (2, 2, 2, 4, 4)
+
+
+def test_layer_errors_name_the_layer():
+    model = mnist_model()
+    with pytest.raises(ValueError, match=r"Conv\(\(3, 3\), 1 => 16, relu, pad=1\): expected input with 1 channel, "
+                                         r"got 3 \(shape \(8, 3, 28, 28\)\)"):
+        model(np.zeros((8, 3, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Conv\(.*\): expected a 4-D input \(N, C, H, W\), got shape \(28, 28\)"):
+        model(np.zeros((28, 28), dtype=np.float32))
+    with pytest.raises(TypeError, match=r"Conv\(.*\): expected float32 input like the weights, got float64"):
+        model(np.zeros((2, 1, 28, 28)))
+    with pytest.raises(ValueError, match=r"Conv\(.*\): empty batch"):
+        model(np.zeros((0, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Dense\(288 => 10\): expected input of shape \(N, 288\), got \(2, 512\)"):
+        model(np.zeros((2, 1, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"MaxPool\(\(2, 2\)\): input spatial size \(1, 1\) is smaller"):
+        nn.MaxPool((2, 2))(np.zeros((1, 1, 1, 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="kernel must have 1, 2 or 3 sizes"):
+        nn.Conv((3, 3, 3, 3), 1, 1)
+    with pytest.raises(TypeError, match="layer 1 is not callable"):
+        nn.Chain(nn.Dense(2, 2), 5)
+
+
+def test_gpu_without_a_gpu_warns_once_and_returns_the_object(caplog):
+    if tf.backend.cupy_available():
+        pytest.skip("a GPU is present: tf.gpu moves for real (covered by the cupy backend tests)")
+    model = mnist_model()
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        assert tf.gpu(model) is model
+        x = np.zeros(3)
+        assert tf.gpu(x) is x
+    assert sum("no usable CUDA GPU" in r.message for r in caplog.records) <= 1
+
+
+def test_cpu_returns_numpy(xp):
+    t = tf.Tensor(xp.ones(3), requires_grad=True)
+    moved = tf.cpu(t)
+    assert isinstance(moved.data, np.ndarray) and moved.requires_grad
+    model = tf.cpu(mnist_model())
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+    with pytest.raises(TypeError, match="cannot move a str"):
+        tf.cpu("weights")
+
+
+def test_mixed_backends_are_refused(xp):
+    if xp.__name__ != "cupy":
+        pytest.skip("needs CuPy and a GPU: a NumPy input to a GPU model")
+    model = tf.gpu(mnist_model())
+    with pytest.raises(TypeError, match="input is a numpy array but the weights are cupy"):
+        model(np.zeros((1, 1, 28, 28), dtype=np.float32))

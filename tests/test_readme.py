@@ -1,0 +1,20 @@
+"""The README's quick start is what CI runs: the test command must appear verbatim in .ci/run."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quick_start_commands():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S).group(1)
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_command():
+    commands = quick_start_commands()
+    assert len(commands) == 2
+    main_job, tests = commands
+    assert "examples/mnist_conv.py" in main_job and "pytest" in tests
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci_lines

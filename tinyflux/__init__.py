@@ -1,0 +1,24 @@
+"""tinyflux: a teaching-sized deep learning framework on NumPy (CPU) and CuPy (CUDA GPUs).
+
+    import tinyflux as tf
+    from tinyflux import nn, optim
+
+The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
+``relu``, ``softmax``, ``log_softmax``, ``logit_cross_entropy``, ``onehot``,
+``onecold``, ``conv``, ``maxpool``, the layers in ``nn``, the optimizers in
+``optim``, ``gpu``/``cpu`` to move things between devices, ``save``/``load``
+for checkpoints and ``gradcheck`` for numerical gradient checks.
+"""
+__version__ = "0.1.0"
+
+from . import functional, nn, optim
+from .backend import available_backends
+from .device import cpu, gpu
+from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
+from .gradcheck import GradcheckError, gradcheck
+from .nn import seed
+from .tensor import Tensor, no_grad
+
+__all__ = ["GradcheckError", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
+           "gradcheck", "log_softmax", "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot",
+           "optim", "relu", "seed", "softmax"]

@@ -1,0 +1,96 @@
+"""The one place that knows CuPy exists.
+
+Every op in tinyflux is written once, against an "array module" ``xp`` that is
+either :mod:`numpy` or :mod:`cupy`; the two libraries share almost all of their
+API, so ``xp = get_array_module(x)`` at the top of an op is all it takes to run
+the same code on the CPU or on a CUDA GPU (the idea comes from DeZero and thinc).
+
+CuPy is optional: it is imported here and nowhere else, and only used when it is
+installed *and* a GPU answers. ``gpu(obj)`` on a machine without one logs a
+single warning and hands the object back unchanged, so a script written for a
+GPU still runs on a laptop.
+"""
+from __future__ import annotations
+
+import logging
+import types
+
+import numpy as np
+
+log = logging.getLogger("tinyflux")
+
+try:  # CuPy is an optional extra: pip install tinyflux[cuda12] or [cuda13]
+    import cupy as _cupy
+except Exception:  # not installed, or installed without a usable CUDA runtime
+    _cupy = None
+
+_gpu_checked = None  # None: not asked yet; True/False once cupy_available() ran
+_warned_no_gpu = False
+
+
+def cupy_available() -> bool:
+    """True when CuPy is installed and at least one CUDA device answers."""
+    global _gpu_checked
+    if _gpu_checked is None:
+        try:
+            _gpu_checked = _cupy is not None and _cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:  # driver missing, no device, broken install
+            _gpu_checked = False
+    return _gpu_checked
+
+
+def available_backends() -> list[str]:
+    """Names of the array libraries usable here: always ``"numpy"``, plus ``"cupy"``."""
+    return ["numpy", "cupy"] if cupy_available() else ["numpy"]
+
+
+def array_module(name: str) -> types.ModuleType:
+    """The module for a backend name: ``"numpy"`` or ``"cupy"``."""
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        if not cupy_available():
+            raise RuntimeError("backend 'cupy' requested, but CuPy is not installed or no CUDA GPU answers")
+        return _cupy
+    raise ValueError(f"unknown backend {name!r}: expected 'numpy' or 'cupy'")
+
+
+def get_array_module(array) -> types.ModuleType:
+    """``cupy`` for a CuPy array, ``numpy`` for anything else."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def is_gpu_array(array) -> bool:
+    return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def backend_name(array) -> str:
+    """``"cupy"`` or ``"numpy"``: used in error messages about mixed backends."""
+    return "cupy" if is_gpu_array(array) else "numpy"
+
+
+def to_cpu_array(array):
+    """A NumPy array with the same contents (no copy when it already is one)."""
+    if is_gpu_array(array):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def to_gpu_array(array):
+    """A CuPy array with the same contents; the caller checked cupy_available()."""
+    return _cupy.asarray(array)
+
+
+def warn_no_gpu_once() -> None:
+    global _warned_no_gpu
+    if not _warned_no_gpu:
+        _warned_no_gpu = True
+        log.warning("tinyflux.gpu: no usable CUDA GPU (CuPy missing or no device); staying on the CPU")
+
+
+def synchronize(array=None) -> None:
+    """Wait for queued GPU work (a no-op on the CPU); benchmarks need it for honest timings."""
+    if cupy_available():
+        _cupy.cuda.get_current_stream().synchronize()

@@ -1,0 +1,42 @@
+"""Moving arrays, Tensors and models between the CPU (NumPy) and a GPU (CuPy), like Flux's gpu/cpu.
+
+``model = tf.gpu(model)`` moves a model's parameters onto the GPU (in place,
+returning the model); ``x = tf.gpu(x)`` returns a moved copy of an array or
+Tensor. Without a usable GPU, ``gpu`` logs one warning and returns its
+argument unchanged, so the same script runs on any machine.
+"""
+from __future__ import annotations
+
+from . import backend
+from .tensor import Tensor
+
+
+def _move(obj, move_array):
+    from .nn import Module  # local import: nn builds on tensor, not the other way round
+
+    if isinstance(obj, Module):
+        for p in obj.parameters():
+            p.data = move_array(p.data)
+            p.grad = None if p.grad is None else move_array(p.grad)
+        return obj
+    if isinstance(obj, Tensor):
+        moved = Tensor(move_array(obj.data), requires_grad=obj.requires_grad)
+        return moved
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_move(item, move_array) for item in obj)
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return move_array(obj)
+    raise TypeError(f"cannot move a {type(obj).__name__}: expected an array, a Tensor, a Module or a list of them")
+
+
+def gpu(obj):
+    """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none."""
+    if not backend.cupy_available():
+        backend.warn_no_gpu_once()
+        return obj
+    return _move(obj, backend.to_gpu_array)
+
+
+def cpu(obj):
+    """Move ``obj`` (array, Tensor, Module, list) back to NumPy."""
+    return _move(obj, backend.to_cpu_array)

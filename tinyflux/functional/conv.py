@@ -1,0 +1,239 @@
+"""N-dimensional convolution and max-pooling (1-D sequences, 2-D images, 3-D videos).
+
+Notation: N batch, C input channels, O output channels, S spatial sizes
+(W for 1-D, (H, W) for 2-D, (T, H, W) for 3-D), K kernel sizes, Q output
+sizes, s stride, p padding, P = prod(Q) output positions per image.
+
+Convolution (cross-correlation, as in PyTorch):
+
+    y[n, o, q] = b[o] + sum_{c, k} w[o, c, k] * x_padded[n, c, q*s + k]
+
+im2col turns this into one matrix product. For each kernel offset k we copy
+the input values that offset sees at every output position into one row
+block of a "column" matrix of shape (C*prod(K), N*P); then
+
+    y = w.reshape(O, C*prod(K)) @ col        # (O, N*P): one GEMM does all the work
+
+Backward is two more products, gw = gy @ col.T and gcol = w.T @ gy, and
+"col2im", which adds each row block of gcol back to where it was copied
+from: a loop over the prod(K) kernel offsets with ``+=`` on strided slices
+(one slice per offset never overlaps itself, so no ``np.add.at`` is needed).
+
+Memory layout: the GEMM produces channel-major (O, N, *Q) data. We return it
+as a transposed *view* of shape (N, O, *Q), so the API stays NCHW like
+PyTorch while the memory stays (C, N, H, W). The next layer's im2col reads
+that view as (C, N, H, W) with no transpose at all, and element-wise ops
+(ReLU, pooling) keep the memory order of their input. Only ``flatten``
+before a dense layer pays for one real transpose.
+
+Max-pooling keeps, for every window, the largest value and which of the
+window's offsets it came from (the first one, on ties); backward sends each
+output gradient to exactly that one input.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+from .. import backend
+from ..tensor import Function, Tensor
+
+
+def as_tuple(value, ndim: int, what: str) -> tuple:
+    """3 -> (3, 3) for ndim 2; a tuple must already have ndim entries."""
+    if isinstance(value, int):
+        return (value,) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ValueError(f"{what}: expected an int or {ndim} values, got {value}")
+    return value
+
+
+def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Number of kernel positions along one axis: floor((size + 2*pad - kernel) / stride) + 1."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _window(offset: int, out: int, stride: int) -> slice:
+    """The slice of input positions that kernel offset ``offset`` reads for all ``out`` outputs."""
+    return slice(offset, offset + stride * (out - 1) + 1, stride)
+
+
+def _channels_first(ndim_spatial: int) -> tuple:
+    """Axes that swap N and C: (N, C, *S) <-> (C, N, *S); the permutation is its own inverse."""
+    return (1, 0) + tuple(range(2, 2 + ndim_spatial))
+
+
+def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
+    """Copy the input patches seen by each kernel offset into a column array.
+
+    Args:
+        x: (N, C, *S) array.
+    Returns:
+        col: (C, *K, N, *Q) array; reshaped to (C*prod(K), N*P) it is the GEMM operand.
+    """
+    xp = backend.get_array_module(x)
+    d = len(kernel)
+    n, c, *sizes = x.shape
+    out = [output_size(sz, k, st, p) for sz, k, st, p in zip(sizes, kernel, stride, pad)]
+    x_cn = x.transpose(_channels_first(d))  # (N, C, *S) -> (C, N, *S): free view when x is channel-major
+    if any(pad):
+        padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=x.dtype)
+        padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = x_cn
+    else:
+        padded = x_cn
+    col = xp.empty((c,) + tuple(kernel) + (n,) + tuple(out), dtype=x.dtype)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        source = padded[(slice(None), slice(None)) + tuple(map(_window, offset, out, stride))]  # (C, N, *Q)
+        col[(slice(None),) + offset] = source
+    return col
+
+
+def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
+    """Adjoint of :func:`im2col`: add each offset's block of ``gcol`` back onto the input.
+
+    Args:
+        gcol: (C, *K, N, *Q) array.
+    Returns:
+        gx: (N, C, *S), a channel-major view like the conv output.
+    """
+    xp = backend.get_array_module(gcol)
+    d = len(kernel)
+    n, c, *sizes = x_shape
+    out = gcol.shape[2 + d:]
+    padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=gcol.dtype)  # (C, N, *S+2p)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        target = padded[(slice(None), slice(None)) + tuple(map(_window, offset, out, stride))]  # (C, N, *Q) view
+        target += gcol[(slice(None),) + offset]
+    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    return inner.transpose(_channels_first(d))  # (C, N, *S) -> (N, C, *S) view
+
+
+class Conv(Function):
+    def __init__(self, stride: tuple, pad: tuple):
+        self.stride, self.pad = stride, pad
+
+    def forward(self, x, w, b=None):
+        o, c = w.shape[:2]
+        kernel = w.shape[2:]
+        d = len(kernel)
+        self.col = im2col(x, kernel, self.stride, self.pad)  # (C, *K, N, *Q)
+        out = self.col.shape[2 + d:]
+        col_mat = self.col.reshape(c * math.prod(kernel), -1)  # (C, *K, N, *Q) -> (C*prod(K), N*P)
+        self.w, self.x_shape = w, x.shape
+        y = w.reshape(o, -1) @ col_mat  # (O, C*prod(K)) @ (C*prod(K), N*P) -> (O, N*P)
+        if b is not None:
+            y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
+        y = y.reshape((o, x.shape[0]) + tuple(out))  # (O, N*P) -> (O, N, *Q)
+        return y.transpose(_channels_first(d))  # (O, N, *Q) -> (N, O, *Q) view, memory stays channel-major
+
+    def backward(self, gy, needs):
+        w = self.w
+        o = w.shape[0]
+        d = w.ndim - 2
+        gy_mat = gy.transpose(_channels_first(d)).reshape(o, -1)  # (N, O, *Q) -> (O, N, *Q) -> (O, N*P)
+        col_mat = self.col.reshape(-1, gy_mat.shape[1])  # (C, *K, N, *Q) -> (C*prod(K), N*P)
+        gx = gw = gb = None
+        if needs[0]:
+            gcol = w.reshape(o, -1).T @ gy_mat  # (C*prod(K), O) @ (O, N*P) -> (C*prod(K), N*P)
+            gcol = gcol.reshape(self.col.shape)  # -> (C, *K, N, *Q)
+            gx = col2im(gcol, self.x_shape, w.shape[2:], self.stride, self.pad)
+        if needs[1]:
+            gw = (gy_mat @ col_mat.T).reshape(w.shape)  # (O, N*P) @ (N*P, C*prod(K)) -> (O, C, *K)
+        if len(needs) > 2 and needs[2]:
+            gb = gy_mat.sum(axis=1)  # (O,)
+        return gx, gw, gb
+
+
+class MaxPool(Function):
+    def __init__(self, window: tuple, stride: tuple):
+        self.window, self.stride = window, stride
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        sizes = x.shape[2:]
+        out = tuple(output_size(sz, k, st, 0) for sz, k, st in zip(sizes, self.window, self.stride))
+        y = argmax = None
+        for index, offset in enumerate(itertools.product(*(range(k) for k in self.window))):
+            view = x[(slice(None), slice(None)) + tuple(map(_window, offset, out, self.stride))]  # (N, C, *Q)
+            if y is None:
+                y = view.copy(order="K")  # keeps x's memory order (channel-major after a conv)
+                count = math.prod(self.window)
+                argmax = xp.zeros(y.shape, dtype=xp.uint8 if count <= 256 else xp.int32)  # offset holding the max
+                continue
+            better = view > y  # strict: on a tie the earlier offset keeps the gradient
+            xp.maximum(y, view, out=y)
+            xp.copyto(argmax, index, where=better)
+        self.argmax, self.x = argmax, x
+        self.out = out
+        return y
+
+    def backward(self, gy, needs):
+        xp = backend.get_array_module(gy)
+        gx = xp.zeros_like(self.x)  # same memory order as x
+        for index, offset in enumerate(itertools.product(*(range(k) for k in self.window))):
+            target = gx[(slice(None), slice(None)) + tuple(map(_window, offset, self.out, self.stride))]
+            target += gy * (self.argmax == index)  # += because overlapping windows may share inputs
+        return (gx,)
+
+
+# -- validation shared by the functional API and the layers ----------------------
+
+def check_input(x, weight, where: str, spatial_dims: int | None = None) -> None:
+    """Raise a clear error for a wrong rank, an empty batch, or a dtype/backend mismatch."""
+    if spatial_dims is not None and x.ndim != 2 + spatial_dims:
+        letters = {1: "(N, C, W)", 2: "(N, C, H, W)", 3: "(N, C, T, H, W)"}.get(spatial_dims, f"{2 + spatial_dims}-D")
+        raise ValueError(f"{where}: expected a {2 + spatial_dims}-D input {letters}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: empty batch (input shape {tuple(x.shape)})")
+    if weight is None:
+        return
+    if backend.backend_name(x) != backend.backend_name(weight):
+        raise TypeError(f"{where}: input is a {backend.backend_name(x)} array but the weights are "
+                        f"{backend.backend_name(weight)}; move one with tf.gpu(...) or tf.cpu(...)")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{where}: expected {weight.dtype} input like the weights, got {x.dtype} "
+                        f"(convert with x.astype('{weight.dtype}'))")
+
+
+def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, where: str = "conv") -> Tensor:
+    """N-d convolution (cross-correlation) of ``x`` with ``w``.
+
+    Args:
+        x: (N, C, *S) input; w: (O, C, *K) kernels; b: (O,) bias or None.
+        stride, pad: an int or one value per spatial axis; pad adds zeros on both sides.
+    Returns:
+        (N, O, *Q) with Q = floor((S + 2*pad - K) / stride) + 1.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    d = w.ndim - 2
+    check_input(x.data, w.data, where, d)
+    stride = as_tuple(stride, d, f"{where} stride")
+    pad = as_tuple(pad, d, f"{where} pad")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{where}: expected input with {w.shape[1]} channel{'s' * (w.shape[1] != 1)}, "
+                         f"got {x.shape[1]} (shape {tuple(x.shape)})")
+    for sz, k, p in zip(x.shape[2:], w.shape[2:], pad):
+        if sz + 2 * p < k:
+            raise ValueError(f"{where}: input spatial size {tuple(x.shape[2:])} with padding {pad} "
+                             f"is smaller than the kernel {tuple(w.shape[2:])}")
+    inputs = (x, w) if b is None else (x, w, b)
+    return Conv(stride, pad).apply(*inputs)
+
+
+def maxpool(x: Tensor, window, stride=None, *, where: str = "maxpool") -> Tensor:
+    """Largest value in each window; ``stride`` defaults to the window (no overlap).
+
+    Args:
+        x: (N, C, *S); window: an int or one size per spatial axis.
+    Returns:
+        (N, C, *Q), Q = floor((S - window) / stride) + 1 (a 7x7 input gives 3x3 for 2x2 windows).
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    d = len(window) if not isinstance(window, int) else x.ndim - 2
+    window = as_tuple(window, d, f"{where} window")
+    stride = window if stride is None else as_tuple(stride, d, f"{where} stride")
+    check_input(x.data, None, where, d)
+    if any(sz < k for sz, k in zip(x.shape[2:], window)):
+        raise ValueError(f"{where}: input spatial size {tuple(x.shape[2:])} is smaller than the window {window}")
+    return MaxPool(window, stride).apply(x)

@@ -1,0 +1,41 @@
+"""The affine map of a dense layer: y = x @ w.T + b.
+
+With x (N, I), w (O, I), b (O,): y (N, O). Gradients: gx = gy @ w (N, I),
+gw = gy.T @ x (O, I), gb = sum of gy over the batch (O,).
+"""
+from __future__ import annotations
+
+from ..tensor import Function, Tensor
+from .conv import check_input
+
+
+class Linear(Function):
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        y = x @ w.T  # (N, I) @ (I, O) -> (N, O)
+        if b is not None:
+            y += b  # (O,) broadcasts over the N rows
+        return y
+
+    def backward(self, gy, needs):
+        gx = gy @ self.w if needs[0] else None  # (N, O) @ (O, I) -> (N, I)
+        gw = gy.T @ self.x if needs[1] else None  # (O, N) @ (N, I) -> (O, I)
+        gb = gy.sum(axis=0) if len(needs) > 2 and needs[2] else None
+        return gx, gw, gb
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None, *, where: str = "linear") -> Tensor:
+    """x @ w.T + b for x (N, in), w (out, in), b (out,)."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    check_input(x.data, w.data, where)
+    if x.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"{where}: expected input of shape (N, {w.shape[1]}), got {tuple(x.shape)}")
+    return Linear().apply(*((x, w) if b is None else (x, w, b)))
+
+
+def flatten(x: Tensor) -> Tensor:
+    """(N, ...) -> (N, prod(...)): keeps the batch axis, flattens the rest in C order."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"flatten: expected a non-empty batch (N, ...), got shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1)  # (N, C, H, W) -> (N, C*H*W); copies when memory is channel-major

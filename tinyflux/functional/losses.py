@@ -1,0 +1,99 @@
+"""Logit cross-entropy, one-hot encoding and its inverse.
+
+For scores (logits) x of one example and its true class c, the cross-entropy
+of the softmax probabilities is
+
+    loss = -log p_c = -(x_c - log sum_j exp(x_j))          (log-sum-exp form)
+
+Working on logits rather than on probabilities is what makes it safe: the
+log-sum-exp subtracts the maximum score first, so logits of +-1e4 in float32
+give a finite loss where log(softmax(x)) would give log(0) = -inf.
+Its gradient is remarkably simple: dloss/dx = softmax(x) - onehot(c). The
+batch loss is the mean over the N examples, so each row is also divided by N.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Function, Tensor
+from .activations import _log_softmax
+
+
+def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
+    """Validate labels (ints (N,) or one-hot (N, classes)) and return one-hot (N, classes)."""
+    if isinstance(labels, Tensor):
+        labels = labels.data
+    if not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
+    labels = xp.asarray(labels)
+    if labels.ndim == 1:
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"{where}: integer class labels expected, got dtype {labels.dtype} "
+                            "(pass ints of shape (N,) or one-hot floats of shape (N, classes))")
+        if labels.shape[0] != n:
+            raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
+                             f"got values from {int(labels.min())} to {int(labels.max())}")
+        onehot = xp.zeros((n, num_classes), dtype=dtype)
+        onehot[xp.arange(n), labels.astype(np.int64)] = 1
+        return onehot
+    if labels.ndim == 2:
+        if labels.shape != (n, num_classes):
+            raise ValueError(f"{where}: one-hot labels of shape {(n, num_classes)} expected, got {labels.shape}")
+        return labels.astype(dtype, copy=False)
+    raise ValueError(f"{where}: labels must have shape (N,) or (N, classes), got {labels.shape}")
+
+
+class LogitCrossEntropy(Function):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def forward(self, x):
+        where = "logit_cross_entropy"
+        if x.ndim != 2:
+            raise ValueError(f"{where}: expected scores of shape (N, classes), got {x.shape}")
+        n, num_classes = x.shape
+        if n == 0:
+            raise ValueError(f"{where}: empty batch (scores of shape {x.shape})")
+        xp = backend.get_array_module(x)
+        self.target = _labels_as_onehot(self.labels, num_classes, n, xp, x.dtype, where)
+        self.logp = _log_softmax(x, axis=1)  # (N, classes)
+        return -(self.target * self.logp).sum() / n
+
+    def backward(self, gy, needs):
+        xp = backend.get_array_module(gy)
+        n = self.logp.shape[0]
+        return ((xp.exp(self.logp) - self.target) * (gy / n),)
+
+
+def logit_cross_entropy(scores: Tensor, labels) -> Tensor:
+    """Mean cross-entropy of softmax(scores) against the labels.
+
+    Args:
+        scores: (N, classes) unnormalised log-probabilities (the model's output).
+        labels: ints of shape (N,) in 0..classes-1, or one-hot floats (N, classes).
+
+    Returns:
+        a scalar Tensor.
+
+    >>> import tinyflux as tf, numpy as np
+    >>> round(tf.logit_cross_entropy(tf.Tensor(np.zeros((2, 4))), np.array([0, 3])).item(), 4)  # log(4)
+    1.3863
+    """
+    return LogitCrossEntropy(labels).apply(scores)
+
+
+def onehot(labels, num_classes: int):
+    """Ints (N,) -> float32 array (N, num_classes) with a single 1 per row."""
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    xp = backend.get_array_module(labels)
+    labels = xp.asarray(labels)
+    return _labels_as_onehot(labels, num_classes, labels.shape[0] if labels.ndim else 0, xp, np.float32, "onehot")
+
+
+def onecold(scores):
+    """The inverse of onehot: the index of the largest score in each row, (N, classes) -> (N,)."""
+    scores = scores.data if isinstance(scores, Tensor) else scores
+    return scores.argmax(axis=1)

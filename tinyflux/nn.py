@@ -1,0 +1,216 @@
+"""Layers: a layer is its parameters plus a call, as in Flux.
+
+``Conv``, ``MaxPool`` and ``Dense`` hold their weights as Tensors with
+``requires_grad=True``; ``Chain`` calls its layers in order. Weights start
+Glorot-uniform, biases at zero (Flux's defaults): a weight is drawn from
+U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), which keeps the variance of
+activations roughly constant from layer to layer. For a convolution,
+fan_in = C * prod(K) and fan_out = O * prod(K).
+
+``print(model)`` mirrors the constructor and counts parameters, like Flux.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import functional as F
+from .functional.conv import as_tuple
+from .tensor import Tensor
+
+_rng = np.random.default_rng()
+
+
+def seed(value: int) -> None:
+    """Make weight initialisation repeatable: ``tf.seed(0)`` before building a model."""
+    global _rng
+    _rng = np.random.default_rng(value)
+
+
+def glorot_uniform(shape: tuple, fan_in: int, fan_out: int) -> np.ndarray:
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return _rng.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def _count(n: int) -> str:
+    return f"{n:_}"  # 16938 -> 16_938, as Flux prints it
+
+
+class Module:
+    """Base class: finds parameters among attributes, in the order they were assigned."""
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item.named_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self) -> list[Tensor]:
+        """The parameter Tensors, layer by layer (weight before bias)."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def __call__(self, x):
+        return self.forward(x if isinstance(x, Tensor) else Tensor(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def signature(self) -> str:
+        """The constructor call that builds this layer, e.g. ``Dense(288 => 10)``."""
+        return type(self).__name__ + "()"
+
+    def __repr__(self) -> str:
+        n = self.num_parameters()
+        return self.signature() + (f"  # {_count(n)} parameters" if n else "")
+
+
+def _activation_name(activation: Callable | None) -> str:
+    return "" if activation is None else ", " + getattr(activation, "__name__", repr(activation))
+
+
+class Conv(Module):
+    """Conv(kernel, in_channels, out_channels, activation=None, *, stride=1, pad=0)
+
+    ``y = activation(conv(x, weight) + bias)`` with weight (out, in, *kernel) and bias (out,).
+    The length of ``kernel`` gives the dimension: (3,) for sequences, (3, 3) for
+    images (N, C, H, W), (3, 3, 3) for videos (N, C, T, H, W).
+
+    >>> Conv((3, 3), 1, 16, F.relu, pad=1)
+    Conv((3, 3), 1 => 16, relu, pad=1)  # 160 parameters
+    """
+
+    def __init__(self, kernel: tuple, in_channels: int, out_channels: int, activation: Callable | None = None,
+                 *, stride=1, pad=0):
+        kernel = tuple(kernel) if not isinstance(kernel, int) else (kernel,)
+        d = len(kernel)
+        if d not in (1, 2, 3):
+            raise ValueError(f"Conv: kernel must have 1, 2 or 3 sizes, got {kernel}")
+        self.kernel = kernel
+        self.stride = as_tuple(stride, d, "Conv stride")
+        self.pad = as_tuple(pad, d, "Conv pad")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.activation = activation
+        k = math.prod(kernel)
+        self.weight = Tensor(glorot_uniform((out_channels, in_channels) + kernel, in_channels * k, out_channels * k),
+                             requires_grad=True)
+        self.bias = Tensor(np.zeros(out_channels, dtype=np.float32), requires_grad=True)
+
+    def signature(self) -> str:
+        options = ""
+        if any(s != 1 for s in self.stride):
+            options += f", stride={_short(self.stride)}"
+        if any(self.pad):
+            options += f", pad={_short(self.pad)}"
+        return (f"Conv({self.kernel}, {self.in_channels} => {self.out_channels}"
+                f"{_activation_name(self.activation)}{options})")
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv(x, self.weight, self.bias, self.stride, self.pad, where=self.signature())
+        return y if self.activation is None else self.activation(y)
+
+
+class MaxPool(Module):
+    """MaxPool(window, stride=None): the largest value in each window; stride defaults to the window.
+
+    >>> MaxPool((2, 2))
+    MaxPool((2, 2))
+    """
+
+    def __init__(self, window: tuple, stride=None):
+        self.window = tuple(window) if not isinstance(window, int) else (window,)
+        if len(self.window) not in (1, 2, 3):
+            raise ValueError(f"MaxPool: window must have 1, 2 or 3 sizes, got {self.window}")
+        self.stride = self.window if stride is None else as_tuple(stride, len(self.window), "MaxPool stride")
+
+    def signature(self) -> str:
+        stride = "" if self.stride == self.window else f", stride={_short(self.stride)}"
+        return f"MaxPool({self.window}{stride})"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.maxpool(x, self.window, self.stride, where=self.signature())
+
+
+class Dense(Module):
+    """Dense(in, out, activation=None): ``y = activation(x @ weight.T + bias)``, weight (out, in).
+
+    >>> Dense(288, 10)
+    Dense(288 => 10)  # 2_890 parameters
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: Callable | None = None):
+        self.in_features, self.out_features = in_features, out_features
+        self.activation = activation
+        self.weight = Tensor(glorot_uniform((out_features, in_features), in_features, out_features),
+                             requires_grad=True)
+        self.bias = Tensor(np.zeros(out_features, dtype=np.float32), requires_grad=True)
+
+    def signature(self) -> str:
+        return f"Dense({self.in_features} => {self.out_features}{_activation_name(self.activation)})"
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.linear(x, self.weight, self.bias, where=self.signature())
+        return y if self.activation is None else self.activation(y)
+
+
+class Chain(Module):
+    """Chain(*layers): calls each layer (or plain function, like ``flatten``) on the previous result."""
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not callable(layer):
+                raise TypeError(f"Chain: layer {i} is not callable: {layer!r}")
+        self.layers = list(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def named_parameters(self, prefix: str = ""):
+        """Names like PyTorch's Sequential: "0.weight", "0.bias", "2.weight", ... (index in the chain)."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Module):
+                yield from layer.named_parameters(f"{prefix}{i}.")
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def signature(self) -> str:
+        return "Chain(...)"
+
+    def __repr__(self) -> str:
+        lines = []
+        for layer in self.layers:
+            if isinstance(layer, Module):
+                text = layer.signature() if not isinstance(layer, Chain) else repr(layer).replace("\n", "\n  ")
+                count = layer.num_parameters()
+                lines.append((text + ",", f"# {_count(count)} parameters" if count and not isinstance(layer, Chain)
+                              else ""))
+            else:
+                lines.append((getattr(layer, "__name__", repr(layer)) + ",", ""))
+        width = max(len(text) for text, _ in lines) if lines else 0
+        body = "\n".join(f"  {text:<{width}}  {comment}".rstrip() for text, comment in lines)
+        params = self.parameters()
+        total = f"# Total: {len(params)} arrays, {_count(self.num_parameters())} parameters"
+        return f"Chain(\n{body}\n)  {total}"
+
+
+def _short(values: tuple):
+    """(1, 1) -> 1 for a compact repr; unequal values stay a tuple."""
+    return values[0] if len(set(values)) == 1 else values
+
+
+flatten = F.flatten
