@@ -16,9 +16,10 @@ from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
 from .gradcheck import GradcheckError, gradcheck
+from .io import CheckpointError, load, save
 from .nn import seed
 from .tensor import Tensor, no_grad
 
-__all__ = ["GradcheckError", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
+__all__ = ["CheckpointError", "GradcheckError", "load", "save", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
            "gradcheck", "log_softmax", "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot",
            "optim", "relu", "seed", "softmax"]

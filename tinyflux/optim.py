@@ -59,8 +59,9 @@ class Optimizer:
         for kind, values in arrays.items():
             target = getattr(self, kind)
             for i, value in enumerate(values):
-                xp = backend.get_array_module(self.params[i].data)
-                target[i] = xp.asarray(value)
+                if value is not None:
+                    xp = backend.get_array_module(self.params[i].data)
+                    target[i] = xp.asarray(value)
 
 
 class SGD(Optimizer):
@@ -69,13 +70,11 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
         self.momentum = momentum
-        self.velocity = [None] * len(self.params)
+        self.velocity = [backend.get_array_module(p.data).zeros_like(p.data) for p in self.params] if momentum else []
 
     def update(self, i, p):
         g = p.grad
         if self.momentum:
-            if self.velocity[i] is None:
-                self.velocity[i] = backend.get_array_module(g).zeros_like(p.data)
             u = self.velocity[i]
             u *= self.momentum
             u += g
