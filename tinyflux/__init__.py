@@ -11,7 +11,7 @@ for checkpoints and ``gradcheck`` for numerical gradient checks.
 """
 __version__ = "0.1.0"
 
-from . import functional, nn, optim
+from . import data, functional, nn, optim
 from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
@@ -20,6 +20,6 @@ from .io import CheckpointError, load, save
 from .nn import seed
 from .tensor import Tensor, no_grad
 
-__all__ = ["CheckpointError", "GradcheckError", "load", "save", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
+__all__ = ["CheckpointError", "GradcheckError", "data", "load", "save", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
            "gradcheck", "log_softmax", "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot",
            "optim", "relu", "seed", "softmax"]
