@@ -5,11 +5,17 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import backend
 
-def to_float_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 1, 28, 28) in [0, 1] (one input channel)."""
-    images = np.asarray(images)
-    return (images.astype(np.float32) / 255).reshape(images.shape[0], 1, *images.shape[1:])  # add C = 1
+
+def to_float_images(images):
+    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 1, 28, 28) in [0, 1] (one input channel).
+
+    Works on NumPy and CuPy arrays alike (the images may already be on the GPU).
+    """
+    floats = images.astype(np.float32)
+    floats *= 1 / 255
+    return floats.reshape(images.shape[0], 1, *images.shape[1:])  # (N, 28, 28) -> (N, 1, 28, 28): add C = 1
 
 
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
@@ -23,7 +29,10 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bo
         raise ValueError(f"batches: batch_size must be at least 1, got {batch_size}")
     if len(images) != len(labels):
         raise ValueError(f"batches: {len(images)} images but {len(labels)} labels")
-    order = (rng or np.random.default_rng()).permutation(len(images)) if shuffle else None
+    order = None
+    if shuffle:
+        order = (rng or np.random.default_rng()).permutation(len(images))
+        order = backend.get_array_module(images).asarray(order)  # index GPU images with a GPU array
     for start in range(0, len(images), batch_size):
         index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
         yield to_float_images(images[index]), labels[index]

@@ -1,0 +1,242 @@
+"""Classify MNIST digits with a small convolutional network.
+
+A line-by-line Python port of the Flux model-zoo script `conv.jl` (2020): three
+3x3 convolutions with ReLU and 2x2 max-pooling, then one dense layer; Adam at
+3e-3, batches of 128, Gaussian noise added to every training batch. After each
+epoch it measures test accuracy, saves the best model, drops the learning
+rate when progress stalls and stops when training has converged. The
+published Flux run reached a test accuracy of 0.9929 in 20 epochs.
+
+    python examples/mnist_conv.py                 # the full 20-epoch schedule
+    python examples/mnist_conv.py --epochs 1 --max-steps 50   # a quick check
+    python examples/mnist_conv.py --help          # every knob of Args
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import tinyflux as tf
+from tinyflux import nn, optim
+from tinyflux.data import batches, num_batches, to_float_images
+
+log = logging.getLogger("mnist_conv")
+
+
+# -- Arguments ----------------------------------------------------------------------
+@dataclass
+class Args:
+    """Every knob of the run; each field is also a command-line flag (--batch-size for batch_size)."""
+
+    lr: float = 3e-3  # learning rate of Adam
+    epochs: int = 20  # passes over the 60,000 training images
+    batch_size: int = 128  # images per training step
+    savepath: str = "./"  # folder for the best model, mnist_conv.h5
+    data_dir: str | None = None  # folder with the MNIST files; default: cache, then download
+    dataset: str = "mnist"  # or "fashion-mnist"
+    device: str = "auto"  # auto (GPU when there is one), cpu or gpu
+    seed: int = 0  # for the initial weights and the noise
+    shuffle: bool = False  # shuffle the training set every epoch (the original does not)
+    max_steps: int | None = None  # stop each epoch after this many batches (quick runs)
+
+
+def parse_args(argv=None) -> Args:
+    """Command-line flags, one per field of Args, with the same defaults."""
+    defaults = Args()
+    p = argparse.ArgumentParser(description="Train a convnet on MNIST (the Flux model-zoo conv.jl schedule).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of Adam")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
+    p.add_argument("--savepath", default=defaults.savepath, help="folder for the best model, mnist_conv.h5")
+    p.add_argument("--data-dir", default=defaults.data_dir,
+                   help="folder holding the dataset files; unset: the cache, then download")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default=defaults.dataset, help="which dataset")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device,
+                   help="auto uses a CUDA GPU when CuPy finds one")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the initial weights and the noise")
+    p.add_argument("--shuffle", action="store_true", help="shuffle the training set every epoch")
+    p.add_argument("--max-steps", type=int, default=defaults.max_steps,
+                   help="stop each epoch after this many batches (quick runs)")
+    args = Args(**vars(p.parse_args(argv)))
+    if args.batch_size < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
+        p.error(f"--batch-size, --epochs and --max-steps must be at least 1, got {args.batch_size}, "
+                f"{args.epochs}, {args.max_steps}")
+    return args
+
+
+# -- Data ---------------------------------------------------------------------------
+def get_processed_data(args: Args):
+    """Training and test sets as uint8 arrays, on the device the model will use."""
+    train_images, train_labels = tf.data.load(args.dataset, "train", root=args.data_dir)
+    test_images, test_labels = tf.data.load(args.dataset, "test", root=args.data_dir)
+    move = tf.gpu if use_gpu(args) else (lambda a: a)
+    return (move(train_images), move(train_labels)), (move(test_images), move(test_labels))
+
+
+def use_gpu(args: Args) -> bool:
+    if args.device == "gpu" and "cupy" not in tf.available_backends():
+        raise SystemExit("--device gpu: no usable CUDA GPU (is CuPy installed? pip install tinyflux[cuda12])")
+    return args.device == "gpu" or (args.device == "auto" and "cupy" in tf.available_backends())
+
+
+# -- Model --------------------------------------------------------------------------
+def build_model(args: Args, imgsize=(28, 28, 1), nclasses: int = 10) -> nn.Chain:
+    """Three Conv -> ReLU -> MaxPool blocks and a dense layer; 28x28 -> 14x14 -> 7x7 -> 3x3."""
+    cnn_output_size = (imgsize[0] // 8, imgsize[1] // 8, 32)  # 3x3x32 = 288 features after three pools
+    return nn.Chain(
+        # first convolution, on 28x28 images
+        nn.Conv((3, 3), imgsize[2], 16, tf.relu, pad=1),
+        nn.MaxPool((2, 2)),
+        # second convolution, on 14x14 feature maps
+        nn.Conv((3, 3), 16, 32, tf.relu, pad=1),
+        nn.MaxPool((2, 2)),
+        # third convolution, on 7x7 feature maps (pooled to 3x3: the odd row and column are dropped)
+        nn.Conv((3, 3), 32, 32, tf.relu, pad=1),
+        nn.MaxPool((2, 2)),
+        # (N, 32, 3, 3) -> (N, 288) for the dense layer
+        nn.flatten,
+        nn.Dense(int(np.prod(cnn_output_size)), nclasses))
+
+
+# -- Helpers ------------------------------------------------------------------------
+def augment(x, rng):
+    """Add Gaussian noise of standard deviation 0.1, so the model does not learn exact pixel values."""
+    return x + 0.1 * rng.standard_normal(x.shape, dtype=np.float32)
+
+
+def anynan(model: nn.Module) -> bool:
+    return any(bool(np.isnan(p.data).any()) if isinstance(p.data, np.ndarray) else bool(p.data.isnan().any())
+               for p in model.parameters())
+
+
+def accuracy(images, labels, model: nn.Module, chunk: int = 1000) -> float:
+    """Fraction of images whose highest score is the true label; in chunks to bound memory."""
+    correct = 0
+    with tf.no_grad():
+        for start in range(0, len(images), chunk):
+            scores = model(tf.Tensor(to_float_images(images[start:start + chunk])))
+            correct += int((tf.onecold(scores) == labels[start:start + chunk]).sum())
+    return correct / len(images)
+
+
+def checkpoint_path(args: Args) -> str:
+    return os.path.join(args.savepath, "mnist_conv.h5")
+
+
+# -- Training -----------------------------------------------------------------------
+def train(args: Args) -> float:
+    tf.seed(args.seed)
+    xp_rng = np.random.default_rng(args.seed)
+
+    log.info("Loading data set")
+    (train_images, train_labels), (test_images, test_labels) = get_processed_data(args)
+
+    log.info("Building model...")
+    model = build_model(args)
+    if use_gpu(args):
+        model = tf.gpu(model)
+        import cupy  # only on the GPU path; the noise must be drawn where the images are
+        xp_rng = cupy.random.default_rng(args.seed)
+
+    # Warm-up: one forward call before training, as the original "precompiles". In Python there is
+    # nothing to compile, but it checks the data fits the model before a long run starts.
+    model(tf.Tensor(to_float_images(train_images[:args.batch_size])))
+
+    def loss(x, y):
+        y_hat = model(tf.Tensor(augment(x, xp_rng)))
+        return tf.logit_cross_entropy(y_hat, y)
+
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    os.makedirs(args.savepath, exist_ok=True)
+
+    log.info("Beginning training loop...")
+    best_acc, last_improvement = 0.0, 0
+    steps_per_epoch = num_batches(len(train_images), args.batch_size)
+    if args.max_steps:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps)
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+        total_loss = 0.0
+        for step, (x, y) in enumerate(batches(train_images, train_labels, args.batch_size, args.shuffle,
+                                              np.random.default_rng(args.seed + epoch))):
+            if step == steps_per_epoch:
+                break
+            batch_loss = loss(x, y)
+            batch_loss.backward()
+            opt.step()
+            opt.zero_grad()
+            total_loss += batch_loss.data  # stays on the device: no synchronisation per step
+            bar.update()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{float(batch_loss.data):.4f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        log.info(f"[{epoch}]: {elapsed:.1f} s, {1000 * elapsed / steps_per_epoch:.1f} ms/step, "
+                 f"mean training loss {float(total_loss) / steps_per_epoch:.4f}")
+
+        # Stop on NaN parameters
+        if anynan(model):
+            log.error("NaN params")
+            break
+
+        acc = accuracy(test_images, test_labels, model)
+        log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
+        if acc >= 0.999:
+            log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
+            break
+
+        if acc >= best_acc:
+            log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
+            tf.save(checkpoint_path(args), model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
+            best_acc, last_improvement = acc, epoch
+
+        # No improvement for 5 epochs: divide the learning rate by 10, then give it 5 more epochs
+        if epoch - last_improvement >= 5 and opt.lr > 1e-6:
+            opt.lr /= 10.0
+            log.warning(f" -> Haven't improved in a while, dropping learning rate to {opt.lr:g}!")
+            last_improvement = epoch
+
+        if epoch - last_improvement >= 10:
+            log.warning(" -> We're calling this converged.")
+            break
+    return best_acc
+
+
+# -- Test ---------------------------------------------------------------------------
+def test(args: Args) -> float:
+    """Rebuild the model with fresh random weights, load the saved best one and measure it."""
+    _, (test_images, test_labels) = get_processed_data(args)
+    model = build_model(args)
+    if use_gpu(args):
+        model = tf.gpu(model)
+    tf.load(checkpoint_path(args), model)
+    acc = accuracy(test_images, test_labels, model)
+    print(f"accuracy(test_set, model) = {acc:.4f}")
+    return acc
+
+
+class FluxStyle(logging.Formatter):
+    """Log lines like Julia's: "[ Info: ...", "┌ Warning: ..."."""
+
+    def format(self, record):
+        level = {"INFO": "Info", "WARNING": "Warning", "ERROR": "Error"}.get(record.levelname, record.levelname)
+        return f"[ {level}: {record.getMessage()}"
+
+
+if __name__ == "__main__":
+    handler = logging.StreamHandler()
+    handler.setFormatter(FluxStyle())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    arguments = parse_args()
+    train(arguments)
+    test(arguments)
