@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import functional as F
-from .functional.conv import as_tuple
+from .functional.convolution import as_tuple
 from .tensor import Tensor
 
 _rng = np.random.default_rng()
@@ -118,6 +118,23 @@ class Conv(Module):
         y = F.conv(x, self.weight, self.bias, self.stride, self.pad, where=self.signature())
         return y if self.activation is None else self.activation(y)
 
+    def can_pool_first(self, pool: "MaxPool") -> bool:
+        """Whether ``pool(self(x))`` may be computed as ``activation(pool(conv(x)) + bias)``.
+
+        Taking a maximum commutes with adding the same number to every value
+        (the bias is one number per channel) and with any non-decreasing
+        activation: max(relu(a), relu(b)) = relu(max(a, b)). Pooling first does
+        the bias and ReLU work on a quarter of the values (for 2x2 windows).
+        """
+        return self.activation in _MONOTONE and len(pool.window) == len(self.kernel)
+
+    def forward_pooled(self, x: Tensor, pool: "MaxPool") -> Tensor:
+        """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`."""
+        y = F.conv(x, self.weight, None, self.stride, self.pad, where=self.signature())
+        y = pool(y)
+        y = y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
+        return y if self.activation is None else self.activation(y)
+
 
 class MaxPool(Module):
     """MaxPool(window, stride=None): the largest value in each window; stride defaults to the window.
@@ -172,8 +189,16 @@ class Chain(Module):
         self.layers = list(layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, Conv) and isinstance(following, MaxPool) and layer.can_pool_first(following):
+                x = layer.forward_pooled(x if isinstance(x, Tensor) else Tensor(x), following)  # a speed-up only
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x
 
     def named_parameters(self, prefix: str = ""):
@@ -214,3 +239,4 @@ def _short(values: tuple):
 
 
 flatten = F.flatten
+_MONOTONE = (None, F.relu)  # activations that commute with max-pooling

@@ -1,7 +1,7 @@
 """The math of tinyflux as plain functions on Tensors (the layers in ``nn`` call these)."""
 from .activations import log_softmax, relu, softmax
 from .basic import add, div, exp, log, matmul, mean, mul, neg, reshape, sub, sum, sum_to, transpose
-from .conv import col2im, conv, im2col, maxpool
+from .convolution import col2im, conv, im2col, maxpool
 from .linear import flatten, linear
 from .losses import logit_cross_entropy, onecold, onehot
 

@@ -6,7 +6,7 @@ gw = gy.T @ x (O, I), gb = sum of gy over the batch (O,).
 from __future__ import annotations
 
 from ..tensor import Function, Tensor
-from .conv import check_input
+from .convolution import check_input
 
 
 class Linear(Function):

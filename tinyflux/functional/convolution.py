@@ -145,36 +145,68 @@ class Conv(Function):
         return gx, gw, gb
 
 
+def _along(axis: int, index, ndim: int) -> tuple:
+    """An indexing tuple that applies ``index`` to one axis and takes everything on the others."""
+    return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)
+
+
 class MaxPool(Function):
+    """Max-pooling, done one spatial axis at a time.
+
+    A window's maximum is the maximum over its rows of each row's maximum, so a
+    (KH, KW) pool is a 1-D pool along W followed by a 1-D pool along H. That is
+    also faster: along W the K strided views of channel-major memory are long
+    regular runs, and the later passes work on data already K times smaller.
+    Each pass records, per output, which of its K offsets held the maximum (the
+    first one on a tie), so exactly one input of every window gets the gradient.
+    """
+
     def __init__(self, window: tuple, stride: tuple):
         self.window, self.stride = window, stride
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        sizes = x.shape[2:]
-        out = tuple(output_size(sz, k, st, 0) for sz, k, st in zip(sizes, self.window, self.stride))
-        y = argmax = None
-        for index, offset in enumerate(itertools.product(*(range(k) for k in self.window))):
-            view = x[(slice(None), slice(None)) + tuple(map(_window, offset, out, self.stride))]  # (N, C, *Q)
-            if y is None:
-                y = view.copy(order="K")  # keeps x's memory order (channel-major after a conv)
-                count = math.prod(self.window)
-                argmax = xp.zeros(y.shape, dtype=xp.uint8 if count <= 256 else xp.int32)  # offset holding the max
-                continue
-            better = view > y  # strict: on a tie the earlier offset keeps the gradient
-            xp.maximum(y, view, out=y)
-            xp.copyto(argmax, index, where=better)
-        self.argmax, self.x = argmax, x
-        self.out = out
-        return y
+        self.passes = []  # (axis, kernel, stride, pass input, argmax) per 1-D pass, for backward
+        for axis in reversed(range(2, x.ndim)):  # W first: it is the contiguous axis
+            k, s = self.window[axis - 2], self.stride[axis - 2]
+            y, argmax = _maxpool_1d(x, axis, k, s)
+            self.passes.append((axis, k, s, x, argmax))
+            x = y
+        return x
 
     def backward(self, gy, needs):
-        xp = backend.get_array_module(gy)
-        gx = xp.zeros_like(self.x)  # same memory order as x
-        for index, offset in enumerate(itertools.product(*(range(k) for k in self.window))):
-            target = gx[(slice(None), slice(None)) + tuple(map(_window, offset, self.out, self.stride))]
-            target += gy * (self.argmax == index)  # += because overlapping windows may share inputs
-        return (gx,)
+        for axis, k, s, x, argmax in reversed(self.passes):
+            gy = _maxpool_1d_backward(gy, x, argmax, axis, k, s)
+        return (gy,)
+
+
+def _maxpool_1d(x, axis: int, k: int, s: int):
+    """Max over windows of k positions every s positions along one axis; also which offset won."""
+    xp = backend.get_array_module(x)
+    out = output_size(x.shape[axis], k, s, 0)
+    views = [x[_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
+    y = views[0].copy(order="K")  # keeps x's memory order (channel-major after a conv)
+    argmax = xp.zeros_like(y, dtype=xp.uint8)  # offset of the maximum in each window; same memory order as y
+    for offset in range(1, k):
+        better = views[offset] > y  # strict: on a tie the earlier offset keeps the gradient
+        xp.maximum(y, views[offset], out=y)
+        # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
+        # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
+        xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
+    return y, argmax
+
+
+def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
+    """Send each output gradient to the input position that won its window (x: the pass's input)."""
+    xp = backend.get_array_module(gy)
+    n_out = gy.shape[axis]
+    gx = xp.zeros_like(x)  # same memory order as x; a floored remainder row keeps gradient 0
+    for offset in range(k):
+        target = gx[_along(axis, _window(offset, n_out, s), gy.ndim)]
+        if s >= k:  # windows do not overlap: each input position receives from one window only
+            xp.multiply(gy, argmax == offset, out=target)
+        else:
+            target += gy * (argmax == offset)
+    return gx
 
 
 # -- validation shared by the functional API and the layers ----------------------
