@@ -155,3 +155,42 @@ def test_conv_errors_name_what_was_expected(xp):
         tf.conv(tf.Tensor(xp.zeros((1, 3, 5, 5), dtype=np.float32)), w)
     with pytest.raises(ValueError, match="smaller than the window"):
         tf.maxpool(tf.Tensor(xp.zeros((1, 1, 1, 5))), (2, 2))
+
+
+# -- the column builders ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes,kernel,stride,pad", CONV_CASES)
+def test_col2im_is_the_adjoint_of_im2col(rng, sizes, kernel, stride, pad):
+    """<im2col(x), g> == <x, col2im(g)> for every x and g: the defining property of a transpose."""
+    from tinyflux.functional.convolution import col2im, col2im_shifted, im2col, im2col_shifted
+    d = len(kernel)
+    stride, pad = _tuple(stride, d), _tuple(pad, d)
+    x = rng.standard_normal((2, 3) + sizes)
+    builders = [(lambda x: im2col(x, kernel, stride, pad), lambda g: col2im(g, x.shape, kernel, stride, pad))]
+    if all(s == 1 for s in stride):
+        builders.append((lambda x: im2col_shifted(x, kernel, pad)[0],
+                         lambda g: col2im_shifted(g, x.shape, kernel, pad)))
+    for forward, adjoint in builders:
+        col = forward(x)
+        g = rng.standard_normal(col.shape)
+        assert np.vdot(col, g) == pytest.approx(np.vdot(x, adjoint(g)), rel=1e-10)
+
+
+def test_chain_pools_before_bias_and_relu_without_changing_results(rng):
+    """Chain computes relu(pool(conv(x)) + b) instead of pool(relu(conv(x) + b)): same values and gradients."""
+    tf.seed(3)
+    chain = tf.nn.Chain(tf.nn.Conv((3, 3), 2, 4, tf.relu, pad=1), tf.nn.MaxPool((2, 2)))
+    for p in chain.parameters():
+        p.data = p.data.astype(np.float64)
+    chain[0].bias.data = rng.standard_normal(4)
+    x = tf.Tensor(rng.standard_normal((3, 2, 7, 6)))
+    fused = chain(x)
+    fused.sum().backward()
+    fused_grads = [p.grad for p in chain.parameters()]
+    for p in chain.parameters():
+        p.grad = None
+    plain = chain[1](chain[0](x))  # layer by layer: no fusion
+    plain.sum().backward()
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12)
+    for a, p in zip(fused_grads, chain.parameters()):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-12)

@@ -12,7 +12,10 @@ GPU still runs on a laptop.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import sys
 import types
 
 import numpy as np
@@ -94,3 +97,30 @@ def synchronize(array=None) -> None:
     """Wait for queued GPU work (a no-op on the CPU); benchmarks need it for honest timings."""
     if cupy_available():
         _cupy.cuda.get_current_stream().synchronize()
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to recycle freed memory instead of returning it to the OS.
+
+    Why this makes training faster: a training step allocates and frees the
+    same large arrays (im2col columns, activations, gradients) every time.
+    By default glibc hands blocks above a threshold straight back to the
+    kernel when NumPy frees them, so the next step's arrays arrive as fresh
+    pages, and the first touch of each 4 KiB page is a page fault in which the
+    kernel zeroes it. That was about 8,000 faults and a third of the CPU time
+    of an MNIST step on a 2-core machine. Raising the mmap threshold to its
+    maximum (32 MiB) and the trim threshold to 1 GiB keeps those blocks in the
+    process, and the faults drop to about one per step. The cost: the process
+    keeps its peak memory instead of shrinking between steps.
+
+    Returns True when the setting was applied (Linux with glibc), False elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # the constants of glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 1 << 30))

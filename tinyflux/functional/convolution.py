@@ -109,37 +109,115 @@ def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
     return inner.transpose(_channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 
+def im2col_shifted(x, kernel: tuple, pad: tuple):
+    """im2col for stride 1, where each kernel offset's columns are one contiguous slice.
+
+    Pad the input, flatten each image to one row, and compute outputs for every
+    position of the padded grid after the first axis (for 2-D: OH rows of Wp
+    columns instead of OW). Then kernel offset (i, j) reads the flat slice that
+    starts at i*Wp + j: a long contiguous copy instead of OH*N short strided
+    rows, several times faster. The price is Wp - OW extra output columns per
+    row (7% more GEMM work for 28x28 images, 29% for 7x7), which
+    :class:`Conv` cuts away. One spare zero row keeps the last slice inside
+    the image.
+
+    Args:
+        x: (N, C, *S).
+    Returns:
+        col: (C, *K, N, E) with E = Q1 * prod(padded S[1:]) extended output positions per image;
+        extended: the (N, Q1, *padded S[1:]) shape of those positions.
+    """
+    xp = backend.get_array_module(x)
+    d = len(kernel)
+    n, c, *sizes = x.shape
+    padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
+    padded = xp.zeros((c, n, padded_sizes[0] + 1, *padded_sizes[1:]), dtype=x.dtype)  # +1: the spare row
+    padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = \
+        x.transpose(_channels_first(d))  # (N, C, *S) -> (C, N, *S), copied into the zero frame
+    flat = padded.reshape(c, n, -1)  # (C, N, S1+1, *S') -> (C, N, F): one row per image
+    extended = (n, padded_sizes[0] - kernel[0] + 1, *padded_sizes[1:])
+    length = math.prod(extended[1:])  # E
+    col = xp.empty((c,) + tuple(kernel) + (n, length), dtype=x.dtype)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = _flat_start(offset, padded_sizes)
+        col[(slice(None),) + offset] = flat[:, :, start:start + length]  # (C, N, E), contiguous runs
+    return col, extended
+
+
+def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
+    """Adjoint of :func:`im2col_shifted`: gcol (C, *K, N, E) -> gx (N, C, *S), a channel-major view."""
+    xp = backend.get_array_module(gcol)
+    d = len(kernel)
+    n, c, *sizes = x_shape
+    padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
+    length = gcol.shape[-1]
+    flat = xp.zeros((c, n, (padded_sizes[0] + 1) * math.prod(padded_sizes[1:])), dtype=gcol.dtype)  # (C, N, F)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = _flat_start(offset, padded_sizes)
+        flat[:, :, start:start + length] += gcol[(slice(None),) + offset]
+    padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])  # (C, N, F) -> (C, N, S1+1, *S')
+    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    return inner.transpose(_channels_first(d))  # (C, N, *S) -> (N, C, *S) view
+
+
+def _flat_start(offset: tuple, padded_sizes: list) -> int:
+    """Where kernel offset (k1, k2, ...) starts in a flattened padded image: k1*S2*S3 + k2*S3 + k3."""
+    start, step = 0, 1
+    for k, size in zip(reversed(offset), reversed(padded_sizes)):
+        start += k * step
+        step *= size
+    return start
+
+
 class Conv(Function):
+    """The convolution as one GEMM over im2col columns (the shifted variant when the stride is 1)."""
+
     def __init__(self, stride: tuple, pad: tuple):
         self.stride, self.pad = stride, pad
+        self.shifted = all(s == 1 for s in stride)
 
     def forward(self, x, w, b=None):
         o, c = w.shape[:2]
         kernel = w.shape[2:]
         d = len(kernel)
-        self.col = im2col(x, kernel, self.stride, self.pad)  # (C, *K, N, *Q)
-        out = self.col.shape[2 + d:]
-        col_mat = self.col.reshape(c * math.prod(kernel), -1)  # (C, *K, N, *Q) -> (C*prod(K), N*P)
-        self.w, self.x_shape = w, x.shape
-        y = w.reshape(o, -1) @ col_mat  # (O, C*prod(K)) @ (C*prod(K), N*P) -> (O, N*P)
+        if self.shifted:
+            self.col, extended = im2col_shifted(x, kernel, self.pad)  # (C, *K, N, E)
+        else:
+            self.col = im2col(x, kernel, self.stride, self.pad)  # (C, *K, N, *Q)
+            extended = self.col.shape[1 + d:]  # (N, *Q): every computed position is an output
+        self.out = tuple(output_size(sz, k, st, p) for sz, k, st, p in zip(x.shape[2:], kernel, self.stride, self.pad))
+        col_mat = self.col.reshape(c * math.prod(kernel), -1)  # -> (C*prod(K), N*E)
+        self.w, self.x_shape, self.extended = w, x.shape, tuple(extended)
+        y = w.reshape(o, -1) @ col_mat  # (O, C*prod(K)) @ (C*prod(K), N*E) -> (O, N*E)
         if b is not None:
             y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
-        y = y.reshape((o, x.shape[0]) + tuple(out))  # (O, N*P) -> (O, N, *Q)
+        y = y.reshape((o,) + tuple(extended))  # (O, N*E) -> (O, N, *E)
+        y = y[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)]  # drop extended positions
         return y.transpose(_channels_first(d))  # (O, N, *Q) -> (N, O, *Q) view, memory stays channel-major
 
     def backward(self, gy, needs):
         w = self.w
         o = w.shape[0]
         d = w.ndim - 2
-        gy_mat = gy.transpose(_channels_first(d)).reshape(o, -1)  # (N, O, *Q) -> (O, N, *Q) -> (O, N*P)
-        col_mat = self.col.reshape(-1, gy_mat.shape[1])  # (C, *K, N, *Q) -> (C*prod(K), N*P)
+        xp = backend.get_array_module(gy)
+        gy_cn = gy.transpose(_channels_first(d))  # (N, O, *Q) -> (O, N, *Q)
+        if self.shifted:  # back to the extended positions; the extra ones get gradient 0
+            gy_ext = xp.zeros((o,) + self.extended, dtype=gy.dtype)  # (O, N, *E)
+            gy_ext[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)] = gy_cn
+            gy_mat = gy_ext.reshape(o, -1)  # (O, N, *E) -> (O, N*E)
+        else:
+            gy_mat = gy_cn.reshape(o, -1)  # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
+        col_mat = self.col.reshape(-1, gy_mat.shape[1])  # -> (C*prod(K), N*E)
         gx = gw = gb = None
         if needs[0]:
-            gcol = w.reshape(o, -1).T @ gy_mat  # (C*prod(K), O) @ (O, N*P) -> (C*prod(K), N*P)
-            gcol = gcol.reshape(self.col.shape)  # -> (C, *K, N, *Q)
-            gx = col2im(gcol, self.x_shape, w.shape[2:], self.stride, self.pad)
+            gcol = w.reshape(o, -1).T @ gy_mat  # (C*prod(K), O) @ (O, N*E) -> (C*prod(K), N*E)
+            gcol = gcol.reshape(self.col.shape)  # -> (C, *K, N, E) or (C, *K, N, *Q)
+            if self.shifted:
+                gx = col2im_shifted(gcol, self.x_shape, w.shape[2:], self.pad)
+            else:
+                gx = col2im(gcol, self.x_shape, w.shape[2:], self.stride, self.pad)
         if needs[1]:
-            gw = (gy_mat @ col_mat.T).reshape(w.shape)  # (O, N*P) @ (N*P, C*prod(K)) -> (O, C, *K)
+            gw = (gy_mat @ col_mat.T).reshape(w.shape)  # (O, N*E) @ (N*E, C*prod(K)) -> (O, C, *K)
         if len(needs) > 2 and needs[2]:
             gb = gy_mat.sum(axis=1)  # (O,)
         return gx, gw, gb

@@ -1,0 +1,315 @@
+"""Benchmark tinyflux's convolutions and the MNIST training step, side by side with PyTorch.
+
+    python benchmarks/conv_bench.py                       # table, CPU (NumPy)
+    python benchmarks/conv_bench.py --json                # the same figures as JSON
+    python benchmarks/conv_bench.py --shape 64,16,32,32 --kernel 3 --out 32
+    python benchmarks/conv_bench.py --backend cupy        # on a CUDA GPU
+
+What it measures, all in one process so that the machine's noise hits both sides alike:
+
+* sgemm: the GFLOP/s of one large float32 matrix product, the ceiling for im2col convolutions;
+* per convolution layer: forward, backward to the input, backward to the weights;
+  time, GFLOP/s (2*N*O*P*C*prod(K) each) and the fraction of the sgemm rate;
+* the full MNIST training step at batch 128 (forward, backward, Adam).
+
+When PyTorch is importable it runs the same work with the same thread count, interleaved
+round by round with tinyflux, and reports the ratio tinyflux / PyTorch. Every figure is
+the minimum, median and maximum over repeated rounds. Timings are never asserted anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
+
+import tinyflux as tf  # noqa: E402
+from tinyflux import backend, nn, optim  # noqa: E402
+from tinyflux.functional.convolution import Conv, output_size  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # PyTorch is never a dependency of tinyflux; without it we measure tinyflux alone
+    torch = None
+
+MNIST_LAYERS = [  # (name, N, C, H, W, K, O) of the three convolutions at batch 128
+    ("conv1", 128, 1, 28, 28, 3, 16),
+    ("conv2", 128, 16, 14, 14, 3, 32),
+    ("conv3", 128, 32, 7, 7, 3, 32),
+]
+
+
+def summary(times_s: list[float]) -> dict:
+    ms = [t * 1e3 for t in times_s]
+    return {"min": min(ms), "median": statistics.median(ms), "max": max(ms)}
+
+
+class Timer:
+    """Times one call, waiting for the GPU where there is one."""
+
+    def __init__(self, sync):
+        self.sync = sync
+
+    def __call__(self, fn, inner: int = 1) -> float:
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        self.sync()
+        return (time.perf_counter() - start) / inner
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed (pip install threadpoolctl): BLAS kernel unknown"
+    pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    return "; ".join(f"{p['internal_api']} {p.get('version')} kernel={p.get('architecture')} "
+                     f"threads={p['num_threads']}" for p in pools) or "no BLAS pool found"
+
+
+def blas_threads() -> int:
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        return pools[0]["num_threads"] if pools else os.cpu_count()
+    except ImportError:
+        return os.cpu_count()
+
+
+def mnist_model():
+    return nn.Chain(
+        nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.flatten, nn.Dense(288, 10))
+
+
+def torch_mnist_model(device):
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(288, 10)).to(device)
+
+
+def measure_sgemm(xp, timer, rounds: int, size: int = 2048) -> dict:
+    a = xp.asarray(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
+    b = xp.asarray(np.random.default_rng(1).standard_normal((size, size), dtype=np.float32))
+    timer(lambda: a @ b)  # warm up
+    times = [timer(lambda: a @ b) for _ in range(rounds)]
+    flop = 2 * size ** 3
+    return {"size": size, "time_ms": summary(times), "gflops": flop / min(times) / 1e9,
+            "gflops_median": flop / statistics.median(times) / 1e9}
+
+
+def measure_layer(xp, timer, layer, rounds, use_torch, torch_device):
+    name, n, c, h, w_, k, o = layer
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((n, c, h, w_), dtype=np.float32))
+    w = xp.asarray(rng.standard_normal((o, c, k, k), dtype=np.float32))
+    b = xp.asarray(np.zeros(o, dtype=np.float32))
+    pad = k // 2
+    oh, ow = output_size(h, k, 1, pad), output_size(w_, k, 1, pad)
+    flop = 2 * n * o * oh * ow * c * k * k
+    gy = xp.asarray(rng.standard_normal((n, o, oh, ow), dtype=np.float32))
+
+    def tf_forward():
+        fn = Conv((1, 1), (pad, pad))
+        fn.forward(x, w, b)
+        return fn
+
+    saved = tf_forward()
+    tf_parts = {
+        "forward": tf_forward,
+        "backward_input": lambda: saved.backward(gy, [True, False, False]),
+        "backward_weight": lambda: saved.backward(gy, [False, True, True]),
+    }
+    torch_parts = {}
+    if use_torch:
+        tx = torch.tensor(backend.to_cpu_array(x), device=torch_device)
+        tw = torch.tensor(backend.to_cpu_array(w), device=torch_device)
+        tb = torch.tensor(backend.to_cpu_array(b), device=torch_device)
+        tgy = torch.tensor(backend.to_cpu_array(gy), device=torch_device)
+
+        def torch_backward(mask):
+            return torch.ops.aten.convolution_backward(tgy, tx, tw, [o], [1, 1], [pad, pad], [1, 1], False,
+                                                       [0, 0], 1, mask)
+
+        with torch.no_grad():
+            torch_parts = {
+                "forward": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=pad),
+                "backward_input": lambda: torch_backward([True, False, False]),
+                "backward_weight": lambda: torch_backward([False, True, True]),
+            }
+    result = {"layer": name, "shape": [n, c, h, w_], "kernel": k, "out": o, "gflop": flop / 1e9}
+    for part, fn in tf_parts.items():
+        fn()  # warm up
+        if part in torch_parts:
+            torch_parts[part]()
+        tf_times, torch_times = [], []
+        for _ in range(rounds):  # interleaved: one tinyflux call, then one PyTorch call
+            tf_times.append(timer(fn))
+            if part in torch_parts:
+                torch_times.append(timer(torch_parts[part]))
+        entry = {"tinyflux_ms": summary(tf_times), "tinyflux_gflops": flop / statistics.median(tf_times) / 1e9}
+        if torch_times:
+            entry["torch_ms"] = summary(torch_times)
+            entry["torch_gflops"] = flop / statistics.median(torch_times) / 1e9
+            entry["ratio"] = summary_ratio(tf_times, torch_times)
+        result[part] = entry
+    return result
+
+
+def summary_ratio(ours: list[float], theirs: list[float]) -> dict:
+    """Ratios of paired rounds (round i of tinyflux over round i of PyTorch), and of the medians."""
+    pairs = [a / b for a, b in zip(ours, theirs)]
+    return {"min": min(pairs), "median": statistics.median(pairs), "max": max(pairs),
+            "of_medians": statistics.median(ours) / statistics.median(theirs)}
+
+
+def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_device, batch=128):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, batch)
+    tf.seed(0)
+    model = mnist_model()
+    if xp is not np:
+        model = tf.gpu(model)
+    x, y = xp.asarray(images), xp.asarray(labels)
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+
+    def tf_step():
+        loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    if use_torch:
+        torch.manual_seed(0)
+        tmodel = torch_mnist_model(torch_device)
+        topt = torch.optim.Adam(tmodel.parameters(), lr=3e-3)
+        tx = torch.tensor(images, device=torch_device)
+        ty = torch.tensor(labels, device=torch_device)
+
+        def torch_step():
+            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
+            topt.zero_grad(set_to_none=True)
+            loss.backward()
+            topt.step()
+
+    for _ in range(3):  # warm up both
+        tf_step()
+        if use_torch:
+            torch_step()
+    tf_times, torch_times = [], []
+    for _ in range(rounds):
+        tf_times.append(timer(tf_step, steps_per_round))
+        if use_torch:
+            torch_times.append(timer(torch_step, steps_per_round))
+    result = {"batch": batch, "tinyflux_ms": summary(tf_times),
+              "tinyflux_images_per_s": batch / statistics.median(tf_times)}
+    if use_torch:
+        result["torch_ms"] = summary(torch_times)
+        result["torch_images_per_s"] = batch / statistics.median(torch_times)
+        result["ratio"] = summary_ratio(tf_times, torch_times)
+    return result
+
+
+def format_ms(s: dict) -> str:
+    return f"{s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f}"
+
+
+def print_table(report: dict) -> None:
+    print(f"tinyflux {tf.__version__} on {report['backend']}; {report['machine']}")
+    print(f"BLAS: {report['blas']}")
+    print(f"PyTorch: {report['torch']}")
+    g = report["sgemm"]
+    print(f"sgemm {g['size']}x{g['size']}: {g['gflops']:.1f} GFLOP/s at best, {g['gflops_median']:.1f} median\n")
+    has_torch = report["torch"].startswith("PyTorch ")
+    header = f"{'layer':6} {'part':16} {'tinyflux ms (min med max)':>26} {'GFLOP/s':>8} {'of sgemm':>8}"
+    if has_torch:
+        header += f" {'PyTorch ms (min med max)':>26} {'ratio tf/pt (min med max)':>26}"
+    print(header)
+    for layer in report["layers"]:
+        for part in ("forward", "backward_input", "backward_weight"):
+            e = layer[part]
+            line = (f"{layer['layer']:6} {part:16} {format_ms(e['tinyflux_ms']):>26} {e['tinyflux_gflops']:8.1f} "
+                    f"{e['tinyflux_gflops'] / report['sgemm']['gflops_median']:8.0%}")
+            if "ratio" in e:
+                r = e["ratio"]
+                line += f" {format_ms(e['torch_ms']):>26} {r['min']:8.2f} {r['median']:8.2f} {r['max']:8.2f}"
+            print(line)
+    s = report["training_step"]
+    print(f"\nMNIST training step, batch {s['batch']} (forward, backward, Adam), ms per step (min median max):")
+    print(f"  tinyflux {format_ms(s['tinyflux_ms'])}   {s['tinyflux_images_per_s']:8.0f} images/s")
+    if "ratio" in s:
+        r = s["ratio"]
+        print(f"  PyTorch  {format_ms(s['torch_ms'])}   {s['torch_images_per_s']:8.0f} images/s")
+        print(f"  ratio tinyflux/PyTorch per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}"
+              f" (ratio of medians {r['of_medians']:.2f})")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="Convolution and MNIST training-step benchmark, with PyTorch beside it.")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="array library for tinyflux")
+    p.add_argument("--rounds", type=int, default=15, help="repetitions of each measurement")
+    p.add_argument("--steps", type=int, default=5, help="training steps per timed round")
+    p.add_argument("--shape", help="extra layer: N,C,H,W of its input")
+    p.add_argument("--kernel", type=int, default=3, help="kernel size of the extra layer")
+    p.add_argument("--out", type=int, default=32, help="output channels of the extra layer")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    p.add_argument("--skip-step", action="store_true", help="only the per-layer measurements")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args(argv)
+
+    xp = backend.array_module(args.backend)  # raises a clear error when CuPy or the GPU is missing
+    timer = Timer(backend.synchronize if args.backend == "cupy" else (lambda: None))
+    use_torch = torch is not None and not args.no_torch
+    torch_device = "cuda" if args.backend == "cupy" else "cpu"
+    if use_torch and torch_device == "cuda" and not torch.cuda.is_available():
+        use_torch = False
+    threads = blas_threads()
+    if use_torch:
+        torch.set_num_threads(threads)
+        torch_desc = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, device {torch_device}"
+    elif torch is None:
+        torch_desc = "not installed (pip install torch==2.13.0 for the CPU build): tinyflux figures only"
+    else:
+        torch_desc = "skipped"
+
+    layers = list(MNIST_LAYERS)
+    if args.shape:
+        n, c, h, w = (int(v) for v in args.shape.split(","))
+        layers.append(("custom", n, c, h, w, args.kernel, args.out))
+    report = {
+        "backend": args.backend,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                   f"NumPy {np.__version__}",
+        "blas": blas_info(),
+        "torch": torch_desc,
+        "threads": threads,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "sgemm": measure_sgemm(xp, timer, args.rounds),
+        "layers": [measure_layer(xp, timer, layer, args.rounds, use_torch, torch_device) for layer in layers],
+    }
+    if not args.skip_step:
+        report["training_step"] = measure_training_step(xp, timer, args.rounds, args.steps, use_torch, torch_device)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
