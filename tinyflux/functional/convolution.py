@@ -177,6 +177,7 @@ class Conv(Function):
         self.shifted = all(s == 1 for s in stride)
 
     def forward(self, x, w, b=None):
+        xp = backend.get_array_module(x)
         o, c = w.shape[:2]
         kernel = w.shape[2:]
         d = len(kernel)
@@ -192,7 +193,7 @@ class Conv(Function):
         if b is not None:
             y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
         y = y.reshape((o,) + tuple(extended))  # (O, N*E) -> (O, N, *E)
-        y = y[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)]  # drop extended positions
+        y = xp.ascontiguousarray(y[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)])  # drop extended positions
         return y.transpose(_channels_first(d))  # (O, N, *Q) -> (N, O, *Q) view, memory stays channel-major
 
     def backward(self, gy, needs):
@@ -262,14 +263,19 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
     xp = backend.get_array_module(x)
     out = output_size(x.shape[axis], k, s, 0)
     views = [x[_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
-    y = views[0].copy(order="K")  # keeps x's memory order (channel-major after a conv)
-    argmax = xp.zeros_like(y, dtype=xp.uint8)  # offset of the maximum in each window; same memory order as y
+    if k == 1:
+        return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
+    y, argmax = views[0], None
     for offset in range(1, k):
         better = views[offset] > y  # strict: on a tie the earlier offset keeps the gradient
-        xp.maximum(y, views[offset], out=y)
-        # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
-        # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
-        xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
+        if argmax is None:  # offset 1: the new maximum and the winner (0 or 1) in one pass each
+            y = xp.maximum(y, views[offset])  # a new array in x's memory order (channel-major after a conv)
+            argmax = better.view(xp.uint8)  # True/False read as 1/0: the winning offset
+        else:
+            xp.maximum(y, views[offset], out=y)
+            # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
+            # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
+            xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
     return y, argmax
 
 
@@ -277,7 +283,9 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
     """Send each output gradient to the input position that won its window (x: the pass's input)."""
     xp = backend.get_array_module(gy)
     n_out = gy.shape[axis]
-    gx = xp.zeros_like(x)  # same memory order as x; a floored remainder row keeps gradient 0
+    tiled = s == k and x.shape[axis] == n_out * k  # windows cover every input position exactly once
+    # same memory order as x; where windows skip positions (a floored remainder, a gap) they keep gradient 0
+    gx = xp.empty_like(x) if tiled else xp.zeros_like(x)
     for offset in range(k):
         target = gx[_along(axis, _window(offset, n_out, s), gy.ndim)]
         if s >= k:  # windows do not overlap: each input position receives from one window only
