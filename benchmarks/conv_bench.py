@@ -249,7 +249,9 @@ def print_table(report: dict) -> None:
                 r = e["ratio"]
                 line += f" {format_ms(e['torch_ms']):>26} {r['min']:8.2f} {r['median']:8.2f} {r['max']:8.2f}"
             print(line)
-    s = report["training_step"]
+    s = report.get("training_step")
+    if s is None:
+        return
     print(f"\nMNIST training step, batch {s['batch']} (forward, backward, Adam), ms per step (min median max):")
     print(f"  tinyflux {format_ms(s['tinyflux_ms'])}   {s['tinyflux_images_per_s']:8.0f} images/s")
     if "ratio" in s:

@@ -265,17 +265,15 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
     views = [x[_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
     if k == 1:
         return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
-    y, argmax = views[0], None
-    for offset in range(1, k):
-        better = views[offset] > y  # strict: on a tie the earlier offset keeps the gradient
-        if argmax is None:  # offset 1: the new maximum and the winner (0 or 1) in one pass each
-            y = xp.maximum(y, views[offset])  # a new array in x's memory order (channel-major after a conv)
-            argmax = better.view(xp.uint8)  # True/False read as 1/0: the winning offset
-        else:
-            xp.maximum(y, views[offset], out=y)
-            # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
-            # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
-            xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
+    y = xp.maximum(views[0], views[1])  # a new array in x's memory order (channel-major after a conv)
+    argmax = xp.empty_like(y, dtype=xp.uint8)  # offset of the maximum in each window
+    xp.greater(views[1], views[0], out=argmax)  # 1 where offset 1 wins; strict, so ties keep offset 0
+    for offset in range(2, k):
+        better = views[offset] > y
+        xp.maximum(y, views[offset], out=y)
+        # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
+        # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
+        xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
     return y, argmax
 
 
