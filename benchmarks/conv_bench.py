@@ -225,6 +225,62 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
     return result
 
 
+def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
+    """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward.
+
+    Every Function subclass is wrapped with a timer for the duration of this measurement; the rest of
+    the step (Python, Adam, the autograd loop) is reported as "other".
+    """
+    from tinyflux import tensor
+    from tinyflux.functional import activations, basic, convolution, dense, losses
+
+    totals: dict[str, float] = {}
+    originals = []
+
+    def wrap(cls, method):
+        original = cls.__dict__[method]
+        originals.append((cls, method, original))
+
+        def timed(self, *args):
+            start = time.perf_counter()
+            result = original(self, *args)
+            key = f"{cls.__name__}.{method}"
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+            return result
+        setattr(cls, method, timed)
+
+    for module in (basic, activations, convolution, dense, losses):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, tensor.Function) and value is not tensor.Function:
+                for method in ("forward", "backward"):
+                    if method in value.__dict__:
+                        wrap(value, method)
+    wrap(optim.Adam, "step")
+    try:
+        rng = np.random.default_rng(0)
+        x = xp.asarray(rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32))
+        y = xp.asarray(rng.integers(0, 10, batch))
+        tf.seed(0)
+        model = mnist_model() if xp is np else tf.gpu(mnist_model())
+        opt = optim.Adam(model.parameters(), lr=3e-3)
+
+        def step():
+            tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
+            opt.step()
+            opt.zero_grad()
+
+        for _ in range(3):
+            step()
+        totals.clear()
+        total = timer(step, steps)
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
+    parts = {key: value / steps * 1e3 for key, value in sorted(totals.items(), key=lambda kv: -kv[1])}
+    parts["other (Python, autograd loop)"] = total * 1e3 - sum(parts.values())
+    return {"step_ms": total * 1e3, "parts_ms": parts}
+
+
 def format_ms(s: dict) -> str:
     return f"{s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f}"
 
@@ -272,6 +328,7 @@ def main(argv=None) -> dict:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
     p.add_argument("--skip-step", action="store_true", help="only the per-layer measurements")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--profile", action="store_true", help="only: time spent in each op of a tinyflux training step")
     args = p.parse_args(argv)
 
     xp = backend.array_module(args.backend)  # raises a clear error when CuPy or the GPU is missing
@@ -288,6 +345,16 @@ def main(argv=None) -> dict:
         torch_desc = "not installed (pip install torch==2.13.0 for the CPU build): tinyflux figures only"
     else:
         torch_desc = "skipped"
+
+    if args.profile:
+        profile = profile_training_step(xp, timer)
+        if args.json:
+            print(json.dumps(profile, indent=2))
+        else:
+            print(f"tinyflux MNIST training step on {args.backend}: {profile['step_ms']:.1f} ms (mean of 30 steps)")
+            for key, value in profile["parts_ms"].items():
+                print(f"  {key:32} {value:7.2f} ms  {value / profile['step_ms']:5.1%}")
+        return profile
 
     layers = list(MNIST_LAYERS)
     if args.shape:

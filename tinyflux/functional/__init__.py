@@ -2,7 +2,7 @@
 from .activations import log_softmax, relu, softmax
 from .basic import add, div, exp, log, matmul, mean, mul, neg, reshape, sub, sum, sum_to, transpose
 from .convolution import col2im, conv, im2col, maxpool
-from .linear import flatten, linear
+from .dense import flatten, linear
 from .losses import logit_cross_entropy, onecold, onehot
 
 __all__ = ["add", "col2im", "conv", "div", "exp", "flatten", "im2col", "linear", "log", "log_softmax",
