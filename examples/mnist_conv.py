@@ -114,8 +114,8 @@ def augment(x, rng):
 
 
 def anynan(model: nn.Module) -> bool:
-    return any(bool(np.isnan(p.data).any()) if isinstance(p.data, np.ndarray) else bool(p.data.isnan().any())
-               for p in model.parameters())
+    """True if any parameter holds a NaN (training has diverged)."""
+    return any(bool(tf.backend.get_array_module(p.data).isnan(p.data).any()) for p in model.parameters())
 
 
 def accuracy(images, labels, model: nn.Module, chunk: int = 1000) -> float:

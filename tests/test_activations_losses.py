@@ -77,3 +77,12 @@ def test_onehot_and_onecold_are_inverse(xp):
     np.testing.assert_array_equal(to_numpy(tf.onecold(hot)), to_numpy(labels))
     with pytest.raises(ValueError, match="labels must lie in 0..3"):
         tf.onehot(xp.asarray([4]), 4)
+
+
+def test_bias_relu_matches_relu_of_sum_and_gradchecks(xp, rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    b = rng.standard_normal(3)
+    x[np.abs(x + b.reshape(1, 3, 1, 1)) < 1e-3] = 0.5  # keep away from the kink
+    y = tf.functional.bias_relu(tf.Tensor(xp.asarray(x)), tf.Tensor(xp.asarray(b)))
+    np.testing.assert_allclose(to_numpy(y.data), np.maximum(x + b.reshape(1, 3, 1, 1), 0))
+    assert tf.gradcheck(tf.functional.bias_relu, xp.asarray(x), xp.asarray(b))

@@ -132,8 +132,9 @@ class Conv(Module):
         """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`."""
         y = F.conv(x, self.weight, None, self.stride, self.pad, where=self.signature())
         y = pool(y)
-        y = y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
-        return y if self.activation is None else self.activation(y)
+        if self.activation is F.relu:
+            return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
+        return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
 
 
 class MaxPool(Module):

@@ -27,6 +27,23 @@ class ReLU(Function):
         return (gy * (self.y > 0),)
 
 
+class BiasReLU(Function):
+    """y = relu(x + b) with one bias per channel (axis 1): one node instead of two, one new array instead of two."""
+
+    def forward(self, x, b):
+        xp = backend.get_array_module(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        y = x + b.reshape(shape)
+        xp.maximum(y, 0, out=y)
+        self.y = y
+        return y
+
+    def backward(self, gy, needs):
+        gx = gy * (self.y > 0)
+        gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if needs[1] else None  # sum over all but channels
+        return gx, gb
+
+
 class Softmax(Function):
     def __init__(self, axis: int):
         self.axis = axis
@@ -66,6 +83,11 @@ def _log_softmax(x, axis):
 def relu(x: Tensor) -> Tensor:
     """relu(x) = max(x, 0), elementwise."""
     return ReLU().apply(x)
+
+
+def bias_relu(x: Tensor, b: Tensor) -> Tensor:
+    """relu(x + b) for x (N, C, ...) and a per-channel bias b (C,)."""
+    return BiasReLU().apply(x, b)
 
 
 def softmax(x: Tensor, axis: int = 1) -> Tensor:
