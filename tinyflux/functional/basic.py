@@ -182,24 +182,26 @@ class Sum(Function):
 
 # -- the functional API ------------------------------------------------------------
 
-def add(a, b) -> Tensor:
+def _binary(function_class, a, b) -> Tensor:
+    """Apply a two-input Function; a plain number on either side takes the other side's dtype."""
     a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Add().apply(a, as_tensor(b, a))
+    return function_class().apply(a, as_tensor(b, a))
+
+
+def add(a, b) -> Tensor:
+    return _binary(Add, a, b)
 
 
 def sub(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Sub().apply(a, as_tensor(b, a))
+    return _binary(Sub, a, b)
 
 
 def mul(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Mul().apply(a, as_tensor(b, a))
+    return _binary(Mul, a, b)
 
 
 def div(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return Div().apply(a, as_tensor(b, a))
+    return _binary(Div, a, b)
 
 
 def neg(x: Tensor) -> Tensor:
@@ -215,8 +217,7 @@ def log(x: Tensor) -> Tensor:
 
 
 def matmul(a, b) -> Tensor:
-    a = a if isinstance(a, Tensor) else as_tensor(a, b)
-    return MatMul().apply(a, as_tensor(b, a))
+    return _binary(MatMul, a, b)
 
 
 def reshape(x: Tensor, *shape) -> Tensor:
