@@ -138,3 +138,14 @@ def test_mixed_backends_are_refused(xp):
     model = tf.gpu(mnist_model())
     with pytest.raises(TypeError, match="input is a numpy array but the weights are cupy"):
         model(np.zeros((1, 1, 28, 28), dtype=np.float32))
+
+
+def test_sizes_below_one_are_refused():
+    with pytest.raises(ValueError, match="Conv stride: every value must be at least 1, got 0"):
+        nn.Conv((3, 3), 1, 1, stride=0)
+    with pytest.raises(ValueError, match="Conv pad: every value must be at least 0, got -1"):
+        nn.Conv((3, 3), 1, 1, pad=-1)
+    with pytest.raises(ValueError, match="Conv kernel: every value must be at least 1"):
+        nn.Conv((0, 3), 1, 1)
+    with pytest.raises(ValueError, match="MaxPool window: every value must be at least 1"):
+        nn.MaxPool((2, 0))

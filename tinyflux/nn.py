@@ -95,8 +95,8 @@ class Conv(Module):
         d = len(kernel)
         if d not in (1, 2, 3):
             raise ValueError(f"Conv: kernel must have 1, 2 or 3 sizes, got {kernel}")
-        self.kernel = kernel
-        self.stride = as_tuple(stride, d, "Conv stride")
+        self.kernel = as_tuple(kernel, d, "Conv kernel", minimum=1)
+        self.stride = as_tuple(stride, d, "Conv stride", minimum=1)
         self.pad = as_tuple(pad, d, "Conv pad")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.activation = activation
@@ -148,7 +148,8 @@ class MaxPool(Module):
         self.window = tuple(window) if not isinstance(window, int) else (window,)
         if len(self.window) not in (1, 2, 3):
             raise ValueError(f"MaxPool: window must have 1, 2 or 3 sizes, got {self.window}")
-        self.stride = self.window if stride is None else as_tuple(stride, len(self.window), "MaxPool stride")
+        as_tuple(self.window, len(self.window), "MaxPool window", minimum=1)
+        self.stride = self.window if stride is None else as_tuple(stride, len(self.window), "MaxPool stride", minimum=1)
 
     def signature(self) -> str:
         stride = "" if self.stride == self.window else f", stride={_short(self.stride)}"

@@ -26,9 +26,14 @@ that view as (C, N, H, W) with no transpose at all, and element-wise ops
 (ReLU, pooling) keep the memory order of their input. Only ``flatten``
 before a dense layer pays for one real transpose.
 
+For stride 1, :func:`im2col_shifted` builds the same columns faster from
+one contiguous slice per kernel offset (see its docstring); :class:`Conv`
+uses it and keeps the plain :func:`im2col` for larger strides.
+
 Max-pooling keeps, for every window, the largest value and which of the
 window's offsets it came from (the first one, on ties); backward sends each
-output gradient to exactly that one input.
+output gradient to exactly that one input. It runs one spatial axis at a
+time (a window's maximum is the maximum of its rows' maxima).
 """
 from __future__ import annotations
 
@@ -39,14 +44,14 @@ from .. import backend
 from ..tensor import Function, Tensor
 
 
-def as_tuple(value, ndim: int, what: str) -> tuple:
-    """3 -> (3, 3) for ndim 2; a tuple must already have ndim entries."""
-    if isinstance(value, int):
-        return (value,) * ndim
-    value = tuple(int(v) for v in value)
-    if len(value) != ndim:
+def as_tuple(value, ndim: int, what: str, minimum: int = 0) -> tuple:
+    """3 -> (3, 3) for ndim 2; a tuple must already have ndim entries, each at least ``minimum``."""
+    values = (value,) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(values) != ndim:
         raise ValueError(f"{what}: expected an int or {ndim} values, got {value}")
-    return value
+    if any(v < minimum for v in values):
+        raise ValueError(f"{what}: every value must be at least {minimum}, got {value}")
+    return values
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -326,7 +331,7 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, wher
     x = x if isinstance(x, Tensor) else Tensor(x)
     d = w.ndim - 2
     check_input(x.data, w.data, where, d)
-    stride = as_tuple(stride, d, f"{where} stride")
+    stride = as_tuple(stride, d, f"{where} stride", minimum=1)
     pad = as_tuple(pad, d, f"{where} pad")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"{where}: expected input with {w.shape[1]} channel{'s' * (w.shape[1] != 1)}, "
@@ -349,8 +354,8 @@ def maxpool(x: Tensor, window, stride=None, *, where: str = "maxpool") -> Tensor
     """
     x = x if isinstance(x, Tensor) else Tensor(x)
     d = len(window) if not isinstance(window, int) else x.ndim - 2
-    window = as_tuple(window, d, f"{where} window")
-    stride = window if stride is None else as_tuple(stride, d, f"{where} stride")
+    window = as_tuple(window, d, f"{where} window", minimum=1)
+    stride = window if stride is None else as_tuple(stride, d, f"{where} stride", minimum=1)
     check_input(x.data, None, where, d)
     if any(sz < k for sz, k in zip(x.shape[2:], window)):
         raise ValueError(f"{where}: input spatial size {tuple(x.shape[2:])} is smaller than the window {window}")
