@@ -239,11 +239,10 @@ def _along(axis: int, index, ndim: int) -> tuple:
 class MaxPool(Function):
     """Max-pooling, done one spatial axis at a time.
 
-    A window's maximum is the maximum over its columns of each column's maximum,
-    so a (KH, KW) pool is a 1-D pool along H followed by a 1-D pool along W.
-    That is also faster than comparing K strided 2-D views: the pass along H
-    compares whole contiguous rows (vectorised), and the pass along W works on
-    data already KH times smaller.
+    A window's maximum is the maximum over its rows of each row's maximum, so a
+    (KH, KW) pool is a 1-D pool along W followed by a 1-D pool along H. That is
+    also faster: along W the K strided views of channel-major memory are long
+    regular runs, and the later passes work on data already K times smaller.
     Each pass records, per output, which of its K offsets held the maximum (the
     first one on a tie), so exactly one input of every window gets the gradient.
     """
@@ -253,7 +252,7 @@ class MaxPool(Function):
 
     def forward(self, x):
         self.passes = []  # (axis, kernel, stride, pass input, argmax) per 1-D pass, for backward
-        for axis in range(2, x.ndim):  # outer axes first: their views are runs of whole contiguous rows
+        for axis in reversed(range(2, x.ndim)):  # W first: it is the contiguous axis
             k, s = self.window[axis - 2], self.stride[axis - 2]
             y, argmax = _maxpool_1d(x, axis, k, s)
             self.passes.append((axis, k, s, x, argmax))
