@@ -252,7 +252,9 @@ class MaxPool(Function):
 
     def forward(self, x):
         self.passes = []  # (axis, kernel, stride, pass input, argmax) per 1-D pass, for backward
-        for axis in reversed(range(2, x.ndim)):  # W first: it is the contiguous axis
+        # W first, then H (then T): on a tie this picks the first maximum in row-major order, as
+        # PyTorch does. (H first would be about 10% faster but would prefer the first column instead.)
+        for axis in reversed(range(2, x.ndim)):
             k, s = self.window[axis - 2], self.stride[axis - 2]
             y, argmax = _maxpool_1d(x, axis, k, s)
             self.passes.append((axis, k, s, x, argmax))
