@@ -1,0 +1,83 @@
+"""examples/mnist_conv.py: its arguments, model and the epoch schedule (best checkpoint, lr drops, stops),
+run on a tiny fake MNIST so that no download is needed."""
+import hashlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from tinyflux.data import datasets, write_idx
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_conv.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("mnist_conv", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mnist_conv"] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["mnist_conv"]
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    """A 64-image training set and a 32-image test set, with their checksums installed as MNIST's."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 64).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (32, 28, 28)).astype(np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 32).astype(np.uint8),
+    }
+    sums = {}
+    for name, array in arrays.items():
+        write_idx(tmp_path / name, array)
+        sums[name] = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+    monkeypatch.setitem(datasets.SHA256, "mnist", sums)
+    return tmp_path
+
+
+def test_defaults_are_the_model_zoo_ones(example):
+    args = example.parse_args([])
+    assert (args.lr, args.epochs, args.batch_size, args.savepath) == (3e-3, 20, 128, "./")
+    assert args.dataset == "mnist" and args.device == "auto" and not args.shuffle and args.max_steps is None
+    assert example.build_model(args).num_parameters() == 16_938
+    with pytest.raises(SystemExit):
+        example.parse_args(["--batch-size", "0"])
+
+
+def test_train_saves_the_best_model_and_test_reloads_it(example, fake_mnist, tmp_path, caplog, capsys):
+    args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist),
+                        savepath=str(tmp_path / "run"), device="cpu")
+    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+        best = example.train(args)
+    assert "[1]: Test accuracy: " in caplog.text and "[2]: Test accuracy: " in caplog.text
+    meta = tf.load(tmp_path / "run" / "mnist_conv.h5", example.build_model(args))
+    assert meta["accuracy"] == best and meta["epoch"] in (1, 2) and meta["lr"] == 3e-3
+    assert example.test(args) == best
+    assert f"accuracy(test_set, model) = {best:.4f}" in capsys.readouterr().out
+
+
+def test_schedule_drops_the_learning_rate_then_stops(example, fake_mnist, tmp_path, caplog, monkeypatch):
+    """Scripted accuracies: improve for 2 epochs, then stall. The original's rules: save at >= best,
+    divide lr by 10 after 5 epochs without improvement while lr > 1e-6 (and restart the count), and
+    stop after 10 epochs without improvement, which can only happen once lr is at most 1e-6."""
+    scripted = iter([0.5, 0.6] + [0.55] * 40)
+    monkeypatch.setattr(example, "accuracy", lambda *a, **k: next(scripted))
+    args = example.Args(epochs=40, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
+                        savepath=str(tmp_path / "run"), device="cpu")
+    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+        example.train(args)
+    text = caplog.text
+    assert text.count("New best accuracy") == 2
+    drops = [line for line in text.splitlines() if "dropping learning rate" in line]
+    assert [line.split("rate to ")[1] for line in drops] == ["0.0003!", "3e-05!", "3e-06!", "3e-07!"]
+    assert "We're calling this converged." in text
+    # drops after epochs 7, 12, 17 and 22; then 10 epochs without improvement: stop after epoch 32
+    assert "[32]: Test accuracy" in text and "[33]:" not in text
