@@ -14,7 +14,6 @@ published Flux run reached a test accuracy of 0.9929 in 20 epochs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys

@@ -1,5 +1,4 @@
 """gradcheck itself: it passes correct gradients and catches wrong ones."""
-import numpy as np
 import pytest
 
 import tinyflux as tf

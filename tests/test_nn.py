@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from conftest import to_numpy
 from tinyflux import nn
 
 

@@ -77,7 +77,7 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
         grad = xp.zeros_like(t.data) if grads[index] is None else grads[index]
         base = t.data
 
-        def shifted(delta):
+        def shifted(delta, t=t, base=base):  # bound now: used only within this iteration
             t.data = base + delta
             try:
                 return evaluate(*tensors)
