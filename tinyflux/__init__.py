@@ -22,6 +22,6 @@ from .tensor import Tensor, no_grad
 
 backend.keep_freed_memory()  # recycle freed blocks: avoids thousands of page faults per training step
 
-__all__ = ["CheckpointError", "GradcheckError", "data", "load", "save", "Tensor", "available_backends", "conv", "cpu", "flatten", "functional", "gpu",
-           "gradcheck", "log_softmax", "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot",
-           "optim", "relu", "seed", "softmax"]
+__all__ = ["CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "conv", "cpu", "data",
+           "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax", "logit_cross_entropy", "maxpool", "nn",
+           "no_grad", "onecold", "onehot", "optim", "relu", "save", "seed", "softmax"]

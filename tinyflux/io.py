@@ -18,13 +18,13 @@ Loading checks every name, shape and dtype before it changes the model.
 from __future__ import annotations
 
 import numbers
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import __version__, backend
+from .files import atomic_path
 
 FORMAT = "tinyflux-checkpoint-1"
 
@@ -66,34 +66,25 @@ def save(path, model, optimizer=None, /, **metadata) -> None:
     path = Path(path)
     metadata = {key: _plain(value, key) for key, value in metadata.items()}  # fail before writing anything
     names = {id(p): name for name, p in model.named_parameters()}
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(temporary, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["tinyflux_version"] = __version__
-            f.attrs["model"] = repr(model)
-            params = f.create_group("parameters")
-            for name, p in model.named_parameters():
-                params.create_dataset(name, data=backend.to_cpu_array(p.data))
-            if optimizer is not None:
-                group = f.create_group("optimizer")
-                for key, value in optimizer.hyperparameters().items():
-                    group.attrs[key] = value
-                for kind, arrays in optimizer.state_arrays().items():
-                    sub = group.create_group(kind)
-                    for p, array in zip(optimizer.params, arrays):
-                        if array is not None:
-                            sub.create_dataset(names[id(p)], data=backend.to_cpu_array(array))
-            meta = f.create_group("metadata")
-            for key, value in metadata.items():
-                meta.attrs[key] = value
-            f.flush()
-        with open(temporary, "rb+") as raw:
-            os.fsync(raw.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["tinyflux_version"] = __version__
+        f.attrs["model"] = repr(model)
+        params = f.create_group("parameters")
+        for name, p in model.named_parameters():
+            params.create_dataset(name, data=backend.to_cpu_array(p.data))
+        if optimizer is not None:
+            group = f.create_group("optimizer")
+            for key, value in optimizer.hyperparameters().items():
+                group.attrs[key] = value
+            for kind, arrays in optimizer.state_arrays().items():
+                sub = group.create_group(kind)
+                for p, array in zip(optimizer.params, arrays):
+                    if array is not None:
+                        sub.create_dataset(names[id(p)], data=backend.to_cpu_array(array))
+        meta = f.create_group("metadata")
+        for key, value in metadata.items():
+            meta.attrs[key] = value
 
 
 def load(path, model, optimizer=None) -> dict:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_path
 from .idx import DatasetError, decompressed_bytes, parse_idx
 
 log = logging.getLogger("tinyflux.data")
@@ -86,22 +87,6 @@ def _verified(data: bytes, name: str, filename: str, where: str) -> bytes:
         raise SourceFailed(f"checksum mismatch ({where} has SHA-256 {digest[:12]}..., "
                            f"expected {SHA256[name][filename][:12]}...)")
     return data
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a cache is readable like any downloaded file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class FolderSource:
@@ -220,7 +205,8 @@ def _fetch_file(name: str, filename: str, sources: list, root) -> np.ndarray:
             tried.append(f"{source.label}: {error}")
             continue
         if root is None and not (isinstance(source, FolderSource) and source.owned):
-            _atomic_write(cache_dir(name) / filename, data)  # keep a verified copy for next time
+            with atomic_path(cache_dir(name) / filename) as temporary:  # keep a verified copy for next time
+                temporary.write_bytes(data)
             log.info("%s: %s fetched from %s and cached in %s", name, filename, source.label, cache_dir(name))
         return parse_idx(data, f"{source.label}/{filename}")
     where = root if root is not None else cache_dir(name)

@@ -198,7 +198,8 @@ class Conv(Function):
         if b is not None:
             y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
         y = y.reshape((o,) + tuple(extended))  # (O, N*E) -> (O, N, *E)
-        y = xp.ascontiguousarray(y[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)])  # drop extended positions
+        # drop the extended positions; the copy makes the rows contiguous again, which pooling runs faster on
+        y = xp.ascontiguousarray(y[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)])
         return y.transpose(_channels_first(d))  # (O, N, *Q) -> (N, O, *Q) view, memory stays channel-major
 
     def backward(self, gy, needs):
@@ -208,8 +209,10 @@ class Conv(Function):
         xp = backend.get_array_module(gy)
         gy_cn = gy.transpose(_channels_first(d))  # (N, O, *Q) -> (O, N, *Q)
         if self.shifted:  # back to the extended positions; the extra ones get gradient 0
-            gy_ext = xp.zeros((o,) + self.extended, dtype=gy.dtype)  # (O, N, *E)
+            gy_ext = xp.empty((o,) + self.extended, dtype=gy.dtype)  # (O, N, *E)
             gy_ext[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)] = gy_cn
+            for axis in range(3, gy_ext.ndim):  # zero only the extra positions past Q on the later axes
+                gy_ext[_along(axis, slice(self.out[axis - 2], None), gy_ext.ndim)] = 0
             gy_mat = gy_ext.reshape(o, -1)  # (O, N, *E) -> (O, N*E)
         else:
             gy_mat = gy_cn.reshape(o, -1)  # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
