@@ -1,4 +1,6 @@
 """Layers: shapes, parameters, reprs, gradients through the layers, bad input."""
+import re
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,29 @@ def test_mnist_model_repr_mirrors_constructor():
     assert "Dense(288 => 10)," in text and "# 2_890 parameters" in text
     assert text.endswith("# Total: 8 arrays, 16_938 parameters")
     assert repr(nn.Conv((3, 3, 3), 2, 4, stride=2)) == "Conv((3, 3, 3), 2 => 4, stride=2)  # 220 parameters"
+
+
+def test_summary_lists_output_shapes_and_parameter_counts():
+    summary = mnist_model().summary((1, 28, 28))
+    assert [dims for _, dims, _ in summary.rows if dims] == [
+        (16, 28, 28), (16, 14, 14), (32, 14, 14), (32, 7, 7), (32, 7, 7), (32, 3, 3), (288,), (10,)]
+    assert [count for _, _, count in summary.rows] == [0, 160, 0, 4_640, 0, 9_248, 0, 0, 2_890, 0]
+    assert (summary.arrays, summary.parameters) == (8, 16_938)
+    text = repr(summary)
+    assert re.search(r"\n  Conv\(\(3, 3\), 1 => 16, relu, pad=1\) +\(N, 16, 28, 28\) +160\n", text)
+    assert re.search(r"\n  flatten +\(N, 288\)\n", text)
+    assert text.splitlines()[1].split() == ["input", "(N,", "1,", "28,", "28)"]
+    assert text.endswith("Total: 8 arrays, 16_938 parameters")
+
+
+def test_summary_of_a_video_model_and_of_bad_shapes():
+    model = nn.Chain(nn.Conv((3, 3, 3), 1, 4, tf.relu, pad=1), nn.MaxPool((2, 2, 2)), nn.flatten,
+                     nn.Dense(4 * 8 * 16 * 16, 3))
+    assert model.summary((1, 16, 32, 32)).rows[2][1] == (4, 8, 16, 16)
+    with pytest.raises(ValueError, match="Dense"):  # the layer that cannot take the shape says so
+        model.summary((1, 8, 32, 32))
+    with pytest.raises(ValueError, match=r"without the batch.*got \(0, 28\)"):
+        model.summary((0, 28))
 
 
 def test_mnist_model_output_shape_and_dtype():

@@ -7,18 +7,22 @@ U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), which keeps the variance of
 activations roughly constant from layer to layer. For a convolution,
 fan_in = C * prod(K) and fan_out = O * prod(K).
 
-``print(model)`` mirrors the constructor and counts parameters, like Flux.
+``print(model)`` mirrors the constructor and counts parameters, like Flux;
+``model.summary((1, 28, 28))`` also runs one zero input through the layers
+and lists the shape each layer gives, like Keras's ``model.summary()``.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
 from . import functional as F
 from .functional.convolution import as_tuple
-from .tensor import Tensor
+from .backend import get_array_module
+from .tensor import Tensor, no_grad
 
 _rng = np.random.default_rng()
 
@@ -68,6 +72,30 @@ class Module:
     def signature(self) -> str:
         """The constructor call that builds this layer, e.g. ``Dense(288 => 10)``."""
         return type(self).__name__ + "()"
+
+    def summary(self, input_shape) -> "Summary":
+        """Each layer with the shape of its output for inputs of shape (N, *input_shape), and its parameters.
+
+        ``input_shape`` leaves out the batch size N: (1, 28, 28) for one-channel
+        28x28 images, (1, 16, 32, 32) for one-channel clips of 16 frames. One
+        all-zero example goes through the layers (without recording a graph),
+        so a shape the model cannot take fails here with the layer's own error.
+        """
+        input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        if not input_shape or not all(isinstance(n, int) and n >= 1 for n in input_shape):
+            raise ValueError(f"summary: input_shape must be positive sizes without the batch, e.g. (1, 28, 28); "
+                             f"got {input_shape}")
+        parameters = self.parameters()
+        xp = get_array_module(parameters[0].data) if parameters else np  # zeros where the weights are
+        rows: list[tuple[str, tuple, int]] = []
+        with no_grad():
+            self._summarize(Tensor(xp.zeros((1,) + input_shape, dtype=np.float32)), rows, "")
+        return Summary(input_shape, rows, len(parameters), self.num_parameters())
+
+    def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
+        y = self(x)
+        rows.append((indent + self.signature(), tuple(y.shape[1:]), self.num_parameters()))
+        return y
 
     def __repr__(self) -> str:
         n = self.num_parameters()
@@ -218,6 +246,17 @@ class Chain(Module):
     def signature(self) -> str:
         return "Chain(...)"
 
+    def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
+        rows.append((indent + "Chain(", (), 0))  # a heading row, no shape
+        for layer in self.layers:
+            if isinstance(layer, Module):
+                x = layer._summarize(x, rows, indent + "  ")
+            else:  # a plain function such as flatten
+                x = layer(x)
+                rows.append((indent + "  " + getattr(layer, "__name__", repr(layer)), tuple(x.shape[1:]), 0))
+        rows.append((indent + ")", (), 0))
+        return x
+
     def __repr__(self) -> str:
         lines = []
         for layer in self.layers:
@@ -233,6 +272,38 @@ class Chain(Module):
         params = self.parameters()
         total = f"# Total: {len(params)} arrays, {_count(self.num_parameters())} parameters"
         return f"Chain(\n{body}\n)  {total}"
+
+
+@dataclass
+class Summary:
+    """What :meth:`Module.summary` found; shows itself as a table.
+
+    >>> Chain(Dense(4, 3, F.relu), Dense(3, 2)).summary(4)
+    Layer                  Output shape  Parameters
+    input                  (N, 4)
+    Chain(
+      Dense(4 => 3, relu)  (N, 3)                15
+      Dense(3 => 2)        (N, 2)                 8
+    )
+    Total: 4 arrays, 23 parameters
+    """
+
+    input_shape: tuple
+    rows: list  # (layer, output shape without N, number of parameters), in the order data flows
+    arrays: int  # parameter arrays (weights and biases)
+    parameters: int  # numbers in them
+
+    def __repr__(self) -> str:
+        def shape(dims: tuple) -> str:
+            return "(" + ", ".join(["N"] + [str(d) for d in dims]) + ")" if dims else ""
+
+        table = [("Layer", "Output shape", "Parameters"), ("input", shape(self.input_shape), "")]
+        table += [(name, shape(dims), _count(count) if count else "") for name, dims, count in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(2)]
+        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip() for name, dims, count in table]
+        return "\n".join(lines + [f"Total: {self.arrays} arrays, {_count(self.parameters)} parameters"])
+
+    __str__ = __repr__
 
 
 def _short(values: tuple):
