@@ -12,7 +12,7 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6"],  # matplotlib: the tests draw the plots too
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
     },

@@ -9,7 +9,10 @@ published Flux run reached a test accuracy of 0.9929 in 20 epochs.
 
     python examples/mnist_conv.py                 # the full 20-epoch schedule
     python examples/mnist_conv.py --epochs 1 --max-steps 50   # a quick check
+    python examples/mnist_conv.py --plots plots   # also draw PNG pictures (needs tinyflux[plot])
     python examples/mnist_conv.py --help          # every knob of Args
+
+examples/video_conv.py reuses this file's loop, checkpoint and test on video clips.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -45,13 +48,13 @@ class Args:
     seed: int = 0  # for the initial weights and the noise
     shuffle: bool = False  # shuffle the training set every epoch (the original does not)
     max_steps: int | None = None  # stop each epoch after this many batches (quick runs)
+    plots: str | None = None  # folder for PNG pictures of the run; None: no pictures
+    checkpoint: str = "mnist_conv.h5"  # file name of the best model inside savepath
 
 
-def parse_args(argv=None) -> Args:
-    """Command-line flags, one per field of Args, with the same defaults."""
-    defaults = Args()
-    p = argparse.ArgumentParser(description="Train a convnet on MNIST (the Flux model-zoo conv.jl schedule).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
+    """One command-line flag per field of Args (--batch-size for batch_size), with the same defaults."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate of Adam")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
@@ -65,11 +68,25 @@ def parse_args(argv=None) -> Args:
     p.add_argument("--shuffle", action="store_true", help="shuffle the training set every epoch")
     p.add_argument("--max-steps", type=int, default=defaults.max_steps,
                    help="stop each epoch after this many batches (quick runs)")
-    args = Args(**vars(p.parse_args(argv)))
+    p.add_argument("--plots", metavar="DIR", default=defaults.plots,
+                   help="write PNG pictures of the run into DIR (needs matplotlib: pip install 'tinyflux[plot]')")
+    p.add_argument("--checkpoint", default=defaults.checkpoint, help="file name of the best model in --savepath")
+    return p
+
+
+def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
+    """Refuse values that would fail later, before a long run starts."""
     if args.batch_size < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
         p.error(f"--batch-size, --epochs and --max-steps must be at least 1, got {args.batch_size}, "
                 f"{args.epochs}, {args.max_steps}")
+    if args.plots is not None and not tf.plots.available():
+        p.error(f"--plots: {tf.plots.MISSING}")
     return args
+
+
+def parse_args(argv=None) -> Args:
+    p = make_parser(Args(), "Train a convnet on MNIST (the Flux model-zoo conv.jl schedule).")
+    return check_args(Args(**vars(p.parse_args(argv))), p)
 
 
 # -- Data ---------------------------------------------------------------------------
@@ -128,19 +145,31 @@ def accuracy(images, labels, model: nn.Module, chunk: int = 1000) -> float:
 
 
 def checkpoint_path(args: Args) -> str:
-    return os.path.join(args.savepath, "mnist_conv.h5")
+    return os.path.join(args.savepath, args.checkpoint)
+
+
+@dataclass
+class History:
+    """What train() saw, one entry per epoch: for the pictures of --plots."""
+
+    train_loss: list = field(default_factory=list)  # mean training loss of the epoch
+    test_accuracy: list = field(default_factory=list)  # measured after the epoch
+    lr: list = field(default_factory=list)  # learning rate used during the epoch
+    best_accuracy: float = 0.0  # of the saved model
 
 
 # -- Training -----------------------------------------------------------------------
-def train(args: Args) -> float:
+def train(args: Args, get_data=get_processed_data, build=build_model) -> History:
+    """The model-zoo loop. ``get_data`` and ``build`` are this file's functions unless another
+    example (video_conv.py) passes its own: the loop does not care what the pictures are."""
     tf.seed(args.seed)
     xp_rng = np.random.default_rng(args.seed)
 
     log.info("Loading data set")
-    (train_images, train_labels), (test_images, test_labels) = get_processed_data(args)
+    (train_images, train_labels), (test_images, test_labels) = get_data(args)
 
     log.info("Building model...")
-    model = build_model(args)
+    model = build(args)
     if use_gpu(args):
         model = tf.gpu(model)
         import cupy  # only on the GPU path; the noise must be drawn where the images are
@@ -158,6 +187,7 @@ def train(args: Args) -> float:
     os.makedirs(args.savepath, exist_ok=True)
 
     log.info("Beginning training loop...")
+    history = History()
     best_acc, last_improvement = 0.0, 0
     steps_per_epoch = num_batches(len(train_images), args.batch_size)
     if args.max_steps:
@@ -180,8 +210,11 @@ def train(args: Args) -> float:
                 bar.set_postfix(loss=f"{float(batch_loss.data):.4f}")
         bar.close()
         elapsed = time.perf_counter() - start
+        mean_loss = float(total_loss) / steps_per_epoch
         log.info(f"[{epoch}]: {elapsed:.1f} s, {1000 * elapsed / steps_per_epoch:.1f} ms/step, "
-                 f"mean training loss {float(total_loss) / steps_per_epoch:.4f}")
+                 f"mean training loss {mean_loss:.4f}")
+        history.train_loss.append(mean_loss)
+        history.lr.append(opt.lr)
 
         # Stop on NaN parameters
         if anynan(model):
@@ -190,6 +223,7 @@ def train(args: Args) -> float:
 
         acc = accuracy(test_images, test_labels, model)
         log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
+        history.test_accuracy.append(acc)
         if acc >= 0.999:
             log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
             break
@@ -198,6 +232,7 @@ def train(args: Args) -> float:
             log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
             tf.save(checkpoint_path(args), model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
             best_acc, last_improvement = acc, epoch
+            history.best_accuracy = acc
 
         # No improvement for 5 epochs: divide the learning rate by 10, then give it 5 more epochs
         if epoch - last_improvement >= 5 and opt.lr > 1e-6:
@@ -208,20 +243,46 @@ def train(args: Args) -> float:
         if epoch - last_improvement >= 10:
             log.warning(" -> We're calling this converged.")
             break
-    return best_acc
+    return history
 
 
 # -- Test ---------------------------------------------------------------------------
-def test(args: Args) -> float:
-    """Rebuild the model with fresh random weights, load the saved best one and measure it."""
-    _, (test_images, test_labels) = get_processed_data(args)
-    model = build_model(args)
+def load_best_model(args: Args, build=build_model) -> nn.Chain:
+    """Rebuild the model with fresh random weights, then load the saved best weights into it."""
+    model = build(args)
     if use_gpu(args):
         model = tf.gpu(model)
     tf.load(checkpoint_path(args), model)
-    acc = accuracy(test_images, test_labels, model)
+    return model
+
+
+def test(args: Args, get_data=get_processed_data, build=build_model) -> float:
+    """Measure the saved best model on the test set, as the original's test(; kws...)."""
+    _, (test_images, test_labels) = get_data(args)
+    acc = accuracy(test_images, test_labels, load_best_model(args, build))
     print(f"accuracy(test_set, model) = {acc:.4f}")
     return acc
+
+
+# -- Pictures -----------------------------------------------------------------------
+def make_plots(args: Args, history: History) -> None:
+    """Training curves, test digits with their predictions, and the first layer's filters, as PNG."""
+    model = load_best_model(args)
+    _, (test_images, test_labels) = get_processed_data(args)
+    with tf.no_grad():
+        predicted = tf.onecold(model(tf.Tensor(to_float_images(test_images[:2000]))))
+    predicted, true = tf.cpu(predicted), tf.cpu(test_labels[:2000])
+    # The first 32 test digits, then up to 16 the model got wrong (at 99% there are few among the first)
+    wrong = np.flatnonzero(predicted != true)[:16]
+    shown = np.concatenate([np.arange(32), wrong[wrong >= 32]])
+    paths = [
+        tf.plots.training_curves(os.path.join(args.plots, "training_curves.png"), history.train_loss,
+                                 history.test_accuracy, history.lr),
+        tf.plots.prediction_grid(os.path.join(args.plots, "predictions.png"), tf.cpu(test_images)[shown],
+                                 predicted[shown], true[shown]),
+        tf.plots.conv_filters(os.path.join(args.plots, "first_layer_filters.png"), tf.cpu(model[0].weight.data)),
+    ]
+    log.info("Pictures: " + ", ".join(paths))
 
 
 class FluxStyle(logging.Formatter):
@@ -237,5 +298,7 @@ if __name__ == "__main__":
     handler.setFormatter(FluxStyle())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     arguments = parse_args()
-    train(arguments)
+    run_history = train(arguments)
     test(arguments)
+    if arguments.plots:
+        make_plots(arguments, run_history)

@@ -56,8 +56,10 @@ def test_train_saves_the_best_model_and_test_reloads_it(example, fake_mnist, tmp
     args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist),
                         savepath=str(tmp_path / "run"), device="cpu")
     with caplog.at_level(logging.INFO, logger="mnist_conv"):
-        best = example.train(args)
+        history = example.train(args)
     assert "[1]: Test accuracy: " in caplog.text and "[2]: Test accuracy: " in caplog.text
+    best = history.best_accuracy
+    assert best == max(history.test_accuracy) and len(history.train_loss) == len(history.lr) == 2
     meta = tf.load(tmp_path / "run" / "mnist_conv.h5", example.build_model(args))
     assert meta["accuracy"] == best and meta["epoch"] in (1, 2) and meta["lr"] == 3e-3
     assert example.test(args) == best
@@ -81,3 +83,23 @@ def test_schedule_drops_the_learning_rate_then_stops(example, fake_mnist, tmp_pa
     assert "We're calling this converged." in text
     # drops after epochs 7, 12, 17 and 22; then 10 epochs without improvement: stop after epoch 32
     assert "[32]: Test accuracy" in text and "[33]:" not in text
+
+
+def test_plots_are_written_as_png(example, fake_mnist, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    args = example.parse_args(["--epochs", "2", "--batch-size", "16", "--max-steps", "2", "--device", "cpu",
+                               "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run"),
+                               "--plots", str(tmp_path / "plots")])
+    history = example.train(args)
+    example.make_plots(args, history)
+    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert names == ["first_layer_filters.png", "predictions.png", "training_curves.png"]
+    for name in names:
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_without_matplotlib_fail_before_training(example, monkeypatch, capsys):
+    monkeypatch.setattr(tf.plots, "available", lambda: False)
+    with pytest.raises(SystemExit):
+        example.parse_args(["--plots", "somewhere"])
+    assert "pip install 'tinyflux[plot]'" in capsys.readouterr().err

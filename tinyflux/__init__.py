@@ -11,7 +11,7 @@ for checkpoints and ``gradcheck`` for numerical gradient checks.
 """
 __version__ = "0.1.0"
 
-from . import backend, data, functional, nn, optim
+from . import backend, data, functional, nn, optim, plots
 from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
@@ -24,4 +24,4 @@ backend.keep_freed_memory()  # recycle freed blocks: avoids thousands of page fa
 
 __all__ = ["CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "conv", "cpu", "data",
            "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax", "logit_cross_entropy", "maxpool", "nn",
-           "no_grad", "onecold", "onehot", "optim", "relu", "save", "seed", "softmax"]
+           "no_grad", "onecold", "onehot", "optim", "plots", "relu", "save", "seed", "softmax"]

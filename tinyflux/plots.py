@@ -1,0 +1,140 @@
+"""Pictures of a training run, written as PNG files with matplotlib.
+
+matplotlib is an optional extra (``pip install 'tinyflux[plot]'``): this
+module imports it only when a picture is drawn, so ``import tinyflux`` never
+needs it. Each function takes plain
+NumPy arrays and lists, writes one file and returns its path. The file is
+written under a temporary name and renamed when complete (see ``files.py``).
+
+Three pictures a learner would rather look at than read:
+
+- :func:`training_curves`: training loss and test accuracy per epoch, with the
+  epochs where the learning rate was divided marked;
+- :func:`prediction_grid`: images with the predicted and the true label,
+  mistakes framed in red;
+- :func:`conv_filters`: the weights of a convolution layer as small images.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from .files import atomic_path
+
+MISSING = "matplotlib is not installed; it is an optional extra: pip install 'tinyflux[plot]'"
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (checked without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _pyplot():
+    if not available():
+        raise ModuleNotFoundError(MISSING)
+    import matplotlib
+    matplotlib.use("Agg")  # draw into files; no window, works without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(figure, path) -> str:
+    plt = _pyplot()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return str(path)
+
+
+def training_curves(path, train_loss, test_accuracy, lr) -> str:
+    """Two panels over epochs 1..E: mean training loss (log scale) and test accuracy.
+
+    ``lr[e]`` is the learning rate used during epoch e + 1; a dashed line marks
+    each epoch that started with a smaller rate than the one before.
+    """
+    if not (len(train_loss) == len(test_accuracy) == len(lr)) or not train_loss:
+        raise ValueError(f"training_curves: need one loss, accuracy and lr per epoch, got {len(train_loss)}, "
+                         f"{len(test_accuracy)} and {len(lr)} values")
+    plt = _pyplot()
+    epochs = np.arange(1, len(train_loss) + 1)
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 3.8))
+    loss_axes.semilogy(epochs, train_loss, "o-")
+    loss_axes.set(xlabel="epoch", ylabel="mean training loss (log scale)", title="Training loss")
+    accuracy_axes.plot(epochs, test_accuracy, "o-", color="tab:green")
+    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy")
+    for e in range(1, len(lr)):
+        if lr[e] < lr[e - 1]:
+            for axes in (loss_axes, accuracy_axes):
+                axes.axvline(e + 0.5, color="tab:red", linestyle="--", linewidth=1)
+            accuracy_axes.annotate(f"lr -> {lr[e]:g}", (e + 0.5, 0.02), xycoords=("data", "axes fraction"),
+                                   rotation=90, color="tab:red", fontsize=8, ha="right")
+    from matplotlib.ticker import MaxNLocator
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    return _save(figure, path)
+
+
+def prediction_grid(path, images, predicted, true, columns: int = 8, class_names=None) -> str:
+    """Images (N, H, W) in rows of ``columns``, titled with the prediction; mistakes in red with the truth."""
+    images = np.asarray(images)
+    if images.ndim != 3 or not len(images) == len(predicted) == len(true):
+        raise ValueError(f"prediction_grid: need images (N, H, W) and N predictions and labels, got images "
+                         f"{images.shape}, {len(predicted)} predictions, {len(true)} labels")
+    plt = _pyplot()
+    name = (lambda k: str(class_names[k])) if class_names is not None else str
+    rows = -(-len(images) // columns)  # ceiling division
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
+    for index, axes in enumerate(axes_grid.flat):
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if index >= len(images):
+            axes.axis("off")
+            continue
+        axes.imshow(images[index], cmap="gray_r")
+        if predicted[index] == true[index]:
+            axes.set_title(name(int(predicted[index])), fontsize=9)
+        else:
+            axes.set_title(f"{name(int(predicted[index]))} (true {name(int(true[index]))})", fontsize=9,
+                           color="tab:red")
+            for spine in axes.spines.values():
+                spine.set(color="tab:red", linewidth=3)
+    return _save(figure, path)
+
+
+def conv_filters(path, weight) -> str:
+    """The filters of a convolution on one input channel: weight (O, 1, kh, kw) or (O, 1, kt, kh, kw).
+
+    A 2-D layer gives one small image per filter; a 3-D (video) layer gives
+    one row per filter with one image per frame offset. Blue is negative, red
+    positive, white zero, on one scale for all filters.
+    """
+    weight = np.asarray(weight)
+    if weight.ndim not in (4, 5) or weight.shape[1] != 1:
+        raise ValueError(f"conv_filters: need the weight of a convolution on one input channel, (O, 1, kh, kw) "
+                         f"or (O, 1, kt, kh, kw), got shape {weight.shape}")
+    plt = _pyplot()
+    filters = weight[:, 0]  # (O, 1, *K) -> (O, *K): the single input channel
+    if filters.ndim == 3:  # 2-D kernels: two rows of filters
+        columns = -(-len(filters) // 2)
+        tiles = [[filters[r * columns + c] if r * columns + c < len(filters) else None for c in range(columns)]
+                 for r in range(2)]
+        titles = [[f"filter {r * columns + c}" for c in range(columns)] for r in range(2)]
+    else:  # 3-D kernels: row o shows filter o at time offsets 0, 1, 2, ...
+        tiles = [list(f) for f in filters]
+        titles = [[f"filter {o}, t+{t}" for t in range(filters.shape[1])] for o in range(len(filters))]
+    limit = float(np.abs(filters).max()) or 1.0
+    rows, columns = len(tiles), len(tiles[0])
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.3 * rows), squeeze=False)
+    for r in range(rows):
+        for c in range(columns):
+            axes = axes_grid[r, c]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if tiles[r][c] is None:
+                axes.axis("off")
+                continue
+            axes.imshow(tiles[r][c], cmap="bwr", vmin=-limit, vmax=limit)
+            axes.set_title(titles[r][c], fontsize=7)
+    return _save(figure, path)
