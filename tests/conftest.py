@@ -3,10 +3,18 @@
 ``xp`` is numpy, or cupy where CuPy and a GPU are present; on a machine
 without them the cupy case is skipped with a reason, never failed.
 """
+import hashlib
+import importlib
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tinyflux import backend
+from tinyflux.data import datasets, write_idx
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _backends():
@@ -28,3 +36,35 @@ def to_numpy(array):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def examples():
+    """``examples("mnist_conv")`` imports an example script as a module (video_conv imports mnist_conv)."""
+    sys.path.insert(0, str(EXAMPLES))
+    yield importlib.import_module
+    sys.path.remove(str(EXAMPLES))
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    """A folder with a 64-image training set and a 32-image test set, their checksums installed as MNIST's.
+
+    The cache ($TINYFLUX_DATA) points into tmp_path too, so nothing is read from or written to the real one.
+    """
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 64).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (32, 28, 28)).astype(np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 32).astype(np.uint8),
+    }
+    folder = tmp_path / "fake-mnist"
+    folder.mkdir()
+    sums = {}
+    for name, array in arrays.items():
+        write_idx(folder / name, array)
+        sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    monkeypatch.setitem(datasets.SHA256, "mnist", sums)
+    monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
+    return folder

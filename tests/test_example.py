@@ -1,46 +1,15 @@
 """examples/mnist_conv.py: its arguments, model and the epoch schedule (best checkpoint, lr drops, stops),
 run on a tiny fake MNIST so that no download is needed."""
-import hashlib
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 import tinyflux as tf
-from tinyflux.data import datasets, write_idx
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_conv.py"
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("mnist_conv", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mnist_conv"] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["mnist_conv"]
-
-
-@pytest.fixture
-def fake_mnist(tmp_path, monkeypatch):
-    """A 64-image training set and a 32-image test set, with their checksums installed as MNIST's."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, 64).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (32, 28, 28)).astype(np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 32).astype(np.uint8),
-    }
-    sums = {}
-    for name, array in arrays.items():
-        write_idx(tmp_path / name, array)
-        sums[name] = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
-    monkeypatch.setitem(datasets.SHA256, "mnist", sums)
-    return tmp_path
+def example(examples):
+    return examples("mnist_conv")
 
 
 def test_defaults_are_the_model_zoo_ones(example):

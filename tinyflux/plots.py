@@ -85,7 +85,8 @@ def prediction_grid(path, images, predicted, true, columns: int = 8, class_names
     plt = _pyplot()
     name = (lambda k: str(class_names[k])) if class_names is not None else str
     rows = -(-len(images) // columns)  # ceiling division
-    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
+    aspect = images.shape[2] / images.shape[1]  # wider tiles for frame strips
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.3 * aspect * columns, 1.5 * rows), squeeze=False)
     for index, axes in enumerate(axes_grid.flat):
         axes.set_xticks([])
         axes.set_yticks([])

@@ -1,0 +1,178 @@
+"""Classify which way a digit moves in short video clips, with 3-D convolutions.
+
+The step from examples/mnist_conv.py to video. An image batch is
+(N, C, H, W); a video batch is (N, C, T, H, W), with T frames. A 3-D
+convolution slides a (3, 3, 3) kernel over time as well as over height and
+width, so every output value looks at 3 consecutive frames and can respond to
+motion, which no single frame shows. Only two things change from the image
+example:
+
+- the data: clips generated from MNIST digits (:func:`make_clips`), 16 frames
+  of 32x32 by default, each a digit sliding one pixel per frame in one of 8
+  directions; the label is the direction. The digit wraps around the edges of
+  the frame, so where it is says nothing about where it goes: the model must
+  compare frames. Generated deterministically from the seed, then cached.
+- the model: Conv((3, 3, 3)) and MaxPool((2, 2, 2)) instead of the 2-D layers.
+
+The training loop, the checkpoint and the test are mnist_conv.py's, imported
+from it: they never look at the shape of the data.
+
+    python examples/video_conv.py                  # 8,000 training clips, up to 10 epochs
+    python examples/video_conv.py --epochs 1 --max-steps 20 --train-clips 1000   # a quick check
+    python examples/video_conv.py --plots plots    # curves, clips with predictions, 3-D filters
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+import mnist_conv  # the image example, next to this file: its loop, checkpoint and test
+import tinyflux as tf
+from tinyflux import nn
+from tinyflux.data import to_float_images
+from tinyflux.files import atomic_path
+
+log = logging.getLogger("video_conv")
+
+# The 8 labels: (rows, columns) the digit moves per frame; rows grow downwards, as in an image.
+DIRECTIONS = {"right": (0, 1), "down-right": (1, 1), "down": (1, 0), "down-left": (1, -1),
+              "left": (0, -1), "up-left": (-1, -1), "up": (-1, 0), "up-right": (-1, 1)}
+
+
+# -- Arguments ----------------------------------------------------------------------
+@dataclass
+class VideoArgs(mnist_conv.Args):
+    """mnist_conv's Args with other defaults, and the shape and number of the clips."""
+
+    epochs: int = 10
+    batch_size: int = 32  # clips are 16 times bigger than images: smaller batches, more steps
+    checkpoint: str = "video_conv.h5"
+    frames: int = 16  # T, frames per clip (at least 8: three 2x pools over time)
+    size: int = 32  # H = W, pixels per side (at least 28, the digit's size)
+    train_clips: int = 8000
+    test_clips: int = 2000
+
+
+def parse_args(argv=None) -> VideoArgs:
+    defaults = VideoArgs()
+    p = mnist_conv.make_parser(defaults, "Train a 3-D convnet to tell which way MNIST digits move in clips.")
+    p.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip (at least 8)")
+    p.add_argument("--size", type=int, default=defaults.size, help="frame height and width (at least 28)")
+    p.add_argument("--train-clips", type=int, default=defaults.train_clips, help="clips to train on")
+    p.add_argument("--test-clips", type=int, default=defaults.test_clips, help="clips to test on")
+    args = mnist_conv.check_args(VideoArgs(**vars(p.parse_args(argv))), p)
+    if args.frames < 8 or args.size < 28 or args.train_clips < 1 or args.test_clips < 1:
+        p.error(f"need --frames >= 8, --size >= 28 and at least one clip of each split; got --frames "
+                f"{args.frames}, --size {args.size}, --train-clips {args.train_clips}, "
+                f"--test-clips {args.test_clips}")
+    return args
+
+
+# -- Data ---------------------------------------------------------------------------
+def make_clips(digits: np.ndarray, count: int, frames: int, size: int, rng: np.random.Generator):
+    """``count`` clips uint8 (count, frames, size, size) of digits sliding 1 pixel per frame, and labels.
+
+    Each clip takes a random digit (28, 28), centres it on a size x size black
+    frame, shifts it to a random start, then moves it by one step of a random
+    direction per frame. np.roll moves pixels that leave one edge back in at
+    the opposite edge, so every start position is possible for every
+    direction. The label is the index of the direction in DIRECTIONS.
+    """
+    steps = np.array(list(DIRECTIONS.values()))  # (8, 2): rows and columns per frame
+    labels = rng.integers(0, len(steps), count).astype(np.uint8)
+    chosen = rng.choice(len(digits), count, replace=count > len(digits))
+    starts = rng.integers(0, size, (count, 2))  # (count, 2): start shift of rows and columns
+    margin = (size - digits.shape[1]) // 2
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    clips = np.empty((count, frames, size, size), dtype=np.uint8)
+    time = np.arange(frames)[:, None]  # (frames, 1)
+    pixel = np.arange(size)[None, :]  # (1, size)
+    for i in range(count):
+        canvas[margin:margin + digits.shape[1], margin:margin + digits.shape[2]] = digits[chosen[i]]
+        shift_rows = starts[i, 0] + steps[labels[i], 0] * time  # (frames, 1): how far down at each frame
+        shift_cols = starts[i, 1] + steps[labels[i], 1] * time
+        # Output pixel p of frame t shows canvas pixel (p - shift) mod size: the content moved by +shift.
+        rows = (pixel - shift_rows) % size  # (frames, size)
+        cols = (pixel - shift_cols) % size  # (frames, size)
+        clips[i] = canvas[rows[:, :, None], cols[:, None, :]]  # (frames, size, 1), (frames, 1, size) -> (frames, size, size)
+    return clips, labels
+
+
+def load_clips(args: VideoArgs, split: str):
+    """The clips of one split, from the cache, else made from the dataset's digits of that split and cached.
+
+    Training clips come from training digits and test clips from test digits,
+    so the test measures digits the model has never seen.
+    """
+    count = args.train_clips if split == "train" else args.test_clips
+    name = f"{args.dataset}-{split}-{count}x{args.frames}x{args.size}x{args.size}-seed{args.seed}.npz"
+    path = tf.data.cache_dir("moving-digits") / name
+    if path.exists():
+        with np.load(path) as cached:
+            return cached["clips"], cached["labels"]
+    log.info(f"Making {count} {split} clips of {args.frames} frames of {args.size}x{args.size} (cached in {path})")
+    digits, _ = tf.data.load(args.dataset, split, root=args.data_dir)
+    seed = args.seed if split == "train" else args.seed + 1  # different random motion for the test clips
+    clips, labels = make_clips(digits, count, args.frames, args.size, np.random.default_rng(seed))
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, clips=clips, labels=labels)  # a file object: np.savez would append .npz to a name
+    return clips, labels
+
+
+def get_processed_data(args: VideoArgs):
+    """Training and test clips, uint8 (N, T, H, W), and their labels, on the device the model will use."""
+    (train_clips, train_labels), (test_clips, test_labels) = load_clips(args, "train"), load_clips(args, "test")
+    move = tf.gpu if mnist_conv.use_gpu(args) else (lambda a: a)
+    return (move(train_clips), move(train_labels)), (move(test_clips), move(test_labels))
+
+
+# -- Model --------------------------------------------------------------------------
+def build_model(args: VideoArgs, nclasses: int = len(DIRECTIONS)) -> nn.Chain:
+    """mnist_conv's model with 3-D layers: (N, 1, 16, 32, 32) -> (N, 32, 2, 4, 4) -> 8 scores."""
+    features = 32 * (args.frames // 8) * (args.size // 8) ** 2  # after three 2x2x2 pools; 32 * 2 * 4 * 4 = 1024
+    return nn.Chain(
+        nn.Conv((3, 3, 3), 1, 8, tf.relu, pad=1),  # each output sees 3 frames of 3x3 pixels
+        nn.MaxPool((2, 2, 2)),  # halves time, height and width
+        nn.Conv((3, 3, 3), 8, 16, tf.relu, pad=1),
+        nn.MaxPool((2, 2, 2)),
+        nn.Conv((3, 3, 3), 16, 32, tf.relu, pad=1),
+        nn.MaxPool((2, 2, 2)),
+        nn.flatten,  # (N, 32, 2, 4, 4) -> (N, 1024)
+        nn.Dense(features, nclasses))
+
+
+# -- Pictures -----------------------------------------------------------------------
+def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
+    """Training curves, test clips with predicted directions, and the first layer's 3-D filters."""
+    model = mnist_conv.load_best_model(args, build_model)
+    _, (test_clips, test_labels) = get_processed_data(args)
+    n = min(16, len(test_clips))
+    with tf.no_grad():
+        predicted = tf.cpu(tf.onecold(model(tf.Tensor(to_float_images(test_clips[:n])))))
+    # A clip as one picture: 4 of its frames side by side, with a grey line between them
+    shown = tf.cpu(test_clips[:n])[:, np.linspace(0, args.frames - 1, 4).astype(int)]  # (n, 4, H, W)
+    shown = np.pad(shown, ((0, 0), (0, 0), (0, 0), (0, 2)), constant_values=128)  # (n, 4, H, W + 2)
+    strips = shown.transpose(0, 2, 1, 3).reshape(n, args.size, -1)  # (n, H, 4, W + 2) -> (n, H, 4 (W + 2))
+    paths = [
+        tf.plots.training_curves(os.path.join(args.plots, "video_training_curves.png"), history.train_loss,
+                                 history.test_accuracy, history.lr),
+        tf.plots.prediction_grid(os.path.join(args.plots, "video_predictions.png"), strips, predicted,
+                                 tf.cpu(test_labels[:n]), columns=4, class_names=list(DIRECTIONS)),
+        tf.plots.conv_filters(os.path.join(args.plots, "video_first_layer_filters.png"),
+                              tf.cpu(model[0].weight.data)),
+    ]
+    log.info("Pictures: " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    handler = logging.StreamHandler()
+    handler.setFormatter(mnist_conv.FluxStyle())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    arguments = parse_args()
+    run_history = mnist_conv.train(arguments, get_processed_data, build_model)
+    mnist_conv.test(arguments, get_processed_data, build_model)
+    if arguments.plots:
+        make_plots(arguments, run_history)

@@ -1,0 +1,76 @@
+"""examples/video_conv.py: the moving-digit clips, their cache, the 3-D model, and a short run of the shared loop."""
+import logging
+
+import numpy as np
+import pytest
+
+import tinyflux as tf
+
+
+@pytest.fixture(scope="module")
+def video(examples):
+    return examples("video_conv")
+
+
+def test_clips_move_one_step_per_frame_in_the_labelled_direction(video):
+    digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    clips, labels = video.make_clips(digits, 40, 6, 32, np.random.default_rng(1))
+    assert clips.shape == (40, 6, 32, 32) and clips.dtype == np.uint8 and labels.shape == (40,)
+    assert set(labels) <= set(range(8)) and len(set(labels)) > 1
+    steps = list(video.DIRECTIONS.values())
+    for clip, label in zip(clips, labels):
+        for t in range(5):  # frame t + 1 is frame t moved by the direction's (rows, columns), wrapping around
+            assert np.array_equal(clip[t + 1], np.roll(clip[t], steps[label], axis=(0, 1)))
+        assert any(np.array_equal(clip[0], np.roll(np.pad(digit, 2), shift, axis=(0, 1)))
+                   for digit in digits for shift in [(r, c) for r in range(32) for c in range(32)])
+
+
+def test_clips_are_repeatable_from_the_seed(video):
+    digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    first = video.make_clips(digits, 10, 8, 30, np.random.default_rng(7))
+    again = video.make_clips(digits, 10, 8, 30, np.random.default_rng(7))
+    other = video.make_clips(digits, 10, 8, 30, np.random.default_rng(8))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_load_clips_caches_without_leftovers(video, fake_mnist, tmp_path, monkeypatch):
+    args = video.VideoArgs(data_dir=str(fake_mnist), frames=8, size=28, train_clips=12, test_clips=6)
+    clips, labels = video.load_clips(args, "train")
+    assert clips.shape == (12, 8, 28, 28)
+    cached = list((tmp_path / "cache" / "moving-digits").iterdir())
+    assert [p.name for p in cached] == ["mnist-train-12x8x28x28-seed0.npz"]  # no temporary file left
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(tf.data, "load", no_download)
+    again, again_labels = video.load_clips(args, "train")
+    assert np.array_equal(clips, again) and np.array_equal(labels, again_labels)
+
+
+def test_model_shapes_and_bad_arguments(video):
+    model = video.build_model(video.parse_args([]))
+    summary = model.summary((1, 16, 32, 32))
+    assert summary.rows[1][1] == (8, 16, 32, 32) and summary.rows[-3][1] == (1024,) and summary.rows[-2][1] == (8,)
+    assert video.build_model(video.parse_args(["--frames", "8", "--size", "28"]))(
+        tf.Tensor(np.zeros((2, 1, 8, 28, 28), np.float32))).shape == (2, 8)
+    for bad in (["--frames", "4"], ["--size", "20"], ["--train-clips", "0"]):
+        with pytest.raises(SystemExit):
+            video.parse_args(bad)
+
+
+def test_the_shared_loop_trains_saves_and_tests_clips(video, fake_mnist, tmp_path, caplog, capsys):
+    args = video.parse_args(["--epochs", "2", "--max-steps", "2", "--batch-size", "4", "--frames", "8",
+                             "--size", "28", "--train-clips", "16", "--test-clips", "8", "--device", "cpu",
+                             "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run")])
+    with caplog.at_level(logging.INFO):
+        history = video.mnist_conv.train(args, video.get_processed_data, video.build_model)
+    assert "[2]: Test accuracy: " in caplog.text and len(history.test_accuracy) == 2
+    assert (tmp_path / "run" / "video_conv.h5").is_file() and not (tmp_path / "run" / "mnist_conv.h5").exists()
+    assert video.mnist_conv.test(args, video.get_processed_data, video.build_model) == history.best_accuracy
+    assert f"accuracy(test_set, model) = {history.best_accuracy:.4f}" in capsys.readouterr().out
+    if tf.plots.available():
+        args.plots = str(tmp_path / "plots")
+        video.make_plots(args, history)
+        assert len(list((tmp_path / "plots").glob("video_*.png"))) == 3
