@@ -97,7 +97,8 @@ def make_clips(digits: np.ndarray, count: int, frames: int, size: int, rng: np.r
         # Output pixel p of frame t shows canvas pixel (p - shift) mod size: the content moved by +shift.
         rows = (pixel - shift_rows) % size  # (frames, size)
         cols = (pixel - shift_cols) % size  # (frames, size)
-        clips[i] = canvas[rows[:, :, None], cols[:, None, :]]  # (frames, size, 1), (frames, 1, size) -> (frames, size, size)
+        # index arrays (frames, size, 1) and (frames, 1, size) broadcast to (frames, size, size)
+        clips[i] = canvas[rows[:, :, None], cols[:, None, :]]
     return clips, labels
 
 
