@@ -226,15 +226,18 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
         acc = accuracy(test_images, test_labels, model)
         log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
         history.test_accuracy.append(acc)
-        if acc >= 0.999:
-            log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
-            break
 
         if acc >= best_acc:
             log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
             tf.save(checkpoint_path(args), model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
             best_acc, last_improvement = acc, epoch
             history.best_accuracy = acc
+
+        # The original checks this before saving, so the model that reaches 99.9% was never saved
+        # (and a run that reached it in epoch 1 left no checkpoint for test()); here it is saved first.
+        if acc >= 0.999:
+            log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
+            break
 
         # No improvement for 5 epochs: divide the learning rate by 10, then give it 5 more epochs
         if epoch - last_improvement >= 5 and opt.lr > 1e-6:

@@ -54,6 +54,17 @@ def test_schedule_drops_the_learning_rate_then_stops(example, fake_mnist, tmp_pa
     assert "[32]: Test accuracy" in text and "[33]:" not in text
 
 
+def test_early_exit_keeps_the_model_that_reached_the_target(example, fake_mnist, tmp_path, caplog, monkeypatch):
+    scripted = iter([0.9995, 0.5])
+    monkeypatch.setattr(example, "accuracy", lambda *a, **k: next(scripted))
+    args = example.Args(epochs=5, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
+                        savepath=str(tmp_path / "run"), device="cpu")
+    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+        history = example.train(args)
+    assert history.test_accuracy == [0.9995] and "Early-exiting" in caplog.text
+    assert tf.load(tmp_path / "run" / "mnist_conv.h5", example.build_model(args))["accuracy"] == 0.9995
+
+
 def test_plots_are_written_as_png(example, fake_mnist, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     args = example.parse_args(["--epochs", "2", "--batch-size", "16", "--max-steps", "2", "--device", "cpu",
