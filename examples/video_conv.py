@@ -1,4 +1,4 @@
-"""Classify which way a digit moves in short video clips, with 3-D convolutions.
+"""Tell which digit moves which way in short video clips, with 3-D convolutions.
 
 The step from examples/mnist_conv.py to video. An image batch is
 (N, C, H, W); a video batch is (N, C, T, H, W), with T frames. A 3-D
@@ -9,9 +9,11 @@ example:
 
 - the data: clips generated from MNIST digits (:func:`make_clips`), 16 frames
   of 32x32 by default, each a digit sliding one pixel per frame in one of 8
-  directions; the label is the direction. The digit wraps around the edges of
-  the frame, so where it is says nothing about where it goes: the model must
-  compare frames. Generated deterministically from the seed, then cached.
+  directions; the label says which digit and which direction (80 classes).
+  Any frame shows the digit, but the digit wraps around the edges of the
+  frame, so where it is says nothing about where it goes: for the direction
+  the model must compare frames, like telling one skateboard trick from
+  another. Generated deterministically from the seed, then cached.
 - the model: Conv((3, 3, 3)) and MaxPool((2, 2, 2)) instead of the 2-D layers.
 
 The training loop, the checkpoint and the test are mnist_conv.py's, imported
@@ -37,9 +39,12 @@ from tinyflux.files import atomic_path
 
 log = logging.getLogger("video_conv")
 
-# The 8 labels: (rows, columns) the digit moves per frame; rows grow downwards, as in an image.
+# The 8 directions: (rows, columns) the digit moves per frame; rows grow downwards, as in an image.
 DIRECTIONS = {"right": (0, 1), "down-right": (1, 1), "down": (1, 0), "down-left": (1, -1),
               "left": (0, -1), "up-left": (-1, -1), "up": (-1, 0), "up-right": (-1, 1)}
+# The 80 classes: label = 8 * digit + direction index, so label 0 is "0 right" and 79 is "9 up-right".
+CLASSES = [f"{digit} {direction}" for digit in range(10) for direction in DIRECTIONS]
+CLIP_FORMAT = 2  # part of the cache file name: change it when make_clips changes, so old files are not reused
 
 
 # -- Arguments ----------------------------------------------------------------------
@@ -58,7 +63,7 @@ class VideoArgs(mnist_conv.Args):
 
 def parse_args(argv=None) -> VideoArgs:
     defaults = VideoArgs()
-    p = mnist_conv.make_parser(defaults, "Train a 3-D convnet to tell which way MNIST digits move in clips.")
+    p = mnist_conv.make_parser(defaults, "Train a 3-D convnet to tell which digit moves which way in clips.")
     p.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip (at least 8)")
     p.add_argument("--size", type=int, default=defaults.size, help="frame height and width (at least 28)")
     p.add_argument("--train-clips", type=int, default=defaults.train_clips, help="clips to train on")
@@ -72,18 +77,20 @@ def parse_args(argv=None) -> VideoArgs:
 
 
 # -- Data ---------------------------------------------------------------------------
-def make_clips(digits: np.ndarray, count: int, frames: int, size: int, rng: np.random.Generator):
+def make_clips(digits: np.ndarray, digit_labels: np.ndarray, count: int, frames: int, size: int,
+               rng: np.random.Generator):
     """``count`` clips uint8 (count, frames, size, size) of digits sliding 1 pixel per frame, and labels.
 
-    Each clip takes a random digit (28, 28), centres it on a size x size black
-    frame, shifts it to a random start, then moves it by one step of a random
-    direction per frame. np.roll moves pixels that leave one edge back in at
+    Each clip takes a random digit image (28, 28), centres it on a size x size
+    black frame, shifts it to a random start, then moves it by one step of a
+    random direction per frame. Pixels that leave one edge come back in at
     the opposite edge, so every start position is possible for every
-    direction. The label is the index of the direction in DIRECTIONS.
+    direction. The label is 8 * digit + the index of the direction in DIRECTIONS.
     """
     steps = np.array(list(DIRECTIONS.values()))  # (8, 2): rows and columns per frame
-    labels = rng.integers(0, len(steps), count).astype(np.uint8)
+    directions = rng.integers(0, len(steps), count)
     chosen = rng.choice(len(digits), count, replace=count > len(digits))
+    labels = (len(steps) * digit_labels[chosen].astype(np.int64) + directions).astype(np.uint8)
     starts = rng.integers(0, size, (count, 2))  # (count, 2): start shift of rows and columns
     margin = (size - digits.shape[1]) // 2
     canvas = np.zeros((size, size), dtype=np.uint8)
@@ -92,8 +99,8 @@ def make_clips(digits: np.ndarray, count: int, frames: int, size: int, rng: np.r
     pixel = np.arange(size)[None, :]  # (1, size)
     for i in range(count):
         canvas[margin:margin + digits.shape[1], margin:margin + digits.shape[2]] = digits[chosen[i]]
-        shift_rows = starts[i, 0] + steps[labels[i], 0] * time  # (frames, 1): how far down at each frame
-        shift_cols = starts[i, 1] + steps[labels[i], 1] * time
+        shift_rows = starts[i, 0] + steps[directions[i], 0] * time  # (frames, 1): how far down at each frame
+        shift_cols = starts[i, 1] + steps[directions[i], 1] * time
         # Output pixel p of frame t shows canvas pixel (p - shift) mod size: the content moved by +shift.
         rows = (pixel - shift_rows) % size  # (frames, size)
         cols = (pixel - shift_cols) % size  # (frames, size)
@@ -109,15 +116,15 @@ def load_clips(args: VideoArgs, split: str):
     so the test measures digits the model has never seen.
     """
     count = args.train_clips if split == "train" else args.test_clips
-    name = f"{args.dataset}-{split}-{count}x{args.frames}x{args.size}x{args.size}-seed{args.seed}.npz"
+    name = f"v{CLIP_FORMAT}-{args.dataset}-{split}-{count}x{args.frames}x{args.size}x{args.size}-seed{args.seed}.npz"
     path = tf.data.cache_dir("moving-digits") / name
     if path.exists():
         with np.load(path) as cached:
             return cached["clips"], cached["labels"]
     log.info(f"Making {count} {split} clips of {args.frames} frames of {args.size}x{args.size} (cached in {path})")
-    digits, _ = tf.data.load(args.dataset, split, root=args.data_dir)
+    digits, digit_labels = tf.data.load(args.dataset, split, root=args.data_dir)
     seed = args.seed if split == "train" else args.seed + 1  # different random motion for the test clips
-    clips, labels = make_clips(digits, count, args.frames, args.size, np.random.default_rng(seed))
+    clips, labels = make_clips(digits, digit_labels, count, args.frames, args.size, np.random.default_rng(seed))
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         np.savez(file, clips=clips, labels=labels)  # a file object: np.savez would append .npz to a name
     return clips, labels
@@ -131,8 +138,8 @@ def get_processed_data(args: VideoArgs):
 
 
 # -- Model --------------------------------------------------------------------------
-def build_model(args: VideoArgs, nclasses: int = len(DIRECTIONS)) -> nn.Chain:
-    """mnist_conv's model with 3-D layers: (N, 1, 16, 32, 32) -> (N, 32, 2, 4, 4) -> 8 scores."""
+def build_model(args: VideoArgs, nclasses: int = len(CLASSES)) -> nn.Chain:
+    """mnist_conv's model with 3-D layers: (N, 1, 16, 32, 32) -> (N, 32, 2, 4, 4) -> 80 scores."""
     features = 32 * (args.frames // 8) * (args.size // 8) ** 2  # after three 2x2x2 pools; 32 * 2 * 4 * 4 = 1024
     return nn.Chain(
         nn.Conv((3, 3, 3), 1, 8, tf.relu, pad=1),  # each output sees 3 frames of 3x3 pixels
@@ -147,7 +154,7 @@ def build_model(args: VideoArgs, nclasses: int = len(DIRECTIONS)) -> nn.Chain:
 
 # -- Pictures -----------------------------------------------------------------------
 def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
-    """Training curves, test clips with predicted directions, and the first layer's 3-D filters."""
+    """Training curves, test clips with their predicted classes, and the first layer's 3-D filters."""
     model = mnist_conv.load_best_model(args, build_model)
     _, (test_clips, test_labels) = get_processed_data(args)
     n = min(16, len(test_clips))
@@ -161,7 +168,7 @@ def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
         tf.plots.training_curves(os.path.join(args.plots, "video_training_curves.png"), history.train_loss,
                                  history.test_accuracy, history.lr),
         tf.plots.prediction_grid(os.path.join(args.plots, "video_predictions.png"), strips, predicted,
-                                 tf.cpu(test_labels[:n]), columns=4, class_names=list(DIRECTIONS)),
+                                 tf.cpu(test_labels[:n]), columns=4, class_names=CLASSES),
         tf.plots.conv_filters(os.path.join(args.plots, "video_first_layer_filters.png"),
                               tf.cpu(model[0].weight.data)),
     ]
