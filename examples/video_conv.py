@@ -10,10 +10,10 @@ example:
 - the data: clips generated from MNIST digits (:func:`make_clips`), 16 frames
   of 32x32 by default, each a digit sliding one pixel per frame in one of 8
   directions; the label says which digit and which direction (80 classes).
-  Any frame shows the digit, but the digit wraps around the edges of the
-  frame, so where it is says nothing about where it goes: for the direction
-  the model must compare frames, like telling one skateboard trick from
-  another. Generated deterministically from the seed, then cached.
+  Any frame shows the digit; the direction is in the change from one frame
+  to the next, so for it the model must compare frames, as it would to tell
+  one skateboard trick from another. Generated deterministically from the
+  seed, then cached.
 - the model: Conv((3, 3, 3)) and MaxPool((2, 2, 2)) instead of the 2-D layers.
 
 The training loop, the checkpoint and the test are mnist_conv.py's, imported
@@ -44,7 +44,7 @@ DIRECTIONS = {"right": (0, 1), "down-right": (1, 1), "down": (1, 0), "down-left"
               "left": (0, -1), "up-left": (-1, -1), "up": (-1, 0), "up-right": (-1, 1)}
 # The 80 classes: label = 8 * digit + direction index, so label 0 is "0 right" and 79 is "9 up-right".
 CLASSES = [f"{digit} {direction}" for digit in range(10) for direction in DIRECTIONS]
-CLIP_FORMAT = 2  # part of the cache file name: change it when make_clips changes, so old files are not reused
+CLIP_FORMAT = 3  # part of the cache file name: change it when make_clips changes, so old files are not reused
 
 
 # -- Arguments ----------------------------------------------------------------------
@@ -56,7 +56,7 @@ class VideoArgs(mnist_conv.Args):
     batch_size: int = 32  # clips are 16 times bigger than images: smaller batches, more steps
     checkpoint: str = "video_conv.h5"
     frames: int = 16  # T, frames per clip (at least 8: three 2x pools over time)
-    size: int = 32  # H = W, pixels per side (at least 28, the digit's size)
+    size: int = 32  # H = W, pixels per side (at least 13 + frames: a 14-pixel digit moving frames - 1 pixels)
     train_clips: int = 8000
     test_clips: int = 2000
 
@@ -65,12 +65,12 @@ def parse_args(argv=None) -> VideoArgs:
     defaults = VideoArgs()
     p = mnist_conv.make_parser(defaults, "Train a 3-D convnet to tell which digit moves which way in clips.")
     p.add_argument("--frames", type=int, default=defaults.frames, help="frames per clip (at least 8)")
-    p.add_argument("--size", type=int, default=defaults.size, help="frame height and width (at least 28)")
+    p.add_argument("--size", type=int, default=defaults.size, help="frame height and width (at least 13 + frames)")
     p.add_argument("--train-clips", type=int, default=defaults.train_clips, help="clips to train on")
     p.add_argument("--test-clips", type=int, default=defaults.test_clips, help="clips to test on")
     args = mnist_conv.check_args(VideoArgs(**vars(p.parse_args(argv))), p)
-    if args.frames < 8 or args.size < 28 or args.train_clips < 1 or args.test_clips < 1:
-        p.error(f"need --frames >= 8, --size >= 28 and at least one clip of each split; got --frames "
+    if args.frames < 8 or args.size < 13 + args.frames or args.train_clips < 1 or args.test_clips < 1:
+        p.error(f"need --frames >= 8, --size >= 13 + frames and at least one clip of each split; got --frames "
                 f"{args.frames}, --size {args.size}, --train-clips {args.train_clips}, "
                 f"--test-clips {args.test_clips}")
     return args
@@ -81,31 +81,28 @@ def make_clips(digits: np.ndarray, digit_labels: np.ndarray, count: int, frames:
                rng: np.random.Generator):
     """``count`` clips uint8 (count, frames, size, size) of digits sliding 1 pixel per frame, and labels.
 
-    Each clip takes a random digit image (28, 28), centres it on a size x size
-    black frame, shifts it to a random start, then moves it by one step of a
-    random direction per frame. Pixels that leave one edge come back in at
-    the opposite edge, so every start position is possible for every
-    direction. The label is 8 * digit + the index of the direction in DIRECTIONS.
+    Each clip takes a random digit image, shrinks it from 28x28 to 14x14 (the
+    mean of each 2x2 block) so that it has room to move, and draws it on a
+    black size x size frame: at a random start position, then one step
+    further in a random direction at every frame. The start is drawn among
+    the positions that keep the digit inside the frame until the last frame.
+    The label is 8 * digit + the index of the direction in DIRECTIONS.
     """
     steps = np.array(list(DIRECTIONS.values()))  # (8, 2): rows and columns per frame
     directions = rng.integers(0, len(steps), count)
     chosen = rng.choice(len(digits), count, replace=count > len(digits))
     labels = (len(steps) * digit_labels[chosen].astype(np.int64) + directions).astype(np.uint8)
-    starts = rng.integers(0, size, (count, 2))  # (count, 2): start shift of rows and columns
-    margin = (size - digits.shape[1]) // 2
-    canvas = np.zeros((size, size), dtype=np.uint8)
-    clips = np.empty((count, frames, size, size), dtype=np.uint8)
-    time = np.arange(frames)[:, None]  # (frames, 1)
-    pixel = np.arange(size)[None, :]  # (1, size)
+    picked = digits[chosen]  # (count, 28, 28)
+    blocks = picked.reshape(count, picked.shape[1] // 2, 2, picked.shape[2] // 2, 2)  # -> (count, 14, 2, 14, 2)
+    small = blocks.mean(axis=(2, 4)).round().astype(np.uint8)  # (count, 14, 2, 14, 2) -> (count, 14, 14)
+    room = size - small.shape[1]  # the largest top-left position that keeps the digit inside
+    travel = steps[directions] * (frames - 1)  # (count, 2): how far each clip moves in rows and columns
+    starts = rng.integers(np.maximum(0, -travel), room - np.maximum(0, travel) + 1)  # (count, 2)
+    clips = np.zeros((count, frames, size, size), dtype=np.uint8)
     for i in range(count):
-        canvas[margin:margin + digits.shape[1], margin:margin + digits.shape[2]] = digits[chosen[i]]
-        shift_rows = starts[i, 0] + steps[directions[i], 0] * time  # (frames, 1): how far down at each frame
-        shift_cols = starts[i, 1] + steps[directions[i], 1] * time
-        # Output pixel p of frame t shows canvas pixel (p - shift) mod size: the content moved by +shift.
-        rows = (pixel - shift_rows) % size  # (frames, size)
-        cols = (pixel - shift_cols) % size  # (frames, size)
-        # index arrays (frames, size, 1) and (frames, 1, size) broadcast to (frames, size, size)
-        clips[i] = canvas[rows[:, :, None], cols[:, None, :]]
+        for t in range(frames):
+            row, col = starts[i] + steps[directions[i]] * t
+            clips[i, t, row:row + small.shape[1], col:col + small.shape[2]] = small[i]
     return clips, labels
 
 

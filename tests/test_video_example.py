@@ -12,24 +12,37 @@ def video(examples):
     return examples("video_conv")
 
 
-def test_clips_move_one_step_per_frame_in_the_labelled_direction(video):
+def test_clips_show_the_labelled_digit_moving_in_the_labelled_direction(video):
     digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
-    clips, labels = video.make_clips(digits, 40, 6, 32, np.random.default_rng(1))
-    assert clips.shape == (40, 6, 32, 32) and clips.dtype == np.uint8 and labels.shape == (40,)
-    assert set(labels) <= set(range(8)) and len(set(labels)) > 1
+    digit_labels = np.array([3, 1, 4, 1, 5], np.uint8)
+    small = digits.reshape(5, 14, 2, 14, 2).mean(axis=(2, 4)).round().astype(np.uint8)  # what a clip shows
+    clips, labels = video.make_clips(digits, digit_labels, 40, 8, 21, np.random.default_rng(1))
+    assert clips.shape == (40, 8, 21, 21) and clips.dtype == np.uint8 and labels.shape == (40,)
+    assert len(video.CLASSES) == 80 and video.CLASSES[8 * 3 + 2] == "3 down"
+    assert len(set(labels % 8)) == 8
     steps = list(video.DIRECTIONS.values())
     for clip, label in zip(clips, labels):
-        for t in range(5):  # frame t + 1 is frame t moved by the direction's (rows, columns), wrapping around
-            assert np.array_equal(clip[t + 1], np.roll(clip[t], steps[label], axis=(0, 1)))
-        assert any(np.array_equal(clip[0], np.roll(np.pad(digit, 2), shift, axis=(0, 1)))
-                   for digit in digits for shift in [(r, c) for r in range(32) for c in range(32)])
+        digit, direction = divmod(int(label), 8)
+        for t in range(7):  # frame t + 1 is frame t moved by the direction's (rows, columns)
+            assert np.array_equal(clip[t + 1], np.roll(clip[t], steps[direction], axis=(0, 1)))
+        for t in (0, 7):  # the first and last frames hold one whole image of that digit, and nothing else
+            assert any(shows(clip[t], image) for image, d in zip(small, digit_labels) if d == digit)
+
+
+def shows(frame, image):
+    """Whether ``frame`` is ``image`` drawn somewhere on black (the frame's sum is the image's sum)."""
+    h, w = image.shape
+    return int(frame.sum()) == int(image.sum()) and any(
+        np.array_equal(frame[r:r + h, c:c + w], image)
+        for r in range(frame.shape[0] - h + 1) for c in range(frame.shape[1] - w + 1))
 
 
 def test_clips_are_repeatable_from_the_seed(video):
     digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
-    first = video.make_clips(digits, 10, 8, 30, np.random.default_rng(7))
-    again = video.make_clips(digits, 10, 8, 30, np.random.default_rng(7))
-    other = video.make_clips(digits, 10, 8, 30, np.random.default_rng(8))
+    digit_labels = np.arange(5, dtype=np.uint8)
+    first = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
+    again = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
+    other = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(8))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], other[0])
 
@@ -39,7 +52,7 @@ def test_load_clips_caches_without_leftovers(video, fake_mnist, tmp_path, monkey
     clips, labels = video.load_clips(args, "train")
     assert clips.shape == (12, 8, 28, 28)
     cached = list((tmp_path / "cache" / "moving-digits").iterdir())
-    assert [p.name for p in cached] == ["mnist-train-12x8x28x28-seed0.npz"]  # no temporary file left
+    assert [p.name for p in cached] == [f"v{video.CLIP_FORMAT}-mnist-train-12x8x28x28-seed0.npz"]  # no temp file
 
     def no_download(*args, **kwargs):
         raise AssertionError("the cache should have been used")
@@ -52,10 +65,10 @@ def test_load_clips_caches_without_leftovers(video, fake_mnist, tmp_path, monkey
 def test_model_shapes_and_bad_arguments(video):
     model = video.build_model(video.parse_args([]))
     summary = model.summary((1, 16, 32, 32))
-    assert summary.rows[1][1] == (8, 16, 32, 32) and summary.rows[-3][1] == (1024,) and summary.rows[-2][1] == (8,)
+    assert summary.rows[1][1] == (8, 16, 32, 32) and summary.rows[-3][1] == (1024,) and summary.rows[-2][1] == (80,)
     assert video.build_model(video.parse_args(["--frames", "8", "--size", "28"]))(
-        tf.Tensor(np.zeros((2, 1, 8, 28, 28), np.float32))).shape == (2, 8)
-    for bad in (["--frames", "4"], ["--size", "20"], ["--train-clips", "0"]):
+        tf.Tensor(np.zeros((2, 1, 8, 28, 28), np.float32))).shape == (2, 80)
+    for bad in (["--frames", "4"], ["--size", "28"], ["--train-clips", "0"]):
         with pytest.raises(SystemExit):
             video.parse_args(bad)
 
