@@ -11,6 +11,7 @@ have the shapes of A and B (check: (N, K) = (N, M) @ (M, K)).
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 from .. import backend
@@ -223,6 +224,11 @@ def matmul(a, b) -> Tensor:
 def reshape(x: Tensor, *shape) -> Tensor:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
+    # Checked here rather than left to the array library, so NumPy and CuPy give the same message
+    size, known = math.prod(x.shape), math.prod(d for d in shape if d != -1)
+    unknown = shape.count(-1)
+    if unknown > 1 or (unknown and (known == 0 or size % known)) or (not unknown and known != size):
+        raise ValueError(f"reshape: cannot reshape shape {tuple(x.shape)} ({size} values) into {shape}")
     return Reshape(shape).apply(x)
 
 
