@@ -149,6 +149,22 @@ def build_model(args: VideoArgs, nclasses: int = len(CLASSES)) -> nn.Chain:
         nn.Dense(features, nclasses))
 
 
+# -- Test, by part -----------------------------------------------------------------
+def accuracy_by_part(args: VideoArgs) -> tuple[float, float]:
+    """How often the saved best model names the right digit, and the right direction, whatever the other."""
+    model = mnist_conv.load_best_model(args, build_model)
+    _, (test_clips, test_labels) = get_processed_data(args)
+    predicted = []
+    with tf.no_grad():
+        for start in range(0, len(test_clips), 64):  # 64 clips at a time, as accuracy() does
+            predicted.append(tf.cpu(tf.onecold(model(tf.Tensor(to_float_images(test_clips[start:start + 64]))))))
+    predicted, true = np.concatenate(predicted), tf.cpu(test_labels).astype(np.int64)
+    digit = float(np.mean(predicted // len(DIRECTIONS) == true // len(DIRECTIONS)))
+    direction = float(np.mean(predicted % len(DIRECTIONS) == true % len(DIRECTIONS)))
+    print(f"digit right: {digit:.4f}, direction right: {direction:.4f}")
+    return digit, direction
+
+
 # -- Pictures -----------------------------------------------------------------------
 def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
     """Training curves, test clips with their predicted classes, and the first layer's 3-D filters."""
@@ -179,5 +195,6 @@ if __name__ == "__main__":
     arguments = parse_args()
     run_history = mnist_conv.train(arguments, get_processed_data, build_model)
     mnist_conv.test(arguments, get_processed_data, build_model)
+    accuracy_by_part(arguments)
     if arguments.plots:
         make_plots(arguments, run_history)

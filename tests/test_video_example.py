@@ -83,6 +83,9 @@ def test_the_shared_loop_trains_saves_and_tests_clips(video, fake_mnist, tmp_pat
     assert (tmp_path / "run" / "video_conv.h5").is_file() and not (tmp_path / "run" / "mnist_conv.h5").exists()
     assert video.mnist_conv.test(args, video.get_processed_data, video.build_model) == history.best_accuracy
     assert f"accuracy(test_set, model) = {history.best_accuracy:.4f}" in capsys.readouterr().out
+    digit, direction = video.accuracy_by_part(args)
+    assert history.best_accuracy <= min(digit, direction) and 0 <= digit <= 1 and 0 <= direction <= 1
+    assert f"digit right: {digit:.4f}, direction right: {direction:.4f}" in capsys.readouterr().out
     if tf.plots.available():
         args.plots = str(tmp_path / "plots")
         video.make_plots(args, history)
