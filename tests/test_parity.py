@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from test_nn import mnist_model
 from tinyflux import backend, nn, optim
 
 SELFTEST = os.environ.get("TINYFLUX_PARITY_SELFTEST") == "1"
@@ -144,14 +145,6 @@ def test_maxpool_ties_go_to_the_same_input():
 def test_linear_and_flatten(dtype):
     x, w, b = normal((4, 2, 3, 3), dtype, 1), normal((5, 18), dtype, 2), normal((5,), dtype, 3)
     assert_same(lambda x, w, b: tf.functional.linear(tf.flatten(x), w, b), x, w, b)
-
-
-def mnist_model():
-    return nn.Chain(
-        nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.flatten, nn.Dense(288, 10))
 
 
 @pytest.mark.parametrize("make_optimizer", [lambda p: optim.Adam(p, lr=3e-3), lambda p: optim.SGD(p, 0.05, 0.9)],
