@@ -81,6 +81,8 @@ def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
                 f"{args.epochs}, {args.max_steps}")
     if args.plots is not None and not tf.plots.available():
         p.error(f"--plots: {tf.plots.MISSING}")
+    if args.device == "gpu" and "cupy" not in tf.available_backends():
+        p.error("--device gpu: no usable CUDA GPU (is CuPy installed? pip install 'tinyflux[cuda12]')")
     return args
 
 

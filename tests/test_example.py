@@ -78,6 +78,13 @@ def test_plots_are_written_as_png(example, fake_mnist, tmp_path):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_device_gpu_without_a_gpu_fails_before_loading(example, monkeypatch, capsys):
+    monkeypatch.setattr(tf, "available_backends", lambda: ["numpy"])
+    with pytest.raises(SystemExit):
+        example.parse_args(["--device", "gpu"])
+    assert "--device gpu: no usable CUDA GPU" in capsys.readouterr().err
+
+
 def test_plots_without_matplotlib_fail_before_training(example, monkeypatch, capsys):
     monkeypatch.setattr(tf.plots, "available", lambda: False)
     with pytest.raises(SystemExit):

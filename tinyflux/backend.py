@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 import types
 
@@ -67,6 +68,21 @@ def get_array_module(array) -> types.ModuleType:
 
 def is_gpu_array(array) -> bool:
     return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def cuda_kernels(array):
+    """The module of tinyflux's own CUDA kernels (``tinyflux.cuda``) when they should run on ``array``, else None.
+
+    The single switch between the NumPy-style code, which runs on NumPy and
+    CuPy alike, and the hand-written kernels: an op asks this once and takes
+    the kernel path only when it gets the module back. That happens for CuPy
+    arrays when the environment variable ``TINYFLUX_CUDA_KERNELS`` is ``1``; the
+    kernels are off by default until they have been verified on a GPU.
+    """
+    if not is_gpu_array(array) or os.environ.get("TINYFLUX_CUDA_KERNELS") != "1":
+        return None
+    from . import cuda  # imported on first use: the CPU path never needs it
+    return cuda
 
 
 def backend_name(array) -> str:

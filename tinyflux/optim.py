@@ -110,6 +110,10 @@ class Adam(Optimizer):
     def update(self, i, p):
         b1, b2 = self.betas
         g, m, v = p.grad, self.m[i], self.v[i]
+        cuda = backend.cuda_kernels(g)
+        if cuda is not None:  # the same three lines below as one launch instead of about ten
+            cuda.adam_update(p.data, g, m, v, self._step_size, self._eps_scaled, b1, b2)
+            return
         xp = backend.get_array_module(g)
         m += (1 - b1) * (g - m)  # same as m = b1*m + (1-b1)*g, in place
         v += (1 - b2) * (g * g - v)

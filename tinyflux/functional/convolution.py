@@ -186,7 +186,12 @@ class Conv(Function):
         o, c = w.shape[:2]
         kernel = w.shape[2:]
         d = len(kernel)
-        if self.shifted:
+        self.cuda = backend.cuda_kernels(x)  # tinyflux.cuda on a GPU with kernels switched on, else None
+        if self.cuda is not None:  # one launch builds the plain columns, whatever the stride
+            self.shifted = False
+            self.col = self.cuda.im2col(x, kernel, self.stride, self.pad)  # (C, *K, N, *Q)
+            extended = self.col.shape[1 + d:]
+        elif self.shifted:
             self.col, extended = im2col_shifted(x, kernel, self.pad)  # (C, *K, N, E)
         else:
             self.col = im2col(x, kernel, self.stride, self.pad)  # (C, *K, N, *Q)
@@ -224,7 +229,8 @@ class Conv(Function):
             if self.shifted:
                 gx = col2im_shifted(gcol, self.x_shape, w.shape[2:], self.pad)
             else:
-                gx = col2im(gcol, self.x_shape, w.shape[2:], self.stride, self.pad)
+                adjoint = self.cuda.col2im if self.cuda is not None else col2im
+                gx = adjoint(gcol, self.x_shape, w.shape[2:], self.stride, self.pad)
         if needs[1]:
             # (C*prod(K), N*E) @ (N*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K).
             # Same numbers as gy_mat @ col_mat.T; OpenBLAS runs this orientation 10-20% faster here.
@@ -254,6 +260,11 @@ class MaxPool(Function):
         self.window, self.stride = window, stride
 
     def forward(self, x):
+        self.cuda = backend.cuda_kernels(x)
+        if self.cuda is not None:  # one launch over whole windows; argmax is the offset in the window
+            self.x_shape = x.shape
+            y, self.argmax = self.cuda.maxpool(x, self.window, self.stride)
+            return y
         self.passes = []  # (axis, kernel, stride, pass input, argmax) per 1-D pass, for backward
         # W first, then H (then T): on a tie this picks the first maximum in row-major order, as
         # PyTorch does. (H first would be about 10% faster but would prefer the first column instead.)
@@ -265,6 +276,8 @@ class MaxPool(Function):
         return x
 
     def backward(self, gy, needs):
+        if self.cuda is not None:
+            return (self.cuda.maxpool_backward(gy, self.argmax, self.x_shape, self.window, self.stride),)
         for axis, k, s, x, argmax in reversed(self.passes):
             gy = _maxpool_1d_backward(gy, x, argmax, axis, k, s)
         return (gy,)
