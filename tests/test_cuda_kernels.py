@@ -10,8 +10,11 @@ The kernel source is compiled twice here:
 - with nvcc for an H100 (sm_90), where nvcc is installed: this checks that it
   is valid CUDA.
 
-Neither says anything about launching them through CuPy on a real GPU; the
-parity tests (tests/test_parity.py) do that where a GPU exists.
+Then the Python side of cuda.py runs on a stand-in for CuPy (``FakeCupy``,
+below) that launches the emulated kernels: whole training steps through the
+kernel path must match the NumPy path. What none of this checks is CuPy
+itself on a real GPU (compiling with NVRTC, launching, its element-wise
+kernels); the parity tests (tests/test_parity.py) do that where a GPU exists.
 """
 import ctypes
 import shutil
@@ -21,7 +24,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from tinyflux import cuda
+from tinyflux import cuda, nn, optim
 from tinyflux.functional import convolution
 
 SIGNATURES = {  # kernel: C parameter list, with T for the element type
@@ -182,3 +185,105 @@ def test_the_kernels_are_never_chosen_for_numpy_arrays(monkeypatch):
     x = tf.Tensor(np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32))
     w = tf.Tensor(np.ones((2, 1, 3, 3), np.float32))
     assert tf.conv(x, w, pad=1).shape == (2, 2, 6, 6)  # the NumPy path, switch or not
+
+
+# -- the CuPy side of tinyflux/cuda.py, on a stand-in for CuPy ------------------------------
+#
+# FakeCupy offers the few CuPy calls cuda.py makes, on NumPy arrays: RawModule runs the kernels
+# compiled above for the CPU, and each ElementwiseKernel is replaced by the NumPy lines its C
+# body spells out. With it, the wrappers in cuda.py and their use in Conv, MaxPool, bias + ReLU
+# and Adam run end to end on the CPU, and must agree with the NumPy path.
+
+ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C bodies are in cuda.py
+    "tinyflux_bias_relu": lambda x, b, y: np.copyto(y, np.maximum(x + b, 0)),
+    "tinyflux_relu_backward": lambda gy, y, gx: np.copyto(gx, np.where(y > 0, gy, 0)),
+    "tinyflux_adam": lambda g, step, eps, b1, b2, p, m, v: (
+        np.copyto(m, m + (1 - b1) * (g - m)), np.copyto(v, v + (1 - b2) * (g * g - v)),
+        np.copyto(p, p - step * m / (np.sqrt(v) + eps))),
+}
+
+
+class FakeCupy:
+    ndarray = np.ndarray
+    int32 = np.int32
+    empty, empty_like = staticmethod(np.empty), staticmethod(np.empty_like)
+    asarray, ascontiguousarray = staticmethod(np.asarray), staticmethod(np.ascontiguousarray)
+
+    def __init__(self, library):
+        self.library = library
+        self.launches = []
+
+    def RawModule(self, code, options, name_expressions):  # noqa: N802 (CuPy's name)
+        assert code == cuda.SOURCE and len(name_expressions) == 2 * len(cuda.KERNELS)
+        fake = self
+
+        class Module:
+            def get_function(self, expression):
+                name, ctype = expression.rstrip(">").split("<")
+
+                def launch(grid, block, args):
+                    assert block == (cuda.THREADS,) and grid[0] >= 1
+                    fake.launches.append(name)
+                    for array in args:
+                        assert array.flags.c_contiguous or name in ("im2col", "maxpool")  # only x is strided
+                    getattr(fake.library, f"{name}_{ctype}")(*[ctypes.c_void_p(a.ctypes.data) for a in args])
+                return launch
+        return Module()
+
+    def ElementwiseKernel(self, inputs, outputs, body, name):  # noqa: N802
+        n_in, fake = len(inputs.split(",")), self
+
+        def launch(*args):
+            fake.launches.append(name)
+            shape = np.broadcast_shapes(*[np.shape(a) for a in args])
+            outs = list(args[n_in:])
+            assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
+            ELEMENTWISE_IN_NUMPY[name](*args)
+            return outs[0] if len(outs) == 1 else outs
+        return launch
+
+
+@pytest.fixture
+def gpu_path(emulated, monkeypatch):
+    """Every op takes its tinyflux.cuda branch, on NumPy arrays, with FakeCupy in CuPy's place."""
+    fake = FakeCupy(emulated)
+    monkeypatch.setattr(tf.backend, "array_module", lambda name: fake if name == "cupy" else np)
+    monkeypatch.setattr(tf.backend, "cuda_kernels", lambda array: cuda)
+    monkeypatch.setattr(cuda, "_module", None)
+    monkeypatch.setattr(cuda, "_geometry_cache", {})
+    monkeypatch.setattr(cuda, "_elementwise", {})
+    return fake
+
+
+def mnist_like_model(video=False):
+    if video:
+        return nn.Chain(nn.Conv((3, 3, 3), 1, 4, tf.relu, pad=1), nn.MaxPool((2, 2, 2)),
+                        nn.Conv((3, 3, 3), 4, 4, tf.relu, stride=2), nn.flatten, nn.Dense(4 * 1 * 1 * 1, 5))
+    return nn.Chain(nn.Conv((3, 3), 1, 8, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 8, 8, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 8, 6, stride=2, pad=1), tf.relu, nn.flatten, nn.Dense(6 * 2 * 2, 10))
+
+
+def train_three_steps(video=False):
+    tf.seed(0)
+    model = mnist_like_model(video)
+    shape = (4, 1, 8, 8, 8) if video else (4, 1, 12, 12)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        tf.logit_cross_entropy(model(tf.Tensor(x)), np.arange(4)).backward()
+        opt.step()
+        opt.zero_grad()
+    return [p.data.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
+def test_training_steps_through_the_kernel_path_match_numpy(video, request):
+    expected = train_three_steps(video)
+    fake = request.getfixturevalue("gpu_path")
+    got = train_three_steps(video)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    for name in ("im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
+                 "tinyflux_relu_backward", "tinyflux_adam"):
+        assert name in fake.launches, f"{name} never ran"
