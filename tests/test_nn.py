@@ -55,6 +55,9 @@ def test_summary_of_a_video_model_and_of_bad_shapes():
         model.summary((1, 8, 32, 32))
     with pytest.raises(ValueError, match=r"without the batch.*got \(0, 28\)"):
         model.summary((0, 28))
+    double = nn.Dense(3, 2)
+    double.weight.data, double.bias.data = double.weight.data.astype(np.float64), double.bias.data.astype(np.float64)
+    assert double.summary(3).rows == [("Dense(3 => 2)", (2,), 8)]  # float64 weights get a float64 input
 
 
 def test_mnist_model_output_shape_and_dtype():

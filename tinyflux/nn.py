@@ -86,10 +86,10 @@ class Module:
             raise ValueError(f"summary: input_shape must be positive sizes without the batch, e.g. (1, 28, 28); "
                              f"got {input_shape}")
         parameters = self.parameters()
-        xp = get_array_module(parameters[0].data) if parameters else np  # zeros where the weights are
+        like = parameters[0].data if parameters else np.zeros(0, np.float32)  # zeros where and as the weights are
         rows: list[tuple[str, tuple, int]] = []
         with no_grad():
-            self._summarize(Tensor(xp.zeros((1,) + input_shape, dtype=np.float32)), rows, "")
+            self._summarize(Tensor(get_array_module(like).zeros((1,) + input_shape, dtype=like.dtype)), rows, "")
         return Summary(input_shape, rows, len(parameters), self.num_parameters())
 
     def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
