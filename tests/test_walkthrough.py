@@ -10,7 +10,10 @@ Three kinds of fenced block:
   loop body, say) is only compared, and runs when the example itself runs.
 - other ```python blocks: doctest sessions (``>>>`` lines and their expected
   output), run in the namespace of the example quoted last.
-- ```text blocks: printed output to look at (a log), not code.
+- ```text blocks: printed output to look at (a log), or commands to type. A
+  command line ``python examples/<file>.py --flags`` is checked by handing its
+  flags to that example's ``parse_args`` (which exits on an unknown flag or a
+  bad value); running it would take minutes, and CI runs the examples anyway.
 
 Any other kind of block fails the test, so nothing in the document escapes checking.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import __future__
 import doctest
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,17 @@ def test_walkthrough_has_only_checked_kinds_of_blocks():
     kinds = {language for _, language, _ in blocks()}
     assert kinds <= {"python", "text"}, f"unchecked code blocks: {kinds - {'python', 'text'}}"
     assert sum(1 for _, language, _ in blocks() if language == "python") >= 20
+
+
+def test_walkthrough_commands_are_valid(examples):
+    commands = []
+    for _, language, text in blocks():
+        if language == "text":
+            commands += [line.split("#")[0] for line in text.splitlines() if line.startswith("python examples/")]
+    assert commands, "the walkthrough shows how to run the example"
+    for command in commands:
+        _, script, *flags = shlex.split(command)
+        examples(Path(script).stem).parse_args(flags)  # SystemExit (a failure here) on a bad flag
 
 
 def test_walkthrough_runs(examples):
