@@ -38,6 +38,7 @@ EMULATION = """
 struct EmulatedDim3 { unsigned int x; };
 static const EmulatedDim3 blockIdx = {0}, threadIdx = {0}, blockDim = {1}, gridDim = {1};
 #define __global__
+#define __device__
 """
 
 

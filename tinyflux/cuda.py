@@ -50,21 +50,26 @@ SOURCE = _MACROS + r"""
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
          i += (long long)blockDim.x * gridDim.x)
 
+// Splits a flat index into its three innermost coordinates (d, h, w) for sizes (D, H, W); returns the
+// rest of the index, the coordinates outside those three.
+__device__ inline long long split3(long long i, long long D, long long H, long long W,
+                                   long long* d, long long* h, long long* w) {
+    *w = i % W; i /= W;
+    *h = i % H; i /= H;
+    *d = i % D;
+    return i / D;
+}
+
 // col (C, KD, KH, KW, N, OD, OH, OW), contiguous: the value kernel offset (kd, kh, kw) sees at
 // output (od, oh, ow) of image n, channel c; 0 where that falls in the padding.
 template <typename T>
 __global__ void im2col(const T* x, T* col, const long long* g) {
     const long long total = G_C * G_KD * G_KH * G_KW * G_N * G_OD * G_OH * G_OW;
     GRID_STRIDE_LOOP(i, total) {
-        long long r = i;
-        const long long ow = r % G_OW; r /= G_OW;
-        const long long oh = r % G_OH; r /= G_OH;
-        const long long od = r % G_OD; r /= G_OD;
-        const long long n = r % G_N; r /= G_N;
-        const long long kw = r % G_KW; r /= G_KW;
-        const long long kh = r % G_KH; r /= G_KH;
-        const long long kd = r % G_KD; r /= G_KD;
-        const long long c = r;
+        long long od, oh, ow, kd, kh, kw;
+        const long long r = split3(i, G_OD, G_OH, G_OW, &od, &oh, &ow);  // r = (c, kd, kh, kw) * N + n
+        const long long n = r % G_N;
+        const long long c = split3(r / G_N, G_KD, G_KH, G_KW, &kd, &kh, &kw);
         const long long d = od * G_SD - G_PD + kd, h = oh * G_SH - G_PH + kh, w = ow * G_SW - G_PW + kw;
         const bool inside = d >= 0 && d < G_D && h >= 0 && h < G_H && w >= 0 && w < G_W;
         col[i] = inside ? x[n * G_XN + c * G_XC + d * G_XD + h * G_XH + w * G_XW] : T(0);
@@ -78,10 +83,8 @@ __global__ void col2im(const T* col, T* gx, const long long* g) {
     const long long total = G_C * G_N * G_D * G_H * G_W;
     const long long positions = G_N * G_OD * G_OH * G_OW;  // columns per kernel offset
     GRID_STRIDE_LOOP(i, total) {
-        long long r = i;
-        const long long w = r % G_W; r /= G_W;
-        const long long h = r % G_H; r /= G_H;
-        const long long d = r % G_D; r /= G_D;
+        long long d, h, w;
+        const long long r = split3(i, G_D, G_H, G_W, &d, &h, &w);  // r = c * N + n
         const long long n = r % G_N;
         const long long c = r / G_N;
         T sum = T(0);
@@ -110,10 +113,8 @@ template <typename T>
 __global__ void maxpool(const T* x, T* y, int* argmax, const long long* g) {
     const long long total = G_C * G_N * G_OD * G_OH * G_OW;
     GRID_STRIDE_LOOP(i, total) {
-        long long r = i;
-        const long long ow = r % G_OW; r /= G_OW;
-        const long long oh = r % G_OH; r /= G_OH;
-        const long long od = r % G_OD; r /= G_OD;
+        long long od, oh, ow;
+        const long long r = split3(i, G_OD, G_OH, G_OW, &od, &oh, &ow);  // r = c * N + n
         const long long n = r % G_N;
         const long long c = r / G_N;
         const T* corner = x + n * G_XN + c * G_XC + od * G_SD * G_XD + oh * G_SH * G_XH + ow * G_SW * G_XW;
@@ -139,11 +140,8 @@ template <typename T>
 __global__ void maxpool_backward(const T* gy, const int* argmax, T* gx, const long long* g) {
     const long long total = G_C * G_N * G_D * G_H * G_W;
     GRID_STRIDE_LOOP(i, total) {
-        long long r = i;
-        const long long w = r % G_W; r /= G_W;
-        const long long h = r % G_H; r /= G_H;
-        const long long d = r % G_D; r /= G_D;
-        const long long cn = r;  // c * N + n: gy and argmax share this leading index
+        long long d, h, w;
+        const long long cn = split3(i, G_D, G_H, G_W, &d, &h, &w);  // c * N + n: gy and argmax share it
         // outputs whose window [o * S, o * S + K) contains the position: first = ceil((p - K + 1) / S)
         const long long d0 = d >= G_KD ? (d - G_KD) / G_SD + 1 : 0, d1 = d / G_SD < G_OD ? d / G_SD : G_OD - 1;
         const long long h0 = h >= G_KH ? (h - G_KH) / G_SH + 1 : 0, h1 = h / G_SH < G_OH ? h / G_SH : G_OH - 1;
