@@ -136,16 +136,18 @@ def anynan(model: nn.Module) -> bool:
     return any(bool(tf.backend.get_array_module(p.data).isnan(p.data).any()) for p in model.parameters())
 
 
-def accuracy(images, labels, model: nn.Module, chunk: int | None = None) -> float:
-    """Fraction of images whose highest score is the true label; in chunks to bound memory."""
-    if chunk is None:  # about a million input values per chunk: 1,337 images of 28x28, 64 clips of 16x32x32
-        chunk = max(1, 2**20 // int(np.prod(images.shape[1:])))
-    correct = 0
+def predict(images, model: nn.Module):
+    """The class with the highest score for each image, computed in chunks to bound memory."""
+    chunk = max(1, 2**20 // int(np.prod(images.shape[1:])))  # about a million input values: 1,337 28x28 images
     with tf.no_grad():
-        for start in range(0, len(images), chunk):
-            scores = model(tf.Tensor(to_float_images(images[start:start + chunk])))
-            correct += int((tf.onecold(scores) == labels[start:start + chunk]).sum())
-    return correct / len(images)
+        labels = [tf.onecold(model(tf.Tensor(to_float_images(images[start:start + chunk]))))
+                  for start in range(0, len(images), chunk)]
+    return tf.backend.get_array_module(labels[0]).concatenate(labels)
+
+
+def accuracy(images, labels, model: nn.Module) -> float:
+    """Fraction of images whose highest score is the true label."""
+    return float((predict(images, model) == labels).mean())
 
 
 def checkpoint_path(args: Args) -> str:
@@ -276,9 +278,7 @@ def make_plots(args: Args, history: History) -> None:
     """Training curves, test digits with their predictions, and the first layer's filters, as PNG."""
     model = load_best_model(args)
     _, (test_images, test_labels) = get_processed_data(args)
-    with tf.no_grad():
-        predicted = tf.onecold(model(tf.Tensor(to_float_images(test_images[:2000]))))
-    predicted, true = tf.cpu(predicted), tf.cpu(test_labels[:2000])
+    predicted, true = tf.cpu(predict(test_images[:2000], model)), tf.cpu(test_labels[:2000])
     # The first 32 test digits, then up to 16 the model got wrong (at 99% there are few among the first)
     wrong = np.flatnonzero(predicted != true)[:16]
     shown = np.concatenate([np.arange(32), wrong[wrong >= 32]])

@@ -34,7 +34,6 @@ import numpy as np
 import mnist_conv  # the image example, next to this file: its loop, checkpoint and test
 import tinyflux as tf
 from tinyflux import nn
-from tinyflux.data import to_float_images
 from tinyflux.files import atomic_path
 
 log = logging.getLogger("video_conv")
@@ -154,11 +153,7 @@ def accuracy_by_part(args: VideoArgs) -> tuple[float, float]:
     """How often the saved best model names the right digit, and the right direction, whatever the other."""
     model = mnist_conv.load_best_model(args, build_model)
     _, (test_clips, test_labels) = get_processed_data(args)
-    predicted = []
-    with tf.no_grad():
-        for start in range(0, len(test_clips), 64):  # 64 clips at a time, as accuracy() does
-            predicted.append(tf.cpu(tf.onecold(model(tf.Tensor(to_float_images(test_clips[start:start + 64]))))))
-    predicted, true = np.concatenate(predicted), tf.cpu(test_labels).astype(np.int64)
+    predicted, true = tf.cpu(mnist_conv.predict(test_clips, model)), tf.cpu(test_labels).astype(np.int64)
     digit = float(np.mean(predicted // len(DIRECTIONS) == true // len(DIRECTIONS)))
     direction = float(np.mean(predicted % len(DIRECTIONS) == true % len(DIRECTIONS)))
     print(f"digit right: {digit:.4f}, direction right: {direction:.4f}")
@@ -171,8 +166,7 @@ def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
     model = mnist_conv.load_best_model(args, build_model)
     _, (test_clips, test_labels) = get_processed_data(args)
     n = min(16, len(test_clips))
-    with tf.no_grad():
-        predicted = tf.cpu(tf.onecold(model(tf.Tensor(to_float_images(test_clips[:n])))))
+    predicted = tf.cpu(mnist_conv.predict(test_clips[:n], model))
     # A clip as one picture: 4 of its frames side by side, with a grey line between them
     shown = tf.cpu(test_clips[:n])[:, np.linspace(0, args.frames - 1, 4).astype(int)]  # (n, 4, H, W)
     shown = np.pad(shown, ((0, 0), (0, 0), (0, 0), (0, 2)), constant_values=128)  # (n, 4, H, W + 2)
