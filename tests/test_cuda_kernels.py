@@ -288,3 +288,4 @@ def test_training_steps_through_the_kernel_path_match_numpy(video, request):
     for name in ("im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
                  "tinyflux_relu_backward", "tinyflux_adam"):
         assert name in fake.launches, f"{name} never ran"
+    assert fake.launches.count("tinyflux_adam") == 3  # one launch per step updates every parameter

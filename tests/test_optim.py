@@ -64,3 +64,70 @@ def test_optimizer_input_errors():
         optim.Adam([])
     with pytest.raises(TypeError, match="parameter 0 is a ndarray, expected a Tensor"):
         optim.SGD([np.zeros(2)])
+
+
+def reference_adam(params0, grads_per_step, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """The paper's Adam, one parameter at a time, in float64 NumPy."""
+    params = [p.astype(np.float64) for p in params0]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_per_step, start=1):
+        for p, g, mi, vi in zip(params, grads, m, v):
+            mi[...] = b1 * mi + (1 - b1) * g
+            vi[...] = b2 * vi + (1 - b2) * g * g
+            p -= lr * (mi / (1 - b1 ** t)) / (np.sqrt(vi / (1 - b2 ** t)) + eps)
+    return params
+
+
+def test_adam_keeps_all_parameters_in_one_flat_buffer_and_updates_them_together(xp, rng):
+    shapes = [(4, 1, 3, 3), (4,), (3, 5), (), (3,)]
+    params0 = [rng.standard_normal(s) for s in shapes]
+    grads_per_step = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    params = [tf.Tensor(xp.asarray(p), requires_grad=True) for p in params0]
+    opt = optim.Adam(params, lr=0.05)
+    (_, buffer, _, _), = opt.buffers
+    assert buffer.data.shape == (sum(int(np.prod(s)) for s in shapes),)
+    for p, p0 in zip(params, params0):
+        assert p.shape == p0.shape and xp.shares_memory(p.data, buffer.data)
+        np.testing.assert_array_equal(to_numpy(p.data), p0)
+    for grads in grads_per_step:
+        for p, g in zip(params, grads):
+            p.grad = xp.asarray(g)
+        opt.step()
+    for p, expected in zip(params, reference_adam(params0, grads_per_step, lr=0.05)):
+        np.testing.assert_allclose(to_numpy(p.data), expected, rtol=1e-12, atol=1e-15)
+        assert xp.shares_memory(p.data, buffer.data)
+
+
+def test_adam_keeps_one_buffer_per_dtype(rng):
+    a = tf.Tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
+    b = tf.Tensor(rng.standard_normal(2), requires_grad=True)
+    a0, b0 = a.data.copy(), b.data.copy()
+    opt = optim.Adam([a, b], lr=0.1)
+    assert sorted(buffer.data.dtype.name for _, buffer, _, _ in opt.buffers) == ["float32", "float64"]
+    a.grad, b.grad = np.ones(3, np.float32), np.ones(2)
+    opt.step()
+    assert a.data.dtype == np.float32 and b.data.dtype == np.float64
+    np.testing.assert_allclose(a.data, a0 - 0.1, rtol=1e-6)  # a first Adam step moves each weight by lr
+    np.testing.assert_allclose(b.data, b0 - 0.1, rtol=0, atol=1e-8)  # by lr * g / (|g| + eps), to eps
+
+
+def test_adam_takes_back_a_parameter_whose_array_was_replaced(rng):
+    a = tf.Tensor(np.zeros(3), requires_grad=True)
+    b = tf.Tensor(np.zeros(2), requires_grad=True)
+    opt = optim.Adam([a, b], lr=0.1)
+    a.data = np.full(3, 5.0)  # as tf.gpu or a gradient check do: a new array, outside the buffer
+    a.grad, b.grad = np.ones(3), np.ones(2)
+    opt.step()
+    np.testing.assert_allclose(a.data, 4.9)  # the new values, then one step
+    np.testing.assert_allclose(opt.buffers[0][1].data[:3], 4.9)
+    a.data = np.zeros(4)
+    with pytest.raises(ValueError, match=r"parameter 0 is now numpy float64\(4,\), but the optimizer was built "
+                                         r"for numpy float64\(3,\)"):
+        opt.step()
+
+
+def test_a_parameter_passed_twice_is_refused():
+    a = tf.Tensor(np.zeros(3), requires_grad=True)
+    with pytest.raises(ValueError, match="parameter 1 is parameter 0 again"):
+        optim.Adam([a, a])

@@ -154,7 +154,7 @@ def _load_open_file(f, path, model, optimizer) -> dict:
 
     # every check passed: only now change the model and the optimizer
     for name, p in named.items():
-        p.data = backend.get_array_module(p.data).asarray(params[name])
+        p.data[...] = backend.get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
     if optimizer is not None:
         hyper = {key: _python(value) for key, value in f["optimizer"].attrs.items()}
         by_name = {names[id(p)]: i for i, p in enumerate(optimizer.params)}

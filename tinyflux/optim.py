@@ -29,6 +29,12 @@ class Optimizer:
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, expected a Tensor")
+        seen = {}
+        for i, p in enumerate(self.params):
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: parameter {i} is parameter {seen[id(p)]} again; "
+                                 "pass each parameter once")
+            seen[id(p)] = i
         self.lr = lr
         self.t = 0  # number of steps taken
 
@@ -59,9 +65,8 @@ class Optimizer:
         for kind, values in arrays.items():
             target = getattr(self, kind)
             for i, value in enumerate(values):
-                if value is not None:
-                    xp = backend.get_array_module(self.params[i].data)
-                    target[i] = xp.asarray(value)
+                if value is not None:  # copied into the existing array: Adam's are views of a flat buffer
+                    target[i][...] = backend.get_array_module(target[i]).asarray(value)
 
 
 class SGD(Optimizer):
@@ -85,15 +90,109 @@ class SGD(Optimizer):
         return {"velocity": self.velocity} if self.momentum else {}
 
 
+def adam_update(p, g, m, v, step_size: float, eps: float, b1: float, b2: float) -> None:
+    """One Adam step, in place, on arrays of one shape: parameter p, gradient g, running averages m and v.
+
+    ``step_size`` and ``eps`` already hold the bias corrections (see ``Adam.step``).
+    """
+    cuda = backend.cuda_kernels(g)
+    if cuda is not None:  # the same lines below as one launch instead of about ten
+        cuda.adam_update(p, g, m, v, step_size, eps, b1, b2)
+        return
+    xp = backend.get_array_module(g)
+    m += (1 - b1) * (g - m)  # same as m = b1*m + (1-b1)*g, in place
+    v += (1 - b2) * (g * g - v)
+    denom = xp.sqrt(v)
+    denom += eps
+    p -= step_size * m / denom
+
+
+class ParameterBuffer:
+    """Parameters of one dtype on one device, stored end to end in a single flat array.
+
+    Each parameter's ``.data`` becomes a reshaped slice (a view) of ``data``, so
+    the model reads and writes the buffer without knowing it. An update that is
+    element-wise, such as Adam's, can then treat all the parameters as one
+    array: one pass (one launch on a GPU) instead of one per parameter. The
+    gradients are gathered the same way, into ``grad``, by one concatenate.
+
+    Anything that later *replaces* a parameter's array (``tf.load``, a
+    gradient check, ``tf.gpu``) unhooks it from the buffer; ``attach()`` notices
+    and copies the new values back in.
+    """
+
+    def __init__(self, params: list):
+        first = params[0].data
+        xp = backend.get_array_module(first)
+        self.params = params
+        self.sizes = [p.data.size for p in params]
+        self.shapes = [tuple(p.data.shape) for p in params]
+        self.data = xp.empty(sum(self.sizes), dtype=first.dtype)  # (total,)
+        self.grad = xp.empty_like(self.data)  # (total,)
+        self.views = [None] * len(params)
+        self.attach()
+
+    def split(self, flat) -> list:
+        """The per-parameter views of a flat array laid out like ``data``: flat (total,) -> shapes[i]."""
+        views, start = [], 0
+        for size, shape in zip(self.sizes, self.shapes):
+            views.append(flat[start:start + size].reshape(shape))  # (size,) -> shape, still a view
+            start += size
+        return views
+
+    def attach(self) -> None:
+        """Make every parameter's ``.data`` its view of the buffer again, copying in values that were replaced."""
+        if all(p.data is view for p, view in zip(self.params, self.views)):
+            return  # the usual case: nothing replaced since the last step
+        views = self.split(self.data)
+        for i, (p, view) in enumerate(zip(self.params, views)):
+            if p.data is self.views[i]:
+                continue
+            if tuple(p.data.shape) != view.shape or p.data.dtype != view.dtype or \
+                    backend.backend_name(p.data) != backend.backend_name(view):
+                raise ValueError(
+                    f"parameter {i} is now {backend.backend_name(p.data)} {p.data.dtype}{tuple(p.data.shape)}, "
+                    f"but the optimizer was built for {backend.backend_name(view)} {view.dtype}{view.shape}: "
+                    "create the optimizer after moving or changing the model")
+            view[...] = p.data
+            p.data = view
+        self.views = views
+
+    def gather_grads(self):
+        """Every gradient copied into ``grad`` (total,), in one concatenate; None if a parameter has none."""
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            return None
+        xp = backend.get_array_module(self.grad)
+        xp.concatenate([g.reshape(-1) for g in grads], out=self.grad)  # shapes[i] -> (size,) each
+        return self.grad
+
+
 class Adam(Optimizer):
-    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)"""
+    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+
+    The parameters are moved into flat buffers (a :class:`ParameterBuffer`
+    per dtype and device, normally just one), and m and v are laid out the
+    same way, so one step is a single update of three flat arrays. When some
+    parameters have no gradient this step, only the others are updated, one
+    by one, through their views.
+    """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr)
         self.betas, self.eps = tuple(betas), eps
-        xp = [backend.get_array_module(p.data) for p in self.params]
-        self.m = [x.zeros_like(p.data) for x, p in zip(xp, self.params)]
-        self.v = [x.zeros_like(p.data) for x, p in zip(xp, self.params)]
+        groups: dict = {}  # (backend, dtype) -> positions in self.params
+        for i, p in enumerate(self.params):
+            groups.setdefault((backend.backend_name(p.data), p.data.dtype.str), []).append(i)
+        self.buffers = []  # (positions, ParameterBuffer, flat m, flat v)
+        self.m, self.v = [None] * len(self.params), [None] * len(self.params)  # per-parameter views
+        for positions in groups.values():
+            buffer = ParameterBuffer([self.params[i] for i in positions])
+            xp = backend.get_array_module(buffer.data)
+            flat_m, flat_v = xp.zeros_like(buffer.data), xp.zeros_like(buffer.data)
+            for i, m, v in zip(positions, buffer.split(flat_m), buffer.split(flat_v)):
+                self.m[i], self.v[i] = m, v
+            self.buffers.append((positions, buffer, flat_m, flat_v))
 
     def step(self) -> None:
         self.t += 1
@@ -101,25 +200,18 @@ class Adam(Optimizer):
         bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         # Fold both bias corrections into two scalars: lr * m_hat / (sqrt(v_hat) + eps)
         # = step_size * m / (sqrt(v) + eps_scaled), which saves two passes over each array.
-        self._step_size = self.lr * math.sqrt(bias2) / bias1
-        self._eps_scaled = self.eps * math.sqrt(bias2)
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self.update(i, p)
-
-    def update(self, i, p):
-        b1, b2 = self.betas
-        g, m, v = p.grad, self.m[i], self.v[i]
-        cuda = backend.cuda_kernels(g)
-        if cuda is not None:  # the same three lines below as one launch instead of about ten
-            cuda.adam_update(p.data, g, m, v, self._step_size, self._eps_scaled, b1, b2)
-            return
-        xp = backend.get_array_module(g)
-        m += (1 - b1) * (g - m)  # same as m = b1*m + (1-b1)*g, in place
-        v += (1 - b2) * (g * g - v)
-        denom = xp.sqrt(v)
-        denom += self._eps_scaled
-        p.data -= self._step_size * m / denom
+        step_size = self.lr * math.sqrt(bias2) / bias1
+        eps_scaled = self.eps * math.sqrt(bias2)
+        for positions, buffer, flat_m, flat_v in self.buffers:
+            buffer.attach()
+            flat_grad = buffer.gather_grads()
+            if flat_grad is not None:  # the usual case: every parameter in one update
+                adam_update(buffer.data, flat_grad, flat_m, flat_v, step_size, eps_scaled, b1, b2)
+                continue
+            for i in positions:
+                p = self.params[i]
+                if p.grad is not None:
+                    adam_update(p.data, p.grad, self.m[i], self.v[i], step_size, eps_scaled, b1, b2)
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
