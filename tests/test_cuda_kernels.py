@@ -16,9 +16,11 @@ kernel path must match the NumPy path. What none of this checks is CuPy
 itself on a real GPU (compiling with NVRTC, launching, its element-wise
 kernels); the parity tests (tests/test_parity.py) do that where a GPU exists.
 """
+import contextlib
 import ctypes
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -32,6 +34,8 @@ SIGNATURES = {  # kernel: C parameter list, with T for the element type
     "col2im": "const T* col, T* gx, const long long* g",
     "maxpool": "const T* x, T* y, int* argmax, const long long* g",
     "maxpool_backward": "const T* gy, const int* argmax, T* gx, const long long* g",
+    "gemm": "const T* a, const T* b, T* c, const long long* s",
+    "adam": "T* p, const T* g, T* m, T* v, const double* hyper, long long n",
 }
 EMULATION = """
 #include <cmath>
@@ -53,6 +57,8 @@ def instantiations(extern_c: bool) -> str:
                 lines.append(f'extern "C" void {name}_{ctype}({typed}) {{ {name}<{ctype}>({arguments}); }}')
             else:
                 lines.append(f"template __global__ void {name}<{ctype}>({typed});")
+    if extern_c:
+        lines.append('extern "C" void count_step_plain(double* hyper) { count_step(hyper); }')
     return "\n".join(lines)
 
 
@@ -68,9 +74,16 @@ def emulated(tmp_path_factory):
     return ctypes.CDLL(str(folder / "kernels.so"))
 
 
+def c_argument(value):
+    """An array as a pointer to its first element; an integer as a long long."""
+    if isinstance(value, np.ndarray):
+        return ctypes.c_void_p(value.ctypes.data)
+    return ctypes.c_longlong(int(value))
+
+
 def call(library, name, *arrays):
-    ctype = "float" if arrays[0].dtype == np.float32 else "double"
-    getattr(library, f"{name}_{ctype}")(*[ctypes.c_void_p(a.ctypes.data) for a in arrays])
+    ctype = "plain" if name in cuda.PLAIN_KERNELS else "float" if arrays[0].dtype == np.float32 else "double"
+    getattr(library, f"{name}_{ctype}")(*[c_argument(a) for a in arrays])
 
 
 def strides(array):
@@ -159,6 +172,38 @@ def test_maxpool_ties_pick_the_first_maximum_in_row_major_order(emulated):
     assert kernel_gx[0, 0, 0, 1] == 1 and kernel_gx[0, 0, 1, 0] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_matches_numpy_on_plain_and_transposed_views(emulated, dtype):
+    rng = np.random.default_rng(2)
+    a_plain, b_plain = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
+    a_transposed = rng.standard_normal((7, 5)).astype(dtype).T  # (5, 7) view of (7, 5) memory
+    b_transposed = rng.standard_normal((3, 7)).astype(dtype).T
+    for a in (a_plain, a_transposed):
+        for b in (b_plain, b_transposed):
+            c = np.full((5, 3), np.nan, dtype)
+            sizes = np.array([5, 3, 7, *strides(a), *strides(b)], dtype=np.int64)
+            call(emulated, "gemm", a, b, c, sizes)
+            np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_kernel_reads_its_hyperparameters_from_memory(emulated, dtype):
+    rng = np.random.default_rng(3)
+    p0, g = rng.standard_normal(11).astype(dtype), rng.standard_normal(11).astype(dtype)
+    expected = tf.Tensor(p0.copy())
+    opt = optim.Adam([expected], lr=0.01, betas=(0.8, 0.95), eps=1e-6)
+    p, m, v = p0.copy(), np.zeros(11, dtype), np.zeros(11, dtype)
+    for t in (1, 2, 3):
+        expected.grad = g
+        opt.step()
+        if t == 2:
+            opt.lr = 0.001  # a new learning rate reaches the kernel through memory
+        hyper = np.array([0.01 if t < 3 else 0.001, 0.8, 0.95, 1e-6, t], dtype=np.float64)
+        call(emulated, "adam", p, g, m, v, hyper, p.size)
+        np.testing.assert_allclose(p, expected.data, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_allclose(m, opt.m[0], rtol=1e-6)
+
+
 def test_geometry_pads_images_and_sequences_to_three_axes():
     g = dict(zip(cuda.GEOMETRY, cuda.geometry((2, 3, 9), (27, 9, 1), (3,), (2,), (1,), (5,))))
     assert (g["D"], g["H"], g["W"], g["KD"], g["KH"], g["KW"]) == (1, 1, 9, 1, 1, 3)
@@ -176,8 +221,14 @@ def test_the_source_compiles_as_cuda_for_an_h100(tmp_path):
 
 def test_every_kernel_has_a_signature_here():
     assert set(SIGNATURES) == set(cuda.KERNELS)
-    for name in cuda.KERNELS:
+    for name in cuda.KERNELS + cuda.PLAIN_KERNELS:
         assert f"__global__ void {name}(" in cuda.SOURCE
+
+
+def test_count_step_advances_t_only(emulated):
+    hyper = np.array([1e-3, 0.9, 0.999, 1e-8, 41.0])
+    call(emulated, "count_step", hyper)
+    np.testing.assert_array_equal(hyper, [1e-3, 0.9, 0.999, 1e-8, 42.0])
 
 
 def test_the_kernels_are_never_chosen_for_numpy_arrays(monkeypatch):
@@ -204,30 +255,100 @@ ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C
 }
 
 
+class FakeStream:
+    """CuPy's Stream, as far as tinyflux.graph uses it: capture refuses synchronize, as CUDA does."""
+
+    def __init__(self, fake, non_blocking=False):
+        self.fake = fake
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        assert not self.fake.capturing, "synchronize() during capture: CUDA refuses it"
+
+    def begin_capture(self):
+        assert not self.fake.capturing
+        self.fake.capturing = True
+        self.fake.launches_in_capture = []
+
+    def end_capture(self):
+        self.fake.capturing = False
+        return FakeGraph(self.fake)
+
+
+class FakeGraph:
+    """Replays by running the captured Python again (set ``fake.replay``): checks tinyflux's side only."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def launch(self, stream):
+        self.fake.replay()
+
+
 class FakeCupy:
     ndarray = np.ndarray
-    int32 = np.int32
-    empty, empty_like = staticmethod(np.empty), staticmethod(np.empty_like)
-    asarray, ascontiguousarray = staticmethod(np.asarray), staticmethod(np.ascontiguousarray)
+    int32, float64 = np.int32, np.float64
+    empty_like = staticmethod(np.empty_like)
+    array, asarray, ascontiguousarray = staticmethod(np.array), staticmethod(np.asarray), \
+        staticmethod(np.ascontiguousarray)
 
     def __init__(self, library):
         self.library = library
         self.launches = []
+        self.capturing, self.launches_in_capture, self.allocator = False, [], None
+        fake = self
+
+        class Cuda:
+            Stream = staticmethod(lambda non_blocking=False: FakeStream(fake, non_blocking))
+            get_current_stream = staticmethod(lambda: FakeStream(fake))
+
+            @staticmethod
+            @contextlib.contextmanager
+            def using_allocator(allocator):
+                fake.allocator = allocator
+                try:
+                    yield
+                finally:
+                    fake.allocator = None
+        self.cuda = Cuda
+
+    def empty(self, shape, dtype=float):
+        # during capture no kernel runs, so arrays stay as made: zeros keep NumPy's later steps free of NaN warnings
+        array = np.zeros(shape, dtype) if self.capturing else np.empty(shape, dtype)
+        if self.allocator is not None:  # CuPy would take the memory from the allocator in use
+            self.allocator(array.nbytes)
+        return array
+
+    def get_default_memory_pool(self):
+        return types.SimpleNamespace(malloc=lambda size: object())
+
+    def _record(self, name):
+        self.launches.append(name)
+        if self.capturing:
+            self.launches_in_capture.append(name)
 
     def RawModule(self, code, options, name_expressions):  # noqa: N802 (CuPy's name)
-        assert code == cuda.SOURCE and len(name_expressions) == 2 * len(cuda.KERNELS)
+        assert code == cuda.SOURCE and len(name_expressions) == 2 * len(cuda.KERNELS) + len(cuda.PLAIN_KERNELS)
         fake = self
 
         class Module:
             def get_function(self, expression):
-                name, ctype = expression.rstrip(">").split("<")
+                name, ctype = expression.rstrip(">").split("<") if "<" in expression else (expression, "plain")
 
                 def launch(grid, block, args):
-                    assert block == (cuda.THREADS,) and grid[0] >= 1
-                    fake.launches.append(name)
-                    for array in args:
-                        assert array.flags.c_contiguous or name in ("im2col", "maxpool")  # only x is strided
-                    getattr(fake.library, f"{name}_{ctype}")(*[ctypes.c_void_p(a.ctypes.data) for a in args])
+                    assert block == ((1,) if ctype == "plain" else (cuda.THREADS,)) and grid[0] >= 1
+                    fake._record(name)
+                    if fake.capturing:
+                        return  # CUDA records the launch into the graph and runs nothing
+                    for array in args:  # only the inputs of im2col, maxpool and gemm may be strided views
+                        assert not isinstance(array, np.ndarray) or array.flags.c_contiguous or \
+                            name in ("im2col", "maxpool", "gemm")
+                    getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in args])
                 return launch
         return Module()
 
@@ -235,11 +356,12 @@ class FakeCupy:
         n_in, fake = len(inputs.split(",")), self
 
         def launch(*args):
-            fake.launches.append(name)
+            fake._record(name)
             shape = np.broadcast_shapes(*[np.shape(a) for a in args])
             outs = list(args[n_in:])
             assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
-            ELEMENTWISE_IN_NUMPY[name](*args)
+            if not fake.capturing:  # during capture CUDA records the launch and runs nothing
+                ELEMENTWISE_IN_NUMPY[name](*args)
             return outs[0] if len(outs) == 1 else outs
         return launch
 
@@ -289,3 +411,83 @@ def test_training_steps_through_the_kernel_path_match_numpy(video, request):
                  "tinyflux_relu_backward", "tinyflux_adam"):
         assert name in fake.launches, f"{name} never ran"
     assert fake.launches.count("tinyflux_adam") == 3  # one launch per step updates every parameter
+
+
+# -- tf.capture on the stand-in ---------------------------------------------------------------
+
+def mnist_like_batches(count):
+    rng = np.random.default_rng(4)
+    return [(rng.random((4, 1, 12, 12), dtype=np.float32), rng.integers(0, 10, 4)) for _ in range(count)]
+
+
+def test_a_captured_step_replays_like_eager_steps(request, monkeypatch):
+    """tf.capture through FakeCupy, whose "graph" replays by running the recorded Python again.
+
+    What this checks: inside the capture every matrix product goes to the own
+    GEMM kernel and the step still computes what the eager NumPy step does; t
+    and a learning-rate drop reach the Adam kernel through device memory; each
+    batch is copied into the static inputs; the rehearsal before capture
+    leaves parameters and t as they were; nothing synchronizes during capture,
+    and its allocations are kept. What it cannot check: that CUDA records and
+    replays these launches; tests/test_parity.py does that on a GPU.
+    """
+    batches = mnist_like_batches(6)
+    tf.seed(0)
+    model = mnist_like_model()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    expected_losses = []
+    for i, (x, y) in enumerate(batches):
+        opt.lr = 1e-3 if i >= 3 else 1e-2
+        loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        expected_losses.append(loss.item())
+    expected = [p.data.copy() for p in model.parameters()]
+
+    fake = request.getfixturevalue("gpu_path")
+    monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: isinstance(array, np.ndarray))
+    tf.seed(0)
+    model = mnist_like_model()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    before = [p.data.copy() for p in model.parameters()]
+    step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0])
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    assert opt.t == 0 and step.kept
+    assert {"gemm", "adam", "im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
+            "tinyflux_relu_backward"} <= set(fake.launches_in_capture)
+
+    def replay():
+        with tf.backend.capture_safe():
+            step.loss[...] = step._record()
+    fake.replay = replay
+    losses = []
+    for i, (x, y) in enumerate(batches):
+        opt.lr = 1e-3 if i >= 3 else 1e-2
+        losses.append(float(step(x, y)))
+    assert opt.t == 6
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for e, p in zip(expected, model.parameters()):
+        np.testing.assert_allclose(p.data, e, rtol=1e-5, atol=1e-6)
+
+
+def test_capture_refuses_what_it_cannot_record(request, monkeypatch):
+    tf.seed(0)
+    model = mnist_like_model()
+    x, y = mnist_like_batches(1)[0]
+    with pytest.raises(tf.CaptureError, match="needs the model on a GPU .* its parameters are numpy arrays"):
+        tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    with pytest.raises(tf.CaptureError, match="optim.Adam expected, got SGD"):
+        tf.capture(model, tf.logit_cross_entropy, optim.SGD(model.parameters()), x, y)
+    with pytest.raises(tf.CaptureError, match="must hold exactly model.parameters()"):
+        tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()[:2]), x, y)
+
+    request.getfixturevalue("gpu_path")
+    monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: isinstance(array, np.ndarray))
+    step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    with pytest.raises(ValueError, match=r"x must be float32\(4, 1, 12, 12\) as at capture, "
+                                         r"got float32\(3, 1, 12, 12\)"):
+        step(x[:3], y)
+    with pytest.raises(ValueError, match="labels must lie in 0..9, got values from 0 to 10"):
+        step(x, np.array([0, 1, 2, 10]))

@@ -7,7 +7,8 @@ The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
 ``relu``, ``softmax``, ``log_softmax``, ``logit_cross_entropy``, ``onehot``,
 ``onecold``, ``conv``, ``maxpool``, the layers in ``nn``, the optimizers in
 ``optim``, ``gpu``/``cpu`` to move things between devices, ``save``/``load``
-for checkpoints and ``gradcheck`` for numerical gradient checks.
+for checkpoints, ``gradcheck`` for numerical gradient checks and ``capture``
+to replay a whole GPU training step as one CUDA graph.
 """
 __version__ = "0.1.0"
 
@@ -16,12 +17,14 @@ from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
 from .gradcheck import GradcheckError, gradcheck
+from .graph import CaptureError, capture
 from .io import CheckpointError, load, save
 from .nn import seed
 from .tensor import Tensor, no_grad
 
 backend.keep_freed_memory()  # recycle freed blocks: avoids thousands of page faults per training step
 
-__all__ = ["CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "conv", "cpu", "data",
-           "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax", "logit_cross_entropy", "maxpool", "nn",
-           "no_grad", "onecold", "onehot", "optim", "plots", "relu", "save", "seed", "softmax"]
+__all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "capture",
+           "conv", "cpu", "data", "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax",
+           "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot", "optim", "plots", "relu", "save",
+           "seed", "softmax"]

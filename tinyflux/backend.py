@@ -12,6 +12,7 @@ GPU still runs on a laptop.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -70,6 +71,38 @@ def is_gpu_array(array) -> bool:
     return _cupy is not None and isinstance(array, _cupy.ndarray)
 
 
+_capture_safe = False  # True while tinyflux.graph records (or rehearses) a training step
+
+
+@contextlib.contextmanager
+def capture_safe():
+    """Inside this block, ops take only paths that a CUDA-graph capture accepts.
+
+    While a graph is captured, CUDA refuses cuBLAS calls, copies between host
+    and device and anything that waits for the GPU. So: tinyflux's own CUDA
+    kernels instead of CuPy's NumPy-style code, its own GEMM instead of
+    cuBLAS (:func:`matmul`), and no checks that read a value back from the GPU.
+    """
+    global _capture_safe
+    previous, _capture_safe = _capture_safe, True
+    try:
+        yield
+    finally:
+        _capture_safe = previous
+
+
+def is_capture_safe() -> bool:
+    return _capture_safe
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays: BLAS or cuBLAS, except inside :func:`capture_safe`, where cuBLAS cannot run."""
+    if _capture_safe and is_gpu_array(a):
+        from . import cuda
+        return cuda.gemm(a, b)
+    return a @ b
+
+
 def cuda_kernels(array):
     """The module of tinyflux's own CUDA kernels (``tinyflux.cuda``) when they should run on ``array``, else None.
 
@@ -77,9 +110,11 @@ def cuda_kernels(array):
     CuPy alike, and the hand-written kernels: an op asks this once and takes
     the kernel path only when it gets the module back. That happens for CuPy
     arrays when the environment variable ``TINYFLUX_CUDA_KERNELS`` is ``1``; the
-    kernels are off by default until they have been verified on a GPU.
+    kernels are off by default until they have been verified on a GPU. Inside
+    :func:`capture_safe` they are always on: CuPy's slice-by-slice code would
+    work there too, but each of its launches would become a node of the graph.
     """
-    if not is_gpu_array(array) or os.environ.get("TINYFLUX_CUDA_KERNELS") != "1":
+    if not is_gpu_array(array) or not (_capture_safe or os.environ.get("TINYFLUX_CUDA_KERNELS") == "1"):
         return None
     from . import cuda  # imported on first use: the CPU path never needs it
     return cuda

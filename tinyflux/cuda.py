@@ -157,9 +157,49 @@ __global__ void maxpool_backward(const T* gy, const int* argmax, T* gx, const lo
         gx[i] = sum;
     }
 }
+
+// c (M, N), contiguous: c[i, j] = sum over k of a[i, k] * b[k, j]. s = (M, N, K, a's row and column
+// strides, b's row and column strides), in elements, so a transposed view is read without a copy.
+// The plainest GEMM there is, one thread per output, for use inside a CUDA-graph capture, where
+// cuBLAS refuses to run; outside a capture, tinyflux calls cuBLAS.
+template <typename T>
+__global__ void gemm(const T* a, const T* b, T* c, const long long* s) {
+    const long long M = s[0], N = s[1], K = s[2];
+    GRID_STRIDE_LOOP(i, M * N) {
+        const T* a_row = a + (i / N) * s[3];
+        const T* b_column = b + (i % N) * s[6];
+        T sum = T(0);
+        for (long long k = 0; k < K; ++k) sum += a_row[k * s[4]] * b_column[k * s[5]];
+        c[i] = sum;
+    }
+}
+
+// One Adam step over n numbers, in place. The hyperparameters live in device memory,
+// hyper = (lr, beta1, beta2, eps, t), because a captured graph replays the kernel arguments it was
+// captured with: values read from memory can change between replays, arguments cannot.
+// count_step runs first, in a single thread, and advances t for the step.
+__global__ void count_step(double* hyper) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) hyper[4] += 1.0;
+}
+
+template <typename T>
+__global__ void adam(T* p, const T* g, T* m, T* v, const double* hyper, long long n) {
+    const double lr = hyper[0], b1 = hyper[1], b2 = hyper[2], eps = hyper[3], t = hyper[4];
+    const double correction2 = sqrt(1.0 - pow(b2, t));
+    const T step = T(lr * correction2 / (1.0 - pow(b1, t))), eps_hat = T(eps * correction2);
+    GRID_STRIDE_LOOP(i, n) {
+        const T grad = g[i];
+        const T mean = m[i] + T(1.0 - b1) * (grad - m[i]);
+        const T square = v[i] + T(1.0 - b2) * (grad * grad - v[i]);
+        m[i] = mean;
+        v[i] = square;
+        p[i] -= step * mean / (sqrt(square) + eps_hat);
+    }
+}
 """
 
-KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward")
+KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "adam")  # templates: float and double
+PLAIN_KERNELS = ("count_step",)  # not templates
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 THREADS = 256  # per block; any multiple of 32 works, the grid-stride loop covers the rest
 
@@ -185,13 +225,17 @@ _module = None
 _geometry_cache: dict = {}
 
 
-def _function(name: str, dtype):
-    """The compiled kernel ``name<float>`` or ``name<double>``; the module is compiled on first use."""
+def _function(name: str, dtype=None):
+    """The compiled kernel ``name<float>`` or ``name<double>`` (``name`` for a plain one, dtype None).
+
+    The module is compiled on first use."""
     global _module
     cp = backend.array_module("cupy")
     if _module is None:
-        expressions = [f"{k}<{t}>" for k in KERNELS for t in _CTYPES.values()]
+        expressions = [f"{k}<{t}>" for k in KERNELS for t in _CTYPES.values()] + list(PLAIN_KERNELS)
         _module = cp.RawModule(code=SOURCE, options=("-std=c++17",), name_expressions=expressions)
+    if dtype is None:
+        return _module.get_function(name)
     if np.dtype(dtype) not in _CTYPES:
         raise TypeError(f"CUDA kernels: float32 or float64 arrays expected, got {dtype}")
     return _module.get_function(f"{name}<{_CTYPES[np.dtype(dtype)]}>")
@@ -268,6 +312,27 @@ def maxpool_backward(gy, argmax, x_shape: tuple, window: tuple, stride: tuple):
                                   argmax.shape[2:]))
     _launch("maxpool_backward", gy.dtype, gx.size, (gy_cn, argmax, gx, g))
     return _channels_first_view(gx)
+
+
+def gemm(a, b):
+    """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with tinyflux's own kernel (see ``gemm`` in SOURCE)."""
+    cp = backend.array_module("cupy")
+    (m, k), (k_b, n) = a.shape, b.shape
+    if k != k_b:
+        raise ValueError(f"gemm: inner sizes differ: {a.shape} @ {b.shape}")
+    c = cp.empty((m, n), dtype=a.dtype)
+    sizes = _device_geometry(np.array([m, n, k, *_element_strides(a), *_element_strides(b)], dtype=np.int64))
+    _launch("gemm", a.dtype, c.size, (a, b, c, sizes))
+    return c
+
+
+def adam(p, g, m, v, hyper) -> None:
+    """t <- t + 1, then one Adam step over flat arrays p, g, m, v, in place.
+
+    hyper = (lr, beta1, beta2, eps, t), float64 on the GPU: a captured graph reads it at every replay.
+    """
+    _function("count_step")((1,), (1,), (hyper,))
+    _launch("adam", p.dtype, p.size, (p, g, m, v, hyper, np.int64(p.size)))
 
 
 # -- element-wise kernels: CuPy writes the loop, we write one line of its body -------------

@@ -114,7 +114,7 @@ class ParameterBuffer:
     the model reads and writes the buffer without knowing it. An update that is
     element-wise, such as Adam's, can then treat all the parameters as one
     array: one pass (one launch on a GPU) instead of one per parameter. The
-    gradients are gathered the same way, into ``grad``, by one concatenate.
+    gradients are gathered into ``grad``, laid out the same way.
 
     Anything that later *replaces* a parameter's array (``tf.load``, a
     gradient check, ``tf.gpu``) unhooks it from the buffer; ``attach()`` notices
@@ -129,6 +129,7 @@ class ParameterBuffer:
         self.shapes = [tuple(p.data.shape) for p in params]
         self.data = xp.empty(sum(self.sizes), dtype=first.dtype)  # (total,)
         self.grad = xp.empty_like(self.data)  # (total,)
+        self.grad_views = self.split(self.grad)
         self.views = [None] * len(params)
         self.attach()
 
@@ -159,12 +160,12 @@ class ParameterBuffer:
         self.views = views
 
     def gather_grads(self):
-        """Every gradient copied into ``grad`` (total,), in one concatenate; None if a parameter has none."""
+        """Every gradient copied into ``grad`` (total,); None if a parameter has none."""
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             return None
-        xp = backend.get_array_module(self.grad)
-        xp.concatenate([g.reshape(-1) for g in grads], out=self.grad)  # shapes[i] -> (size,) each
+        for view, g in zip(self.grad_views, grads):
+            view[...] = g  # one copy per parameter, each a plain kernel a CUDA graph can record
         return self.grad
 
 

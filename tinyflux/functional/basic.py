@@ -127,11 +127,11 @@ class MatMul(Function):
         if a.shape[1] != b.shape[0]:
             raise ValueError(f"matmul: inner sizes differ: {a.shape} @ {b.shape}")
         self.a, self.b = a, b
-        return a @ b
+        return backend.matmul(a, b)
 
     def backward(self, gy, needs):
-        ga = gy @ self.b.T if needs[0] else None  # (N, K) @ (K, M) -> (N, M)
-        gb = self.a.T @ gy if needs[1] else None  # (M, N) @ (N, K) -> (M, K)
+        ga = backend.matmul(gy, self.b.T) if needs[0] else None  # (N, K) @ (K, M) -> (N, M)
+        gb = backend.matmul(self.a.T, gy) if needs[1] else None  # (M, N) @ (N, K) -> (M, K)
         return ga, gb
 
 

@@ -5,6 +5,7 @@ gw = gy.T @ x (O, I), gb = sum of gy over the batch (O,).
 """
 from __future__ import annotations
 
+from .. import backend
 from ..tensor import Function, Tensor
 from .convolution import check_input
 
@@ -12,14 +13,14 @@ from .convolution import check_input
 class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        y = x @ w.T  # (N, I) @ (I, O) -> (N, O)
+        y = backend.matmul(x, w.T)  # (N, I) @ (I, O) -> (N, O)
         if b is not None:
             y += b  # (O,) broadcasts over the N rows
         return y
 
     def backward(self, gy, needs):
-        gx = gy @ self.w if needs[0] else None  # (N, O) @ (O, I) -> (N, I)
-        gw = gy.T @ self.x if needs[1] else None  # (O, N) @ (N, I) -> (O, I)
+        gx = backend.matmul(gy, self.w) if needs[0] else None  # (N, O) @ (O, I) -> (N, I)
+        gw = backend.matmul(gy.T, self.x) if needs[1] else None  # (O, N) @ (N, I) -> (O, I)
         gb = gy.sum(axis=0) if len(needs) > 2 and needs[2] else None
         return gx, gw, gb
 

@@ -33,7 +33,10 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
                             "(pass ints of shape (N,) or one-hot floats of shape (N, classes))")
         if labels.shape[0] != n:
             raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        # The range check reads two numbers back from the GPU, which a graph capture forbids;
+        # tinyflux.graph checks labels on the host instead, before they are copied in.
+        if labels.size and not backend.is_capture_safe() and \
+                (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
                              f"got values from {int(labels.min())} to {int(labels.max())}")
         onehot = xp.zeros((n, num_classes), dtype=dtype)
