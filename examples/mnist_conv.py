@@ -50,6 +50,7 @@ class Args:
     max_steps: int | None = None  # stop each epoch after this many batches (quick runs)
     plots: str | None = None  # folder for PNG pictures of the run; None: no pictures
     checkpoint: str = "mnist_conv.h5"  # file name of the best model inside savepath
+    graph: bool = False  # GPU only: replay each training step as one captured CUDA graph (tf.capture)
 
 
 def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
@@ -71,6 +72,8 @@ def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", default=defaults.plots,
                    help="write PNG pictures of the run into DIR (needs matplotlib: pip install 'tinyflux[plot]')")
     p.add_argument("--checkpoint", default=defaults.checkpoint, help="file name of the best model in --savepath")
+    p.add_argument("--graph", action="store_true",
+                   help="GPU only: record one training step as a CUDA graph and replay it (tf.capture)")
     return p
 
 
@@ -83,6 +86,9 @@ def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
         p.error(f"--plots: {tf.plots.MISSING}")
     if args.device == "gpu" and "cupy" not in tf.available_backends():
         p.error("--device gpu: no usable CUDA GPU (is CuPy installed? pip install 'tinyflux[cuda12]')")
+    if args.graph and (args.device == "cpu" or "cupy" not in tf.available_backends()):
+        p.error(f"--graph: CUDA graphs need a CUDA GPU, and this run is on the CPU (--device {args.device}, "
+                f"backends {tf.available_backends()})")
     return args
 
 
@@ -192,6 +198,22 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
     opt = optim.Adam(model.parameters(), lr=args.lr)
     os.makedirs(args.savepath, exist_ok=True)
 
+    # --graph: record the step once (on the first batch, for its shapes), then replay it
+    graph_step = None
+    if args.graph:
+        graph_step = tf.capture(model, tf.logit_cross_entropy, opt,
+                                *next(batches(train_images, train_labels, args.batch_size)))
+
+    def train_step(x, y):
+        """Forward, backward and update on one batch; returns the loss, still on the device."""
+        if graph_step is not None and x.shape == graph_step.x.shape:  # a smaller last batch runs eagerly
+            return graph_step(augment(x, xp_rng), y)
+        batch_loss = loss(x, y)
+        batch_loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return batch_loss.data
+
     log.info("Beginning training loop...")
     history = History()
     best_acc, last_improvement = 0.0, 0
@@ -206,14 +228,11 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
                                               np.random.default_rng(args.seed + epoch))):
             if step == steps_per_epoch:
                 break
-            batch_loss = loss(x, y)
-            batch_loss.backward()
-            opt.step()
-            opt.zero_grad()
-            total_loss += batch_loss.data  # stays on the device: no synchronisation per step
+            batch_loss = train_step(x, y)
+            total_loss += batch_loss  # stays on the device: no synchronisation per step
             bar.update()
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{float(batch_loss.data):.4f}")
+                bar.set_postfix(loss=f"{float(batch_loss):.4f}")
         bar.close()
         elapsed = time.perf_counter() - start
         mean_loss = float(total_loss) / steps_per_epoch

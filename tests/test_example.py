@@ -90,3 +90,14 @@ def test_plots_without_matplotlib_fail_before_training(example, monkeypatch, cap
     with pytest.raises(SystemExit):
         example.parse_args(["--plots", "somewhere"])
     assert "pip install 'tinyflux[plot]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, backends", [("cpu", ["numpy", "cupy"]), ("auto", ["numpy"])])
+def test_graph_on_the_cpu_fails_before_loading(example, monkeypatch, capsys, device, backends):
+    monkeypatch.setattr(tf, "available_backends", lambda: backends)
+    with pytest.raises(SystemExit):
+        example.parse_args(["--graph", "--device", device])
+    assert f"--graph: CUDA graphs need a CUDA GPU, and this run is on the CPU (--device {device}" \
+        in capsys.readouterr().err
+    monkeypatch.setattr(tf, "available_backends", lambda: ["numpy", "cupy"])
+    assert example.parse_args(["--graph"]).graph  # auto with a GPU: accepted

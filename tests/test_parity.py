@@ -192,3 +192,36 @@ def test_bad_input_raises_the_same_error(case):
             BAD_INPUTS[case](xp)
         errors.append((type(raised.value), str(raised.value)))
     assert errors[0] == errors[1]
+
+
+@pytest.mark.skipif(SELFTEST, reason="tf.capture needs CuPy and a GPU")
+def test_a_captured_step_gives_the_eager_parameters_after_100_steps():
+    """tf.capture against the same step run eagerly on the same kernels (backend.capture_safe), lr drop included."""
+    rng = np.random.default_rng(0)
+    batches = [(GPU.asarray(rng.random((32, 1, 28, 28), dtype=np.float32)), GPU.asarray(rng.integers(0, 10, 32)))
+               for _ in range(10)]
+    results, losses = [], []
+    for captured in (False, True):
+        tf.seed(0)
+        model = tf.gpu(mnist_model())
+        opt = optim.Adam(model.parameters(), lr=3e-3)
+        step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0]) if captured else None
+        history = []
+        for i in range(100):
+            opt.lr = 3e-3 if i < 50 else 3e-4
+            x, y = batches[i % len(batches)]
+            if captured:
+                history.append(float(step(x, y)))
+            else:
+                with backend.capture_safe():
+                    loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                history.append(loss.item())
+        assert opt.t == 100
+        results.append([backend.to_cpu_array(p.data) for p in model.parameters()])
+        losses.append(history)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    for eager, graphed in zip(*results):
+        np.testing.assert_allclose(graphed, eager, rtol=1e-4, atol=1e-5)
