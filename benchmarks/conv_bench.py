@@ -206,6 +206,12 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
             loss.backward()
             topt.step()
 
+    captured_step, capture_error = None, None
+    if xp is not np:
+        try:
+            captured_step = tinyflux_captured_step(x, y)
+        except Exception as error:  # report it and keep the other figures
+            capture_error = f"{type(error).__name__}: {error}"
     graphed_step, graph_error = None, None
     if use_torch and torch_device == "cuda":
         try:
@@ -217,9 +223,11 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
         tf_step()
         if use_torch:
             torch_step()
-    tf_times, torch_times, graphed_times = [], [], []
+    tf_times, torch_times, graphed_times, captured_times = [], [], [], []
     for _ in range(rounds):
         tf_times.append(timer(tf_step, steps_per_round))
+        if captured_step is not None:
+            captured_times.append(timer(captured_step, steps_per_round))
         if use_torch:
             torch_times.append(timer(torch_step, steps_per_round))
         if graphed_step is not None:
@@ -235,7 +243,21 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
         result["ratio_graphed"] = summary_ratio(tf_times, graphed_times)
     if graph_error:
         result["torch_graphed_error"] = graph_error
+    if captured_times:
+        result["tinyflux_graphed_ms"] = summary(captured_times)
+        if graphed_times:
+            result["ratio_both_graphed"] = summary_ratio(captured_times, graphed_times)
+    if capture_error:
+        result["tinyflux_graphed_error"] = capture_error
     return result
+
+
+def tinyflux_captured_step(x, y):
+    """The same tinyflux step recorded with tf.capture, on its own model copy; returns one replay."""
+    tf.seed(0)
+    model = tf.gpu(mnist_model())
+    step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3), x, y)
+    return lambda: step(x, y)
 
 
 def torch_graphed_step(images, labels):
@@ -368,6 +390,14 @@ def print_table(report: dict) -> None:
               f"max {r['max']:.2f}")
     if "torch_graphed_error" in s:
         print(f"  PyTorch CUDA graph: could not capture ({s['torch_graphed_error']})")
+    if "tinyflux_graphed_ms" in s:
+        print(f"  tinyflux, whole step as one CUDA graph (tf.capture) {format_ms(s['tinyflux_graphed_ms'])}")
+    if "ratio_both_graphed" in s:
+        r = s["ratio_both_graphed"]
+        print(f"  ratio graphed tinyflux/graphed PyTorch per round: min {r['min']:.2f}, median {r['median']:.2f}, "
+              f"max {r['max']:.2f}")
+    if "tinyflux_graphed_error" in s:
+        print(f"  tinyflux CUDA graph: could not capture ({s['tinyflux_graphed_error']})")
 
 
 def main(argv=None) -> dict:
