@@ -3,10 +3,12 @@
 The kernel source is compiled twice here:
 
 - with the machine's C++ compiler, behind a few lines that define CUDA's
-  ``__global__``, ``blockIdx`` and friends for one thread (block 0 of 1, thread
-  0 of 1), so each grid-stride loop visits every element in turn; the results
-  must equal the NumPy implementations bit for bit (or to rounding where the
-  order of a sum may differ). This checks all the index arithmetic.
+  ``__global__``, ``threadIdx``, ``__syncthreads`` and friends for one block of
+  four CPU threads running at once (``EMULATION``), so each grid-stride loop
+  splits its elements four ways and ``gemm_long`` adds its partial sums
+  pairwise; the results must equal the NumPy implementations bit for bit (or
+  to rounding where the order of a sum may differ). This checks all the index
+  arithmetic.
 - with nvcc for an H100 (sm_90), where nvcc is installed: this checks that it
   is valid CUDA.
 
@@ -35,15 +37,34 @@ SIGNATURES = {  # kernel: C parameter list, with T for the element type
     "maxpool": "const T* x, T* y, int* argmax, const long long* g",
     "maxpool_backward": "const T* gy, const int* argmax, T* gx, const long long* g",
     "gemm": "const T* a, const T* b, T* c, const long long* s",
+    "gemm_long": "const T* a, const T* b, T* c, const long long* s",
     "adam": "T* p, const T* g, T* m, T* v, const double* hyper, long long n",
 }
 EMULATION = """
+#include <barrier>
 #include <cmath>
+#include <thread>
+#include <vector>
+// One block of BLOCK_THREADS CPU threads, each with its own threadIdx; __syncthreads() is a barrier.
 struct EmulatedDim3 { unsigned int x; };
-static const EmulatedDim3 blockIdx = {0}, threadIdx = {0}, blockDim = {1}, gridDim = {1};
+static thread_local EmulatedDim3 threadIdx = {0};
+static const EmulatedDim3 blockIdx = {0}, blockDim = {BLOCK_THREADS}, gridDim = {1};
+static std::barrier<>* block_barrier = nullptr;
 #define __global__
 #define __device__
+#define __shared__ static
+#define __syncthreads() block_barrier->arrive_and_wait()
+
+template <typename Body>
+void run_block(Body body) {  // body() in every thread of the block at once, as a launch would
+    std::barrier<> barrier(BLOCK_THREADS);
+    block_barrier = &barrier;
+    std::vector<std::thread> threads;
+    for (unsigned int t = 0; t < BLOCK_THREADS; ++t) threads.emplace_back([&body, t] { threadIdx.x = t; body(); });
+    for (auto& thread : threads) thread.join();
+}
 """
+BLOCK_THREADS = 4  # enough to exercise the grid-stride loops and gemm_long's pairwise sums; a power of two
 
 
 def instantiations(extern_c: bool) -> str:
@@ -54,11 +75,12 @@ def instantiations(extern_c: bool) -> str:
             typed = params.replace("T*", f"{ctype}*")
             arguments = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
             if extern_c:
-                lines.append(f'extern "C" void {name}_{ctype}({typed}) {{ {name}<{ctype}>({arguments}); }}')
+                lines.append(f'extern "C" void {name}_{ctype}({typed}) '
+                             f'{{ run_block([&] {{ {name}<{ctype}>({arguments}); }}); }}')
             else:
                 lines.append(f"template __global__ void {name}<{ctype}>({typed});")
     if extern_c:
-        lines.append('extern "C" void count_step_plain(double* hyper) { count_step(hyper); }')
+        lines.append('extern "C" void count_step_plain(double* hyper) { run_block([&] { count_step(hyper); }); }')
     return "\n".join(lines)
 
 
@@ -69,7 +91,8 @@ def emulated(tmp_path_factory):
         pytest.skip("no C++ compiler to emulate the kernels with")
     folder = tmp_path_factory.mktemp("kernels")
     (folder / "kernels.cpp").write_text(EMULATION + cuda.SOURCE + instantiations(extern_c=True))
-    subprocess.run([compiler, "-std=c++17", "-O1", "-shared", "-fPIC", "-o", str(folder / "kernels.so"),
+    subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", f"-DBLOCK_THREADS={BLOCK_THREADS}", "-shared",
+                    "-fPIC", "-o", str(folder / "kernels.so"),
                     str(folder / "kernels.cpp")], check=True, capture_output=True, text=True)
     return ctypes.CDLL(str(folder / "kernels.so"))
 
@@ -173,7 +196,7 @@ def test_maxpool_ties_pick_the_first_maximum_in_row_major_order(emulated):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_matches_numpy_on_plain_and_transposed_views(emulated, dtype):
+def test_both_gemms_match_numpy_on_plain_and_transposed_views(emulated, dtype):
     rng = np.random.default_rng(2)
     a_plain, b_plain = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
     a_transposed = rng.standard_normal((7, 5)).astype(dtype).T  # (5, 7) view of (7, 5) memory
@@ -182,8 +205,10 @@ def test_gemm_matches_numpy_on_plain_and_transposed_views(emulated, dtype):
         for b in (b_plain, b_transposed):
             c = np.full((5, 3), np.nan, dtype)
             sizes = np.array([5, 3, 7, *strides(a), *strides(b)], dtype=np.int64)
-            call(emulated, "gemm", a, b, c, sizes)
-            np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+            for kernel in ("gemm", "gemm_long"):
+                c[...] = np.nan
+                call(emulated, kernel, a, b, c, sizes)
+                np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -345,9 +370,9 @@ class FakeCupy:
                     fake._record(name)
                     if fake.capturing:
                         return  # CUDA records the launch into the graph and runs nothing
-                    for array in args:  # only the inputs of im2col, maxpool and gemm may be strided views
+                    for array in args:  # only the inputs of im2col, maxpool and the GEMMs may be strided views
                         assert not isinstance(array, np.ndarray) or array.flags.c_contiguous or \
-                            name in ("im2col", "maxpool", "gemm")
+                            name in ("im2col", "maxpool", "gemm", "gemm_long")
                     getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in args])
                 return launch
         return Module()
@@ -491,3 +516,12 @@ def test_capture_refuses_what_it_cannot_record(request, monkeypatch):
         step(x[:3], y)
     with pytest.raises(ValueError, match="labels must lie in 0..9, got values from 0 to 10"):
         step(x, np.array([0, 1, 2, 10]))
+
+
+def test_gemm_gives_long_sums_a_block_per_output(gpu_path):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((3, 4096)).astype(np.float32)  # (M, K): a weight gradient's shape, 12 long sums
+    b = rng.standard_normal((2, 4096)).astype(np.float32).T  # (K, N) as a transposed view
+    np.testing.assert_allclose(cuda.gemm(a, b), a @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cuda.gemm(a[:, :9], b[:9]), a[:, :9] @ b[:9], rtol=1e-5)  # short sums
+    assert gpu_path.launches == ["gemm_long", "gemm"]

@@ -43,7 +43,9 @@ GEOMETRY = ("N", "C", "D", "H", "W", "KD", "KH", "KW", "OD", "OH", "OW",
 
 _MACROS = "".join(f"#define G_{name} g[{i}]\n" for i, name in enumerate(GEOMETRY))
 
-SOURCE = _MACROS + r"""
+THREADS = 256  # per block, a power of two (gemm_long halves it); the grid-stride loops cover the rest
+
+SOURCE = _MACROS + f"#define THREADS {THREADS}\n" + r"""
 // One thread per output element, in a grid-stride loop: thread t handles elements t, t + T, t + 2T, ...
 // for T threads in all. 64-bit indices: a video batch's columns can pass 2**31 elements.
 #define GRID_STRIDE_LOOP(i, total) \
@@ -174,6 +176,30 @@ __global__ void gemm(const T* a, const T* b, T* c, const long long* s) {
     }
 }
 
+// The same product when there are few outputs and long sums, as in a convolution's weight gradient
+// (M * N = 144 outputs, each a sum over K = 100,352 positions, for the first MNIST layer): one output
+// per thread would leave the GPU nearly idle. Here a whole block works on one output: each thread
+// adds up every blockDim-th term, then the block adds its partial sums pairwise in shared memory.
+template <typename T>
+__global__ void gemm_long(const T* a, const T* b, T* c, const long long* s) {
+    __shared__ T partial[THREADS];
+    const long long M = s[0], N = s[1], K = s[2];
+    for (long long i = blockIdx.x; i < M * N; i += gridDim.x) {  // grid-stride, one output per block
+        const T* a_row = a + (i / N) * s[3];
+        const T* b_column = b + (i % N) * s[6];
+        T sum = T(0);
+        for (long long k = threadIdx.x; k < K; k += blockDim.x) sum += a_row[k * s[4]] * b_column[k * s[5]];
+        partial[threadIdx.x] = sum;
+        __syncthreads();
+        for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {  // blockDim.x is a power of two
+            if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) c[i] = partial[0];
+        __syncthreads();  // partial is refilled for the next output
+    }
+}
+
 // One Adam step over n numbers, in place. The hyperparameters live in device memory,
 // hyper = (lr, beta1, beta2, eps, t), because a captured graph replays the kernel arguments it was
 // captured with: values read from memory can change between replays, arguments cannot.
@@ -198,10 +224,9 @@ __global__ void adam(T* p, const T* g, T* m, T* v, const double* hyper, long lon
 }
 """
 
-KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "adam")  # templates: float and double
+KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "gemm_long", "adam")  # float and double
 PLAIN_KERNELS = ("count_step",)  # not templates
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-THREADS = 256  # per block; any multiple of 32 works, the grid-stride loop covers the rest
 
 
 def geometry(x_shape, x_strides, kernel, stride, pad, out) -> np.ndarray:
@@ -322,7 +347,11 @@ def gemm(a, b):
         raise ValueError(f"gemm: inner sizes differ: {a.shape} @ {b.shape}")
     c = cp.empty((m, n), dtype=a.dtype)
     sizes = _device_geometry(np.array([m, n, k, *_element_strides(a), *_element_strides(b)], dtype=np.int64))
-    _launch("gemm", a.dtype, c.size, (a, b, c, sizes))
+    if k >= 1024 and m * n <= 65536:  # few outputs, long sums: a block per output
+        blocks = min(m * n, 65535)
+        _function("gemm_long", a.dtype)((blocks,), (THREADS,), (a, b, c, sizes))
+    else:  # a thread per output
+        _launch("gemm", a.dtype, c.size, (a, b, c, sizes))
     return c
 
 

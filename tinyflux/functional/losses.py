@@ -39,9 +39,9 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
                 (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
                              f"got values from {int(labels.min())} to {int(labels.max())}")
-        onehot = xp.zeros((n, num_classes), dtype=dtype)
-        onehot[xp.arange(n), labels.astype(np.int64)] = 1
-        return onehot
+        # row i is 1 where the class index equals label i: (1, classes) == (N, 1) broadcasts to (N, classes).
+        # One element-wise comparison; unlike writing 1s at [arange(N), labels], a CUDA graph can record it.
+        return (xp.arange(num_classes)[None, :] == labels[:, None]).astype(dtype)
     if labels.ndim == 2:
         if labels.shape != (n, num_classes):
             raise ValueError(f"{where}: one-hot labels of shape {(n, num_classes)} expected, got {labels.shape}")
