@@ -508,8 +508,18 @@ def test_capture_refuses_what_it_cannot_record(request, monkeypatch):
     with pytest.raises(tf.CaptureError, match="must hold exactly model.parameters()"):
         tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()[:2]), x, y)
 
-    request.getfixturevalue("gpu_path")
+    fake = request.getfixturevalue("gpu_path")
     monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: isinstance(array, np.ndarray))
+
+    def loss_that_reads_the_gpu(scores, labels):  # as float(loss) would inside a real capture
+        if fake.capturing:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return tf.logit_cross_entropy(scores, labels)
+    with pytest.raises(tf.CaptureError, match=r"CUDA could not record the step \(RuntimeError: operation not "
+                                              r"permitted when stream is capturing\)\. During a capture only"):
+        tf.capture(model, loss_that_reads_the_gpu, optim.Adam(model.parameters()), x, y)
+    assert not fake.capturing  # the capture was ended
+
     step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
     with pytest.raises(ValueError, match=r"x must be float32\(4, 1, 12, 12\) as at capture, "
                                          r"got float32\(3, 1, 12, 12\)"):

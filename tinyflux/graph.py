@@ -34,8 +34,9 @@ The parameters must sit in the optimizer's flat buffer (``optim.Adam`` puts
 them there); the graph updates that buffer in place, so the model, ``tf.save``
 and evaluation see every replayed step.
 
-Status: written and checked on the CPU only (the kernels by emulation, the
-rules above by the errors below); it has not yet run on a GPU.
+Status: checked on the CPU only, the kernels by compiling them for the CPU
+and the rest on a stand-in for CuPy (tests/test_cuda_kernels.py); it has not
+yet run on a GPU.
 """
 from __future__ import annotations
 
@@ -105,12 +106,18 @@ class CapturedStep:
             return memory
 
         stream = cp.cuda.Stream(non_blocking=True)
-        with stream, backend.capture_safe(), cp.cuda.using_allocator(keep_alive_malloc):
-            stream.begin_capture()
-            try:
-                self.loss = self._record()
-            finally:
-                graph = stream.end_capture()
+        try:
+            with stream, backend.capture_safe(), cp.cuda.using_allocator(keep_alive_malloc):
+                stream.begin_capture()
+                try:
+                    self.loss = self._record()
+                finally:
+                    graph = stream.end_capture()
+        except Exception as error:
+            raise CaptureError(
+                f"capture: CUDA could not record the step ({type(error).__name__}: {error}). During a capture "
+                "only kernel launches are allowed: no cuBLAS, no copies to or from the host, no waiting for the "
+                "GPU (see tinyflux/graph.py)") from error
         self.graph, self.stream = graph, stream
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
 
