@@ -440,12 +440,14 @@ def test_training_steps_through_the_kernel_path_match_numpy(video, request):
 
 # -- tf.capture on the stand-in ---------------------------------------------------------------
 
-def mnist_like_batches(count):
+def mnist_like_batches(count, video=False):
     rng = np.random.default_rng(4)
-    return [(rng.random((4, 1, 12, 12), dtype=np.float32), rng.integers(0, 10, 4)) for _ in range(count)]
+    shape, classes = ((4, 1, 8, 8, 8), 5) if video else ((4, 1, 12, 12), 10)
+    return [(rng.random(shape, dtype=np.float32), rng.integers(0, classes, 4)) for _ in range(count)]
 
 
-def test_a_captured_step_replays_like_eager_steps(request, monkeypatch):
+@pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
+def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video):
     """tf.capture through FakeCupy, whose "graph" replays by running the recorded Python again.
 
     What this checks: inside the capture every matrix product goes to the own
@@ -456,9 +458,9 @@ def test_a_captured_step_replays_like_eager_steps(request, monkeypatch):
     and its allocations are kept. What it cannot check: that CUDA records and
     replays these launches; tests/test_parity.py does that on a GPU.
     """
-    batches = mnist_like_batches(6)
+    batches = mnist_like_batches(6, video)
     tf.seed(0)
-    model = mnist_like_model()
+    model = mnist_like_model(video)
     opt = optim.Adam(model.parameters(), lr=1e-2)
     expected_losses = []
     for i, (x, y) in enumerate(batches):
@@ -473,7 +475,7 @@ def test_a_captured_step_replays_like_eager_steps(request, monkeypatch):
     fake = request.getfixturevalue("gpu_path")
     monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: isinstance(array, np.ndarray))
     tf.seed(0)
-    model = mnist_like_model()
+    model = mnist_like_model(video)
     opt = optim.Adam(model.parameters(), lr=1e-2)
     before = [p.data.copy() for p in model.parameters()]
     step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0])
