@@ -252,6 +252,34 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
     return result
 
 
+def measure_adam(xp, timer, rounds, steps_per_round=20) -> dict:
+    """Adam's update of the MNIST model's 8 parameters: one update of the flat buffer (what optim.Adam
+    does) against one update per parameter through the same function, alternated round by round."""
+    tf.seed(0)
+    model = mnist_model()
+    if xp is not np:
+        model = tf.gpu(model)
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.grad = xp.asarray(rng.standard_normal(p.shape).astype(np.float32))
+    b1, b2 = opt.betas
+
+    def flat():
+        opt.step()
+
+    def per_parameter():
+        for p, m, v in zip(opt.params, opt.m, opt.v):
+            optim.adam_update(p.data, p.grad, m, v, opt.lr, opt.eps, b1, b2)
+
+    flat_times, per_parameter_times = [], []
+    for _ in range(rounds):
+        flat_times.append(timer(flat, steps_per_round))
+        per_parameter_times.append(timer(per_parameter, steps_per_round))
+    return {"flat_ms": summary(flat_times), "per_parameter_ms": summary(per_parameter_times),
+            "ratio": summary_ratio(flat_times, per_parameter_times)}
+
+
 def tinyflux_captured_step(x, y):
     """The same tinyflux step recorded with tf.capture, on its own model copy; returns one replay."""
     tf.seed(0)
@@ -398,6 +426,14 @@ def print_table(report: dict) -> None:
               f"max {r['max']:.2f}")
     if "tinyflux_graphed_error" in s:
         print(f"  tinyflux CUDA graph: could not capture ({s['tinyflux_graphed_error']})")
+    a = report.get("adam")
+    if a is not None:
+        r = a["ratio"]
+        def us(t):  # min median max in microseconds
+            return " ".join(f"{t[key] * 1000:.1f}" for key in ("min", "median", "max"))
+        print(f"\nAdam update of all 8 parameters, us (min median max): one flat buffer {us(a['flat_ms'])}, "
+              f"one update per parameter {us(a['per_parameter_ms'])}")
+        print(f"  ratio flat/per parameter per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
 
 
 def main(argv=None) -> dict:
@@ -457,6 +493,7 @@ def main(argv=None) -> dict:
     }
     if not args.skip_step:
         report["training_step"] = measure_training_step(xp, timer, args.rounds, args.steps, use_torch, torch_device)
+        report["adam"] = measure_adam(xp, timer, args.rounds)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
