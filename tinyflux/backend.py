@@ -111,8 +111,8 @@ def cuda_kernels(array):
     the kernel path only when it gets the module back. That happens for CuPy
     arrays when the environment variable ``TINYFLUX_CUDA_KERNELS`` is ``1``; the
     kernels are off by default until they have been verified on a GPU. Inside
-    :func:`capture_safe` they are always on: CuPy's slice-by-slice code would
-    work there too, but each of its launches would become a node of the graph.
+    :func:`capture_safe` they are always on, whatever the variable says: a
+    graph then holds one node per kernel instead of one per CuPy slice copy.
     """
     if not is_gpu_array(array) or not (_capture_safe or os.environ.get("TINYFLUX_CUDA_KERNELS") == "1"):
         return None

@@ -40,7 +40,7 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
             raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
                              f"got values from {int(labels.min())} to {int(labels.max())}")
         # row i is 1 where the class index equals label i: (1, classes) == (N, 1) broadcasts to (N, classes).
-        # One element-wise comparison; unlike writing 1s at [arange(N), labels], a CUDA graph can record it.
+        # A single element-wise kernel on a GPU: the plainest kind of work for a CUDA graph to record.
         return (xp.arange(num_classes)[None, :] == labels[:, None]).astype(dtype)
     if labels.ndim == 2:
         if labels.shape != (n, num_classes):
