@@ -391,7 +391,12 @@ def relu_backward(gy, y):
 
 
 def adam_update(p, g, m, v, step_size: float, eps: float, beta1: float, beta2: float) -> None:
-    """One Adam step of one parameter, in place, in one launch (see ``optim.Adam`` for the formula)."""
+    """One Adam step over p, g, m, v, in place, in one launch (see ``optim.Adam`` for the formula).
+
+    The hyperparameters travel as kernel arguments, computed on the host each step. A captured
+    graph cannot take new arguments at each replay, so ``tf.capture`` uses :func:`adam` instead,
+    the same update reading them from GPU memory.
+    """
     body = """
         m = m + (T(1) - b1) * (g - m);
         v = v + (T(1) - b2) * (g * g - v);
