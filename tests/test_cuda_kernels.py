@@ -537,3 +537,32 @@ def test_gemm_gives_long_sums_a_block_per_output(gpu_path):
     np.testing.assert_allclose(cuda.gemm(a, b), a @ b, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(cuda.gemm(a[:, :9], b[:9]), a[:, :9] @ b[:9], rtol=1e-5)  # short sums
     assert gpu_path.launches == ["gemm_long", "gemm"]
+
+
+def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_path):
+    """tf.load between replays writes into the buffers the graph reads, and its t reaches the Adam kernel."""
+    fake = request.getfixturevalue("gpu_path")
+    monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: isinstance(array, np.ndarray))
+    monkeypatch.setattr(tf.backend, "to_cpu_array", np.asarray)  # the stand-in's "GPU" arrays are NumPy's
+    batches = mnist_like_batches(6)
+    tf.seed(0)
+    model = mnist_like_model()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0])
+
+    def replay():
+        with tf.backend.capture_safe():
+            step.loss[...] = step._record()
+    fake.replay = replay
+
+    for x, y in batches[:3]:
+        step(x, y)
+    tf.save(tmp_path / "halfway.h5", model, opt)
+    first = [float(step(x, y)) for x, y in batches[3:]]
+    after_first = [p.data.copy() for p in model.parameters()]
+    tf.load(tmp_path / "halfway.h5", model, opt)
+    assert opt.t == 3
+    second = [float(step(x, y)) for x, y in batches[3:]]
+    assert second == first and opt.t == 6
+    for p, expected in zip(model.parameters(), after_first):
+        np.testing.assert_array_equal(p.data, expected)
