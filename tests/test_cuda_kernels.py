@@ -446,6 +446,14 @@ def mnist_like_batches(count, video=False):
     return [(rng.random(shape, dtype=np.float32), rng.integers(0, classes, 4)) for _ in range(count)]
 
 
+def replay_by_rerunning(fake, step):
+    """Make the stand-in's graph replay ``step`` by running its recorded work again, into the same loss array."""
+    def replay():
+        with tf.backend.capture_safe():
+            step.loss[...] = step._record()
+    fake.replay = replay
+
+
 @pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
 def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video):
     """tf.capture through FakeCupy, whose "graph" replays by running the recorded Python again.
@@ -485,10 +493,7 @@ def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video):
     assert {"gemm", "adam", "im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
             "tinyflux_relu_backward"} <= set(fake.launches_in_capture)
 
-    def replay():
-        with tf.backend.capture_safe():
-            step.loss[...] = step._record()
-    fake.replay = replay
+    replay_by_rerunning(fake, step)
     losses = []
     for i, (x, y) in enumerate(batches):
         opt.lr = 1e-3 if i >= 3 else 1e-2
@@ -550,10 +555,7 @@ def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_pat
     opt = optim.Adam(model.parameters(), lr=1e-2)
     step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0])
 
-    def replay():
-        with tf.backend.capture_safe():
-            step.loss[...] = step._record()
-    fake.replay = replay
+    replay_by_rerunning(fake, step)
 
     for x, y in batches[:3]:
         step(x, y)
