@@ -85,7 +85,8 @@ def test_adam_keeps_all_parameters_in_one_flat_buffer_and_updates_them_together(
     grads_per_step = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
     params = [tf.Tensor(xp.asarray(p), requires_grad=True) for p in params0]
     opt = optim.Adam(params, lr=0.05)
-    (_, buffer, _, _), = opt.buffers
+    (group,) = opt.groups
+    buffer = group.parameters
     assert buffer.data.shape == (sum(int(np.prod(s)) for s in shapes),)
     for p, p0 in zip(params, params0):
         assert p.shape == p0.shape and xp.shares_memory(p.data, buffer.data)
@@ -104,7 +105,7 @@ def test_adam_keeps_one_buffer_per_dtype(rng):
     b = tf.Tensor(rng.standard_normal(2), requires_grad=True)
     a0, b0 = a.data.copy(), b.data.copy()
     opt = optim.Adam([a, b], lr=0.1)
-    assert sorted(buffer.data.dtype.name for _, buffer, _, _ in opt.buffers) == ["float32", "float64"]
+    assert sorted(group.parameters.data.dtype.name for group in opt.groups) == ["float32", "float64"]
     a.grad, b.grad = np.ones(3, np.float32), np.ones(2)
     opt.step()
     assert a.data.dtype == np.float32 and b.data.dtype == np.float64
@@ -120,7 +121,7 @@ def test_adam_takes_back_a_parameter_whose_array_was_replaced(rng):
     a.grad, b.grad = np.ones(3), np.ones(2)
     opt.step()
     np.testing.assert_allclose(a.data, 4.9)  # the new values, then one step
-    np.testing.assert_allclose(opt.buffers[0][1].data[:3], 4.9)
+    np.testing.assert_allclose(opt.groups[0].parameters.data[:3], 4.9)
     a.data = np.zeros(4)
     with pytest.raises(ValueError, match=r"parameter 0 is now numpy float64\(4,\), but the optimizer was built "
                                          r"for numpy float64\(3,\)"):

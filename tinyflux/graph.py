@@ -72,17 +72,17 @@ class CapturedStep:
         if not backend.is_gpu_array(params[0].data):
             raise CaptureError("capture: a CUDA graph needs the model on a GPU (tf.gpu(model), with CuPy and an "
                                f"NVIDIA GPU); its parameters are {backend.backend_name(params[0].data)} arrays")
-        if len(optimizer.buffers) != 1:
+        if len(optimizer.groups) != 1:
             raise CaptureError("capture: all parameters must share one dtype, got "
-                               + ", ".join(str(buffer.data.dtype) for _, buffer, _, _ in optimizer.buffers))
+                               + ", ".join(str(group.parameters.data.dtype) for group in optimizer.groups))
         cp = backend.array_module("cupy")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        _, self.buffer, self.m, self.v = optimizer.buffers[0]
+        group = optimizer.groups[0]
+        self.buffer, self.m, self.v = group.parameters, group.m, group.v
         # the static inputs: each step copies its batch into these two arrays
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
         self.y = cp.array(y.data if isinstance(y, Tensor) else y)
-        b1, b2 = optimizer.betas
-        self.hyper = cp.array([optimizer.lr, b1, b2, optimizer.eps, optimizer.t], dtype=cp.float64)
+        self.hyper = cp.array(self._hyperparameters(), dtype=cp.float64)
         self.uploaded = (optimizer.lr, optimizer.t)  # what self.hyper holds, as the host last set it
 
         # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies every
@@ -118,8 +118,13 @@ class CapturedStep:
                 f"capture: CUDA could not record the step ({type(error).__name__}: {error}). During a capture "
                 "only kernel launches are allowed: no cuBLAS, no copies to or from the host, no waiting for the "
                 "GPU (see tinyflux/graph.py)") from error
-        self.graph, self.stream = graph, stream
+        self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
+
+    def _hyperparameters(self) -> list:
+        """(lr, beta1, beta2, eps, t): the layout of ``self.hyper`` that the ``adam`` kernel reads."""
+        opt = self.optimizer
+        return [opt.lr, *opt.betas, opt.eps, opt.t]
 
     def _record(self):
         """The work the graph holds: forward, backward, t <- t + 1 and the Adam update. Returns the loss array."""
@@ -150,8 +155,7 @@ class CapturedStep:
                              f"got values from {y.min()} to {y.max()}")
         opt = self.optimizer
         if (opt.lr, opt.t) != self.uploaded:  # a learning-rate drop, or a loaded checkpoint
-            b1, b2 = opt.betas
-            self.hyper[...] = cp.asarray([opt.lr, b1, b2, opt.eps, opt.t], dtype=cp.float64)
+            self.hyper[...] = cp.asarray(self._hyperparameters(), dtype=cp.float64)
         self.buffer.attach()  # a parameter replaced since the last step is copied back into the buffer
         self.x[...] = cp.asarray(x)  # from the host or the GPU, into the arrays the graph reads
         self.y[...] = cp.asarray(y)

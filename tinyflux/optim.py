@@ -16,6 +16,7 @@ update as PyTorch's and Flux's Adam). ``opt.lr`` may be changed between steps.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from . import backend
 from .tensor import Tensor
@@ -169,12 +170,21 @@ class ParameterBuffer:
         return self.grad
 
 
+class AdamGroup(NamedTuple):
+    """Adam's state for the parameters of one dtype and device, each part a flat array."""
+
+    positions: list  # where these parameters stand in ``Adam.params``
+    parameters: ParameterBuffer  # their values (and gradients), end to end
+    m: object  # running mean of the gradients, laid out like parameters.data
+    v: object  # running mean of the squared gradients, likewise
+
+
 class Adam(Optimizer):
     """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
 
-    The parameters are moved into flat buffers (a :class:`ParameterBuffer`
-    per dtype and device, normally just one), and m and v are laid out the
-    same way, so one step is a single update of three flat arrays. When some
+    The parameters are moved into flat buffers, one :class:`AdamGroup` per
+    dtype and device (normally just one), with m and v laid out the same way,
+    so one step is a single update of a few flat arrays. When some
     parameters have no gradient this step, only the others are updated, one
     by one, through their views.
     """
@@ -182,18 +192,18 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr)
         self.betas, self.eps = tuple(betas), eps
-        groups: dict = {}  # (backend, dtype) -> positions in self.params
+        positions_by_kind: dict = {}  # (backend, dtype) -> positions in self.params
         for i, p in enumerate(self.params):
-            groups.setdefault((backend.backend_name(p.data), p.data.dtype.str), []).append(i)
-        self.buffers = []  # (positions, ParameterBuffer, flat m, flat v)
+            positions_by_kind.setdefault((backend.backend_name(p.data), p.data.dtype.str), []).append(i)
+        self.groups: list[AdamGroup] = []  # normally one: every parameter float32 on one device
         self.m, self.v = [None] * len(self.params), [None] * len(self.params)  # per-parameter views
-        for positions in groups.values():
+        for positions in positions_by_kind.values():
             buffer = ParameterBuffer([self.params[i] for i in positions])
             xp = backend.get_array_module(buffer.data)
             flat_m, flat_v = xp.zeros_like(buffer.data), xp.zeros_like(buffer.data)
             for i, m, v in zip(positions, buffer.split(flat_m), buffer.split(flat_v)):
                 self.m[i], self.v[i] = m, v
-            self.buffers.append((positions, buffer, flat_m, flat_v))
+            self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v))
 
     def step(self) -> None:
         self.t += 1
@@ -203,7 +213,7 @@ class Adam(Optimizer):
         # = step_size * m / (sqrt(v) + eps_scaled), which saves two passes over each array.
         step_size = self.lr * math.sqrt(bias2) / bias1
         eps_scaled = self.eps * math.sqrt(bias2)
-        for positions, buffer, flat_m, flat_v in self.buffers:
+        for positions, buffer, flat_m, flat_v in self.groups:
             buffer.attach()
             flat_grad = buffer.gather_grads()
             if flat_grad is not None:  # the usual case: every parameter in one update
