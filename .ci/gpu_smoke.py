@@ -1,0 +1,134 @@
+"""First step of .ci/gpu_check: a quick look at each GPU piece, each in its own try block.
+
+It prints the CUDA stack, compiles tinyflux's kernels, runs a few MNIST
+training steps eagerly (CuPy ops, then tinyflux's own kernels) and as a
+captured CUDA graph, and compares them with NumPy. The full checks are the test
+suite and the benchmark; this step exists so that a failure shows its
+traceback in the first seconds of a short GPU lease, with the other pieces
+still tried.
+"""
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tinyflux as tf  # noqa: E402
+from tinyflux import backend, cuda, nn, optim  # noqa: E402
+
+failures = []
+
+
+def part(title):
+    """Decorator: run the function now, print its title and either its result or its traceback."""
+    def run(function):
+        print(f"== {title}", flush=True)
+        try:
+            function()
+        except Exception:
+            failures.append(title)
+            traceback.print_exc()
+        sys.stdout.flush()
+    return run
+
+
+def mnist_model():
+    return nn.Chain(nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.flatten, nn.Dense(288, 10))
+
+
+cp = backend.array_module("cupy")
+rng = np.random.default_rng(0)
+images = rng.random((128, 1, 28, 28), dtype=np.float32)
+labels = rng.integers(0, 10, 128)
+
+
+@part("CUDA stack")
+def stack():
+    print("cupy", cp.__version__, "runtime", cp.cuda.runtime.runtimeGetVersion(),
+          "driver", cp.cuda.runtime.driverGetVersion(), cp.cuda.runtime.getDeviceProperties(0)["name"])
+    from cupy._core import _accelerator
+    print("reduction accelerators", _accelerator.get_reduction_accelerators(),
+          "routine accelerators", _accelerator.get_routine_accelerators())
+
+
+@part("compile tinyflux.cuda.SOURCE with NVRTC")
+def compile_source():
+    start = time.perf_counter()
+    for name in cuda.KERNELS:
+        for dtype in (np.float32, np.float64):
+            cuda._function(name, dtype)
+    cuda._function("count_step")
+    print(f"all kernels compiled and loaded in {time.perf_counter() - start:.2f} s")
+
+
+def train(steps, device, kernels):
+    """Losses and final parameters of `steps` Adam steps on the fixed batch."""
+    os.environ["TINYFLUX_CUDA_KERNELS"] = "1" if kernels else "0"
+    tf.seed(0)
+    model = mnist_model()
+    xp = np
+    if device == "gpu":
+        model, xp = tf.gpu(model), cp
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    x, y = xp.asarray(images), xp.asarray(labels)
+    losses = []
+    for _ in range(steps):
+        loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses, [backend.to_cpu_array(p.data) for p in model.parameters()]
+
+
+reference = train(5, "cpu", False)
+print("NumPy losses", np.round(reference[0], 6))
+
+
+def compare(name, result):
+    losses, params = result
+    loss_error = max(abs(a - b) for a, b in zip(losses, reference[0]))
+    param_error = max(float(np.max(np.abs(a - b))) for a, b in zip(params, reference[1]))
+    print(f"{name}: losses {np.round(losses, 6)}; largest difference from NumPy: loss {loss_error:.2e}, "
+          f"parameter {param_error:.2e}")
+
+
+@part("eager steps on CuPy ops (kernels off)")
+def eager_cupy():
+    compare("CuPy", train(5, "gpu", False))
+
+
+@part("eager steps on tinyflux's kernels (TINYFLUX_CUDA_KERNELS=1)")
+def eager_kernels():
+    compare("kernels", train(5, "gpu", True))
+
+
+@part("captured step: tf.capture, then 5 replays")
+def captured():
+    os.environ["TINYFLUX_CUDA_KERNELS"] = "0"
+    tf.seed(0)
+    model = tf.gpu(mnist_model())
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    x, y = cp.asarray(images), cp.asarray(labels)
+    start = time.perf_counter()
+    step = tf.capture(model, tf.logit_cross_entropy, opt, x, y)
+    print(f"capture took {time.perf_counter() - start:.2f} s; {len(step.kept)} allocations kept for the graph")
+    losses = [float(step(x, y)) for _ in range(5)]
+    compare("captured", (losses, [backend.to_cpu_array(p.data) for p in model.parameters()]))
+    step(x, y)
+    cp.cuda.Device().synchronize()
+    start = time.perf_counter()
+    for _ in range(200):
+        step(x, y)
+    cp.cuda.Device().synchronize()
+    print(f"replay: {(time.perf_counter() - start) / 200 * 1e3:.3f} ms per step (mean of 200)")
+
+
+print("smoke: failed parts:", failures or "none")
+sys.exit(1 if failures else 0)
