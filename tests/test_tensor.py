@@ -92,3 +92,21 @@ def test_tensor_properties(xp):
     t = tf.Tensor(xp.zeros((2, 3), dtype=np.float32))
     assert t.shape == (2, 3) and t.dtype == np.float32 and t.ndim == 2 and t.size == 6 and t.grad is None
     assert tf.Tensor([1.0, 2.0]).dtype == np.float32  # Python floats become float32
+
+
+def test_a_gpu_array_is_kept_as_it_is(monkeypatch):
+    """CuPy arrays refuse np.asarray (CuPy 14 raises TypeError, and has no __array_namespace__):
+    Tensor must recognise them as GPU arrays and keep them. A stand-in class plays CuPy's ndarray."""
+    import types
+
+    from tinyflux import backend
+
+    class GpuArray:
+        dtype, shape = np.dtype(np.float32), (2,)
+
+        def __array__(self, *args, **kwargs):
+            raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    monkeypatch.setattr(backend, "_cupy", types.SimpleNamespace(ndarray=GpuArray))
+    array = GpuArray()
+    assert tf.Tensor(array).data is array

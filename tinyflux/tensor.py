@@ -69,7 +69,8 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        if not hasattr(data, "__array_namespace__") and not isinstance(data, np.ndarray):
+        # a CuPy array stays where it is (it refuses np.asarray); anything else becomes a NumPy array
+        if not isinstance(data, np.ndarray) and not backend.is_gpu_array(data):
             data = np.asarray(data)
             if data.dtype == np.float64:
                 data = data.astype(np.float32)  # Python floats -> the default float32
