@@ -318,7 +318,15 @@ def torch_graphed_step(images, labels):
     with torch.cuda.graph(graph):
         torch.nn.functional.cross_entropy(model(static_x), static_y).backward()
         opt.step()
-    return graph.replay
+    # A graph holds raw addresses, not references: the model, the optimizer's state and the static
+    # inputs must outlive this function, or their memory is reused while the graph still reads it
+    # (on the H100 the labels were overwritten and the loss kernel's range assertion fired).
+    keep_alive = (model, opt, static_x, static_y)
+
+    def replay():
+        graph.replay()
+        return keep_alive
+    return replay
 
 
 def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:

@@ -229,6 +229,23 @@ def test_adam_kernel_reads_its_hyperparameters_from_memory(emulated, dtype):
     np.testing.assert_allclose(m, opt.m[0], rtol=1e-6)
 
 
+def test_elementwise_adam_rounds_its_rates_as_numpy_does(gpu_path):
+    """cuda.adam_update (the eager GPU update) gives NumPy's m and v to float32 rounding.
+
+    1 - beta2 must be computed in double and then rounded, as NumPy does: 1.0f - 0.999f is 1.3e-5
+    off, and on an H100 that moved some MNIST weights by 9e-3 within 5 steps."""
+    rng = np.random.default_rng(5)
+    p, g = rng.standard_normal(50).astype(np.float32), rng.standard_normal(50).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    expected = [a.copy() for a in (p, m, v)]
+    for _ in range(3):
+        cuda.adam_update(p, g, m, v, 0.01, 1e-8, 0.9, 0.999)
+        expected[1] += (1 - 0.9) * (g - expected[1])  # NumPy's path in optim.adam_update
+        expected[2] += (1 - 0.999) * (g * g - expected[2])
+    np.testing.assert_allclose(m, expected[1], rtol=1e-6)
+    np.testing.assert_allclose(v, expected[2], rtol=1e-6)
+
+
 def test_geometry_pads_images_and_sequences_to_three_axes():
     g = dict(zip(cuda.GEOMETRY, cuda.geometry((2, 3, 9), (27, 9, 1), (3,), (2,), (1,), (5,))))
     assert (g["D"], g["H"], g["W"], g["KD"], g["KH"], g["KW"]) == (1, 1, 9, 1, 1, 3)
@@ -257,11 +274,21 @@ def test_count_step_advances_t_only(emulated):
 
 
 def test_the_kernels_are_never_chosen_for_numpy_arrays(monkeypatch):
-    monkeypatch.setenv("TINYFLUX_CUDA_KERNELS", "1")
+    monkeypatch.delenv("TINYFLUX_CUDA_KERNELS", raising=False)  # the default: on for GPU arrays
     assert tf.backend.cuda_kernels(np.zeros(3)) is None
     x = tf.Tensor(np.random.default_rng(0).standard_normal((2, 1, 6, 6)).astype(np.float32))
     w = tf.Tensor(np.ones((2, 1, 3, 3), np.float32))
     assert tf.conv(x, w, pad=1).shape == (2, 2, 6, 6)  # the NumPy path, switch or not
+
+
+def test_the_kernels_are_on_for_gpu_arrays_unless_switched_off(monkeypatch):
+    monkeypatch.setattr(tf.backend, "is_gpu_array", lambda array: True)  # pretend: a CuPy array
+    monkeypatch.delenv("TINYFLUX_CUDA_KERNELS", raising=False)
+    assert tf.backend.cuda_kernels(np.zeros(3)) is cuda
+    monkeypatch.setenv("TINYFLUX_CUDA_KERNELS", "0")
+    assert tf.backend.cuda_kernels(np.zeros(3)) is None
+    with tf.backend.capture_safe():  # a graph capture needs them, switch or not
+        assert tf.backend.cuda_kernels(np.zeros(3)) is cuda
 
 
 # -- the CuPy side of tinyflux/cuda.py, on a stand-in for CuPy ------------------------------
@@ -274,8 +301,8 @@ def test_the_kernels_are_never_chosen_for_numpy_arrays(monkeypatch):
 ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C bodies are in cuda.py
     "tinyflux_bias_relu": lambda x, b, y: np.copyto(y, np.maximum(x + b, 0)),
     "tinyflux_relu_backward": lambda gy, y, gx: np.copyto(gx, np.where(y > 0, gy, 0)),
-    "tinyflux_adam": lambda g, step, eps, b1, b2, p, m, v: (
-        np.copyto(m, m + (1 - b1) * (g - m)), np.copyto(v, v + (1 - b2) * (g * g - v)),
+    "tinyflux_adam": lambda g, step, eps, rate1, rate2, p, m, v: (
+        np.copyto(m, m + rate1 * (g - m)), np.copyto(v, v + rate2 * (g * g - v)),
         np.copyto(p, p - step * m / (np.sqrt(v) + eps))),
 }
 

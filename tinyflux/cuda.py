@@ -396,12 +396,17 @@ def adam_update(p, g, m, v, step_size: float, eps: float, beta1: float, beta2: f
     The hyperparameters travel as kernel arguments, computed on the host each step. A captured
     graph cannot take new arguments at each replay, so ``tf.capture`` uses :func:`adam` instead,
     the same update reading them from GPU memory.
+
+    1 - beta1 and 1 - beta2 are computed here, in double precision, and then rounded to the array's
+    dtype, as NumPy does with ``(1 - b2) * array``. Computing them in the kernel in float32
+    (1.0f - 0.999f) is 1.3e-5 off, and Adam amplifies that: after 5 MNIST steps some weights
+    differed from the NumPy run by 9e-3 (three whole steps), which the H100 showed.
     """
     body = """
-        m = m + (T(1) - b1) * (g - m);
-        v = v + (T(1) - b2) * (g * g - v);
+        m = m + rate1 * (g - m);
+        v = v + rate2 * (g * g - v);
         p = p - step * m / (sqrt(v) + eps);
     """
-    kernel = _kernel("tinyflux_adam", "T g, T step, T eps, T b1, T b2", "T p, T m, T v", body)
+    kernel = _kernel("tinyflux_adam", "T g, T step, T eps, T rate1, T rate2", "T p, T m, T v", body)
     dtype = p.dtype.type
-    kernel(g, dtype(step_size), dtype(eps), dtype(beta1), dtype(beta2), p, m, v)
+    kernel(g, dtype(step_size), dtype(eps), dtype(1.0 - beta1), dtype(1.0 - beta2), p, m, v)

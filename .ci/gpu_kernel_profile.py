@@ -1,0 +1,80 @@
+"""GPU time per kernel in a tinyflux MNIST training step, eager and captured, on a machine with PyTorch.
+
+PyTorch's profiler reads CUPTI, which records every kernel the process runs, CuPy's and
+tinyflux's included, with its time on the GPU. A captured step's replay costs the CPU almost
+nothing, so its time per step is the GPU time of these kernels: this says which ones to speed up.
+
+    PYTHONPATH=. python .ci/gpu_kernel_profile.py
+"""
+import collections
+import os
+import sys
+import time
+
+import numpy as np
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tinyflux as tf  # noqa: E402
+from tinyflux import backend, nn, optim  # noqa: E402
+
+STEPS = 20
+cp = backend.array_module("cupy")
+
+
+def mnist_model():
+    return nn.Chain(nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
+                    nn.flatten, nn.Dense(288, 10))
+
+
+def kernel_table(run, title):
+    """Run `run` STEPS times under the profiler; print GPU microseconds per step for each kernel."""
+    for _ in range(3):
+        run()
+    cp.cuda.Device().synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(STEPS):
+            run()
+        cp.cuda.Device().synchronize()
+    totals, counts = collections.Counter(), collections.Counter()
+    for event in prof.events():
+        if str(event.device_type).endswith("CUDA"):
+            duration = getattr(event, "device_time", None)
+            if duration is None:
+                duration = event.cuda_time
+            totals[event.name[:90]] += duration
+            counts[event.name[:90]] += 1
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        run()
+    cp.cuda.Device().synchronize()
+    wall = (time.perf_counter() - start) / STEPS * 1e6
+    print(f"== {title}: {wall:.0f} us per step (wall), {sum(totals.values()) / STEPS:.0f} us of kernels per step "
+          f"(GPU), {sum(counts.values()) / STEPS:.0f} kernels per step")
+    for name, total in totals.most_common(25):
+        print(f"{total / STEPS:9.1f} us  {counts[name] / STEPS:4.0f}x  {name}")
+    sys.stdout.flush()
+
+
+rng = np.random.default_rng(0)
+x = cp.asarray(rng.random((128, 1, 28, 28), dtype=np.float32))
+y = cp.asarray(rng.integers(0, 10, 128))
+
+tf.seed(0)
+model = tf.gpu(mnist_model())
+opt = optim.Adam(model.parameters(), lr=3e-3)
+
+
+def eager_step():
+    loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+
+kernel_table(eager_step, "eager step, own kernels and cuBLAS")
+step = tf.capture(model, tf.logit_cross_entropy, opt, x, y)
+kernel_table(lambda: step(x, y), "captured step (tf.capture)")
