@@ -5,8 +5,8 @@ The kernel source is compiled twice here:
 - with the machine's C++ compiler, behind a few lines that define CUDA's
   ``__global__``, ``threadIdx``, ``__syncthreads`` and friends for one block of
   four CPU threads running at once (``EMULATION``), so each grid-stride loop
-  splits its elements four ways and ``gemm_long`` adds its partial sums
-  pairwise; the results must equal the NumPy implementations bit for bit (or
+  splits its elements four ways and ``gemm`` fills its 2 x 2 tiles of
+  shared memory from all four; the results must equal the NumPy implementations bit for bit (or
   to rounding where the order of a sum may differ). This checks all the index
   arithmetic.
 - with nvcc for an H100 (sm_90), where nvcc is installed: this checks that it
@@ -36,8 +36,8 @@ SIGNATURES = {  # kernel: C parameter list, with T for the element type
     "col2im": "const T* col, T* gx, const long long* g",
     "maxpool": "const T* x, T* y, int* argmax, const long long* g",
     "maxpool_backward": "const T* gy, const int* argmax, T* gx, const long long* g",
-    "gemm": "const T* a, const T* b, T* c, const long long* s",
-    "gemm_long": "const T* a, const T* b, T* c, const long long* s",
+    "gemm": "const T* a, const T* b, T* out, const long long* s",
+    "sum_splits": "const T* partial, T* c, long long splits, long long n",
     "adam": "T* p, const T* g, T* m, T* v, const double* hyper, long long n",
 }
 EMULATION = """
@@ -64,7 +64,8 @@ void run_block(Body body) {  // body() in every thread of the block at once, as 
     for (auto& thread : threads) thread.join();
 }
 """
-BLOCK_THREADS = 4  # enough to exercise the grid-stride loops and gemm_long's pairwise sums; a power of two
+BLOCK_THREADS = 4  # enough to exercise the grid-stride loops and gemm's shared tiles
+GEMM_TILE = 2  # the emulated gemm's tiles are 2 x 2 outputs: BLOCK_THREADS threads
 
 
 def instantiations(extern_c: bool) -> str:
@@ -91,7 +92,8 @@ def emulated(tmp_path_factory):
         pytest.skip("no C++ compiler to emulate the kernels with")
     folder = tmp_path_factory.mktemp("kernels")
     (folder / "kernels.cpp").write_text(EMULATION + cuda.SOURCE + instantiations(extern_c=True))
-    subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", f"-DBLOCK_THREADS={BLOCK_THREADS}", "-shared",
+    subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", f"-DBLOCK_THREADS={BLOCK_THREADS}",
+                    f"-DGEMM_TILE={GEMM_TILE}", "-shared",
                     "-fPIC", "-o", str(folder / "kernels.so"),
                     str(folder / "kernels.cpp")], check=True, capture_output=True, text=True)
     return ctypes.CDLL(str(folder / "kernels.so"))
@@ -196,19 +198,34 @@ def test_maxpool_ties_pick_the_first_maximum_in_row_major_order(emulated):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_both_gemms_match_numpy_on_plain_and_transposed_views(emulated, dtype):
+def test_gemm_matches_numpy_on_plain_and_transposed_views_whole_or_split(emulated, dtype):
     rng = np.random.default_rng(2)
     a_plain, b_plain = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
     a_transposed = rng.standard_normal((7, 5)).astype(dtype).T  # (5, 7) view of (7, 5) memory
     b_transposed = rng.standard_normal((3, 7)).astype(dtype).T
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
     for a in (a_plain, a_transposed):
         for b in (b_plain, b_transposed):
-            c = np.full((5, 3), np.nan, dtype)
-            sizes = np.array([5, 3, 7, *strides(a), *strides(b)], dtype=np.int64)
-            for kernel in ("gemm", "gemm_long"):
-                c[...] = np.nan
-                call(emulated, kernel, a, b, c, sizes)
-                np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+            # 5 x 3 outputs in 2 x 2 tiles: the last row and column of tiles stick out of the matrix
+            for splits, chunk in ((1, 7), (2, 4), (4, 2)):  # k = 7 whole, or cut into ranges
+                out = np.full((splits, 5, 3), np.nan, dtype)
+                sizes = np.array([5, 3, 7, *strides(a), *strides(b), splits, chunk], dtype=np.int64)
+                call(emulated, "gemm", a, b, out, sizes)
+                ranges = [slice(i * chunk, (i + 1) * chunk) for i in range(splits)]
+                for part, k in zip(out, ranges):
+                    np.testing.assert_allclose(part, a[:, k] @ b[k], rtol=tolerance, atol=tolerance)
+                c = np.full((5, 3), np.nan, dtype)
+                call(emulated, "sum_splits", out, c, splits, c.size)
+                np.testing.assert_allclose(c, a @ b, rtol=tolerance)
+
+
+def test_gemm_cuts_long_sums_into_whole_tiles():
+    for m, n, k in ((16, 9, 100352), (32, 144, 25088), (32, 25088, 144), (10, 288, 128), (5, 3, 0)):
+        splits, chunk = cuda.gemm_splits(m, n, k)
+        assert 1 <= splits <= cuda.GEMM_MAX_SPLITS and chunk % cuda.GEMM_TILE == 0
+        assert (splits - 1) * chunk < max(k, 1) <= splits * chunk  # every k in exactly one range
+    assert cuda.gemm_splits(16, 9, 100352)[0] == cuda.GEMM_MAX_SPLITS  # one tile of outputs: split all the way
+    assert cuda.gemm_splits(32, 25088, 144)[0] == 1  # 3136 tiles: plenty of blocks already
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -399,7 +416,7 @@ class FakeCupy:
                         return  # CUDA records the launch into the graph and runs nothing
                     for array in args:  # only the inputs of im2col, maxpool and the GEMMs may be strided views
                         assert not isinstance(array, np.ndarray) or array.flags.c_contiguous or \
-                            name in ("im2col", "maxpool", "gemm", "gemm_long")
+                            name in ("im2col", "maxpool", "gemm")
                     getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in args])
                 return launch
         return Module()
@@ -562,13 +579,13 @@ def test_capture_refuses_what_it_cannot_record(request, monkeypatch):
         step(x, np.array([0, 1, 2, 10]))
 
 
-def test_gemm_gives_long_sums_a_block_per_output(gpu_path):
+def test_gemm_splits_long_sums_and_adds_the_parts(gpu_path):
     rng = np.random.default_rng(5)
-    a = rng.standard_normal((3, 4096)).astype(np.float32)  # (M, K): a weight gradient's shape, 12 long sums
+    a = rng.standard_normal((3, 4096)).astype(np.float32)  # (M, K): a weight gradient's shape, 6 long sums
     b = rng.standard_normal((2, 4096)).astype(np.float32).T  # (K, N) as a transposed view
     np.testing.assert_allclose(cuda.gemm(a, b), a @ b, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(cuda.gemm(a[:, :9], b[:9]), a[:, :9] @ b[:9], rtol=1e-5)  # short sums
-    assert gpu_path.launches == ["gemm_long", "gemm"]
+    np.testing.assert_allclose(cuda.gemm(a[:, :9], b[:9]), a[:, :9] @ b[:9], rtol=1e-5)  # short sums: whole
+    assert gpu_path.launches == ["gemm", "sum_splits", "gemm"]
 
 
 def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_path):
