@@ -131,21 +131,36 @@ CONVOLUTIONS = [  # (input shape, kernel, stride, pad)
 ]
 
 
+def geometry(*args, index_bits=32):
+    """cuda.geometry, with the kernels told to compute in 64-bit integers when index_bits is 64.
+
+    Every test shape fits in 32 bits, so only this way do the 64-bit bodies of the kernels run here."""
+    g = cuda.geometry(*args)
+    assert g[cuda.GEOMETRY.index("NARROW")] == 1
+    g[cuda.GEOMETRY.index("NARROW")] = int(index_bits == 32)
+    return g
+
+
+INDEX_BITS = [pytest.param(32, id="int32"), pytest.param(64, id="int64")]
+
+
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, kernel, stride, pad", CONVOLUTIONS)
-def test_im2col_and_col2im_match_numpy(emulated, x_shape, kernel, stride, pad, dtype):
+def test_im2col_and_col2im_match_numpy(emulated, x_shape, kernel, stride, pad, dtype, index_bits):
     rng = np.random.default_rng(0)
     for x in (rng.standard_normal(x_shape).astype(dtype), channel_major(rng.standard_normal(x_shape).astype(dtype))):
         expected = convolution.im2col(x, kernel, stride, pad)
         col = np.full(expected.shape, np.nan, dtype)
         out = expected.shape[2 + len(kernel):]
-        call(emulated, "im2col", x, col, cuda.geometry(x.shape, strides(x), kernel, stride, pad, out))
+        call(emulated, "im2col", x, col, geometry(x.shape, strides(x), kernel, stride, pad, out, index_bits=index_bits))
         np.testing.assert_array_equal(col, expected)
 
     gcol = rng.standard_normal(expected.shape).astype(dtype)
     expected_gx = convolution.col2im(gcol, x_shape, kernel, stride, pad)  # (N, C, *S) view of (C, N, *S)
     gx = np.full((x_shape[1], x_shape[0], *x_shape[2:]), np.nan, dtype)  # (C, N, *S), as the kernel writes it
-    call(emulated, "col2im", gcol, gx, cuda.geometry(x_shape, [0] * len(x_shape), kernel, stride, pad, out))
+    call(emulated, "col2im", gcol, gx,
+         geometry(x_shape, [0] * len(x_shape), kernel, stride, pad, out, index_bits=index_bits))
     np.testing.assert_allclose(gx.swapaxes(0, 1), expected_gx, rtol=1e-6 if dtype == np.float32 else 1e-12)
 
 
@@ -159,29 +174,32 @@ POOLS = [  # (input shape, window, stride)
 ]
 
 
-def pool_with_kernels(library, x, window, stride, gy_values):
+def pool_with_kernels(library, x, window, stride, gy_values, index_bits=32):
     n, c, *sizes = x.shape
     out = tuple((s - k) // st + 1 for s, k, st in zip(sizes, window, stride))
     y = np.full((c, n, *out), np.nan, x.dtype)
     argmax = np.full((c, n, *out), -1, np.int32)
-    call(library, "maxpool", x, y, argmax, cuda.geometry(x.shape, strides(x), window, stride, (0,) * len(window), out))
+    no_pad = (0,) * len(window)
+    call(library, "maxpool", x, y, argmax,
+         geometry(x.shape, strides(x), window, stride, no_pad, out, index_bits=index_bits))
     gy_cn = np.ascontiguousarray(gy_values.swapaxes(0, 1))  # (N, C, *Q) -> (C, N, *Q)
     gx = np.full((c, n, *sizes), np.nan, x.dtype)
     call(library, "maxpool_backward", gy_cn, argmax, gx,
-         cuda.geometry(x.shape, [0] * x.ndim, window, stride, (0,) * len(window), out))
+         geometry(x.shape, [0] * x.ndim, window, stride, no_pad, out, index_bits=index_bits))
     return y.swapaxes(0, 1), gx.swapaxes(0, 1)
 
 
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, window, stride", POOLS)
-def test_maxpool_forward_and_backward_match_numpy(emulated, x_shape, window, stride, dtype):
+def test_maxpool_forward_and_backward_match_numpy(emulated, x_shape, window, stride, dtype, index_bits):
     rng = np.random.default_rng(1)
     x = channel_major(rng.standard_normal(x_shape).astype(dtype))
     tensor = tf.Tensor(x, requires_grad=True)
     y = tf.maxpool(tensor, window, stride)
     gy = rng.standard_normal(y.shape).astype(dtype)
     (y * tf.Tensor(gy)).sum().backward()
-    kernel_y, kernel_gx = pool_with_kernels(emulated, x, window, stride, gy)
+    kernel_y, kernel_gx = pool_with_kernels(emulated, x, window, stride, gy, index_bits)
     np.testing.assert_array_equal(kernel_y, y.data)
     # overlapping windows add their shares in another order than the per-axis NumPy passes: rounding only
     np.testing.assert_allclose(kernel_gx, tensor.grad, rtol=1e-6, atol=1e-6 if dtype == np.float32 else 1e-14)
@@ -261,6 +279,19 @@ def test_elementwise_adam_rounds_its_rates_as_numpy_does(gpu_path):
         expected[2] += (1 - 0.999) * (g * g - expected[2])
     np.testing.assert_allclose(m, expected[1], rtol=1e-6)
     np.testing.assert_allclose(v, expected[2], rtol=1e-6)
+
+
+def test_geometry_says_when_32_bit_indices_are_enough():
+    def narrow(x_shape, kernel, x_strides=None):
+        n, c, *sizes = x_shape
+        x_strides = x_strides or list(np.cumprod((1,) + tuple(x_shape[::-1]))[-2::-1])  # contiguous
+        out = tuple(s - k + 1 for s, k in zip(sizes, kernel))
+        return dict(zip(cuda.GEOMETRY, cuda.geometry(x_shape, x_strides, kernel, (1,) * len(kernel),
+                                                     (0,) * len(kernel), out)))["NARROW"]
+
+    assert narrow((128, 16, 14, 14), (3, 3)) == 1  # MNIST: columns of 144 x 18,432 numbers
+    assert narrow((64, 64, 16, 112, 112), (3, 3, 3)) == 0  # a video batch: columns of 2.3e10 numbers
+    assert narrow((1, 1, 5), (2,), x_strides=[1, 1, 2**31]) == 0  # a view whose elements lie far apart
 
 
 def test_geometry_pads_images_and_sequences_to_three_axes():

@@ -12,21 +12,25 @@ grid-stride loop with one thread per *output* element, so no two threads
 write the same place and no atomics are needed (col2im and the pooling
 backward *gather* their sums instead of scattering them). That also makes
 them runnable on a CPU: ``tests/test_cuda_kernels.py`` compiles the same
-source with a C++ compiler (one "thread" doing every index) and compares it
+source with a C++ compiler (a block of four CPU threads) and compares it
 with the NumPy code, and compiles it with nvcc where nvcc exists.
 
 Every spatial input is treated as 3-D (D, H, W); a 2-D image has D = 1 and a
 1-D sequence D = H = 1. The sizes, strides and paddings travel in one small
-int64 array, ``g``, whose fields are named in :data:`GEOMETRY` (the C source's
-``G_N``, ``G_C``, ... macros are generated from the same list, so Python and
+int64 array, ``g``, whose fields are named in :data:`GEOMETRY` (the C
+source's ``Geometry`` struct is generated from the same list, so Python and
 C cannot disagree on the order). The input may be any strided view (such as
 the channel-major view a convolution returns): its element strides are part
 of ``g``. Outputs are written channel-major, (C, N, ...), and returned as
 (N, C, ...) views, as the NumPy code does.
 
-Status: these kernels are used only when ``TINYFLUX_CUDA_KERNELS=1`` is set
-(see ``backend.cuda_kernels``), because they have not yet run on a GPU: the
-CPU emulation and nvcc check them, a GPU has not.
+For CUDA-graph capture (``tinyflux/graph.py``), where cuBLAS cannot run, there
+is also a GEMM (tiled in shared memory, with long sums split across blocks)
+and an Adam update that reads its hyperparameters from GPU memory.
+
+They run by default on CuPy arrays (``backend.cuda_kernels`` is the switch;
+``TINYFLUX_CUDA_KERNELS=0`` turns them off). On an H100 the whole test suite,
+including the CuPy-against-NumPy parity tests, passes with and without them.
 
 This module never imports CuPy itself; it gets it from ``backend``.
 """
@@ -37,11 +41,19 @@ import numpy as np
 from . import backend
 
 # Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
-# output D/H/W, stride D/H/W, padding D/H/W, and the input's element strides for N, C, D, H, W.
+# output D/H/W, stride D/H/W, padding D/H/W, the input's element strides for N, C, D, H, W, and
+# NARROW: 1 when every index the kernel computes fits in 32 bits (see "Index arithmetic" in SOURCE).
 GEOMETRY = ("N", "C", "D", "H", "W", "KD", "KH", "KW", "OD", "OH", "OW",
-            "SD", "SH", "SW", "PD", "PH", "PW", "XN", "XC", "XD", "XH", "XW")
+            "SD", "SH", "SW", "PD", "PH", "PW", "XN", "XC", "XD", "XH", "XW", "NARROW")
 
-_MACROS = "".join(f"#define G_{name} g[{i}]\n" for i, name in enumerate(GEOMETRY))
+# In C, Geometry<I> holds the same fields as integers of type I, read from g in this order:
+# generated from GEOMETRY, so that Python and C cannot disagree on the order.
+_GEOMETRY_STRUCT = (
+    "template <typename I>\nstruct Geometry {\n    I " + ", ".join(GEOMETRY) + ";\n"
+    "    __device__ explicit Geometry(const long long* g)\n        : "
+    + ", ".join(f"{name}((I)g[{i}])" for i, name in enumerate(GEOMETRY)) + " {}\n};\n"
+    f"#define G_NARROW g[{GEOMETRY.index('NARROW')}]\n")
+NARROW_LIMIT = 2**31 - 2**25  # below INT_MAX by more than a grid-stride step (65535 blocks x 256 threads)
 
 THREADS = 256  # per block; the grid-stride loops cover the rest
 GEMM_TILE = 16  # gemm's tiles are GEMM_TILE x GEMM_TILE outputs, one block of GEMM_TILE**2 threads each
@@ -49,17 +61,24 @@ GEMM_BLOCKS = 528  # gemm splits long sums until it has about this many blocks: 
 GEMM_MAX_SPLITS = 64  # and into at most this many ranges, which sum_splits then adds up
 
 # (#ifndef: the CPU emulation in tests/test_cuda_kernels.py compiles smaller tiles)
-SOURCE = _MACROS + f"#define THREADS {THREADS}\n#ifndef GEMM_TILE\n#define GEMM_TILE {GEMM_TILE}\n#endif\n" + r"""
+_CONSTANTS = f"#define THREADS {THREADS}\n#ifndef GEMM_TILE\n#define GEMM_TILE {GEMM_TILE}\n#endif\n"
+SOURCE = _GEOMETRY_STRUCT + _CONSTANTS + r"""
 // One thread per output element, in a grid-stride loop: thread t handles elements t, t + T, t + 2T, ...
-// for T threads in all. 64-bit indices: a video batch's columns can pass 2**31 elements.
-#define GRID_STRIDE_LOOP(i, total) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
-         i += (long long)blockDim.x * gridDim.x)
+// for T threads in all; I is the integer type of the index.
+#define GRID_STRIDE_LOOP(I, i, total) \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (I)blockDim.x * gridDim.x)
+
+// Index arithmetic: each of the four kernels below splits every flat index into coordinates with
+// about eight divisions. A 64-bit division costs the GPU several times the instructions of a 32-bit
+// one, and on the H100 these kernels, written with 64-bit indices only, took 0.26 ms of a 1.0 ms
+// captured MNIST step. So each kernel's body is a template on the index type I, and the kernel runs
+// it with 32-bit ints when g says every index fits (NARROW = 1, as for MNIST), else with 64-bit ones
+// (a large video batch's columns can pass 2**31 elements).
 
 // Splits a flat index into its three innermost coordinates (d, h, w) for sizes (D, H, W); returns the
 // rest of the index, the coordinates outside those three.
-__device__ inline long long split3(long long i, long long D, long long H, long long W,
-                                   long long* d, long long* h, long long* w) {
+template <typename I>
+__device__ inline I split3(I i, I D, I H, I W, I* d, I* h, I* w) {
     *w = i % W; i /= W;
     *h = i % H; i /= H;
     *d = i % D;
@@ -68,43 +87,49 @@ __device__ inline long long split3(long long i, long long D, long long H, long l
 
 // col (C, KD, KH, KW, N, OD, OH, OW), contiguous: the value kernel offset (kd, kh, kw) sees at
 // output (od, oh, ow) of image n, channel c; 0 where that falls in the padding.
+template <typename T, typename I>
+__device__ void im2col_body(const T* x, T* col, const Geometry<I> q) {
+    const I total = q.C * q.KD * q.KH * q.KW * q.N * q.OD * q.OH * q.OW;
+    GRID_STRIDE_LOOP(I, i, total) {
+        I od, oh, ow, kd, kh, kw;
+        const I r = split3(i, q.OD, q.OH, q.OW, &od, &oh, &ow);  // r = (c, kd, kh, kw) * N + n
+        const I n = r % q.N;
+        const I c = split3(r / q.N, q.KD, q.KH, q.KW, &kd, &kh, &kw);
+        const I d = od * q.SD - q.PD + kd, h = oh * q.SH - q.PH + kh, w = ow * q.SW - q.PW + kw;
+        const bool inside = d >= 0 && d < q.D && h >= 0 && h < q.H && w >= 0 && w < q.W;
+        col[i] = inside ? x[n * q.XN + c * q.XC + d * q.XD + h * q.XH + w * q.XW] : T(0);
+    }
+}
+
 template <typename T>
 __global__ void im2col(const T* x, T* col, const long long* g) {
-    const long long total = G_C * G_KD * G_KH * G_KW * G_N * G_OD * G_OH * G_OW;
-    GRID_STRIDE_LOOP(i, total) {
-        long long od, oh, ow, kd, kh, kw;
-        const long long r = split3(i, G_OD, G_OH, G_OW, &od, &oh, &ow);  // r = (c, kd, kh, kw) * N + n
-        const long long n = r % G_N;
-        const long long c = split3(r / G_N, G_KD, G_KH, G_KW, &kd, &kh, &kw);
-        const long long d = od * G_SD - G_PD + kd, h = oh * G_SH - G_PH + kh, w = ow * G_SW - G_PW + kw;
-        const bool inside = d >= 0 && d < G_D && h >= 0 && h < G_H && w >= 0 && w < G_W;
-        col[i] = inside ? x[n * G_XN + c * G_XC + d * G_XD + h * G_XH + w * G_XW] : T(0);
-    }
+    if (G_NARROW) im2col_body<T, int>(x, col, Geometry<int>(g));
+    else im2col_body<T, long long>(x, col, Geometry<long long>(g));
 }
 
 // The adjoint of im2col. gx (C, N, D, H, W), contiguous: each input element adds up the column
 // entries that were copied from it, one per kernel offset that reached it, in increasing offset order.
-template <typename T>
-__global__ void col2im(const T* col, T* gx, const long long* g) {
-    const long long total = G_C * G_N * G_D * G_H * G_W;
-    const long long positions = G_N * G_OD * G_OH * G_OW;  // columns per kernel offset
-    GRID_STRIDE_LOOP(i, total) {
-        long long d, h, w;
-        const long long r = split3(i, G_D, G_H, G_W, &d, &h, &w);  // r = c * N + n
-        const long long n = r % G_N;
-        const long long c = r / G_N;
+template <typename T, typename I>
+__device__ void col2im_body(const T* col, T* gx, const Geometry<I> q) {
+    const I total = q.C * q.N * q.D * q.H * q.W;
+    const I positions = q.N * q.OD * q.OH * q.OW;  // columns per kernel offset
+    GRID_STRIDE_LOOP(I, i, total) {
+        I d, h, w;
+        const I r = split3(i, q.D, q.H, q.W, &d, &h, &w);  // r = c * N + n
+        const I n = r % q.N;
+        const I c = r / q.N;
         T sum = T(0);
-        for (long long kd = 0; kd < G_KD; ++kd) {
-            const long long td = d + G_PD - kd;  // = od * SD for the output that reads d through kd
-            if (td < 0 || td % G_SD != 0 || td / G_SD >= G_OD) continue;
-            for (long long kh = 0; kh < G_KH; ++kh) {
-                const long long th = h + G_PH - kh;
-                if (th < 0 || th % G_SH != 0 || th / G_SH >= G_OH) continue;
-                for (long long kw = 0; kw < G_KW; ++kw) {
-                    const long long tw = w + G_PW - kw;
-                    if (tw < 0 || tw % G_SW != 0 || tw / G_SW >= G_OW) continue;
-                    const long long offset = (c * G_KD + kd) * G_KH * G_KW + kh * G_KW + kw;
-                    const long long output = ((n * G_OD + td / G_SD) * G_OH + th / G_SH) * G_OW + tw / G_SW;
+        for (I kd = 0; kd < q.KD; ++kd) {
+            const I td = d + q.PD - kd;  // = od * SD for the output that reads d through kd
+            if (td < 0 || td % q.SD != 0 || td / q.SD >= q.OD) continue;
+            for (I kh = 0; kh < q.KH; ++kh) {
+                const I th = h + q.PH - kh;
+                if (th < 0 || th % q.SH != 0 || th / q.SH >= q.OH) continue;
+                for (I kw = 0; kw < q.KW; ++kw) {
+                    const I tw = w + q.PW - kw;
+                    if (tw < 0 || tw % q.SW != 0 || tw / q.SW >= q.OW) continue;
+                    const I offset = (c * q.KD + kd) * q.KH * q.KW + kh * q.KW + kw;
+                    const I output = ((n * q.OD + td / q.SD) * q.OH + th / q.SH) * q.OW + tw / q.SW;
                     sum += col[offset * positions + output];
                 }
             }
@@ -113,26 +138,32 @@ __global__ void col2im(const T* col, T* gx, const long long* g) {
     }
 }
 
+template <typename T>
+__global__ void col2im(const T* col, T* gx, const long long* g) {
+    if (G_NARROW) col2im_body<T, int>(col, gx, Geometry<int>(g));
+    else col2im_body<T, long long>(col, gx, Geometry<long long>(g));
+}
+
 // y and argmax (C, N, OD, OH, OW), contiguous: the largest value of each window and where it was
 // (kd * KH * KW + kh * KW + kw). A strict > keeps the first maximum in row-major order on ties.
-template <typename T>
-__global__ void maxpool(const T* x, T* y, int* argmax, const long long* g) {
-    const long long total = G_C * G_N * G_OD * G_OH * G_OW;
-    GRID_STRIDE_LOOP(i, total) {
-        long long od, oh, ow;
-        const long long r = split3(i, G_OD, G_OH, G_OW, &od, &oh, &ow);  // r = c * N + n
-        const long long n = r % G_N;
-        const long long c = r / G_N;
-        const T* corner = x + n * G_XN + c * G_XC + od * G_SD * G_XD + oh * G_SH * G_XH + ow * G_SW * G_XW;
+template <typename T, typename I>
+__device__ void maxpool_body(const T* x, T* y, int* argmax, const Geometry<I> q) {
+    const I total = q.C * q.N * q.OD * q.OH * q.OW;
+    GRID_STRIDE_LOOP(I, i, total) {
+        I od, oh, ow;
+        const I r = split3(i, q.OD, q.OH, q.OW, &od, &oh, &ow);  // r = c * N + n
+        const I n = r % q.N;
+        const I c = r / q.N;
+        const T* corner = x + n * q.XN + c * q.XC + od * q.SD * q.XD + oh * q.SH * q.XH + ow * q.SW * q.XW;
         T best = corner[0];
         int where = 0;
-        for (long long kd = 0; kd < G_KD; ++kd)
-            for (long long kh = 0; kh < G_KH; ++kh)
-                for (long long kw = 0; kw < G_KW; ++kw) {
-                    const T value = corner[kd * G_XD + kh * G_XH + kw * G_XW];
+        for (I kd = 0; kd < q.KD; ++kd)
+            for (I kh = 0; kh < q.KH; ++kh)
+                for (I kw = 0; kw < q.KW; ++kw) {
+                    const T value = corner[kd * q.XD + kh * q.XH + kw * q.XW];
                     if (value > best) {
                         best = value;
-                        where = (int)((kd * G_KH + kh) * G_KW + kw);
+                        where = (int)((kd * q.KH + kh) * q.KW + kw);
                     }
                 }
         y[i] = best;
@@ -140,28 +171,40 @@ __global__ void maxpool(const T* x, T* y, int* argmax, const long long* g) {
     }
 }
 
+template <typename T>
+__global__ void maxpool(const T* x, T* y, int* argmax, const long long* g) {
+    if (G_NARROW) maxpool_body<T, int>(x, y, argmax, Geometry<int>(g));
+    else maxpool_body<T, long long>(x, y, argmax, Geometry<long long>(g));
+}
+
 // gx (C, N, D, H, W), contiguous, from gy and argmax (C, N, OD, OH, OW): each input element adds the
 // gradients of the windows that contain it and chose it.
-template <typename T>
-__global__ void maxpool_backward(const T* gy, const int* argmax, T* gx, const long long* g) {
-    const long long total = G_C * G_N * G_D * G_H * G_W;
-    GRID_STRIDE_LOOP(i, total) {
-        long long d, h, w;
-        const long long cn = split3(i, G_D, G_H, G_W, &d, &h, &w);  // c * N + n: gy and argmax share it
+template <typename T, typename I>
+__device__ void maxpool_backward_body(const T* gy, const int* argmax, T* gx, const Geometry<I> q) {
+    const I total = q.C * q.N * q.D * q.H * q.W;
+    GRID_STRIDE_LOOP(I, i, total) {
+        I d, h, w;
+        const I cn = split3(i, q.D, q.H, q.W, &d, &h, &w);  // c * N + n: gy and argmax share it
         // outputs whose window [o * S, o * S + K) contains the position: first = ceil((p - K + 1) / S)
-        const long long d0 = d >= G_KD ? (d - G_KD) / G_SD + 1 : 0, d1 = d / G_SD < G_OD ? d / G_SD : G_OD - 1;
-        const long long h0 = h >= G_KH ? (h - G_KH) / G_SH + 1 : 0, h1 = h / G_SH < G_OH ? h / G_SH : G_OH - 1;
-        const long long w0 = w >= G_KW ? (w - G_KW) / G_SW + 1 : 0, w1 = w / G_SW < G_OW ? w / G_SW : G_OW - 1;
+        const I d0 = d >= q.KD ? (d - q.KD) / q.SD + 1 : 0, d1 = d / q.SD < q.OD ? d / q.SD : q.OD - 1;
+        const I h0 = h >= q.KH ? (h - q.KH) / q.SH + 1 : 0, h1 = h / q.SH < q.OH ? h / q.SH : q.OH - 1;
+        const I w0 = w >= q.KW ? (w - q.KW) / q.SW + 1 : 0, w1 = w / q.SW < q.OW ? w / q.SW : q.OW - 1;
         T sum = T(0);
-        for (long long od = d0; od <= d1; ++od)
-            for (long long oh = h0; oh <= h1; ++oh)
-                for (long long ow = w0; ow <= w1; ++ow) {
-                    const long long o = ((cn * G_OD + od) * G_OH + oh) * G_OW + ow;
-                    const long long here = ((d - od * G_SD) * G_KH + (h - oh * G_SH)) * G_KW + (w - ow * G_SW);
+        for (I od = d0; od <= d1; ++od)
+            for (I oh = h0; oh <= h1; ++oh)
+                for (I ow = w0; ow <= w1; ++ow) {
+                    const I o = ((cn * q.OD + od) * q.OH + oh) * q.OW + ow;
+                    const I here = ((d - od * q.SD) * q.KH + (h - oh * q.SH)) * q.KW + (w - ow * q.SW);
                     if (argmax[o] == here) sum += gy[o];
                 }
         gx[i] = sum;
     }
+}
+
+template <typename T>
+__global__ void maxpool_backward(const T* gy, const int* argmax, T* gx, const long long* g) {
+    if (G_NARROW) maxpool_backward_body<T, int>(gy, argmax, gx, Geometry<int>(g));
+    else maxpool_backward_body<T, long long>(gy, argmax, gx, Geometry<long long>(g));
 }
 
 // out (M, N), contiguous: out[i, j] = sum over k of a[i, k] * b[k, j], for use inside a CUDA-graph
@@ -213,7 +256,7 @@ __global__ void gemm(const T* a, const T* b, T* out, const long long* s) {
 // c[i] = partial[0, i] + partial[1, i] + ... for partial (splits, n): the last step of a split gemm.
 template <typename T>
 __global__ void sum_splits(const T* partial, T* c, long long splits, long long n) {
-    GRID_STRIDE_LOOP(i, n) {
+    GRID_STRIDE_LOOP(long long, i, n) {
         T sum = T(0);
         for (long long split = 0; split < splits; ++split) sum += partial[split * n + i];
         c[i] = sum;
@@ -233,7 +276,7 @@ __global__ void adam(T* p, const T* g, T* m, T* v, const double* hyper, long lon
     const double lr = hyper[0], b1 = hyper[1], b2 = hyper[2], eps = hyper[3], t = hyper[4];
     const double correction2 = sqrt(1.0 - pow(b2, t));
     const T step = T(lr * correction2 / (1.0 - pow(b1, t))), eps_hat = T(eps * correction2);
-    GRID_STRIDE_LOOP(i, n) {
+    GRID_STRIDE_LOOP(long long, i, n) {
         const T grad = g[i];
         const T mean = m[i] + T(1.0 - b1) * (grad - m[i]);
         const T square = v[i] + T(1.0 - b2) * (grad * grad - v[i]);
@@ -261,7 +304,12 @@ def geometry(x_shape, x_strides, kernel, stride, pad, out) -> np.ndarray:
     values = ([n, c] + [1] * missing + list(sizes) + [1] * missing + list(kernel) + [1] * missing + list(out)
               + [1] * missing + list(stride) + [0] * missing + list(pad) + [xn, xc] + [0] * missing
               + list(spatial_strides))
-    return np.array(values, dtype=np.int64)
+    # the largest index any of the four kernels computes: into the columns (C*K*N*Q elements), into
+    # the input or its gradient (N*C*S), or into a strided input view (its farthest element)
+    columns = c * int(np.prod(kernel)) * n * int(np.prod(out))
+    input_extent = 1 + sum((size - 1) * abs(step) for size, step in zip(x_shape, x_strides))
+    largest = max(columns, n * c * int(np.prod(sizes)), input_extent, *values)
+    return np.array(values + [int(largest < NARROW_LIMIT)], dtype=np.int64)
 
 
 # -- the CuPy side: compile once, cache, launch ------------------------------------------
