@@ -111,11 +111,11 @@ def cuda_kernels(array):
     the kernel path only when it gets the module back. That happens for every
     CuPy array, unless the environment variable ``TINYFLUX_CUDA_KERNELS`` is
     ``0``, which leaves CuPy's NumPy-style code to run everything (to compare
-    the two, or to read the plain path in a debugger). On an H100 the kernels
-    made an eager MNIST step 3.4 times faster (11.2 ms -> 3.3 ms, per-op profile
-    of benchmarks/conv_bench.py). Inside :func:`capture_safe` they are always on,
-    whatever the variable says: a graph then holds one node per kernel instead
-    of one per CuPy slice copy.
+    the two, or to read the plain path in a debugger). On an H100 the full MNIST
+    example ran at 3.45 ms per step with them and 4.35 ms without (medians over
+    20 epochs, two separate runs: docs/results/h100). Inside :func:`capture_safe`
+    they are always on, whatever the variable says: a graph then holds one node
+    per kernel instead of one per CuPy slice copy.
     """
     if not is_gpu_array(array) or (not _capture_safe and os.environ.get("TINYFLUX_CUDA_KERNELS") == "0"):
         return None
