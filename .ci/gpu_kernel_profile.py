@@ -14,20 +14,16 @@ import time
 import numpy as np
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import tinyflux as tf  # noqa: E402
-from tinyflux import backend, nn, optim  # noqa: E402
+from tinyflux import backend, optim  # noqa: E402
+from conv_bench import mnist_model  # noqa: E402  (the benchmark's MNIST model)
 
 STEPS = 20
 cp = backend.array_module("cupy")
-
-
-def mnist_model():
-    return nn.Chain(nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.flatten, nn.Dense(288, 10))
 
 
 def kernel_table(run, title):

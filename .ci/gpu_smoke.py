@@ -14,10 +14,13 @@ import traceback
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import tinyflux as tf  # noqa: E402
-from tinyflux import backend, cuda, nn, optim  # noqa: E402
+from tinyflux import backend, cuda, optim  # noqa: E402
+from conv_bench import mnist_model  # noqa: E402  (the benchmark's MNIST model)
 
 failures = []
 
@@ -33,13 +36,6 @@ def part(title):
             traceback.print_exc()
         sys.stdout.flush()
     return run
-
-
-def mnist_model():
-    return nn.Chain(nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-                    nn.flatten, nn.Dense(288, 10))
 
 
 cp = backend.array_module("cupy")

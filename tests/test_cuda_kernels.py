@@ -441,7 +441,8 @@ class FakeCupy:
                 name, ctype = expression.rstrip(">").split("<") if "<" in expression else (expression, "plain")
 
                 def launch(grid, block, args):
-                    assert block == ((1,) if ctype == "plain" else (cuda.THREADS,)) and grid[0] >= 1
+                    threads = 1 if ctype == "plain" else cuda.GEMM_TILE ** 2 if name == "gemm" else cuda.THREADS
+                    assert block == (threads,) and grid[0] >= 1
                     fake._record(name)
                     if fake.capturing:
                         return  # CUDA records the launch into the graph and runs nothing
