@@ -162,7 +162,8 @@ class Conv(Module):
         y = pool(y)
         if self.activation is F.relu:
             return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
-        return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
+        y = y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
+        return y if self.activation is None else self.activation(y)
 
 
 class MaxPool(Module):

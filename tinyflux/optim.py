@@ -27,11 +27,10 @@ class Optimizer:
         self.params: list[Tensor] = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        seen = {}  # id(parameter) -> its first position
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, expected a Tensor")
-        seen = {}
-        for i, p in enumerate(self.params):
             if id(p) in seen:
                 raise ValueError(f"{type(self).__name__}: parameter {i} is parameter {seen[id(p)]} again; "
                                  "pass each parameter once")

@@ -23,11 +23,16 @@ class ReLU(Function):
         return y
 
     def backward(self, gy, needs):
-        cuda = backend.cuda_kernels(gy)
-        if cuda is not None:
-            return (cuda.relu_backward(gy, self.y),)  # one launch instead of a compare and a multiply
-        # multiplying by a boolean mask is several times faster than np.where(y > 0, gy, 0)
-        return (gy * (self.y > 0),)
+        return (_relu_backward(gy, self.y),)
+
+
+def _relu_backward(gy, y):
+    """The gradient through a ReLU whose output was y: gy where y > 0, else 0."""
+    cuda = backend.cuda_kernels(gy)
+    if cuda is not None:
+        return cuda.relu_backward(gy, y)  # one launch instead of a compare and a multiply
+    # multiplying by a boolean mask is several times faster than np.where(y > 0, gy, 0)
+    return gy * (y > 0)
 
 
 class BiasReLU(Function):
@@ -35,9 +40,9 @@ class BiasReLU(Function):
 
     def forward(self, x, b):
         xp = backend.get_array_module(x)
-        self.cuda = backend.cuda_kernels(x)
-        if self.cuda is not None:
-            self.y = self.cuda.bias_relu(x, b)  # one launch instead of an add and a maximum
+        cuda = backend.cuda_kernels(x)
+        if cuda is not None:
+            self.y = cuda.bias_relu(x, b)  # one launch instead of an add and a maximum
             return self.y
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): broadcast over batch and positions
         y = x + b.reshape(shape)
@@ -46,7 +51,7 @@ class BiasReLU(Function):
         return y
 
     def backward(self, gy, needs):
-        gx = self.cuda.relu_backward(gy, self.y) if self.cuda is not None else gy * (self.y > 0)
+        gx = _relu_backward(gy, self.y)
         gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if needs[1] else None  # sum over all but channels
         return gx, gb
 
