@@ -23,7 +23,7 @@ follows from that:
 - **Numbers that change live in GPU memory.** The step counter t and the
   learning rate are read by the Adam kernel from a small device array, whose t
   a one-thread kernel advances at every replay; a new ``opt.lr`` (or a
-  checkpoint's t) is copied there before the next replay.
+  checkpoint's t, betas or eps) is copied there before the next replay.
 - **Nothing CUDA refuses during capture.** No cuBLAS (tinyflux's own GEMM
   kernel runs instead), no copies between host and device, no waiting for the
   GPU (so the label range check runs on the host, in ``step``). All kernels
@@ -85,7 +85,7 @@ class CapturedStep:
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
         self.y = cp.array(y.data if isinstance(y, Tensor) else y)
         self.hyper = cp.array(self._hyperparameters(), dtype=cp.float64)
-        self.uploaded = (optimizer.lr, optimizer.t)  # what self.hyper holds, as the host last set it
+        self.uploaded = self._hyperparameters()  # what self.hyper holds, as the host last set it
 
         # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies every
         # geometry array to the GPU, so that capture itself only launches. Then the parameters, m, v
@@ -156,12 +156,12 @@ class CapturedStep:
             raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}, "
                              f"got values from {y.min()} to {y.max()}")
         opt = self.optimizer
-        if (opt.lr, opt.t) != self.uploaded:  # a learning-rate drop, or a loaded checkpoint
+        if self._hyperparameters() != self.uploaded:  # a learning-rate drop, or a loaded checkpoint
             self.hyper[...] = cp.asarray(self._hyperparameters(), dtype=cp.float64)
         self.buffer.attach()  # a parameter replaced since the last step is copied back into the buffer
         self.x[...] = cp.asarray(x)  # from the host or the GPU, into the arrays the graph reads
         self.y[...] = cp.asarray(y)
         self.graph.launch(stream=cp.cuda.get_current_stream())
-        opt.t += 1
-        self.uploaded = (opt.lr, opt.t)
+        opt.t += 1  # the graph advanced its own copy of t
+        self.uploaded = self._hyperparameters()
         return self.loss.copy()  # the graph overwrites self.loss at the next replay

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import functional as F
-from .functional.convolution import as_tuple
+from .checks import as_tuple, integer
 from .backend import get_array_module
 from .tensor import Tensor, no_grad
 
@@ -102,6 +102,13 @@ class Module:
         return self.signature() + (f"  # {_count(n)} parameters" if n else "")
 
 
+def _checked_activation(activation, layer: str):
+    """None or a function of one Tensor; a layer given, say, a number by mistake fails here, not in forward."""
+    if activation is not None and not callable(activation):
+        raise TypeError(f"{layer}: activation must be a function such as tf.relu, or None; got {activation!r}")
+    return activation
+
+
 def _activation_name(activation: Callable | None) -> str:
     return "" if activation is None else ", " + getattr(activation, "__name__", repr(activation))
 
@@ -119,19 +126,19 @@ class Conv(Module):
 
     def __init__(self, kernel: tuple, in_channels: int, out_channels: int, activation: Callable | None = None,
                  *, stride=1, pad=0):
-        kernel = tuple(kernel) if not isinstance(kernel, int) else (kernel,)
-        d = len(kernel)
+        d = len(kernel) if isinstance(kernel, (tuple, list)) else 1
         if d not in (1, 2, 3):
             raise ValueError(f"Conv: kernel must have 1, 2 or 3 sizes, got {kernel}")
         self.kernel = as_tuple(kernel, d, "Conv kernel", minimum=1)
         self.stride = as_tuple(stride, d, "Conv stride", minimum=1)
         self.pad = as_tuple(pad, d, "Conv pad")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.activation = activation
-        k = math.prod(kernel)
-        self.weight = Tensor(glorot_uniform((out_channels, in_channels) + kernel, in_channels * k, out_channels * k),
-                             requires_grad=True)
-        self.bias = Tensor(np.zeros(out_channels, dtype=np.float32), requires_grad=True)
+        self.in_channels = integer(in_channels, "Conv in_channels", minimum=1)
+        self.out_channels = integer(out_channels, "Conv out_channels", minimum=1)
+        self.activation = _checked_activation(activation, "Conv")
+        k = math.prod(self.kernel)
+        self.weight = Tensor(glorot_uniform((self.out_channels, self.in_channels) + self.kernel,
+                                            self.in_channels * k, self.out_channels * k), requires_grad=True)
+        self.bias = Tensor(np.zeros(self.out_channels, dtype=np.float32), requires_grad=True)
 
     def signature(self) -> str:
         options = ""
@@ -174,10 +181,10 @@ class MaxPool(Module):
     """
 
     def __init__(self, window: tuple, stride=None):
-        self.window = tuple(window) if not isinstance(window, int) else (window,)
-        if len(self.window) not in (1, 2, 3):
-            raise ValueError(f"MaxPool: window must have 1, 2 or 3 sizes, got {self.window}")
-        as_tuple(self.window, len(self.window), "MaxPool window", minimum=1)
+        d = len(window) if isinstance(window, (tuple, list)) else 1
+        if d not in (1, 2, 3):
+            raise ValueError(f"MaxPool: window must have 1, 2 or 3 sizes, got {window}")
+        self.window = as_tuple(window, d, "MaxPool window", minimum=1)
         self.stride = self.window if stride is None else as_tuple(stride, len(self.window), "MaxPool stride", minimum=1)
 
     def signature(self) -> str:
@@ -196,11 +203,12 @@ class Dense(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, activation: Callable | None = None):
-        self.in_features, self.out_features = in_features, out_features
-        self.activation = activation
-        self.weight = Tensor(glorot_uniform((out_features, in_features), in_features, out_features),
-                             requires_grad=True)
-        self.bias = Tensor(np.zeros(out_features, dtype=np.float32), requires_grad=True)
+        self.in_features = integer(in_features, "Dense in_features", minimum=1)
+        self.out_features = integer(out_features, "Dense out_features", minimum=1)
+        self.activation = _checked_activation(activation, "Dense")
+        self.weight = Tensor(glorot_uniform((self.out_features, self.in_features), self.in_features,
+                                            self.out_features), requires_grad=True)
+        self.bias = Tensor(np.zeros(self.out_features, dtype=np.float32), requires_grad=True)
 
     def signature(self) -> str:
         return f"Dense({self.in_features} => {self.out_features}{_activation_name(self.activation)})"

@@ -18,12 +18,21 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import backend
+from . import backend, checks
 from .tensor import Tensor
 
 
 class Optimizer:
+    """Base class: the parameter list, the learning rate ``lr`` and the step count ``t``.
+
+    ``lr`` is checked whenever it is set (a schedule's ``opt.lr /= 10`` too):
+    a negative, infinite or NaN rate would ruin every weight at the next step.
+    """
+
     def __init__(self, params, lr: float):
+        if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{type(self).__name__}: params must be a list of parameter Tensors, such as "
+                            f"model.parameters(); got {params!r}")
         self.params: list[Tensor] = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -38,12 +47,27 @@ class Optimizer:
         self.lr = lr
         self.t = 0  # number of steps taken
 
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = checks.real(value, f"{type(self).__name__} lr", minimum=0.0)
+
     def zero_grad(self) -> None:
         """Forget the gradients, ready for the next backward pass."""
         for p in self.params:
             p.grad = None
 
+    def check_gradients(self) -> None:
+        """Refuse a step without any gradient: it would count a step and change nothing."""
+        if all(p.grad is None for p in self.params):
+            raise RuntimeError(f"{type(self).__name__}.step(): no parameter has a gradient; call loss.backward() "
+                               "first (on a loss computed outside tf.no_grad())")
+
     def step(self) -> None:
+        self.check_gradients()
         self.t += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
@@ -58,10 +82,37 @@ class Optimizer:
         return {}
 
     def hyperparameters(self) -> dict:
+        """Everything besides the arrays that a resumed run needs, as plain values (for ``tf.save``)."""
         return {"type": type(self).__name__, "lr": self.lr, "t": self.t}
 
+    def parse_hyperparameters(self, stored: dict) -> tuple[dict, list[str]]:
+        """Check hyperparameters read from a checkpoint; return the usable ones and a list of problems.
+
+        Nothing is changed here, so that ``tf.load`` can check the whole file
+        before it touches the model or the optimizer.
+        """
+        parsed, problems = {}, []
+        for key in self.hyperparameters():
+            if key == "type":
+                continue
+            if key not in stored:
+                problems.append(f"missing optimizer attribute {key!r}")
+                continue
+            try:
+                parsed[key] = self._parse_hyperparameter(key, stored[key])
+            except (TypeError, ValueError) as error:
+                problems.append(f"bad optimizer attribute {key!r}: {error}")
+        return parsed, problems
+
+    def _parse_hyperparameter(self, key: str, value):
+        where = f"{type(self).__name__} {key}"
+        if key == "t":
+            return checks.integer(value, where, minimum=0)
+        return checks.real(value, where, minimum=0.0)
+
     def load_state(self, hyper: dict, arrays: dict[str, list]) -> None:
-        self.lr, self.t = float(hyper["lr"]), int(hyper["t"])
+        """Take checked hyperparameters (from :meth:`parse_hyperparameters`) and state arrays."""
+        self.lr, self.t = hyper["lr"], hyper["t"]
         for kind, values in arrays.items():
             target = getattr(self, kind)
             for i, value in enumerate(values):
@@ -74,7 +125,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
-        self.momentum = momentum
+        self.momentum = checks.real(momentum, "SGD momentum", minimum=0.0, below=1.0)
         self.velocity = [backend.get_array_module(p.data).zeros_like(p.data) for p in self.params] if momentum else []
 
     def update(self, i, p):
@@ -88,6 +139,22 @@ class SGD(Optimizer):
 
     def state_arrays(self):
         return {"velocity": self.velocity} if self.momentum else {}
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "momentum": self.momentum}
+
+    def _parse_hyperparameter(self, key, value):
+        if key == "momentum":
+            value = checks.real(value, "SGD momentum", minimum=0.0, below=1.0)
+            if (value == 0) != (self.momentum == 0):  # the velocity arrays exist only with momentum
+                raise ValueError(f"the file has momentum {value:g}, this SGD {self.momentum:g}; "
+                                 "build the optimizer with the saved momentum")
+            return value
+        return super()._parse_hyperparameter(key, value)
+
+    def load_state(self, hyper, arrays):
+        super().load_state(hyper, arrays)
+        self.momentum = hyper["momentum"]
 
 
 def adam_update(p, g, m, v, step_size: float, eps: float, b1: float, b2: float) -> None:
@@ -190,7 +257,11 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr)
-        self.betas, self.eps = tuple(betas), eps
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"Adam betas: expected two numbers (beta1, beta2), got {betas!r}")
+        self.betas = (checks.real(betas[0], "Adam beta1", minimum=0.0, below=1.0),
+                      checks.real(betas[1], "Adam beta2", minimum=0.0, below=1.0))
+        self.eps = checks.real(eps, "Adam eps", minimum=0.0)
         positions_by_kind: dict = {}  # (backend, dtype) -> positions in self.params
         for i, p in enumerate(self.params):
             positions_by_kind.setdefault((backend.backend_name(p.data), p.data.dtype.str), []).append(i)
@@ -205,6 +276,7 @@ class Adam(Optimizer):
             self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v))
 
     def step(self) -> None:
+        self.check_gradients()
         self.t += 1
         b1, b2 = self.betas
         bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
@@ -225,6 +297,15 @@ class Adam(Optimizer):
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
+
+    def _parse_hyperparameter(self, key, value):
+        if key in ("beta1", "beta2"):
+            return checks.real(value, f"Adam {key}", minimum=0.0, below=1.0)
+        return super()._parse_hyperparameter(key, value)
+
+    def load_state(self, hyper, arrays):
+        super().load_state(hyper, arrays)
+        self.betas, self.eps = (hyper["beta1"], hyper["beta2"]), hyper["eps"]
 
     def state_arrays(self):
         return {"m": self.m, "v": self.v}

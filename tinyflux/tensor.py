@@ -125,6 +125,10 @@ class Tensor:
         between steps). Gradients of intermediate results live in a dictionary
         only while this runs, so they take no memory afterwards.
         """
+        if self.creator is None and not self.requires_grad:
+            # Nothing to differentiate: doing nothing here would let a training loop "train" for hours
+            raise RuntimeError("backward(): this tensor has no graph, so no gradient can flow from it. It was "
+                               "computed under tf.no_grad(), or from tensors none of which has requires_grad=True")
         xp = backend.get_array_module(self.data)
         if grad is None:
             if self.size != 1:

@@ -41,17 +41,8 @@ import itertools
 import math
 
 from .. import backend
+from ..checks import as_tuple
 from ..tensor import Function, Tensor
-
-
-def as_tuple(value, ndim: int, what: str, minimum: int = 0) -> tuple:
-    """3 -> (3, 3) for ndim 2; a tuple must already have ndim entries, each at least ``minimum``."""
-    values = (value,) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(values) != ndim:
-        raise ValueError(f"{what}: expected an int or {ndim} values, got {value}")
-    if any(v < minimum for v in values):
-        raise ValueError(f"{what}: every value must be at least {minimum}, got {value}")
-    return values
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:

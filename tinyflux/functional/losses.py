@@ -45,6 +45,18 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
     if labels.ndim == 2:
         if labels.shape != (n, num_classes):
             raise ValueError(f"{where}: one-hot labels of shape {(n, num_classes)} expected, got {labels.shape}")
+        if labels.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: one-hot labels must be numbers, got dtype {labels.dtype}")
+        # Each row must be a probability distribution: one 1 and zeros, or soft labels summing to 1.
+        # Like the range check above, this reads back from the GPU, so a capture skips it.
+        if labels.size and not backend.is_capture_safe():
+            rows = labels.astype(np.float64)
+            if not bool(xp.isfinite(rows).all()) or float(rows.min()) < 0 or \
+                    float(xp.abs(rows.sum(axis=1) - 1).max()) > 1e-3:
+                bad = int(xp.argmax(~xp.isfinite(rows).all(axis=1) | (rows.min(axis=1) < 0) |
+                                    (xp.abs(rows.sum(axis=1) - 1) > 1e-3)))
+                raise ValueError(f"{where}: one-hot labels must be rows of non-negative numbers that sum to 1; "
+                                 f"row {bad} is {backend.to_cpu_array(labels[bad]).tolist()}")
         return labels.astype(dtype, copy=False)
     raise ValueError(f"{where}: labels must have shape (N,) or (N, classes), got {labels.shape}")
 
@@ -99,4 +111,7 @@ def onehot(labels, num_classes: int):
 def onecold(scores):
     """The inverse of onehot: the index of the largest score in each row, (N, classes) -> (N,)."""
     scores = scores.data if isinstance(scores, Tensor) else scores
+    if getattr(scores, "ndim", None) != 2:
+        raise ValueError(f"onecold: expected scores of shape (N, classes), got "
+                         f"{getattr(scores, 'shape', type(scores).__name__)}")
     return scores.argmax(axis=1)
