@@ -143,3 +143,150 @@ def test_missing_file_and_foreign_hdf5(tmp_path):
         f["x"] = np.zeros(2)
     with pytest.raises(tf.CheckpointError, match="not a tinyflux checkpoint"):
         tf.load(tmp_path / "other.h5", mnist_model())
+
+
+# -- damage is found, and nothing changes before everything is checked ------------------------------------
+def _flip_byte_of_dataset(path, name):
+    with h5py.File(path, "r") as f:
+        offset = f[name].id.get_offset()  # where the dataset's raw bytes start in the file
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 5)
+        byte = raw.read(1)
+        raw.seek(offset + 5)
+        raw.write(bytes([byte[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize("name", ["parameters/0.weight", "optimizer/m/2.bias"])
+def test_a_flipped_byte_in_a_dataset_is_found(tmp_path, name):
+    model, opt = trained_model_and_optimizer()
+    path = tmp_path / "m.h5"
+    tf.save(path, model, opt)
+    _flip_byte_of_dataset(path, name)
+    target, target_opt = trained_model_and_optimizer(seed=1, steps=1)
+    before = [p.data.copy() for p in target.parameters()]
+    with pytest.raises(tf.CheckpointError, match=f"checksum mismatch in {name}"):
+        tf.load(path, target, target_opt)
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, target.parameters()))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda g: g.attrs.__setitem__("t", "two"), "bad optimizer attribute 't': Adam t: expected an integer"),
+    (lambda g: g.attrs.__setitem__("t", 2.5), "bad optimizer attribute 't': Adam t: expected an integer"),
+    (lambda g: g.attrs.__delitem__("lr"), "missing optimizer attribute 'lr'"),
+    (lambda g: g.attrs.__setitem__("lr", np.nan), "bad optimizer attribute 'lr': Adam lr: must be a finite"),
+    (lambda g: g.attrs.__setitem__("beta2", 1.5), "bad optimizer attribute 'beta2'"),
+])
+def test_damaged_optimizer_attributes_change_nothing(tmp_path, damage, message):
+    model, opt = trained_model_and_optimizer()
+    path = tmp_path / "m.h5"
+    tf.save(path, model, opt)
+    with h5py.File(path, "a") as f:
+        damage(f["optimizer"])
+    target, target_opt = trained_model_and_optimizer(seed=1, steps=1)
+    before = [p.data.copy() for p in target.parameters()] + [a.copy() for a in target_opt.m]
+    with pytest.raises(tf.CheckpointError, match=message):
+        tf.load(path, target, target_opt)
+    after = [p.data for p in target.parameters()] + list(target_opt.m)
+    assert all(np.array_equal(b, a) for b, a in zip(before, after))
+    assert target_opt.t == 1 and target_opt.lr == 3e-3
+
+
+def test_every_optimizer_hyperparameter_is_restored(tmp_path):
+    model = mnist_model()
+    opt = optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99), eps=1e-6)
+    tf.save(tmp_path / "m.h5", model, opt)
+    fresh = optim.Adam(model.parameters())
+    tf.load(tmp_path / "m.h5", model, fresh)
+    assert (fresh.lr, fresh.betas, fresh.eps, fresh.t) == (1e-3, (0.8, 0.99), 1e-6, 0)
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    tf.save(tmp_path / "s.h5", model, sgd)
+    other = optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    tf.load(tmp_path / "s.h5", model, other)
+    assert (other.lr, other.momentum) == (0.1, 0.5)
+
+
+def test_checkpoints_of_the_first_format_still_load():
+    """tests/data/checkpoint_format1.h5 was written by tinyflux before checksums (commit 599d691)."""
+    data = os.path.join(os.path.dirname(__file__), "data")
+    tf.seed(0)
+    model = nn.Chain(nn.Conv((3, 3), 1, 2, tf.relu, pad=1), nn.MaxPool((2, 2)), nn.flatten, nn.Dense(8, 3))
+    opt = optim.Adam(model.parameters())
+    assert tf.load(os.path.join(data, "checkpoint_format1.h5"), model, opt) == {"epoch": 3, "accuracy": 0.5}
+    with np.load(os.path.join(data, "checkpoint_format1_expected.npz")) as expected:
+        for name, p in model.named_parameters():
+            assert np.array_equal(p.data, expected[name])
+        assert all(np.array_equal(m, expected[f"m{i}"]) for i, m in enumerate(opt.m))
+    assert (opt.lr, opt.betas, opt.eps, opt.t) == (2e-3, (0.8, 0.99), 1e-7, 3)
+
+
+def test_an_optimizer_of_another_model_is_named(tmp_path):
+    model, other = mnist_model(), mnist_model()
+    with pytest.raises(ValueError, match=r"save: the optimizer's parameters \[0, 1, .*\] are not parameters"):
+        tf.save(tmp_path / "m.h5", model, optim.Adam(other.parameters()))
+    tf.save(tmp_path / "m.h5", model, optim.Adam(model.parameters()))
+    with pytest.raises(ValueError, match="load: the optimizer's parameters"):
+        tf.load(tmp_path / "m.h5", model, optim.Adam(other.parameters()))
+
+
+# -- failed writes ---------------------------------------------------------------------------------------
+WRITE_FAILS = """
+import resource, signal, sys
+import tinyflux as tf
+from tinyflux import nn
+model = nn.Chain(nn.Dense(300, 100))
+tf.save(sys.argv[1], model, epoch=1)                     # the previous checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)             # a write past the limit fails instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # the file system is "full" at 20 kB
+try:
+    tf.save(sys.argv[1], nn.Chain(nn.Dense(300, 100)), epoch=2)
+except tf.CheckpointError as error:
+    print("CheckpointError:", error)
+print("epoch", tf.load(sys.argv[1], model)["epoch"])
+"""
+
+
+def test_a_write_that_fails_raises_checkpoint_error_and_the_process_exits_cleanly(tmp_path):
+    """A real failed write (the file-size limit: EFBIG, as a full disk gives ENOSPC), in a child process so
+    that a crash at exit, which h5py writing straight to a full disk used to cause, would show."""
+    import subprocess
+    import sys
+    path = tmp_path / "model.h5"
+    done = subprocess.run([sys.executable, "-c", WRITE_FAILS, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"CheckpointError: {path}: could not save the checkpoint: File too large" in done.stdout
+    assert "epoch 1" in done.stdout  # the previous file is intact
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(tmp_path) == ["model.h5"]
+
+
+@pytest.mark.parametrize("where", ["parent is a file", "name too long"])
+def test_unwritable_paths_raise_checkpoint_error_with_the_path(tmp_path, where):
+    if where == "parent is a file":
+        (tmp_path / "file").write_text("x")
+        path = tmp_path / "file" / "model.h5"
+    else:
+        path = tmp_path / ("m" * 300 + ".h5")
+    with pytest.raises(tf.CheckpointError, match="could not save the checkpoint") as info:
+        tf.save(path, mnist_model())
+    assert str(path) in str(info.value)
+
+
+def test_leftovers_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    dead = tmp_path / f".model.h5.{_dead_pid()}.k3j2h1g0.part"  # its process was killed mid-save
+    old_style = tmp_path / ".model.h5.a8b7c6d5.part"  # written before temporary names carried a pid
+    alive = tmp_path / f".model.h5.{os.getpid()}.q1w2e3r4.part"  # a save in progress: kept
+    unrelated = tmp_path / ".notes.txt.part"
+    for path in (dead, old_style, alive, unrelated):
+        path.write_bytes(b"half a checkpoint")
+    tf.save(tmp_path / "model.h5", mnist_model())
+    assert sorted(os.listdir(tmp_path)) == sorted([alive.name, unrelated.name, "model.h5"])
+
+
+def _dead_pid() -> int:
+    """The process id of a process that has ended (and was reaped), so no process has it now."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

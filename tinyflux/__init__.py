@@ -10,7 +10,7 @@ The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
 for checkpoints, ``gradcheck`` for numerical gradient checks and ``capture``
 to replay a whole GPU training step as one CUDA graph.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import backend, data, functional, nn, optim, plots
 from .backend import available_backends

@@ -1,4 +1,14 @@
-"""Writing files so that a crash never leaves a half-written file under the real name."""
+"""Writing files so that a crash never leaves a half-written file under the real name.
+
+A file is written under a temporary name in the same folder, forced to disk,
+then renamed over the real name in one step (``os.replace``, atomic on POSIX
+and Windows): a reader sees the old file or the new one, never a mixture.
+
+The temporary name is ``.<name>.<pid>.<random>.part``. A process killed
+mid-write (kill -9, power loss) cannot delete its own temporary file; the
+process id in the name lets a later writer tell such leftovers (their
+process is gone) from a write still in progress (:func:`remove_stale_parts`).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,20 +16,20 @@ import os
 import tempfile
 from pathlib import Path
 
+PART_SUFFIX = ".part"
+
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path`` to write; on success it replaces ``path`` in one step.
 
-    The temporary file lies in the same folder (a rename across file systems
-    would not be atomic). When the block ends normally the bytes are forced to
-    disk (fsync) and ``os.replace`` renames the file over ``path``: readers see
-    the old file or the new one, never a mixture. When the block raises, the
-    temporary file is deleted and ``path`` is left as it was.
+    When the block ends normally the bytes are forced to disk (fsync) and the
+    file is renamed over ``path``. When the block raises, the temporary file
+    is deleted and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX)
     os.close(fd)
     temporary = Path(name)
     try:
@@ -31,3 +41,57 @@ def atomic_path(path):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomically(path, data: bytes) -> None:
+    """``Path(path).write_bytes(data)``, but all or nothing (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as out:
+        out.write(data)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:  # not POSIX: assume it may be alive rather than delete a file in use
+        return True
+    return True
+
+
+def remove_stale_parts(folder, target_suffix: str = "") -> list[Path]:
+    """Delete the temporary files of writes into ``folder`` whose process has died; return them.
+
+    Only names of the form ``.<name>.<pid>.<random>.part`` (and the form without
+    a pid that older versions wrote) whose ``<name>`` ends with ``target_suffix``
+    are considered, so other programs' files are never touched.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(PART_SUFFIX)) or not entry.is_file():
+            continue
+        stem = name[1:-len(PART_SUFFIX)]  # <name>.<pid>.<random>, or <name>.<random> from older versions
+        target, _, rest = stem.rpartition(".")  # drop <random>
+        target, _, pid = target.rpartition(".")
+        if pid.isdigit():
+            if _process_alive(int(pid)):
+                continue
+        else:
+            target = stem.rpartition(".")[0]  # the older form had no pid: its writer is long gone
+        if not target.endswith(target_suffix):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed

@@ -5,28 +5,43 @@ so a checkpoint cannot run code when it is opened and other tools can read it):
 
     /                   attrs: format, tinyflux_version, model (its repr)
     /parameters/<name>  one dataset per parameter, named as model.named_parameters() says ("0.weight", ...)
-    /optimizer          attrs: type, lr, t, betas...; one subgroup per state kind ("m", "v") with
-                        one dataset per parameter name
+    /optimizer          attrs: type, lr, t, and the rest of its hyperparameters (betas, eps...);
+                        one subgroup per state kind ("m", "v") with one dataset per parameter name
     /metadata           attrs: whatever was passed as keyword arguments (epoch, accuracy, lr...)
 
-Saving is atomic: the file is written under a temporary name in the same
-folder, flushed to disk, then renamed over the target with ``os.replace``
-(atomic on POSIX and Windows), so a crash mid-save leaves the previous
-checkpoint intact and never a half-written file under the real name.
-Loading checks every name, shape and dtype before it changes the model.
+Every dataset carries the SHA-256 of its bytes as an attribute, so damage
+that HDF5 itself cannot see (a flipped bit inside a weight) is found on
+loading instead of silently changing the model.
+
+Saving is all or nothing. The whole HDF5 file is first built in memory;
+its bytes are then written with plain file I/O under a temporary name in the
+same folder, forced to disk and renamed over the target (``files.py``). A
+failure at any point (disk full, read-only folder, a name too long) raises
+:class:`CheckpointError` naming the file and the cause, and leaves the
+previous checkpoint as it was. Writing the bytes ourselves, rather than
+letting HDF5 write to disk, keeps a failed write from leaving HDF5's library
+with a broken open file, which otherwise crashes the process when it exits.
+
+Loading reads and checks everything first (every name, shape, dtype,
+checksum and optimizer attribute) and lists every problem at once; only a
+file that passes all checks changes the model and the optimizer.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import numbers
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from . import __version__, backend
-from .files import atomic_path
+from . import backend
+from .files import remove_stale_parts, write_bytes_atomically
+from .version import __version__
 
-FORMAT = "tinyflux-checkpoint-1"
+FORMAT = "tinyflux-checkpoint-2"  # 2 added the checksums and every optimizer hyperparameter
+OLDER_FORMATS = ("tinyflux-checkpoint-1",)  # still loaded, without checksums to verify
 
 
 class CheckpointError(Exception):
@@ -54,25 +69,38 @@ def _python(value):
     return value
 
 
-def save(path, model, optimizer=None, /, **metadata) -> None:
-    """Write the model's parameters (and the optimizer's state, if given) to ``path`` atomically.
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
-    Args:
-        path: the .h5 file to create or replace.
-        model: a Module; its ``named_parameters()`` give the dataset names.
-        optimizer: optional; saved so training can resume exactly.
-        metadata: plain values stored as attributes, e.g. ``epoch=3, accuracy=0.99``.
-    """
-    path = Path(path)
-    metadata = {key: _plain(value, key) for key, value in metadata.items()}  # fail before writing anything
+
+def _add_dataset(group, name: str, array) -> None:
+    array = backend.to_cpu_array(array)
+    group.create_dataset(name, data=array).attrs["sha256"] = _sha256(array)
+
+
+def _parameter_names(model, optimizer, what: str) -> dict:
+    """id(parameter) -> its name in the model; the optimizer must hold the model's own parameters."""
     names = {id(p): name for name, p in model.named_parameters()}
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
+    if optimizer is not None:
+        foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in names]
+        if foreign:
+            raise ValueError(f"{what}: the optimizer's parameters {foreign} are not parameters of this model; "
+                             "build the optimizer from this model's parameters (optim.Adam(model.parameters()))")
+    return names
+
+
+def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
+    """The complete HDF5 file that :func:`save` writes, as bytes (built in memory, nothing on disk)."""
+    metadata = {key: _plain(value, key) for key, value in metadata.items()}  # fail before building anything
+    names = _parameter_names(model, optimizer, "save")
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["tinyflux_version"] = __version__
         f.attrs["model"] = repr(model)
         params = f.create_group("parameters")
         for name, p in model.named_parameters():
-            params.create_dataset(name, data=backend.to_cpu_array(p.data))
+            _add_dataset(params, name, p.data)
         if optimizer is not None:
             group = f.create_group("optimizer")
             for key, value in optimizer.hyperparameters().items():
@@ -81,20 +109,47 @@ def save(path, model, optimizer=None, /, **metadata) -> None:
                 sub = group.create_group(kind)
                 for p, array in zip(optimizer.params, arrays):
                     if array is not None:
-                        sub.create_dataset(names[id(p)], data=backend.to_cpu_array(array))
+                        _add_dataset(sub, names[id(p)], array)
         meta = f.create_group("metadata")
         for key, value in metadata.items():
             meta.attrs[key] = value
+    return image.getvalue()
+
+
+def save(path, model, optimizer=None, /, **metadata) -> None:
+    """Write the model's parameters (and the optimizer's state, if given) to ``path``, all or nothing.
+
+    Args:
+        path: the .h5 file to create or replace.
+        model: a Module; its ``named_parameters()`` give the dataset names.
+        optimizer: optional; saved with every hyperparameter so training can resume exactly.
+        metadata: plain values stored as attributes, e.g. ``epoch=3, accuracy=0.99``.
+
+    Raises:
+        CheckpointError: the file could not be written; the previous file at ``path`` is unchanged.
+    """
+    path = Path(path)
+    data = checkpoint_bytes(model, optimizer, **metadata)
+    remove_stale_parts(path.parent, target_suffix=path.suffix)  # leftovers of saves that were killed
+    try:
+        write_bytes_atomically(path, data)
+    except OSError as error:
+        cause = f"{error.strerror} ({type(error).__name__})" if error.strerror else f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{path}: could not save the checkpoint: {cause}; "
+                              "any earlier file under that name is unchanged") from error
 
 
 def load(path, model, optimizer=None) -> dict:
     """Load a checkpoint written by :func:`save` into ``model`` (and ``optimizer``); return its metadata.
 
-    Nothing is changed unless every parameter (and optimizer state array) is
-    present with the right shape and dtype; otherwise :class:`CheckpointError`
-    lists every missing, unexpected and mismatched entry at once.
+    Nothing is changed unless every parameter and optimizer state array is
+    present with the right shape, dtype and checksum and every optimizer
+    attribute is valid; otherwise :class:`CheckpointError` lists every
+    problem at once. The optimizer gets back all of its hyperparameters
+    (lr, t, and for Adam betas and eps), not only its arrays.
     """
     path = Path(path)
+    names = _parameter_names(model, optimizer, "load")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -103,12 +158,21 @@ def load(path, model, optimizer=None) -> dict:
         raise CheckpointError(f"{path}: not a readable HDF5 checkpoint ({error})") from None
     try:
         with f:
-            return _load_open_file(f, path, model, optimizer)
-    except (OSError, KeyError) as error:  # damage found while reading datasets
-        raise CheckpointError(f"{path}: damaged checkpoint ({error})") from None
+            params, hyper, arrays, metadata = _read_checked(f, path, model, optimizer, names)
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as error:  # damage h5py found
+        raise CheckpointError(f"{path}: damaged checkpoint ({type(error).__name__}: {error})") from None
+
+    # every check passed: only now change the model and the optimizer
+    for name, p in model.named_parameters():
+        p.data[...] = backend.get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
+    if optimizer is not None:
+        optimizer.load_state(hyper, arrays)
+    return metadata
 
 
-def _check_group(group, expected: dict, where: str, problems: list) -> dict:
+def _check_group(group, expected: dict, where: str, problems: list, checksums: bool) -> dict:
     """Compare a group's datasets with {name: array}; collect problems, read the arrays that fit."""
     found = {}
     if group is None:
@@ -121,46 +185,62 @@ def _check_group(group, expected: dict, where: str, problems: list) -> dict:
             problems.append(f"missing {where}/{name}")
             continue
         stored = group[name]
+        if not isinstance(stored, h5py.Dataset):
+            problems.append(f"mismatched {where}/{name}: a group where an array was expected")
+            continue
         if tuple(stored.shape) != tuple(target.shape) or stored.dtype != target.dtype:
             problems.append(f"mismatched {where}/{name}: file has {stored.dtype}{tuple(stored.shape)}, "
                             f"expected {target.dtype}{tuple(target.shape)}")
             continue
-        found[name] = stored[()]
+        value = stored[()]
+        if checksums:
+            digest = _python(stored.attrs.get("sha256"))
+            if digest is None:
+                problems.append(f"missing checksum of {where}/{name}")
+                continue
+            if digest != _sha256(value):
+                problems.append(f"checksum mismatch in {where}/{name}: its bytes changed after it was saved")
+                continue
+        found[name] = value
     return found
 
 
-def _load_open_file(f, path, model, optimizer) -> dict:
-    if f.attrs.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a tinyflux checkpoint (format attribute {f.attrs.get('format')!r})")
+def _read_checked(f, path, model, optimizer, names: dict):
+    """Read everything load() needs and check it; raise CheckpointError listing every problem."""
+    file_format = _python(f.attrs.get("format"))
+    if file_format != FORMAT and file_format not in OLDER_FORMATS:
+        raise CheckpointError(f"{path}: not a tinyflux checkpoint (format attribute {file_format!r})")
+    checksums = file_format == FORMAT
     problems: list[str] = []
     named = dict(model.named_parameters())
-    params = _check_group(f.get("parameters"), {n: p.data for n, p in named.items()}, "parameters", problems)
+    params = _check_group(f.get("parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
+                          checksums)
 
-    optimizer_arrays: dict[str, dict] = {}
+    hyper, arrays = {}, {}
     if optimizer is not None:
         group = f.get("optimizer")
         if group is None:
             problems.append("missing optimizer (the checkpoint was saved without one)")
         else:
-            stored_type = _python(group.attrs.get("type"))
-            if stored_type != type(optimizer).__name__:
-                problems.append(f"mismatched optimizer: file has {stored_type}, expected {type(optimizer).__name__}")
-            names = {id(p): n for n, p in named.items()}
-            for kind, arrays in optimizer.state_arrays().items():
-                expected = {names[id(p)]: p.data for p, a in zip(optimizer.params, arrays)}
-                optimizer_arrays[kind] = _check_group(group.get(kind), expected, f"optimizer/{kind}", problems)
+            stored = {key: _python(value) for key, value in group.attrs.items()}
+            if stored.get("type") != type(optimizer).__name__:
+                problems.append(f"mismatched optimizer: file has {stored.get('type')}, "
+                                f"expected {type(optimizer).__name__}")
+            else:
+                if not checksums:  # format 1 did not store every hyperparameter: keep the optimizer's own
+                    stored = {**optimizer.hyperparameters(), **stored}
+                hyper, hyper_problems = optimizer.parse_hyperparameters(stored)
+                problems += hyper_problems
+            by_name = {names[id(p)]: i for i, p in enumerate(optimizer.params)}
+            for kind, state in optimizer.state_arrays().items():
+                expected = {names[id(p)]: p.data for p in optimizer.params}
+                values = _check_group(group.get(kind), expected, f"optimizer/{kind}", problems, checksums)
+                arrays[kind] = [None] * len(optimizer.params)
+                for name, value in values.items():
+                    arrays[kind][by_name[name]] = value
     if problems:
-        raise CheckpointError(f"{path} does not fit the model:\n  " + "\n  ".join(problems))
-
-    # every check passed: only now change the model and the optimizer
-    for name, p in named.items():
-        p.data[...] = backend.get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
-    if optimizer is not None:
-        hyper = {key: _python(value) for key, value in f["optimizer"].attrs.items()}
-        by_name = {names[id(p)]: i for i, p in enumerate(optimizer.params)}
-        arrays = {kind: [None] * len(optimizer.params) for kind in optimizer_arrays}
-        for kind, values in optimizer_arrays.items():
-            for name, value in values.items():
-                arrays[kind][by_name[name]] = value
-        optimizer.load_state(hyper, arrays)
-    return {key: _python(value) for key, value in f["metadata"].attrs.items()} if "metadata" in f else {}
+        damaged = any(p.startswith(("checksum", "missing checksum", "bad optimizer")) for p in problems)
+        headline = "is damaged or does not fit the model" if damaged else "does not fit the model"
+        raise CheckpointError(f"{path} {headline}:\n  " + "\n  ".join(problems))
+    metadata = {key: _python(value) for key, value in f["metadata"].attrs.items()} if "metadata" in f else {}
+    return params, hyper, arrays, metadata
