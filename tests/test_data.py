@@ -275,3 +275,29 @@ def test_shuffled_batches_cover_every_example_once():
     assert sorted(seen) == list(range(7)) and list(seen) != list(range(7))
     with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
         list(data.batches(images, labels, 0))
+
+
+def test_tinyflux_data_pointing_to_a_file_is_named(fake, monkeypatch):
+    not_a_folder = fake["tmp"] / "a-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("TINYFLUX_DATA", str(not_a_folder))
+    with pytest.raises(DatasetError, match=rf"\$TINYFLUX_DATA={not_a_folder}\) exists but is not a folder"):
+        data.load("mnist", "train")
+
+
+def test_an_unwritable_cache_does_not_stop_the_other_sources(fake, server, monkeypatch, caplog):
+    """The cache cannot be written (simulated: running as root, a read-only folder cannot be made here):
+    the mirror is still tried, its download does not go through the cache, and the data is returned."""
+    raw = fake["raw"]
+    for name in FILES[:2]:
+        server.routes[f"/m/{name}.gz"] = (200, gzip.compress(raw[name]), None)
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", [server.url + "/m/"])
+
+    def read_only(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(datasets, "write_bytes_atomically", read_only)
+    with caplog.at_level("WARNING", logger="tinyflux.data"):
+        _check_train(fake, *data.load("mnist", "train"))
+    assert "is not writable (Permission denied): not cached" in caplog.text
+    assert not (fake["tmp"] / "cache").exists()  # the download never needed the cache folder

