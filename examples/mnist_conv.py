@@ -17,8 +17,11 @@ examples/video_conv.py reuses this file's loop, checkpoint and test on video cli
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,6 +54,8 @@ class Args:
     plots: str | None = None  # folder for PNG pictures of the run; None: no pictures
     checkpoint: str = "mnist_conv.h5"  # file name of the best model inside savepath
     graph: bool = False  # GPU only: replay each training step as one captured CUDA graph (tf.capture)
+    resume: bool = False  # continue the run saved in savepath after its last completed epoch
+    force: bool = False  # start over in a savepath that holds an earlier run, deleting its files
 
 
 def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
@@ -74,6 +79,11 @@ def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=defaults.checkpoint, help="file name of the best model in --savepath")
     p.add_argument("--graph", action="store_true",
                    help="GPU only: record one training step as a CUDA graph and replay it (tf.capture)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in --savepath after its last completed epoch (same flags)")
+    start.add_argument("--force", action="store_true",
+                       help="start over in a --savepath that holds an earlier run, deleting its files")
     return p
 
 
@@ -82,6 +92,14 @@ def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
     if args.batch_size < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
         p.error(f"--batch-size, --epochs and --max-steps must be at least 1, got {args.batch_size}, "
                 f"{args.epochs}, {args.max_steps}")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        p.error(f"--lr: a positive finite learning rate expected, got {args.lr}")
+    if not args.checkpoint or os.path.basename(args.checkpoint) != args.checkpoint or \
+            args.checkpoint in (".", ".."):
+        p.error(f"--checkpoint: a file name inside --savepath expected, such as mnist_conv.h5; "
+                f"got {args.checkpoint!r}")
+    if not args.savepath:
+        p.error("--savepath: a folder expected (./ for the current one); got an empty string")
     if args.plots is not None and not tf.plots.available():
         p.error(f"--plots: {tf.plots.MISSING}")
     if args.device == "gpu" and "cupy" not in tf.available_backends():
@@ -160,6 +178,11 @@ def checkpoint_path(args: Args) -> str:
     return os.path.join(args.savepath, args.checkpoint)
 
 
+# Flags that may change when a run is resumed: they do not change what the run computes.
+# (--device may: a run can move between CPU and GPU, though the noise then differs; see train.)
+RESUMABLE_CHANGES = ("epochs", "savepath", "data_dir", "plots", "device", "graph", "resume", "force", "checkpoint")
+
+
 @dataclass
 class History:
     """What train() saw, one entry per epoch: for the pictures of --plots."""
@@ -172,8 +195,19 @@ class History:
 
 # -- Training -----------------------------------------------------------------------
 def train(args: Args, get_data=get_processed_data, build=build_model) -> History:
-    """The model-zoo loop. ``get_data`` and ``build`` are this file's functions unless another
-    example (video_conv.py) passes its own: the loop does not care what the pictures are."""
+    """The model-zoo loop, in a run folder that it locks, saves after every epoch and can resume.
+
+    ``get_data`` and ``build`` are this file's functions unless another example
+    (video_conv.py) passes its own: the loop does not care what the pictures are.
+    """
+    with tf.runs.RunFolder(args.savepath, args.checkpoint) as run:  # one run per folder: others are refused
+        settings = tf.runs.settings_of(args, ignore=RESUMABLE_CHANGES)
+        saved = run.prepare(args.resume, args.force, settings)  # before loading data: refusals come at once
+        return train_in(args, run, saved, settings, get_data, build)
+
+
+def train_in(args: Args, run, saved, settings, get_data, build) -> History:
+    """train()'s work, in a prepared run folder; ``saved`` is the metadata of the state to resume, or None."""
     tf.seed(args.seed)
     xp_rng = np.random.default_rng(args.seed)
 
@@ -184,8 +218,6 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
     model = build(args)
     if use_gpu(args):
         model = tf.gpu(model)
-        import cupy  # only on the GPU path; the noise must be drawn where the images are
-        xp_rng = cupy.random.default_rng(args.seed)
 
     # Warm-up: one forward call before training, as the original "precompiles". In Python there is
     # nothing to compile, but it checks the data fits the model before a long run starts.
@@ -196,7 +228,21 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
         return tf.logit_cross_entropy(y_hat, y)
 
     opt = optim.Adam(model.parameters(), lr=args.lr)
-    os.makedirs(args.savepath, exist_ok=True)
+
+    history = History()
+    first_epoch, best_acc, best_epoch, last_improvement = 1, 0.0, 0, 0
+    if saved is not None:  # --resume: the state after the last completed epoch, exactly
+        tf.load(run.state, model, opt)  # weights, Adam's m and v, t, and the learning rate at that point
+        first_epoch, best_acc = saved["epoch"] + 1, saved["best_accuracy"]
+        best_epoch, last_improvement = saved["best_epoch"], saved["last_improvement"]
+        history = History(saved["train_loss"], saved["test_accuracy"], saved["lr_history"], best_acc)
+        if saved["noise_state"]:  # saved by a CPU run (see the GPU note in the loop)
+            xp_rng.bit_generator.state = json.loads(saved["noise_state"])
+        log.info(f"Resuming the run in {args.savepath} after epoch {saved['epoch']} "
+                 f"(best accuracy {best_acc:.4f} in epoch {saved['best_epoch']})")
+        if saved["stopped"]:
+            log.info(f" -> That run had already stopped ({saved['stopped']}): nothing more to train")
+            return history
 
     # --graph: record the step once (on the first batch, for its shapes), then replay it
     graph_step = None
@@ -215,12 +261,15 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
         return batch_loss.data
 
     log.info("Beginning training loop...")
-    history = History()
-    best_acc, last_improvement = 0.0, 0
     steps_per_epoch = num_batches(len(train_images), args.batch_size)
     if args.max_steps:
         steps_per_epoch = min(steps_per_epoch, args.max_steps)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first_epoch, args.epochs + 1):
+        if use_gpu(args):
+            # CuPy's generators cannot be saved, so on the GPU each epoch draws its noise from a generator
+            # seeded by (seed, epoch), which a resumed run rebuilds; the CPU's generator state is saved instead.
+            import cupy
+            xp_rng = cupy.random.default_rng([args.seed, epoch])
         start = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
         total_loss = 0.0
@@ -241,35 +290,49 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> History
         history.train_loss.append(mean_loss)
         history.lr.append(opt.lr)
 
-        # Stop on NaN parameters
-        if anynan(model):
-            log.error("NaN params")
-            break
+        # Stop on NaN: an error, and nothing of this epoch is saved
+        nan_params = anynan(model)
+        if nan_params or not math.isfinite(mean_loss):
+            best = f"its best model, from epoch {best_epoch}, is in {run.best}" if best_epoch else "no model was saved"
+            raise tf.runs.DivergedError(f"[{epoch}]: training diverged (mean loss {mean_loss}, NaN parameters: "
+                                        f"{nan_params}); {best}. A smaller --lr may help")
 
-        acc = accuracy(test_images, test_labels, model)
-        log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
-        history.test_accuracy.append(acc)
+        # From here to the end of the epoch, Ctrl-C waits: the epoch's result is either saved whole or not at all
+        with tf.runs.deferred_interrupt():
+            acc = accuracy(test_images, test_labels, model)
+            log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
+            history.test_accuracy.append(acc)
 
-        if acc >= best_acc:
-            log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
-            tf.save(checkpoint_path(args), model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
-            best_acc, last_improvement = acc, epoch
-            history.best_accuracy = acc
+            stopped = ""  # why the run ends after this epoch, if it does
+            if acc >= best_acc:
+                log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
+                run.save_best(model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
+                best_acc, last_improvement, best_epoch = acc, epoch, epoch
+                history.best_accuracy = acc
 
-        # The original checks this before saving, so the model that reaches 99.9% was never saved
-        # (and a run that reached it in epoch 1 left no checkpoint for test()); here it is saved first.
-        if acc >= 0.999:
-            log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
-            break
+            # The original checks this before saving, so the model that reaches 99.9% was never saved
+            # (and a run that reached it in epoch 1 left no checkpoint for test()); here it is saved first.
+            if acc >= 0.999:
+                log.info(" -> Early-exiting: We reached our target accuracy of 99.9%")
+                stopped = "reached the target accuracy"
 
-        # No improvement for 5 epochs: divide the learning rate by 10, then give it 5 more epochs
-        if epoch - last_improvement >= 5 and opt.lr > 1e-6:
-            opt.lr /= 10.0
-            log.warning(f" -> Haven't improved in a while, dropping learning rate to {opt.lr:g}!")
-            last_improvement = epoch
+            # No improvement for 5 epochs: divide the learning rate by 10, then give it 5 more epochs
+            elif epoch - last_improvement >= 5 and opt.lr > 1e-6:
+                opt.lr /= 10.0
+                log.warning(f" -> Haven't improved in a while, dropping learning rate to {opt.lr:g}!")
+                last_improvement = epoch
 
-        if epoch - last_improvement >= 10:
-            log.warning(" -> We're calling this converged.")
+            elif epoch - last_improvement >= 10:
+                log.warning(" -> We're calling this converged.")
+                stopped = "converged"
+
+            # Everything the next epoch depends on, so that --resume continues exactly from here
+            run.save_state(model, opt, settings, epoch=epoch, best_accuracy=best_acc, best_epoch=best_epoch,
+                           last_improvement=last_improvement, stopped=stopped,
+                           noise_state=json.dumps(xp_rng.bit_generator.state) if not use_gpu(args) else "",
+                           train_loss=history.train_loss, test_accuracy=history.test_accuracy,
+                           lr_history=history.lr)
+        if stopped:
             break
     return history
 
@@ -319,12 +382,46 @@ class FluxStyle(logging.Formatter):
         return f"[ {level}: {record.getMessage()}"
 
 
-if __name__ == "__main__":
-    handler = logging.StreamHandler()
-    handler.setFormatter(FluxStyle())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    arguments = parse_args()
+def run_script(arguments: Args, body) -> int:
+    """Run ``body(arguments)`` as a command: an expected failure ends with one line and an exit status.
+
+    Ctrl-C says what was saved and how to resume (status 130, the shell's code for
+    an interrupt); a diverged run, or a run folder that cannot be used, says why (1, 2).
+    """
+    try:
+        body(arguments)
+    except KeyboardInterrupt:
+        log.error(interrupted_message(arguments))
+        return 130
+    except tf.runs.DivergedError as error:
+        log.error(str(error))
+        return 1
+    except (tf.runs.RunFolderError, tf.CheckpointError) as error:
+        log.error(str(error))
+        return 2
+    return 0
+
+
+def interrupted_message(args: Args) -> str:
+    run = tf.runs.RunFolder(args.savepath, args.checkpoint)
+    try:
+        epoch = tf.io.read_metadata(run.state)["epoch"]
+    except (tf.CheckpointError, KeyError):
+        return f"Interrupted before the first epoch ended: nothing was saved in {args.savepath}"
+    flags = [flag for flag in sys.argv[1:] if flag not in ("--resume", "--force")]
+    command = " ".join(shlex.quote(word) for word in ["python", sys.argv[0], *flags, "--resume"])
+    return f"Interrupted: the run is saved after epoch {epoch} in {run.state}. To continue it: {command}"
+
+
+def main(arguments: Args) -> None:
     run_history = train(arguments)
     test(arguments)
     if arguments.plots:
         make_plots(arguments, run_history)
+
+
+if __name__ == "__main__":
+    handler = logging.StreamHandler()
+    handler.setFormatter(FluxStyle())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    sys.exit(run_script(parse_args(), main))

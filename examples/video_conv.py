@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,13 +183,16 @@ def make_plots(args: VideoArgs, history: mnist_conv.History) -> None:
     log.info("Pictures: " + ", ".join(paths))
 
 
-if __name__ == "__main__":
-    handler = logging.StreamHandler()
-    handler.setFormatter(mnist_conv.FluxStyle())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    arguments = parse_args()
+def main(arguments: VideoArgs) -> None:
     run_history = mnist_conv.train(arguments, get_processed_data, build_model)
     mnist_conv.test(arguments, get_processed_data, build_model)
     accuracy_by_part(arguments)
     if arguments.plots:
         make_plots(arguments, run_history)
+
+
+if __name__ == "__main__":
+    handler = logging.StreamHandler()
+    handler.setFormatter(mnist_conv.FluxStyle())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    sys.exit(mnist_conv.run_script(parse_args(), main))

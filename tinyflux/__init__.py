@@ -7,12 +7,13 @@ The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
 ``relu``, ``softmax``, ``log_softmax``, ``logit_cross_entropy``, ``onehot``,
 ``onecold``, ``conv``, ``maxpool``, the layers in ``nn``, the optimizers in
 ``optim``, ``gpu``/``cpu`` to move things between devices, ``save``/``load``
-for checkpoints, ``gradcheck`` for numerical gradient checks and ``capture``
-to replay a whole GPU training step as one CUDA graph.
+for checkpoints, ``gradcheck`` for numerical gradient checks, ``capture``
+to replay a whole GPU training step as one CUDA graph, and ``runs`` for run
+folders that lock, save the whole training state and resume.
 """
 from .version import __version__
 
-from . import backend, data, functional, nn, optim, plots
+from . import backend, data, functional, nn, optim, plots, runs
 from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
@@ -26,5 +27,5 @@ backend.keep_freed_memory()  # recycle freed blocks: avoids thousands of page fa
 
 __all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "capture",
            "conv", "cpu", "data", "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax",
-           "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot", "optim", "plots", "relu", "save",
-           "seed", "softmax"]
+           "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot", "optim", "plots", "relu", "runs",
+           "save", "seed", "softmax"]

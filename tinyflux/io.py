@@ -172,6 +172,18 @@ def load(path, model, optimizer=None) -> dict:
     return metadata
 
 
+def read_metadata(path) -> dict:
+    """The metadata saved with a checkpoint (epoch, accuracy...), without loading it into a model."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if _python(f.attrs.get("format")) not in (FORMAT, *OLDER_FORMATS):
+                raise CheckpointError(f"{path}: not a tinyflux checkpoint")
+            return {key: _python(value) for key, value in f["metadata"].attrs.items()} if "metadata" in f else {}
+    except (OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
 def _check_group(group, expected: dict, where: str, problems: list, checksums: bool) -> dict:
     """Compare a group's datasets with {name: array}; collect problems, read the arrays that fit."""
     found = {}

@@ -1,0 +1,219 @@
+"""Run folders: one training run per folder, its whole state saved after every epoch, resumable.
+
+A training run that takes minutes or hours needs three promises from the
+folder it writes into, and this module keeps them for the examples (and for
+any training loop of your own):
+
+1. **Nothing is replaced without being asked.** A folder that already holds
+   another run's files is refused (:meth:`RunFolder.prepare`) unless the
+   caller says to continue that run (``resume``) or to start over (``force``).
+2. **One run at a time.** While a run uses a folder it holds a lock on the
+   file ``tinyflux.lock`` there (an operating-system lock, ``flock``, which
+   the kernel releases when the process ends in any way, even ``kill -9``).
+   A second run is refused with the first one's process id; a lock file left
+   by a process that has died is taken over.
+3. **An interruption loses at most one epoch.** After every epoch the loop
+   saves its *whole* state, not only the weights: the optimizer with every
+   hyperparameter, the epoch, the best accuracy and when it was reached, the
+   random generator's state and the history. From that file a resumed run
+   continues exactly as if it had never stopped.
+
+Files in a run folder (for a best-model file named ``mnist_conv.h5``):
+
+    mnist_conv.h5        the best model so far (what test() and --predict load)
+    mnist_conv.state.h5  the state after the last completed epoch (what --resume loads)
+    tinyflux.lock        only while a run is going; holds its process id
+
+Both .h5 files are written atomically (tf.save), so a crash during a save
+leaves the previous version.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+try:
+    import fcntl  # POSIX (Linux, macOS); on Windows runs are not locked
+except ImportError:  # pragma: no cover - not reachable on the machines tinyflux is tested on
+    fcntl = None
+
+from . import io
+
+log = logging.getLogger("tinyflux.runs")
+
+LOCK_NAME = "tinyflux.lock"
+STATE_SUFFIX = ".state.h5"
+
+
+class RunFolderError(Exception):
+    """The run folder cannot be used as asked: another run's files, a run in progress, nothing to resume."""
+
+
+class DivergedError(RuntimeError):
+    """Training produced NaN or infinite numbers; the run stopped without saving that epoch."""
+
+
+class RunFolder:
+    """The files of one training run in ``folder``; ``best_name`` is the best model's file name.
+
+    Use it as a context manager: entering takes the folder's lock, leaving releases it.
+
+        with RunFolder("runs/a", "mnist_conv.h5") as run:
+            state = run.prepare(resume=False, force=False, settings={"lr": 3e-3})
+            ...
+            run.save_state(model, opt, epoch=1, ...)
+    """
+
+    def __init__(self, folder, best_name: str):
+        if not best_name or Path(best_name).name != best_name or best_name in (".", ".."):
+            raise ValueError(f"RunFolder: the checkpoint must be a plain file name such as 'model.h5', "
+                             f"got {best_name!r}")
+        self.folder = Path(folder)
+        self.best = self.folder / best_name
+        self.state = self.folder / (Path(best_name).stem + STATE_SUFFIX)
+        self.lock_path = self.folder / LOCK_NAME
+        self._lock_fd: int | None = None
+
+    # -- the lock ----------------------------------------------------------------------------------
+    def __enter__(self) -> "RunFolder":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the folder's lock, creating the folder; RunFolderError if another live run holds it."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"{self.folder}: cannot create the run folder ({error.strerror or error})") from None
+        if fcntl is None:
+            log.warning("runs are not locked on this system: make sure no other run uses %s", self.folder)
+            return
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:  # also the first sign of a folder we cannot write into
+                raise RunFolderError(f"{self.folder}: cannot write into the run folder "
+                                     f"({error.strerror or error})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_all(fd) or "another process"
+                os.close(fd)
+                raise RunFolderError(f"{self.folder} is in use by another run ({holder}); wait for it to end, or "
+                                     "choose another folder (--savepath)") from None
+            # The last holder deletes the file as it lets go; if it did so between our open() and flock(),
+            # we hold a lock on a deleted file. Only a lock on the file that is at the path counts.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            left_behind = _read_all(fd)
+            if left_behind:  # a holder that ended without releasing: killed, or the machine stopped
+                log.warning("%s: taking over the lock left by a run that is no longer running (%s)",
+                            self.folder, left_behind)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}".encode())
+            self._lock_fd = fd
+            return
+
+    def release(self) -> None:
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock_path)  # before unlocking: see the inode check in acquire()
+        os.close(self._lock_fd)  # closing the last descriptor releases the flock
+        self._lock_fd = None
+
+    # -- what is in the folder --------------------------------------------------------------------
+    def earlier_files(self) -> list[Path]:
+        """The files of an earlier run with this checkpoint name."""
+        return [path for path in (self.best, self.state) if path.exists()]
+
+    def prepare(self, resume: bool, force: bool, settings: dict) -> dict | None:
+        """Decide how this run starts; return the saved state's metadata when resuming, else None.
+
+        ``settings`` are the choices that shape the results (learning rate, batch
+        size, seed...): a resumed run must use the same ones, so they are saved in
+        the state and compared here. Call this before loading any data: every
+        refusal comes at once.
+        """
+        if resume and force:
+            raise RunFolderError("resume and force exclude each other: resume continues the earlier run, "
+                                 "force deletes it")
+        earlier = self.earlier_files()
+        if resume:
+            if not self.state.exists():
+                what = (f"only a best model ({self.best.name}), from an older tinyflux or a run that never "
+                        "finished an epoch" if earlier else "no earlier run")
+                raise RunFolderError(f"--resume: {self.folder} has no saved run state ({self.state.name}); it "
+                                     f"holds {what}. Start a new run with --force (this deletes what is there) "
+                                     "or choose another --savepath")
+            metadata = io.read_metadata(self.state)
+            saved = json.loads(metadata.get("settings", "{}"))
+            differences = [f"--{key.replace('_', '-')}: the run used {saved.get(key)!r}, now {value!r}"
+                           for key, value in settings.items() if saved.get(key) != value]
+            if differences:
+                raise RunFolderError(f"--resume: the run in {self.folder} was made with other settings, so it "
+                                     "cannot continue exactly:\n  " + "\n  ".join(differences))
+            return metadata
+        if earlier and not force:
+            names = ", ".join(path.name for path in earlier)
+            raise RunFolderError(f"{self.folder} already holds an earlier run ({names}). To continue it, add "
+                                 "--resume; to start over and delete it, add --force; or choose another "
+                                 "--savepath")
+        for path in earlier:  # force: the caller asked for these to go
+            path.unlink()
+            log.info("--force: deleted %s of the earlier run", path)
+        return None
+
+    def save_state(self, model, optimizer, settings: dict, **metadata) -> None:
+        """Save everything a resumed run needs (atomically; see also :func:`deferred_interrupt`)."""
+        io.save(self.state, model, optimizer, settings=json.dumps(settings, sort_keys=True), **metadata)
+
+    def save_best(self, model, optimizer, **metadata) -> None:
+        io.save(self.best, model, optimizer, **metadata)
+
+
+def settings_of(args, ignore: tuple) -> dict:
+    """The fields of a dataclass of arguments that shape the results: all but the ``ignore``d ones."""
+    return {key: value for key, value in vars(args).items() if key not in ignore}
+
+
+def _read_all(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode(errors="replace").strip()
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back Ctrl-C (SIGINT) while the block runs, then raise KeyboardInterrupt after it.
+
+    A checkpoint is written atomically anyway; a training loop wraps the *pair*
+    of saves at the end of an epoch (best model, then state) in this block, so
+    that an interrupted run has either both or neither. Outside the main thread
+    Python delivers no signals, and the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
