@@ -18,3 +18,14 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_command():
     assert "examples/mnist_conv.py" in main_job and "pytest" in tests
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
+
+
+def test_readme_example_commands_are_valid(examples):
+    """Every `python examples/<file>.py --flags` line in the README parses (an unknown flag would exit)."""
+    import shlex
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^(?:\.venv/bin/)?python3? (examples/\w+\.py[^\n#`]*)", readme, re.M)
+    assert len(commands) >= 3
+    for command in commands:
+        script, *flags = shlex.split(command)
+        examples(Path(script).stem).parse_args(flags)
