@@ -12,9 +12,11 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6"],  # matplotlib: the tests draw the plots too
+        # the tests draw the plots (matplotlib) and write and read video files (av) too
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12"],
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
+        "video": ["av>=12"],  # PyAV: FFmpeg's decoders, for tinyflux.data.video_folder
     },
     license="MIT",
 )

@@ -54,6 +54,7 @@ class Args:
     plots: str | None = None  # folder for PNG pictures of the run; None: no pictures
     checkpoint: str = "mnist_conv.h5"  # file name of the best model inside savepath
     graph: bool = False  # GPU only: replay each training step as one captured CUDA graph (tf.capture)
+    val_split: float = 0.0  # fraction of the training set held out to pick the model; 0: the test set does
     resume: bool = False  # continue the run saved in savepath after its last completed epoch
     force: bool = False  # start over in a savepath that holds an earlier run, deleting its files
 
@@ -79,6 +80,9 @@ def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=defaults.checkpoint, help="file name of the best model in --savepath")
     p.add_argument("--graph", action="store_true",
                    help="GPU only: record one training step as a CUDA graph and replay it (tf.capture)")
+    p.add_argument("--val-split", type=float, default=defaults.val_split, metavar="FRACTION",
+                   help="hold out this fraction of the training set to choose the checkpoint and drive the "
+                        "learning-rate drops; the test set is then scored once, at the end")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
                        help="continue the run in --savepath after its last completed epoch (same flags)")
@@ -92,6 +96,8 @@ def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
     if args.batch_size < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
         p.error(f"--batch-size, --epochs and --max-steps must be at least 1, got {args.batch_size}, "
                 f"{args.epochs}, {args.max_steps}")
+    if not 0 <= args.val_split < 1:
+        p.error(f"--val-split: a fraction in [0, 1) expected, got {args.val_split}")
     if not math.isfinite(args.lr) or args.lr <= 0:
         p.error(f"--lr: a positive finite learning rate expected, got {args.lr}")
     if not args.checkpoint or os.path.basename(args.checkpoint) != args.checkpoint or \
@@ -124,6 +130,22 @@ def get_processed_data(args: Args):
     return (move(train_images), move(train_labels)), (move(test_images), move(test_labels))
 
 
+def split_off_validation(images, labels, fraction: float, seed: int):
+    """Hold out ``fraction`` of the examples, a fixed choice made from ``seed``: ((train...), (validation...)).
+
+    Both parts keep the examples' original order, so the training batches are
+    still consecutive slices, as without a split.
+    """
+    count = int(round(fraction * len(images)))
+    if not 0 < count < len(images):
+        raise ValueError(f"--val-split {fraction}: {count} of {len(images)} examples would be held out; "
+                         "both parts need at least one")
+    order = np.random.default_rng(seed).permutation(len(images))
+    xp = tf.backend.get_array_module(images)
+    held_out, kept = xp.asarray(np.sort(order[:count])), xp.asarray(np.sort(order[count:]))
+    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
+
+
 def use_gpu(args: Args) -> bool:
     if args.device == "gpu" and "cupy" not in tf.available_backends():
         raise SystemExit("--device gpu: no usable CUDA GPU (is CuPy installed? pip install tinyflux[cuda12])")
@@ -131,12 +153,16 @@ def use_gpu(args: Args) -> bool:
 
 
 # -- Model --------------------------------------------------------------------------
-def build_model(args: Args, imgsize=(28, 28, 1), nclasses: int = 10) -> nn.Chain:
-    """Three Conv -> ReLU -> MaxPool blocks and a dense layer; 28x28 -> 14x14 -> 7x7 -> 3x3."""
-    cnn_output_size = (imgsize[0] // 8, imgsize[1] // 8, 32)  # 3x3x32 = 288 features after three pools
+def build_model(args: Args, input_shape=(1, 28, 28), nclasses: int = 10) -> nn.Chain:
+    """Three Conv -> ReLU -> MaxPool blocks and a dense layer; 28x28 -> 14x14 -> 7x7 -> 3x3.
+
+    ``input_shape`` is one example's (channels, height, width); train() passes the data's.
+    """
+    channels, height, width = input_shape
+    cnn_output_size = (32, height // 8, width // 8)  # 32x3x3 = 288 features after three pools
     return nn.Chain(
         # first convolution, on 28x28 images
-        nn.Conv((3, 3), imgsize[2], 16, tf.relu, pad=1),
+        nn.Conv((3, 3), channels, 16, tf.relu, pad=1),
         nn.MaxPool((2, 2)),
         # second convolution, on 14x14 feature maps
         nn.Conv((3, 3), 16, 32, tf.relu, pad=1),
@@ -194,34 +220,47 @@ class History:
 
 
 # -- Training -----------------------------------------------------------------------
-def train(args: Args, get_data=get_processed_data, build=build_model) -> History:
+def train(args: Args, get_data=get_processed_data, build=build_model, **metadata) -> History:
     """The model-zoo loop, in a run folder that it locks, saves after every epoch and can resume.
 
     ``get_data`` and ``build`` are this file's functions unless another example
     (video_conv.py) passes its own: the loop does not care what the pictures are.
+    ``metadata`` (plain values, e.g. class names) is stored in every checkpoint.
     """
     with tf.runs.RunFolder(args.savepath, args.checkpoint) as run:  # one run per folder: others are refused
         settings = tf.runs.settings_of(args, ignore=RESUMABLE_CHANGES)
         saved = run.prepare(args.resume, args.force, settings)  # before loading data: refusals come at once
-        return train_in(args, run, saved, settings, get_data, build)
+        return train_in(args, run, saved, settings, get_data, build, metadata)
 
 
-def train_in(args: Args, run, saved, settings, get_data, build) -> History:
+def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> History:
     """train()'s work, in a prepared run folder; ``saved`` is the metadata of the state to resume, or None."""
     tf.seed(args.seed)
     xp_rng = np.random.default_rng(args.seed)
 
     log.info("Loading data set")
     (train_images, train_labels), (test_images, test_labels) = get_data(args)
+    # The examples that choose the checkpoint and drive the schedule: the test set, as the original
+    # does, or with --val-split a part of the training set, so that the test set stays unseen until test()
+    eval_name, (eval_images, eval_labels) = "Test", (test_images, test_labels)
+    if args.val_split:
+        (train_images, train_labels), (eval_images, eval_labels) = split_off_validation(
+            train_images, train_labels, args.val_split, args.seed)
+        eval_name = "Validation"
+        log.info(f"Holding out {len(eval_images)} training examples for validation; "
+                 f"training on {len(train_images)}")
 
     log.info("Building model...")
-    model = build(args)
+    first_batch = to_float_images(train_images[:args.batch_size])  # (B, C, *S), whatever the data is
+    input_shape = tuple(int(n) for n in first_batch.shape[1:])  # the model is built for the data's shape
+    model = build(args, input_shape)
     if use_gpu(args):
         model = tf.gpu(model)
+    metadata = {**metadata, "input_shape": list(input_shape)}  # so a model can be rebuilt without the data
 
     # Warm-up: one forward call before training, as the original "precompiles". In Python there is
     # nothing to compile, but it checks the data fits the model before a long run starts.
-    model(tf.Tensor(to_float_images(train_images[:args.batch_size])))
+    model(tf.Tensor(first_batch))
 
     def loss(x, y):
         y_hat = model(tf.Tensor(augment(x, xp_rng)))
@@ -299,14 +338,14 @@ def train_in(args: Args, run, saved, settings, get_data, build) -> History:
 
         # From here to the end of the epoch, Ctrl-C waits: the epoch's result is either saved whole or not at all
         with tf.runs.deferred_interrupt():
-            acc = accuracy(test_images, test_labels, model)
-            log.info(f"[{epoch}]: Test accuracy: {acc:.4f}")
+            acc = accuracy(eval_images, eval_labels, model)
+            log.info(f"[{epoch}]: {eval_name} accuracy: {acc:.4f}")
             history.test_accuracy.append(acc)
 
             stopped = ""  # why the run ends after this epoch, if it does
             if acc >= best_acc:
                 log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
-                run.save_best(model, opt, epoch=epoch, accuracy=acc, lr=opt.lr)
+                run.save_best(model, opt, epoch=epoch, accuracy=acc, lr=opt.lr, **metadata)
                 best_acc, last_improvement, best_epoch = acc, epoch, epoch
                 history.best_accuracy = acc
 
@@ -331,7 +370,7 @@ def train_in(args: Args, run, saved, settings, get_data, build) -> History:
                            last_improvement=last_improvement, stopped=stopped,
                            noise_state=json.dumps(xp_rng.bit_generator.state) if not use_gpu(args) else "",
                            train_loss=history.train_loss, test_accuracy=history.test_accuracy,
-                           lr_history=history.lr)
+                           lr_history=history.lr, **metadata)
         if stopped:
             break
     return history
@@ -340,7 +379,8 @@ def train_in(args: Args, run, saved, settings, get_data, build) -> History:
 # -- Test ---------------------------------------------------------------------------
 def load_best_model(args: Args, build=build_model) -> nn.Chain:
     """Rebuild the model with fresh random weights, then load the saved best weights into it."""
-    model = build(args)
+    saved = tf.io.read_metadata(checkpoint_path(args))
+    model = build(args, *([tuple(saved["input_shape"])] if "input_shape" in saved else []))  # as trained
     if use_gpu(args):
         model = tf.gpu(model)
     tf.load(checkpoint_path(args), model)
@@ -386,7 +426,8 @@ def run_script(arguments: Args, body) -> int:
     """Run ``body(arguments)`` as a command: an expected failure ends with one line and an exit status.
 
     Ctrl-C says what was saved and how to resume (status 130, the shell's code for
-    an interrupt); a diverged run, or a run folder that cannot be used, says why (1, 2).
+    an interrupt); a diverged run (1), or a run folder, checkpoint or data set that
+    cannot be used (2), says why.
     """
     try:
         body(arguments)
@@ -396,7 +437,7 @@ def run_script(arguments: Args, body) -> int:
     except tf.runs.DivergedError as error:
         log.error(str(error))
         return 1
-    except (tf.runs.RunFolderError, tf.CheckpointError) as error:
+    except (tf.runs.RunFolderError, tf.CheckpointError, tf.data.DatasetError) as error:
         log.error(str(error))
         return 2
     return 0

@@ -2,6 +2,7 @@
 run on a tiny fake MNIST so that no download is needed."""
 import logging
 
+import numpy as np
 import pytest
 
 import tinyflux as tf
@@ -101,3 +102,47 @@ def test_graph_on_the_cpu_fails_before_loading(example, monkeypatch, capsys, dev
         in capsys.readouterr().err
     monkeypatch.setattr(tf, "available_backends", lambda: ["numpy", "cupy"])
     assert example.parse_args(["--graph"]).graph  # auto with a GPU: accepted
+
+
+def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(example, fake_mnist, tmp_path,
+                                                                                caplog, capsys, monkeypatch):
+    scored = []
+    real_accuracy = example.accuracy
+
+    def recording_accuracy(images, labels, model):
+        scored.append(len(images))
+        return real_accuracy(images, labels, model)
+
+    monkeypatch.setattr(example, "accuracy", recording_accuracy)
+    args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist), val_split=0.25,
+                        savepath=str(tmp_path / "run"), device="cpu")
+    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+        history = example.train(args)
+    assert "Holding out 16 training examples for validation; training on 48" in caplog.text
+    assert "[1]: Validation accuracy: " in caplog.text and "Test accuracy" not in caplog.text
+    assert scored == [16, 16]  # the 64 fake training images less a quarter; never the 32 test images
+    example.test(args)
+    assert scored[-1] == 32  # test(): the test set, once, at the end
+    assert history.best_accuracy == max(history.test_accuracy)
+
+
+def test_the_validation_split_is_a_fixed_seeded_choice(example):
+    images, labels = np.arange(20).reshape(20, 1, 1), np.arange(20)
+    (train, train_labels), (held, held_labels) = example.split_off_validation(images, labels, 0.2, seed=3)
+    again = example.split_off_validation(images, labels, 0.2, seed=3)
+    assert np.array_equal(held, again[1][0]) and len(held) == 4 and len(train) == 16
+    assert sorted(train_labels.tolist() + held_labels.tolist()) == list(range(20))  # each example once
+    assert np.all(np.diff(train_labels) > 0)  # the kept examples keep their order
+    with pytest.raises(ValueError, match="both parts need at least one"):
+        example.split_off_validation(images[:2], labels[:2], 0.1, seed=0)
+    with pytest.raises(SystemExit):
+        example.parse_args(["--val-split", "1"])
+
+
+def test_the_model_is_built_for_the_datas_shape(example, fake_mnist, tmp_path):
+    args = example.Args(epochs=1, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
+                        savepath=str(tmp_path / "run"), device="cpu")
+    example.train(args)
+    assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.h5")["input_shape"] == [1, 28, 28]
+    colour = example.build_model(args, input_shape=(3, 32, 32))
+    assert colour[0].in_channels == 3 and colour[-1].in_features == 4 * 4 * 32

@@ -1,4 +1,6 @@
-"""examples/video_conv.py: the moving-digit clips, their cache, the 3-D model, and a short run of the shared loop."""
+"""examples/video_conv.py: the moving-digit clips, their cache, the 3-D model, and a short run of the shared loop;
+real clips through --video-dir and --predict."""
+import importlib
 import logging
 
 import numpy as np
@@ -90,3 +92,37 @@ def test_the_shared_loop_trains_saves_and_tests_clips(video, fake_mnist, tmp_pat
         args.plots = str(tmp_path / "plots")
         video.make_plots(args, history)
         assert len(list((tmp_path / "plots").glob("video_*.png"))) == 3
+
+
+def test_real_clips_train_end_to_end_and_predict_names_a_class(video, tmp_path, monkeypatch, capsys, caplog):
+    """--video-dir on mp4 files written by examples/make_shape_clips.py, then --predict on one of them."""
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
+    monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
+    shapes = importlib.import_module("make_shape_clips")  # examples/ is importable while the `video` fixture lives
+    root = shapes.make_set(tmp_path / "clips", train=8, test=4, frames=8, height=16, width=16)
+    args = video.parse_args(["--video-dir", str(root), "--frames", "8", "--size", "16", "--epochs", "2",
+                             "--batch-size", "4", "--device", "cpu", "--savepath", str(tmp_path / "run")])
+    with caplog.at_level(logging.INFO):
+        video.main(args)
+    assert "[2]: Test accuracy: " in caplog.text and "accuracy(test_set, model) = " in capsys.readouterr().out
+    saved = tf.io.read_metadata(tmp_path / "run" / "video_conv.h5")
+    assert saved["classes"] == ["down", "left", "right", "up"] and saved["input_shape"] == [3, 8, 16, 16]
+
+    clip = root / "test" / "down" / "clip0003.mp4"  # clip i moves in direction i % 4: left, right, up, down
+    predict = video.parse_args(["--predict", str(clip), "--savepath", str(tmp_path / "run"), "--device", "cpu"])
+    ranked = video.predict_clip(predict, top=4)
+    out = capsys.readouterr().out
+    assert [name for name, _ in ranked] and sorted(name for name, _ in ranked) == saved["classes"]
+    assert abs(sum(p for _, p in ranked) - 1) < 1e-5 and ranked[0][1] >= ranked[-1][1]
+    assert f"{clip}:" in out and f"{ranked[0][1]:.4f}  {ranked[0][0]}" in out
+
+
+def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist, tmp_path):
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
+    args = video.parse_args(["--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--frames", "8",
+                             "--size", "28", "--train-clips", "8", "--test-clips", "4", "--device", "cpu",
+                             "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run")])
+    video.mnist_conv.train(args, video.get_processed_data, video.build_model, classes=video.CLASSES)
+    args.predict = str(tmp_path)  # any existing path: the model is refused before the clip is read
+    with pytest.raises(tf.CheckpointError, match="trained on 1-channel clips"):
+        video.predict_clip(args)

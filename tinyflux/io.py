@@ -52,10 +52,12 @@ def _plain(value, key: str):
     """Metadata must be numbers, strings or booleans (or small arrays of them): HDF5 attributes, no pickle."""
     if isinstance(value, (bool, np.bool_, numbers.Number, str, np.generic)):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (numbers.Number, str)) for v in value):
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return np.array(value, dtype=h5py.string_dtype())  # HDF5 has no NumPy unicode arrays: its own strings
+    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Number) for v in value):
         return np.asarray(value)
     raise TypeError(f"save: metadata {key}={value!r} is a {type(value).__name__}; "
-                    "only numbers, strings, booleans and lists of them can be stored")
+                    "only numbers, strings, booleans and lists of numbers or of strings can be stored")
 
 
 def _python(value):

@@ -104,19 +104,21 @@ def prediction_grid(path, images, predicted, true, columns: int = 8, class_names
     return _save(figure, path)
 
 
-def conv_filters(path, weight) -> str:
-    """The filters of a convolution on one input channel: weight (O, 1, kh, kw) or (O, 1, kt, kh, kw).
+def conv_filters(path, weight, channel: int = 0) -> str:
+    """The filters of a convolution, as they read one input channel: weight (O, C, kh, kw) or (O, C, kt, kh, kw).
 
     A 2-D layer gives one small image per filter; a 3-D (video) layer gives
     one row per filter with one image per frame offset. Blue is negative, red
-    positive, white zero, on one scale for all filters.
+    positive, white zero, on one scale for all filters. For an input of
+    several channels (colour: C = 3) the picture shows the weights on input
+    channel ``channel`` (0: red).
     """
     weight = np.asarray(weight)
-    if weight.ndim not in (4, 5) or weight.shape[1] != 1:
-        raise ValueError(f"conv_filters: need the weight of a convolution on one input channel, (O, 1, kh, kw) "
-                         f"or (O, 1, kt, kh, kw), got shape {weight.shape}")
+    if weight.ndim not in (4, 5) or not 0 <= channel < weight.shape[1]:
+        raise ValueError(f"conv_filters: need the weight of a convolution, (O, C, kh, kw) or (O, C, kt, kh, kw), "
+                         f"and a channel in 0..C-1; got shape {weight.shape} and channel {channel}")
     plt = _pyplot()
-    filters = weight[:, 0]  # (O, 1, *K) -> (O, *K): the single input channel
+    filters = weight[:, channel]  # (O, C, *K) -> (O, *K): the weights on one input channel
     if filters.ndim == 3:  # 2-D kernels: two rows of filters
         columns = -(-len(filters) // 2)
         tiles = [[filters[r * columns + c] if r * columns + c < len(filters) else None for c in range(columns)]

@@ -1,0 +1,201 @@
+"""tinyflux.data.video_folder on clips the tests write themselves with PyAV (mp4 files and PNG frame folders),
+and the channel rule of the data helpers."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from tinyflux import data
+from tinyflux.data import DatasetError, video
+
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
+
+
+@pytest.fixture(scope="module")
+def shapes(examples):
+    return examples("make_shape_clips")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "video-clips"
+
+
+@pytest.fixture
+def clip_set(shapes, tmp_path):
+    """4 classes (directions) x 2 training clips and 1 test clip each, 10 frames of 24x24, as mp4."""
+    return shapes.make_set(tmp_path / "clips", train=8, test=4, frames=10, height=24, width=24)
+
+
+def counting_decoder(monkeypatch):
+    calls = []
+    real = video.decode_clip
+
+    def counted(path, frames, size):
+        calls.append(path)
+        return real(path, frames, size)
+
+    monkeypatch.setattr(video, "decode_clip", counted)
+    return calls
+
+
+def test_clips_labels_and_classes(clip_set, cache):
+    clips, labels, classes = data.video_folder(clip_set, "train", frames=8, size=(16, 12))
+    assert clips.shape == (8, 3, 8, 16, 12) and clips.dtype == np.uint8
+    assert classes == ["down", "left", "right", "up"]  # sorted folder names
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and labels.dtype == np.int64
+    test_clips, test_labels, test_classes = data.video_folder(clip_set, "test", frames=8, size=16)
+    assert test_clips.shape == (4, 3, 8, 16, 16) and test_classes == classes and test_labels.tolist() == [0, 1, 2, 3]
+
+
+def write_counting_clip(shapes, folder, count, as_frames):
+    """A clip whose frame t is one flat grey of level 20 * t, so a decoded frame tells which one it was."""
+    video_frames = np.stack([np.full((16, 16, 3), 20 * t, np.uint8) for t in range(count)])
+    if as_frames:
+        shapes.write_frames(folder, video_frames)
+    else:
+        shapes.write_mp4(folder.with_suffix(".mp4"), video_frames)
+
+
+@pytest.mark.parametrize("as_frames", [True, False], ids=["frame-folder", "mp4"])
+@pytest.mark.parametrize("count, frames", [(10, 4), (12, 12), (3, 5)])
+def test_frames_are_spread_evenly_over_the_clip(shapes, tmp_path, cache, as_frames, count, frames):
+    write_counting_clip(shapes, tmp_path / "set" / "train" / "a" / "clip", count, as_frames)
+    clips, _, _ = data.video_folder(tmp_path / "set", "train", frames=frames, size=8)
+    levels = clips[0].mean(axis=(0, 2, 3))  # (3, T, H, W) -> (T,): the grey level of each kept frame
+    expected = 20 * np.linspace(0, count - 1, frames).round()
+    assert np.abs(levels - expected).max() <= (0.5 if as_frames else 4)  # mp4 is lossy, PNG is not
+
+
+def test_the_cache_decodes_each_clip_once_and_again_when_it_changes(clip_set, cache, monkeypatch):
+    calls = counting_decoder(monkeypatch)
+    first, _, _ = data.video_folder(clip_set, "train", frames=8, size=16)
+    assert len(calls) == 8 and len(list(cache.iterdir())) == 8
+    calls.clear()
+    again, _, _ = data.video_folder(clip_set, "train", frames=8, size=16)
+    assert calls == [] and np.array_equal(first, again)
+    data.video_folder(clip_set, "train", frames=8, size=20)  # other parameters: other cache entries
+    assert len(calls) == 8
+    calls.clear()
+    changed = clip_set / "train" / "up" / "clip0006.mp4"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    data.video_folder(clip_set, "train", frames=8, size=16)
+    assert calls == [changed]
+    assert not [p for p in cache.iterdir() if p.suffix != ".npy"]  # no temporary files left
+
+
+def test_frame_folders_read_like_video_files(shapes, tmp_path, cache):
+    as_mp4 = shapes.make_set(tmp_path / "mp4", train=4, test=0, frames=8, height=16, width=16, seed=3)
+    as_png = shapes.make_set(tmp_path / "png", train=4, test=0, frames=8, height=16, width=16, seed=3,
+                             as_frames=True)
+    from_mp4, labels_mp4, _ = data.video_folder(as_mp4, "train", frames=8, size=16)
+    from_png, labels_png, _ = data.video_folder(as_png, "train", frames=8, size=16)
+    assert np.array_equal(labels_mp4, labels_png)
+    # the same pictures, less what the encoder loses (the noisy background, mostly): frame by frame brightness
+    brightness_mp4, brightness_png = from_mp4.mean(axis=(1, 3, 4)), from_png.mean(axis=(1, 3, 4))  # (N, T)
+    assert np.abs(brightness_mp4 - brightness_png).max() < 4
+
+
+def make_class(root, split, name, clips=1):
+    folder = root / split / name
+    folder.mkdir(parents=True)
+    for i in range(clips):
+        (folder / f"c{i}").mkdir()
+        (folder / f"c{i}" / "0000.png").write_bytes(PNG_PIXEL)
+    return folder
+
+
+def _png_pixel() -> bytes:
+    import io
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="image2pipe") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 1, 1, "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((1, 1, 3), 9, np.uint8), format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+PNG_PIXEL = _png_pixel()
+
+
+def test_bad_clips_and_folders_are_named(tmp_path, cache):
+    root = tmp_path / "set"
+    make_class(root, "train", "a")
+    broken = make_class(root, "train", "b") / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(DatasetError, match=f"{broken}: FFmpeg cannot decode it"):
+        data.video_folder(root, "train", frames=2, size=4)
+    broken.unlink()
+    (root / "train" / "b" / "c0" / "0000.png").unlink()
+    with pytest.raises(DatasetError, match=r"c0: a clip folder without frame images .* at least one frame"):
+        data.video_folder(root, "train", frames=2, size=4)
+    (root / "train" / "b" / "c0").rmdir()
+    with pytest.raises(DatasetError, match=f"{root / 'train' / 'b'}: empty class folder"):
+        data.video_folder(root, "train", frames=2, size=4)
+    (root / "train" / "b" / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="notes.txt: neither a video file"):
+        data.video_folder(root, "train", frames=2, size=4)
+
+
+def test_a_video_without_frames_is_refused(shapes, tmp_path, cache):
+    path = tmp_path / "set" / "train" / "a" / "empty.mp4"
+    path.parent.mkdir(parents=True)
+    with av.open(str(path), "w") as container:  # a valid file with no frame in it
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()  # writes the header, which no packet would otherwise trigger
+    assert path.stat().st_size > 0
+    with pytest.raises(DatasetError, match=f"{path}: (no video stream|the video has no frames|FFmpeg cannot)"):
+        data.video_folder(tmp_path / "set", "train", frames=2, size=4)
+
+
+def test_a_test_split_must_have_the_training_classes(tmp_path, cache):
+    root = tmp_path / "set"
+    for name in ("a", "b"):
+        make_class(root, "train", name)
+    make_class(root, "test", "a")
+    make_class(root, "test", "c")
+    with pytest.raises(DatasetError, match=r"test: its classes differ .* missing \['b'\], not in training \['c'\]"):
+        data.video_folder(root, "test", frames=2, size=4)
+    with pytest.raises(DatasetError, match="no such folder"):
+        data.video_folder(root, "validation", frames=2, size=4)
+
+
+def test_without_pyav_the_error_gives_the_install_command(clip_set, cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av now fails, as where it is not installed
+    assert not video.available()
+    with pytest.raises(ImportError, match=r"pip install 'tinyflux\[video\]'"):
+        data.video_folder(clip_set, "train")
+
+
+# -- the channel rule of to_float_images and batches -------------------------------------------------------
+@pytest.mark.parametrize("shape, spatial_dims, expected", [
+    ((2, 28, 28), None, (2, 1, 28, 28)),  # MNIST: one channel added
+    ((2, 3, 8, 16, 16), None, (2, 3, 8, 16, 16)),  # colour clips keep their channels
+    ((2, 3, 32, 32), 2, (2, 3, 32, 32)),  # colour images, said so
+    ((2, 8, 16, 16), 3, (2, 1, 8, 16, 16)),  # one-channel clips, said so
+    ((2, 50), 1, (2, 1, 50)),  # one-channel sequences
+])
+def test_to_float_images_adds_a_channel_axis_only_where_there_is_none(shape, spatial_dims, expected):
+    images = np.full(shape, 255, np.uint8)
+    floats = data.to_float_images(images, spatial_dims)
+    assert floats.shape == expected and floats.dtype == np.float32 and floats.max() == 1.0
+
+
+@pytest.mark.parametrize("shape, spatial_dims, message", [
+    ((2, 3, 32, 32), None, r"ambiguous: colour images \(N, C, H, W\) or one-channel clips \(N, T, H, W\)"),
+    ((2, 3, 4, 5, 6, 7), None, "expected a batch of images"),
+    ((2, 3, 32, 32), 1, r"a batch with 1 spatial axes has shape \(N, \*S\) or \(N, C, \*S\)"),
+    ((2, 28, 28), 4, "spatial_dims must be 1, 2 or 3"),
+])
+def test_shapes_the_rule_cannot_read_are_refused(shape, spatial_dims, message):
+    with pytest.raises(ValueError, match=message):
+        data.to_float_images(np.zeros(shape, np.uint8), spatial_dims)
+    with pytest.raises(ValueError, match=message):
+        data.batches(np.zeros(shape, np.uint8), np.zeros(shape[0], np.int64), 1, spatial_dims=spatial_dims)
