@@ -237,9 +237,9 @@ def _read_checked(f, path, model, optimizer, names: dict):
             problems.append("missing optimizer (the checkpoint was saved without one)")
         else:
             stored = {key: _python(value) for key, value in group.attrs.items()}
-            if stored.get("type") != type(optimizer).__name__:
-                problems.append(f"mismatched optimizer: file has {stored.get('type')}, "
-                                f"expected {type(optimizer).__name__}")
+            expected_type = optimizer.hyperparameters()["type"]  # "Adam" also for a DataParallel Adam
+            if stored.get("type") != expected_type:
+                problems.append(f"mismatched optimizer: file has {stored.get('type')}, expected {expected_type}")
             else:
                 if not checksums:  # format 1 did not store every hyperparameter: keep the optimizer's own
                     stored = {**optimizer.hyperparameters(), **stored}

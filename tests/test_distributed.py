@@ -1,0 +1,142 @@
+"""tinyflux.distributed: two MPI ranks (mpiexec -n 2, MPICH from the mpich wheel) against one process.
+
+Each test starts a real 2-rank job of tests/mpi_worker.py and compares what the ranks saved with a
+one-process computation. BLAS runs single-threaded in both, so that the sums inside each matrix
+product happen in the same order and "bit for bit" can be asked of them.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from tinyflux import distributed, optim
+
+pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'tinyflux[mpi]' mpich)")
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+if not MPIEXEC.exists():
+    pytest.skip("no mpiexec next to this Python (pip install mpich)", allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+import mpi_worker as worker  # noqa: E402  (pytest puts tests/ on the path, as it does for conftest)
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def mpirun(job, out, ranks=2, timeout=120):
+    """Run ``job`` of mpi_worker.py on ``ranks`` ranks; returns the finished process."""
+    out.mkdir(exist_ok=True)
+    command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(HERE / "mpi_worker.py"), job,
+               str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **ONE_THREAD})
+
+
+@pytest.fixture
+def one_blas_thread():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def gradients(model, x, y):
+    """The flat gradient of the mean loss on (x, y), and its parameters' shapes."""
+    model_params = model.parameters()
+    for p in model_params:
+        p.grad = None
+    tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
+    return np.concatenate([p.grad.reshape(-1) for p in model_params])
+
+
+def reference_steps(half_batches: bool):
+    """The same three Adam steps in one process: either the weighted sum of the two halves' gradients,
+    computed as DataParallel does it, or one gradient of each whole batch."""
+    model = worker.small_model(seed=100)  # rank 0's model, which the broadcast gives everyone
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    x, y = worker.data()
+    start = 0
+    for size in worker.BATCHES:
+        bx, by = x[start:start + size], y[start:start + size]
+        if half_batches:
+            total = np.zeros(sum(p.size for p in model.parameters()), np.float32)
+            for rank in range(2):
+                part = distributed.shard(size, distributed._Fake(rank, 2))
+                total += gradients(model, bx[part], by[part]) * np.float32(len(by[part]))
+            total /= np.float32(size)
+        else:
+            total = gradients(model, bx, by)
+        offset = 0
+        for p in model.parameters():
+            p.grad = total[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+        opt.step()
+        start += size
+    return [p.data for p in model.parameters()]
+
+
+def test_two_ranks_equal_the_one_process_sum_of_half_batch_gradients(tmp_path, one_blas_thread):
+    done = mpirun("train_steps", tmp_path)
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    assert int(ranks[0]["size"]) == 2 and int(ranks[0]["t"]) == 3
+    arrays = [[rank[f"arr_{i}"] for i in range(4)] for rank in ranks]
+    for a, b in zip(*arrays):
+        assert np.array_equal(a, b)  # the ranks agree exactly
+    for mine, expected in zip(arrays[0], reference_steps(half_batches=True)):
+        assert mine.dtype == expected.dtype and np.array_equal(mine, expected)  # bit for bit
+    for mine, expected in zip(arrays[0], reference_steps(half_batches=False)):
+        assert np.allclose(mine, expected, rtol=0, atol=1e-6)  # a plain batch: float32 rounding apart
+
+
+def test_broadcast_gives_every_rank_rank_0s_model_and_optimizer(tmp_path):
+    done = mpirun("broadcast", tmp_path)
+    assert done.returncode == 0, done.stderr
+    zero, one = (np.load(tmp_path / f"rank{r}.npz") for r in range(2))
+    assert all(np.array_equal(zero[f"arr_{i}"], one[f"arr_{i}"]) for i in range(4))
+    assert np.all(one["m0"] == 3.0) and int(one["t"]) == 42 and float(one["lr"]) == 1e-3
+    assert one["betas"].tolist() == [0.8, 0.99]
+    assert not np.array_equal(zero["arr_0"], worker.small_model(seed=1).parameters()[0].data)  # it did change
+
+
+def test_ranks_whose_parameters_differ_are_found_on_every_rank(tmp_path):
+    done = mpirun("disagree", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for rank in range(2):
+        assert "the ranks' parameters differ: ranks [0] hold" in (tmp_path / f"rank{rank}.txt").read_text()
+
+
+def test_a_rank_that_raises_ends_the_whole_job(tmp_path):
+    """The other rank is waiting in an allreduce that can never complete: without -m mpi4py it would wait
+    forever. The subprocess timeout only keeps a regression from hanging the suite."""
+    done = mpirun("fail", tmp_path)
+    assert done.returncode != 0
+    assert "rank 1 fails on purpose" in done.stderr
+    assert not (tmp_path / "rank0-finished.txt").exists()
+
+
+def test_the_one_process_stand_in_runs_the_same_code_without_mpi(tmp_path, one_blas_thread):
+    done = subprocess.run([sys.executable, str(HERE / "mpi_worker.py"), "train_steps", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr
+    alone = np.load(tmp_path / "rank0.npz")
+    assert int(alone["size"]) == 1
+    # one rank with the whole batch: DataParallel is the plain optimizer, up to the n * g / n rounding
+    for mine, expected in zip([alone[f"arr_{i}"] for i in range(4)], reference_steps(half_batches=False)):
+        assert np.allclose(mine, expected, rtol=0, atol=1e-6)
+
+
+def test_shards_cover_every_example_once():
+    for count in (0, 1, 5, 128):
+        for size in (1, 2, 3, 4):
+            parts = [distributed.shard(count, distributed._Fake(r, size)) for r in range(size)]
+            covered = np.concatenate([np.arange(count)[p] for p in parts])
+            assert covered.tolist() == list(range(count))
+            assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1
+
+
+def test_a_step_without_any_example_anywhere_is_refused():
+    opt = distributed.DataParallel(optim.SGD(worker.small_model(0).parameters()), distributed.Communicator())
+    with pytest.raises(ValueError, match="no rank had any examples"):
+        opt.step(examples=0)
