@@ -12,8 +12,16 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        # the tests draw the plots (matplotlib) and write and read video files (av) too
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12"],
+        # NCCL for multi-GPU data parallelism: CuPy loads it from these wheels when present
+        "nccl12": ["nvidia-nccl-cu12"],
+        "nccl13": ["nvidia-nccl-cu13"],
+        # several processes: mpi4py, with the site's MPI on a cluster or `pip install mpich` on one machine;
+        # threadpoolctl shares the cores out between the ranks
+        "mpi": ["mpi4py>=3.1", "threadpoolctl>=3"],
+        # the tests draw the plots (matplotlib), write and read video files (av) and start 2-rank MPI jobs
+        # (mpi4py, with the mpich wheel's mpiexec)
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
+                 "threadpoolctl>=3"],
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
         "video": ["av>=12"],  # PyAV: FFmpeg's decoders, for tinyflux.data.video_folder

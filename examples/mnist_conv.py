@@ -55,6 +55,7 @@ class Args:
     checkpoint: str = "mnist_conv.h5"  # file name of the best model inside savepath
     graph: bool = False  # GPU only: replay each training step as one captured CUDA graph (tf.capture)
     val_split: float = 0.0  # fraction of the training set held out to pick the model; 0: the test set does
+    distributed: bool = False  # one rank of an MPI job (mpiexec -n N python -m mpi4py ...): a slice of each batch
     resume: bool = False  # continue the run saved in savepath after its last completed epoch
     force: bool = False  # start over in a savepath that holds an earlier run, deleting its files
 
@@ -83,6 +84,9 @@ def make_parser(defaults: Args, description: str) -> argparse.ArgumentParser:
     p.add_argument("--val-split", type=float, default=defaults.val_split, metavar="FRACTION",
                    help="hold out this fraction of the training set to choose the checkpoint and drive the "
                         "learning-rate drops; the test set is then scored once, at the end")
+    p.add_argument("--distributed", action="store_true",
+                   help="train as one of the ranks of an MPI job: mpiexec -n 2 python -m mpi4py "
+                        "examples/mnist_conv.py --distributed (needs pip install 'tinyflux[mpi]' mpich)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
                        help="continue the run in --savepath after its last completed epoch (same flags)")
@@ -106,6 +110,12 @@ def check_args(args: Args, p: argparse.ArgumentParser) -> Args:
                 f"got {args.checkpoint!r}")
     if not args.savepath:
         p.error("--savepath: a folder expected (./ for the current one); got an empty string")
+    ranks = tf.distributed.launched_by_mpi()
+    if ranks > 1 and not args.distributed:
+        p.error(f"started as one of {ranks} ranks by mpiexec, but without --distributed: each rank would train "
+                "alone, into the same folder. Add --distributed, or start one process")
+    if args.distributed and args.graph:
+        p.error("--graph with --distributed: not supported until it has been tested on GPUs")
     if args.plots is not None and not tf.plots.available():
         p.error(f"--plots: {tf.plots.MISSING}")
     if args.device == "gpu" and "cupy" not in tf.available_backends():
@@ -195,9 +205,17 @@ def predict(images, model: nn.Module):
     return tf.backend.get_array_module(labels[0]).concatenate(labels)
 
 
-def accuracy(images, labels, model: nn.Module) -> float:
-    """Fraction of images whose highest score is the true label."""
-    return float((predict(images, model) == labels).mean())
+def accuracy(images, labels, model: nn.Module, comm=None) -> float:
+    """Fraction of images whose highest score is the true label.
+
+    With several ranks (``comm``), each scores its own slice of the images and the
+    counts are summed, so every rank gets the accuracy of the whole set.
+    """
+    comm = comm or tf.distributed.Communicator()
+    part = tf.distributed.shard(len(images), comm)  # one process: all of them
+    correct = float((predict(images[part], model) == labels[part]).sum()) if part.stop > part.start else 0.0
+    correct, count = tf.distributed.sum_over_ranks([correct, part.stop - part.start], comm)
+    return correct / count
 
 
 def checkpoint_path(args: Args) -> str:
@@ -206,7 +224,9 @@ def checkpoint_path(args: Args) -> str:
 
 # Flags that may change when a run is resumed: they do not change what the run computes.
 # (--device may: a run can move between CPU and GPU, though the noise then differs; see train.)
-RESUMABLE_CHANGES = ("epochs", "savepath", "data_dir", "plots", "device", "graph", "resume", "force", "checkpoint")
+# (--distributed may: the number of ranks changes the rounding of each step, not its arithmetic.)
+RESUMABLE_CHANGES = ("epochs", "savepath", "data_dir", "plots", "device", "graph", "resume", "force", "checkpoint",
+                     "distributed")
 
 
 @dataclass
@@ -227,16 +247,24 @@ def train(args: Args, get_data=get_processed_data, build=build_model, **metadata
     (video_conv.py) passes its own: the loop does not care what the pictures are.
     ``metadata`` (plain values, e.g. class names) is stored in every checkpoint.
     """
+    comm = tf.distributed.init() if args.distributed else tf.distributed.Communicator()  # one process: rank 0 of 1
+    settings = tf.runs.settings_of(args, ignore=RESUMABLE_CHANGES)
+    if comm.rank > 0:  # --distributed: rank 0 alone owns the run folder, and tells the others how the run starts
+        return train_in(args, None, comm.broadcast_object(None), settings, get_data, build, metadata, comm)
     with tf.runs.RunFolder(args.savepath, args.checkpoint) as run:  # one run per folder: others are refused
-        settings = tf.runs.settings_of(args, ignore=RESUMABLE_CHANGES)
         saved = run.prepare(args.resume, args.force, settings)  # before loading data: refusals come at once
-        return train_in(args, run, saved, settings, get_data, build, metadata)
+        return train_in(args, run, comm.broadcast_object(saved), settings, get_data, build, metadata, comm)
 
 
-def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> History:
-    """train()'s work, in a prepared run folder; ``saved`` is the metadata of the state to resume, or None."""
+def train_in(args: Args, run, saved, settings, get_data, build, metadata, comm) -> History:
+    """train()'s work in a prepared run folder (None on ranks other than 0); ``saved`` is the metadata of the
+    state to resume, or None."""
     tf.seed(args.seed)
     xp_rng = np.random.default_rng(args.seed)
+    if comm.size > 1:
+        tf.distributed.limit_blas_threads(comm)  # ranks x BLAS threads <= cores
+        if use_gpu(args):
+            tf.distributed.select_gpu(comm)  # one GPU per rank on each machine
 
     log.info("Loading data set")
     (train_images, train_labels), (test_images, test_labels) = get_data(args)
@@ -262,16 +290,22 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> His
     # nothing to compile, but it checks the data fits the model before a long run starts.
     model(tf.Tensor(first_batch))
 
-    def loss(x, y):
-        y_hat = model(tf.Tensor(augment(x, xp_rng)))
+    def loss(noisy_x, y):
+        y_hat = model(tf.Tensor(noisy_x))
         return tf.logit_cross_entropy(y_hat, y)
 
     opt = optim.Adam(model.parameters(), lr=args.lr)
+    if comm.size > 1:
+        opt = tf.distributed.DataParallel(opt, comm)  # step() first sums the gradients of all ranks
 
     history = History()
     first_epoch, best_acc, best_epoch, last_improvement = 1, 0.0, 0, 0
-    if saved is not None:  # --resume: the state after the last completed epoch, exactly
+    if saved is not None and run is not None:  # --resume: the state after the last completed epoch, exactly
         tf.load(run.state, model, opt)  # weights, Adam's m and v, t, and the learning rate at that point
+    if comm.size > 1:  # every rank starts from rank 0's model and optimizer, loaded or new
+        tf.distributed.broadcast_parameters(model, comm)
+        tf.distributed.broadcast_optimizer(opt, comm)
+    if saved is not None:
         first_epoch, best_acc = saved["epoch"] + 1, saved["best_accuracy"]
         best_epoch, last_improvement = saved["best_epoch"], saved["last_improvement"]
         history = History(saved["train_loss"], saved["test_accuracy"], saved["lr_history"], best_acc)
@@ -291,13 +325,29 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> His
 
     def train_step(x, y):
         """Forward, backward and update on one batch; returns the loss, still on the device."""
+        noisy_x = augment(x, xp_rng)
         if graph_step is not None and x.shape == graph_step.x.shape:  # a smaller last batch runs eagerly
-            return graph_step(augment(x, xp_rng), y)
-        batch_loss = loss(x, y)
+            return graph_step(noisy_x, y)
+        if comm.size > 1:
+            return distributed_step(noisy_x, y)
+        batch_loss = loss(noisy_x, y)
         batch_loss.backward()
         opt.step()
         opt.zero_grad()
         return batch_loss.data
+
+    def distributed_step(noisy_x, y):
+        """--distributed: this rank's slice of the batch (all ranks drew the same noise for the whole batch,
+        as one process would); returns this rank's share of the batch's mean loss."""
+        part = tf.distributed.shard(len(y), comm)
+        examples, share = part.stop - part.start, 0.0
+        if examples:  # a short last batch can leave a rank without any
+            batch_loss = loss(noisy_x[part], y[part])
+            batch_loss.backward()
+            share = batch_loss.data * (examples / len(y))
+        opt.step(examples=examples)  # the gradients of the whole batch, then Adam
+        opt.zero_grad()
+        return share
 
     log.info("Beginning training loop...")
     steps_per_epoch = num_batches(len(train_images), args.batch_size)
@@ -323,7 +373,7 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> His
                 bar.set_postfix(loss=f"{float(batch_loss):.4f}")
         bar.close()
         elapsed = time.perf_counter() - start
-        mean_loss = float(total_loss) / steps_per_epoch
+        mean_loss = tf.distributed.sum_over_ranks([float(total_loss)], comm)[0] / steps_per_epoch  # ranks' shares
         log.info(f"[{epoch}]: {elapsed:.1f} s, {1000 * elapsed / steps_per_epoch:.1f} ms/step, "
                  f"mean training loss {mean_loss:.4f}")
         history.train_loss.append(mean_loss)
@@ -335,17 +385,20 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> His
             best = f"its best model, from epoch {best_epoch}, is in {run.best}" if best_epoch else "no model was saved"
             raise tf.runs.DivergedError(f"[{epoch}]: training diverged (mean loss {mean_loss}, NaN parameters: "
                                         f"{nan_params}); {best}. A smaller --lr may help")
+        if comm.size > 1:
+            tf.distributed.check_same_parameters(model, comm)  # ranks that drifted apart are an error
 
         # From here to the end of the epoch, Ctrl-C waits: the epoch's result is either saved whole or not at all
         with tf.runs.deferred_interrupt():
-            acc = accuracy(eval_images, eval_labels, model)
+            acc = accuracy(eval_images, eval_labels, model, comm)
             log.info(f"[{epoch}]: {eval_name} accuracy: {acc:.4f}")
             history.test_accuracy.append(acc)
 
             stopped = ""  # why the run ends after this epoch, if it does
             if acc >= best_acc:
                 log.info(f" -> New best accuracy! Saving model out to {checkpoint_path(args)}")
-                run.save_best(model, opt, epoch=epoch, accuracy=acc, lr=opt.lr, **metadata)
+                if run is not None:  # rank 0 writes the files
+                    run.save_best(model, opt, epoch=epoch, accuracy=acc, lr=opt.lr, **metadata)
                 best_acc, last_improvement, best_epoch = acc, epoch, epoch
                 history.best_accuracy = acc
 
@@ -366,11 +419,12 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata) -> His
                 stopped = "converged"
 
             # Everything the next epoch depends on, so that --resume continues exactly from here
-            run.save_state(model, opt, settings, epoch=epoch, best_accuracy=best_acc, best_epoch=best_epoch,
-                           last_improvement=last_improvement, stopped=stopped,
-                           noise_state=json.dumps(xp_rng.bit_generator.state) if not use_gpu(args) else "",
-                           train_loss=history.train_loss, test_accuracy=history.test_accuracy,
-                           lr_history=history.lr, **metadata)
+            if run is not None:
+                run.save_state(model, opt, settings, epoch=epoch, best_accuracy=best_acc, best_epoch=best_epoch,
+                               last_improvement=last_improvement, stopped=stopped,
+                               noise_state=json.dumps(xp_rng.bit_generator.state) if not use_gpu(args) else "",
+                               train_loss=history.train_loss, test_accuracy=history.test_accuracy,
+                               lr_history=history.lr, **metadata)
         if stopped:
             break
     return history
@@ -429,18 +483,23 @@ def run_script(arguments: Args, body) -> int:
     an interrupt); a diverged run (1), or a run folder, checkpoint or data set that
     cannot be used (2), says why.
     """
+    comm = tf.distributed.init() if arguments.distributed else tf.distributed.Communicator()
     try:
         body(arguments)
+        return 0
     except KeyboardInterrupt:
-        log.error(interrupted_message(arguments))
-        return 130
+        if comm.rank == 0:
+            log.error(interrupted_message(arguments))
+        status = 130
     except tf.runs.DivergedError as error:
         log.error(str(error))
-        return 1
+        status = 1
     except (tf.runs.RunFolderError, tf.CheckpointError, tf.data.DatasetError) as error:
         log.error(str(error))
-        return 2
-    return 0
+        status = 2
+    if comm.size > 1:  # the other ranks may be waiting for this one in a collective: end them all now
+        comm.abort(status)
+    return status
 
 
 def interrupted_message(args: Args) -> str:
@@ -454,15 +513,25 @@ def interrupted_message(args: Args) -> str:
     return f"Interrupted: the run is saved after epoch {epoch} in {run.state}. To continue it: {command}"
 
 
+def is_rank_zero(args: Args) -> bool:
+    """Whether this process logs, tests and draws: always, unless it is a rank other than 0 of a --distributed job."""
+    return not args.distributed or tf.distributed.init().rank == 0
+
+
 def main(arguments: Args) -> None:
     run_history = train(arguments)
-    test(arguments)
-    if arguments.plots:
-        make_plots(arguments, run_history)
+    if is_rank_zero(arguments):
+        test(arguments)
+        if arguments.plots:
+            make_plots(arguments, run_history)
+
+
+def setup_logging(arguments: Args) -> Args:
+    handler = logging.StreamHandler()
+    handler.setFormatter(FluxStyle())
+    logging.basicConfig(level=logging.INFO if is_rank_zero(arguments) else logging.ERROR, handlers=[handler])
+    return arguments
 
 
 if __name__ == "__main__":
-    handler = logging.StreamHandler()
-    handler.setFormatter(FluxStyle())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    sys.exit(run_script(parse_args(), main))
+    sys.exit(run_script(setup_logging(parse_args()), main))

@@ -264,6 +264,8 @@ def main(arguments: VideoArgs) -> None:
         predict_clip(arguments)
         return
     run_history = mnist_conv.train(arguments, get_processed_data, build_model, classes=class_names(arguments))
+    if not mnist_conv.is_rank_zero(arguments):  # --distributed: rank 0 tests and draws
+        return
     mnist_conv.test(arguments, get_processed_data, build_model)
     if not arguments.video_dir:
         accuracy_by_part(arguments)
@@ -272,7 +274,4 @@ def main(arguments: VideoArgs) -> None:
 
 
 if __name__ == "__main__":
-    handler = logging.StreamHandler()
-    handler.setFormatter(mnist_conv.FluxStyle())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    sys.exit(mnist_conv.run_script(parse_args(), main))
+    sys.exit(mnist_conv.run_script(mnist_conv.setup_logging(parse_args()), main))

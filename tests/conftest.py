@@ -68,3 +68,38 @@ def fake_mnist(tmp_path, monkeypatch):
     monkeypatch.setitem(datasets.SHA256, "mnist", sums)
     monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
     return folder
+
+
+RUN_EXAMPLE = """
+import runpy, sys
+from tinyflux.data import datasets
+datasets.SHA256["mnist"] = {sums!r}  # the fake files' checksums, as the fake_mnist fixture installs them
+script = sys.argv[1]
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.fixture
+def example_command(tmp_path):
+    """``example_command(*flags)``: the command line that runs examples/mnist_conv.py as a program on a fake
+    MNIST of 512 training and 64 test images (epochs of 16 steps at batch 32, long enough to be interrupted
+    inside one), for tests that need a real process: signals, MPI ranks. Prefix it with mpiexec for ranks.
+    """
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "bigger-fake-mnist"
+    folder.mkdir()
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (512, 28, 28)).astype(np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, 512).astype(np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 64).astype(np.uint8)}
+    sums = {}
+    for name, array in arrays.items():
+        write_idx(folder / name, array)
+        sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    code = RUN_EXAMPLE.format(sums=sums)
+
+    def command(*flags, python=(sys.executable,)):
+        return [*python, "-c", code, str(EXAMPLES / "mnist_conv.py"), "--data-dir", str(folder), *flags]
+
+    return command

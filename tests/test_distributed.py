@@ -140,3 +140,68 @@ def test_a_step_without_any_example_anywhere_is_refused():
     opt = distributed.DataParallel(optim.SGD(worker.small_model(0).parameters()), distributed.Communicator())
     with pytest.raises(ValueError, match="no rank had any examples"):
         opt.step(examples=0)
+
+
+# -- the example: mpiexec -n 2 python -m mpi4py examples/mnist_conv.py --distributed ---------------------------
+def run_command(command, timeout=300):
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **ONE_THREAD})
+    return done.returncode, done.stdout + done.stderr
+
+
+def two_ranks():
+    return (MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py")
+
+
+def history(log: str, name: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in log.splitlines() if name in line]
+
+
+FLAGS = ("--epochs", "2", "--batch-size", "32", "--max-steps", "6", "--device", "cpu")
+
+
+def test_the_example_on_two_ranks_follows_the_one_process_run(example_command, tmp_path):
+    status, alone = run_command(example_command(*FLAGS, "--savepath", tmp_path / "one"))
+    assert status == 0, alone
+    status, shared = run_command(example_command(*FLAGS, "--distributed", "--savepath", tmp_path / "two",
+                                                 python=two_ranks()))
+    assert status == 0, shared
+    for name in ("mean training loss", "Test accuracy:"):
+        ours, theirs = history(shared, name), history(alone, name)
+        assert len(ours) == len(theirs) == 2 and np.allclose(ours, theirs, rtol=0, atol=2e-4), (ours, theirs)
+    assert shared.count("[1]: Test accuracy") == 1 and shared.count("accuracy(test_set, model)") == 1  # one log
+    assert sorted(os.listdir(tmp_path / "two")) == ["mnist_conv.h5", "mnist_conv.state.h5"]  # rank 0's files
+    one = tf.io.read_metadata(tmp_path / "one" / "mnist_conv.state.h5")
+    two = tf.io.read_metadata(tmp_path / "two" / "mnist_conv.state.h5")
+    assert one["epoch"] == two["epoch"] == 2 and one["noise_state"] == two["noise_state"]  # the same noise drawn
+
+
+def test_a_distributed_run_resumes_exactly(example_command, tmp_path):
+    status, log = run_command(example_command(*FLAGS, "--distributed", "--savepath", tmp_path / "whole",
+                                              python=two_ranks()))
+    assert status == 0, log
+    first = [f if f != "2" else "1" for f in FLAGS]  # one epoch, then resume to two
+    status, log = run_command(example_command(*first, "--distributed", "--savepath", tmp_path / "parts",
+                                              python=two_ranks()))
+    assert status == 0, log
+    status, log = run_command(example_command(*FLAGS, "--distributed", "--resume", "--savepath",
+                                              tmp_path / "parts", python=two_ranks()))
+    assert status == 0 and "Resuming the run in" in log, log
+    for name in ("mnist_conv.h5", "mnist_conv.state.h5"):
+        assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_ranks_started_without_distributed_are_told(example_command, tmp_path):
+    status, log = run_command(example_command(*FLAGS, "--savepath", tmp_path / "run", python=two_ranks()))
+    assert status != 0 and "started as one of 2 ranks by mpiexec, but without --distributed" in log
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_run_folder_ends_every_rank(example_command, tmp_path):
+    """Rank 0 refuses the folder (it holds a run) while rank 1 waits for its word: the job must end."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mnist_conv.h5").write_bytes(b"an earlier run's model")
+    status, log = run_command(example_command(*FLAGS, "--distributed", "--savepath", tmp_path / "run",
+                                              python=two_ranks()))
+    assert status == 2 and "already holds an earlier run" in log, log
+    assert (tmp_path / "run" / "mnist_conv.h5").read_bytes() == b"an earlier run's model"

@@ -109,9 +109,9 @@ def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(ex
     scored = []
     real_accuracy = example.accuracy
 
-    def recording_accuracy(images, labels, model):
+    def recording_accuracy(images, labels, model, comm=None):
         scored.append(len(images))
-        return real_accuracy(images, labels, model)
+        return real_accuracy(images, labels, model, comm)
 
     monkeypatch.setattr(example, "accuracy", recording_accuracy)
     args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist), val_split=0.25,

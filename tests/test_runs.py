@@ -3,21 +3,18 @@ one run per folder, divergence is an error, and an interrupted run resumes exact
 
 Most tests call the example's train() in this process on the tiny fake MNIST; the interruption tests
 run the example as a real command in a child process and stop it with SIGINT or SIGKILL."""
-import hashlib
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tinyflux as tf
-from tinyflux.data import write_idx
 from tinyflux.runs import DivergedError, RunFolder, RunFolderError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,37 +176,9 @@ def test_resuming_a_run_that_had_stopped_trains_nothing(example, fake_mnist, tmp
 
 
 # -- interrupted for real: SIGINT (Ctrl-C) and SIGKILL ----------------------------------------------------
-RUN_EXAMPLE = """
-import runpy, sys
-from tinyflux.data import datasets
-datasets.SHA256["mnist"] = {sums!r}  # the fake files' checksums, as the fake_mnist fixture installs them
-sys.argv = ["examples/mnist_conv.py", *sys.argv[1:]]
-runpy.run_path({script!r}, run_name="__main__")
-"""
-
-
-@pytest.fixture
-def bigger_fake_mnist(tmp_path):
-    """512 training and 64 test images: epochs of 16 steps, long enough to be interrupted inside one."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "bigger-fake-mnist"
-    folder.mkdir()
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (512, 28, 28)).astype(np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 512).astype(np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 64).astype(np.uint8)}
-    sums = {}
-    for name, array in arrays.items():
-        write_idx(folder / name, array)
-        sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    return folder, sums
-
-
-def start_example(data, folder, *flags):
-    data_dir, sums = data
-    code = RUN_EXAMPLE.format(sums=sums, script=str(ROOT / "examples" / "mnist_conv.py"))
-    command = [sys.executable, "-c", textwrap.dedent(code), "--epochs", "3", "--batch-size", "32", "--device",
-               "cpu", "--data-dir", str(data_dir), "--savepath", str(folder), *flags]
+def start_example(example_command, folder, *flags):
+    command = example_command("--epochs", "3", "--batch-size", "32", "--device", "cpu", "--savepath", str(folder),
+                              *flags)
     env = {**os.environ, "TINYFLUX_DATA": str(folder.parent / "cache")}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -228,12 +197,12 @@ def finish(process):
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_an_interrupted_run_resumes_to_the_same_log_and_best_checkpoint(bigger_fake_mnist, tmp_path, how):
-    status, whole = finish(start_example(bigger_fake_mnist, tmp_path / "whole"))
+def test_an_interrupted_run_resumes_to_the_same_log_and_best_checkpoint(example_command, tmp_path, how):
+    status, whole = finish(start_example(example_command, tmp_path / "whole"))
     assert status == 0, whole
 
     folder = tmp_path / "interrupted"
-    process = start_example(bigger_fake_mnist, folder)
+    process = start_example(example_command, folder)
     first = []
     for line in process.stdout:  # wait for the first epoch's result, then interrupt the second epoch
         first.append(line)
@@ -247,13 +216,13 @@ def test_an_interrupted_run_resumes_to_the_same_log_and_best_checkpoint(bigger_f
     if how == signal.SIGINT:
         assert status == 130 and "Traceback" not in first, first
         assert "[ Error: Interrupted: the run is saved after epoch 1 in" in first
-        assert "/examples/mnist_conv.py --epochs 3 --batch-size 32 --device cpu" in first and first.rstrip().endswith(
+        assert "/examples/mnist_conv.py --data-dir " in first and "--epochs 3 --batch-size 32 --device cpu" in first and first.rstrip().endswith(
             "--resume")
     else:
         assert status == -signal.SIGKILL
     assert "[2]: Test accuracy" not in first  # it really stopped inside epoch 2
 
-    status, resumed = finish(start_example(bigger_fake_mnist, folder, "--resume"))
+    status, resumed = finish(start_example(example_command, folder, "--resume"))
     assert status == 0, resumed
     assert "Resuming the run in" in resumed and "after epoch 1" in resumed
     if how == signal.SIGKILL:
@@ -267,8 +236,8 @@ def test_an_interrupted_run_resumes_to_the_same_log_and_best_checkpoint(bigger_f
     assert sorted(os.listdir(folder)) == ["mnist_conv.h5", "mnist_conv.state.h5"]
 
 
-def test_a_diverged_command_exits_with_an_error_and_reports_no_accuracy(bigger_fake_mnist, tmp_path):
-    status, out = finish(start_example(bigger_fake_mnist, tmp_path / "run", "--lr", "1e10"))
+def test_a_diverged_command_exits_with_an_error_and_reports_no_accuracy(example_command, tmp_path):
+    status, out = finish(start_example(example_command, tmp_path / "run", "--lr", "1e10"))
     assert status == 1 and "training diverged" in out and "accuracy(test_set" not in out
     assert "Traceback" not in out
 

@@ -8,12 +8,13 @@ The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
 ``onecold``, ``conv``, ``maxpool``, the layers in ``nn``, the optimizers in
 ``optim``, ``gpu``/``cpu`` to move things between devices, ``save``/``load``
 for checkpoints, ``gradcheck`` for numerical gradient checks, ``capture``
-to replay a whole GPU training step as one CUDA graph, and ``runs`` for run
-folders that lock, save the whole training state and resume.
+to replay a whole GPU training step as one CUDA graph, ``runs`` for run
+folders that lock, save the whole training state and resume, and
+``distributed`` for data-parallel training over MPI.
 """
 from .version import __version__
 
-from . import backend, data, functional, nn, optim, plots, runs
+from . import backend, data, distributed, functional, nn, optim, plots, runs
 from .backend import available_backends
 from .device import cpu, gpu
 from .functional import conv, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot, relu, softmax
@@ -26,6 +27,6 @@ from .tensor import Tensor, no_grad
 backend.keep_freed_memory()  # recycle freed blocks: avoids thousands of page faults per training step
 
 __all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backend", "capture",
-           "conv", "cpu", "data", "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax",
+           "conv", "cpu", "data", "distributed", "flatten", "functional", "gpu", "gradcheck", "load", "log_softmax",
            "logit_cross_entropy", "maxpool", "nn", "no_grad", "onecold", "onehot", "optim", "plots", "relu", "runs",
            "save", "seed", "softmax"]
