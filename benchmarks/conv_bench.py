@@ -4,6 +4,7 @@
     python benchmarks/conv_bench.py --json                # the same figures as JSON
     python benchmarks/conv_bench.py --shape 64,16,32,32 --kernel 3 --out 32
     python benchmarks/conv_bench.py --backend cupy        # on a CUDA GPU
+    python benchmarks/conv_bench.py --distributed --rounds 7 --steps 20   # 2 MPI ranks against 1 process
 
 What it measures, all in one process so that the machine's noise hits both sides alike:
 
@@ -444,6 +445,74 @@ def print_table(report: dict) -> None:
         print(f"  ratio flat/per parameter per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
 
 
+# -- data parallelism: 2 ranks x 1 BLAS thread against 1 process x 2 threads -------------------------------
+def distributed_worker(steps: int, batch: int = 128) -> dict:
+    """Time ``steps`` MNIST training steps at global batch ``batch``: as one process, or as this rank of an MPI
+    job (started by --distributed) with a DataParallel Adam over this rank's slice. Rank 0 returns the times."""
+    from tinyflux import distributed
+    comm = distributed.init()
+    tf.seed(0)
+    model = mnist_model()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    if comm.size > 1:
+        opt = distributed.DataParallel(opt, comm)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    part = distributed.shard(batch, comm)
+
+    def step():
+        tf.logit_cross_entropy(model(tf.Tensor(x[part])), y[part]).backward()
+        if comm.size > 1:
+            opt.step(examples=part.stop - part.start)
+        else:
+            opt.step()
+        opt.zero_grad()
+
+    for _ in range(3):  # warm-up: allocations, BLAS threads, the first messages
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    flat = np.zeros(sum(p.size for p in model.parameters()) + 1, np.float32)  # the gradients and the count
+    allreduce = []
+    for _ in range(50):
+        start = time.perf_counter()
+        comm.allreduce_sum(flat)
+        allreduce.append(time.perf_counter() - start)
+    return {"ranks": comm.size, "blas": blas_info(), "step_s": times, "allreduce_s": allreduce}
+
+
+def measure_distributed(rounds: int, steps: int) -> dict:
+    """Per round, one launch of each: ``mpiexec -n 2`` ranks of one BLAS thread, and one process of two
+    threads; the order alternates. Each launch reports its mean step time; the ratio is taken per round."""
+    import subprocess
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    script = os.path.abspath(__file__)
+    worker = [sys.executable, "-m", "mpi4py", script, "--distributed-worker", "--steps", str(steps)]
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    two_threads = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    launches = {"2 ranks x 1 thread": ([mpiexec, "-n", "2", *worker], one_thread),
+                "1 process x 2 threads": ([sys.executable, script, "--distributed-worker", "--steps", str(steps)],
+                                          two_threads)}
+    means = {name: [] for name in launches}
+    reports = {}
+    for r in range(rounds):
+        for name in (list(launches) if r % 2 == 0 else list(launches)[::-1]):
+            command, env = launches[name]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            reports[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            means[name].append(statistics.mean(reports[name]["step_s"]))
+    ours, theirs = means["2 ranks x 1 thread"], means["1 process x 2 threads"]
+    return {name: summary(values) for name, values in means.items()} | {
+        "ratio": summary_ratio(ours, theirs),
+        "allreduce_us": {k: v * 1e3 for k, v in summary(reports["2 ranks x 1 thread"]["allreduce_s"]).items()},
+        "blas": {name: report["blas"] for name, report in reports.items()},
+        "rounds": rounds, "steps": steps}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="Convolution and MNIST training-step benchmark, with PyTorch beside it.")
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="array library for tinyflux")
@@ -456,7 +525,35 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-step", action="store_true", help="only the per-layer measurements")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--profile", action="store_true", help="only: time spent in each op of a tinyflux training step")
+    p.add_argument("--distributed", action="store_true",
+                   help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads "
+                        "(needs pip install 'tinyflux[mpi]' mpich)")
+    p.add_argument("--distributed-worker", action="store_true", help=argparse.SUPPRESS)  # one launch of the above
     args = p.parse_args(argv)
+
+    if args.distributed_worker:
+        result = distributed_worker(args.steps)
+        if tf.distributed.init().rank == 0:
+            print(json.dumps(result))
+        return result
+    if args.distributed:
+        result = measure_distributed(args.rounds, args.steps)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"MNIST training step, global batch 128, {result['rounds']} rounds of {result['steps']} steps "
+                  "(mean per launch; min / median / max over rounds):")
+            for name in ("2 ranks x 1 thread", "1 process x 2 threads"):
+                print(f"  {name:24} {format_ms(result[name])}")
+            ratio = result["ratio"]
+            print(f"  ratio 2 ranks / 1 process, per round: {ratio['min']:.2f} / {ratio['median']:.2f} / "
+                  f"{ratio['max']:.2f}")
+            a = result["allreduce_us"]
+            print(f"  allreduce of the 16,939 float32 (gradients and count), 2 ranks: "
+                  f"{a['min']:.0f} / {a['median']:.0f} / {a['max']:.0f} us")
+            for name, blas in result["blas"].items():
+                print(f"  BLAS, {name}: {blas}")
+        return result
 
     xp = backend.array_module(args.backend)  # raises a clear error when CuPy or the GPU is missing
     # on a GPU, wait for the whole device: PyTorch's work is queued on its own streams
