@@ -24,12 +24,16 @@ def data():
     return rng.random((sum(BATCHES), 1, 8, 8), dtype=np.float32), rng.integers(0, 5, sum(BATCHES))
 
 
-def train_steps(out: Path) -> None:
-    """Three data-parallel Adam steps; every rank saves its parameters."""
+def make_optimizer(name: str, params):
+    return optim.Adam(params, lr=1e-2) if name == "adam" else optim.SGD(params, lr=0.1, momentum=0.9)
+
+
+def train_steps(out: Path, optimizer: str = "adam") -> None:
+    """Three data-parallel steps (Adam, or SGD with momentum); every rank saves its parameters."""
     comm = distributed.init()
     model = small_model(seed=100 + comm.rank)  # different on every rank until the broadcast
     distributed.broadcast_parameters(model, comm)
-    opt = distributed.DataParallel(optim.Adam(model.parameters(), lr=1e-2), comm)
+    opt = distributed.DataParallel(make_optimizer(optimizer, model.parameters()), comm)
     x, y = data()
     start = 0
     for size in BATCHES:
@@ -69,6 +73,24 @@ def disagree(out: Path) -> None:
         (out / f"rank{comm.rank}.txt").write_text(str(error))
 
 
+def accuracy(out: Path) -> None:
+    """The example's accuracy, each rank scoring its slice, against one process scoring all (on rank 0)."""
+    import runpy
+    example = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "mnist_conv.py"))
+    comm = distributed.init()
+    tf.seed(3)
+    model = example["build_model"](example["Args"]())
+    rng = np.random.default_rng(5)
+    images, labels = rng.integers(0, 256, (37, 28, 28)).astype(np.uint8), rng.integers(0, 10, 37)
+    scored = []  # how many images this rank scored, call by call
+    namespace = example["accuracy"].__globals__
+    real_predict = namespace["predict"]
+    namespace["predict"] = lambda images, model: scored.append(len(images)) or real_predict(images, model)
+    shared = example["accuracy"](images, labels, model, comm)
+    alone = example["accuracy"](images, labels, model)
+    np.savez(out / f"rank{comm.rank}.npz", shared=shared, alone=alone, scored=scored)
+
+
 def fail(out: Path) -> None:
     """Rank 1 raises while rank 0 waits in an allreduce: -m mpi4py must end the job, not leave rank 0 waiting."""
     comm = distributed.init()
@@ -79,5 +101,6 @@ def fail(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    job, folder = sys.argv[1], Path(sys.argv[2])
-    {"train_steps": train_steps, "broadcast": broadcast, "disagree": disagree, "fail": fail}[job](folder)
+    job, folder, *options = sys.argv[1], Path(sys.argv[2]), *sys.argv[3:]
+    {"train_steps": train_steps, "broadcast": broadcast, "disagree": disagree, "accuracy": accuracy,
+     "fail": fail}[job](folder, *options)

@@ -26,11 +26,11 @@ import mpi_worker as worker  # noqa: E402  (pytest puts tests/ on the path, as i
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def mpirun(job, out, ranks=2, timeout=120):
+def mpirun(job, out, *options, ranks=2, timeout=120):
     """Run ``job`` of mpi_worker.py on ``ranks`` ranks; returns the finished process."""
     out.mkdir(exist_ok=True)
     command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(HERE / "mpi_worker.py"), job,
-               str(out)]
+               str(out), *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **ONE_THREAD})
 
 
@@ -50,11 +50,11 @@ def gradients(model, x, y):
     return np.concatenate([p.grad.reshape(-1) for p in model_params])
 
 
-def reference_steps(half_batches: bool):
-    """The same three Adam steps in one process: either the weighted sum of the two halves' gradients,
+def reference_steps(half_batches: bool, optimizer: str = "adam"):
+    """The same three steps in one process: either the weighted sum of the two halves' gradients,
     computed as DataParallel does it, or one gradient of each whole batch."""
     model = worker.small_model(seed=100)  # rank 0's model, which the broadcast gives everyone
-    opt = optim.Adam(model.parameters(), lr=1e-2)
+    opt = worker.make_optimizer(optimizer, model.parameters())
     x, y = worker.data()
     start = 0
     for size in worker.BATCHES:
@@ -76,18 +76,28 @@ def reference_steps(half_batches: bool):
     return [p.data for p in model.parameters()]
 
 
-def test_two_ranks_equal_the_one_process_sum_of_half_batch_gradients(tmp_path, one_blas_thread):
-    done = mpirun("train_steps", tmp_path)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_two_ranks_equal_the_one_process_sum_of_half_batch_gradients(tmp_path, one_blas_thread, optimizer):
+    done = mpirun("train_steps", tmp_path, optimizer)
     assert done.returncode == 0, done.stderr
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     assert int(ranks[0]["size"]) == 2 and int(ranks[0]["t"]) == 3
     arrays = [[rank[f"arr_{i}"] for i in range(4)] for rank in ranks]
     for a, b in zip(*arrays):
         assert np.array_equal(a, b)  # the ranks agree exactly
-    for mine, expected in zip(arrays[0], reference_steps(half_batches=True)):
+    for mine, expected in zip(arrays[0], reference_steps(True, optimizer)):
         assert mine.dtype == expected.dtype and np.array_equal(mine, expected)  # bit for bit
-    for mine, expected in zip(arrays[0], reference_steps(half_batches=False)):
+    for mine, expected in zip(arrays[0], reference_steps(False, optimizer)):
         assert np.allclose(mine, expected, rtol=0, atol=1e-6)  # a plain batch: float32 rounding apart
+
+
+def test_sharded_accuracy_equals_the_one_process_accuracy(tmp_path):
+    done = mpirun("accuracy", tmp_path)  # 37 images: slices of 18 and 19
+    assert done.returncode == 0, done.stderr
+    for rank, (slice_size, whole) in enumerate([(18, 37), (19, 37)]):
+        result = np.load(tmp_path / f"rank{rank}.npz")
+        assert float(result["shared"]) == float(result["alone"])
+        assert result["scored"].tolist() == [slice_size, whole]  # its slice, then (alone) all of them
 
 
 def test_broadcast_gives_every_rank_rank_0s_model_and_optimizer(tmp_path):
