@@ -8,11 +8,16 @@ rate when progress stalls and stops when training has converged. The
 published Flux run reached a test accuracy of 0.9929 in 20 epochs.
 
     python examples/mnist_conv.py                 # the full 20-epoch schedule
-    python examples/mnist_conv.py --epochs 1 --max-steps 50   # a quick check
+    python examples/mnist_conv.py --epochs 1 --max-steps 50 --savepath runs/quick   # a quick check
     python examples/mnist_conv.py --plots plots   # also draw PNG pictures (needs tinyflux[plot])
+    python examples/mnist_conv.py --resume        # continue the run saved in --savepath (after Ctrl-C)
     python examples/mnist_conv.py --help          # every knob of Args
+    mpiexec -n 2 python -m mpi4py examples/mnist_conv.py --distributed   # two processes share each batch
 
-examples/video_conv.py reuses this file's loop, checkpoint and test on video clips.
+Beyond the original, the run lives in a folder (--savepath) that it locks,
+never overwrites unasked and saves after every epoch, so that --resume
+continues it exactly (tinyflux/runs.py). examples/video_conv.py reuses this
+file's loop, checkpoint and test on video clips.
 """
 from __future__ import annotations
 
@@ -360,7 +365,8 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata, comm) 
             import cupy
             xp_rng = cupy.random.default_rng([args.seed, epoch])
         start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", leave=False,
+                   disable=not sys.stderr.isatty() or comm.rank > 0)
         total_loss = 0.0
         for step, (x, y) in enumerate(batches(train_images, train_labels, args.batch_size, args.shuffle,
                                               np.random.default_rng(args.seed + epoch))):
