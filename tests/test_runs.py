@@ -245,3 +245,24 @@ def test_a_diverged_command_exits_with_an_error_and_reports_no_accuracy(example_
 def test_run_folder_refuses_a_path_as_checkpoint_name(tmp_path):
     with pytest.raises(ValueError, match="a plain file name"):
         RunFolder(tmp_path, "sub/model.h5")
+
+
+def test_deferred_interrupt_holds_ctrl_c_until_the_block_ends():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with tf.runs.deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once: the handler only notes it
+            steps.append("the block went on to its end")
+    assert steps == ["the block went on to its end"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_deferred_interrupt_leaves_an_ignored_sigint_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with tf.runs.deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and nothing was raised
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -111,6 +111,11 @@ class RunFolder:
                 os.close(fd)
                 raise RunFolderError(f"{self.folder} is in use by another run ({holder}); wait for it to end, or "
                                      "choose another folder (--savepath)") from None
+            except OSError as error:  # a file system without locks (some network mounts)
+                os.close(fd)
+                log.warning("%s: cannot lock the run folder (%s): make sure no other run uses it", self.folder,
+                            error.strerror or error)
+                return
             # The last holder deletes the file as it lets go; if it did so between our open() and flock(),
             # we hold a lock on a deleted file. Only a lock on the file that is at the path counts.
             try:
@@ -206,8 +211,9 @@ def deferred_interrupt():
     that an interrupted run has either both or neither. Outside the main thread
     Python delivers no signals, and the block runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield  # no signals here, or SIGINT is ignored anyway (a background job): nothing to hold back
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
@@ -215,5 +221,8 @@ def deferred_interrupt():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+    if received:  # now do what SIGINT would have done: Python's handler raises KeyboardInterrupt
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        else:  # SIG_DFL: end the process as the signal would have
+            os.kill(os.getpid(), signal.SIGINT)
