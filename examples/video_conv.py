@@ -62,7 +62,7 @@ class VideoArgs(mnist_conv.Args):
     """mnist_conv's Args with other defaults, and the shape and number of the clips."""
 
     epochs: int = 10
-    batch_size: int = 32  # clips are 16 times bigger than images: smaller batches, more steps
+    batch_size: int = 32  # a clip holds 21 times the values of an image: smaller batches, more steps
     checkpoint: str = "video_conv.h5"
     frames: int = 16  # T, frames per clip (at least 8: three 2x pools over time)
     size: int = 32  # H = W, pixels per side (at least 13 + frames: a 14-pixel digit moving frames - 1 pixels)

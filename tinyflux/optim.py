@@ -3,8 +3,9 @@
 SGD: p <- p - lr * g (with momentum mu: u <- mu * u + g; p <- p - lr * u).
 
 Adam keeps two running averages per parameter, of the gradient and of its
-square, and divides one by the square root of the other, so every weight
-takes steps of roughly size lr whatever the scale of its gradient:
+square, and divides one by the square root of the other, so the scale of
+the gradient cancels out: a weight moves by at most about lr per step (when
+its gradient keeps one sign), and by less when noisy gradients cancel in m:
 
     m <- b1 * m + (1 - b1) * g           v <- b2 * v + (1 - b2) * g**2
     p <- p - lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1**t),  v_hat = v / (1 - b2**t)
