@@ -7,20 +7,15 @@ nothing, so its time per step is the GPU time of these kernels: this says which 
     PYTHONPATH=. python .ci/gpu_kernel_profile.py
 """
 import collections
-import os
 import sys
 import time
 
 import numpy as np
 from torch.profiler import ProfilerActivity, profile
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import tinyflux as tf  # noqa: E402
-from tinyflux import backend, optim  # noqa: E402
-from conv_bench import mnist_model  # noqa: E402  (the benchmark's MNIST model)
+import tinyflux as tf
+from tinyflux import backend, optim
+from tinyflux.models import mnist_convnet as mnist_model
 
 STEPS = 20
 cp = backend.array_module("cupy")

@@ -7,20 +7,16 @@ suite and the benchmark; this step exists so that a failure shows its
 traceback in the first seconds of a short GPU lease, with the other pieces
 still tried.
 """
-import os
 import sys
 import time
 import traceback
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import tinyflux as tf  # noqa: E402
-from tinyflux import backend, cuda, optim  # noqa: E402
-from conv_bench import mnist_model  # noqa: E402  (the benchmark's MNIST model)
+import tinyflux as tf
+from tinyflux import backend, backends, optim
+from tinyflux.backends import cuda_ops as kernels
+from tinyflux.models import mnist_convnet as mnist_model
 
 failures = []
 
@@ -53,19 +49,20 @@ def stack():
           "routine accelerators", _accelerator.get_routine_accelerators())
 
 
-@part("compile tinyflux.cuda.SOURCE with NVRTC")
+@part("compile tinyflux/backends/kernels.cu with NVRTC")
 def compile_source():
     start = time.perf_counter()
-    for name in cuda.KERNELS:
+    ops = backends.kernel_ops()
+    for name in kernels.KERNELS:
         for dtype in (np.float32, np.float64):
-            cuda._function(name, dtype)
-    cuda._function("count_step")
+            ops.function(name, dtype)
+    ops.function("count_step")
     print(f"all kernels compiled and loaded in {time.perf_counter() - start:.2f} s")
 
 
-def train(steps, device, kernels):
+def train(steps, device, use_kernels):
     """Losses and final parameters of `steps` Adam steps on the fixed batch."""
-    os.environ["TINYFLUX_CUDA_KERNELS"] = "1" if kernels else "0"
+    tf.modes.own_kernels = use_kernels
     tf.seed(0)
     model = mnist_model()
     xp = np
@@ -100,14 +97,14 @@ def eager_cupy():
     compare("CuPy", train(5, "gpu", False))
 
 
-@part("eager steps on tinyflux's kernels (TINYFLUX_CUDA_KERNELS=1)")
+@part("eager steps on tinyflux's kernels (tf.modes.own_kernels)")
 def eager_kernels():
     compare("kernels", train(5, "gpu", True))
 
 
 @part("captured step: tf.capture, then 5 replays")
 def captured():
-    os.environ["TINYFLUX_CUDA_KERNELS"] = "0"
+    tf.modes.own_kernels = False  # a capture uses the kernels all the same
     tf.seed(0)
     model = tf.gpu(mnist_model())
     opt = optim.Adam(model.parameters(), lr=3e-3)

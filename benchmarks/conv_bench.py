@@ -29,11 +29,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
-
-import tinyflux as tf  # noqa: E402
-from tinyflux import backend, nn, optim  # noqa: E402
-from tinyflux.functional.convolution import Conv, output_size  # noqa: E402
+import tinyflux as tf
+from tinyflux import backend, optim
+from tinyflux.backends import ops_for
+from tinyflux.functional.convolution import ConvFunction, output_size
+from tinyflux.models import mnist_convnet as mnist_model
 
 try:
     import torch
@@ -86,14 +86,6 @@ def blas_threads() -> int:
         return os.cpu_count()
 
 
-def mnist_model():
-    return nn.Chain(
-        nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.flatten, nn.Dense(288, 10))
-
-
 def torch_mnist_model(device):
     return torch.nn.Sequential(
         torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -124,7 +116,7 @@ def measure_layer(xp, timer, layer, rounds, use_torch, torch_device):
     gy = xp.asarray(rng.standard_normal((n, o, oh, ow), dtype=np.float32))
 
     def tf_forward():
-        fn = Conv((1, 1), (pad, pad))
+        fn = ConvFunction((1, 1), (pad, pad))
         fn.forward(x, w, b)
         return fn
 
@@ -264,14 +256,15 @@ def measure_adam(xp, timer, rounds, steps_per_round=20) -> dict:
     rng = np.random.default_rng(0)
     for p in model.parameters():
         p.grad = xp.asarray(rng.standard_normal(p.shape).astype(np.float32))
-    b1, b2 = opt.betas
+    ops, hyper = ops_for(opt.params[0].data), opt.flat_state()[3]
 
     def flat():
         opt.step()
 
     def per_parameter():
+        ops.count_step(hyper)
         for p, m, v in zip(opt.params, opt.m, opt.v):
-            optim.adam_update(p.data, p.grad, m, v, opt.lr, opt.eps, b1, b2)
+            ops.adam_update(p.data, p.grad, m, v, hyper)
 
     flat_times, per_parameter_times = [], []
     for _ in range(rounds):
@@ -295,7 +288,7 @@ def torch_graphed_step(images, labels):
     The pattern of PyTorch's CUDA-graph documentation: static input tensors, a
     few warm-up steps on a side stream, then capture; Adam needs
     ``capturable=True`` so that its step counter lives on the GPU. This is the
-    reference for a captured tinyflux step (issue 5), measured on its own model copy.
+    reference for a captured tinyflux step, measured on its own model copy.
     """
     torch.manual_seed(0)
     model = torch_mnist_model("cuda")
@@ -321,7 +314,7 @@ def torch_graphed_step(images, labels):
         opt.step()
     # A graph holds raw addresses, not references: the model, the optimizer's state and the static
     # inputs must outlive this function, or their memory is reused while the graph still reads it
-    # (on the H100 the labels were overwritten and the loss kernel's range assertion fired).
+    # (freed, the labels would be overwritten and the loss kernel's range assertion would fire).
     keep_alive = (model, opt, static_x, static_y)
 
     def replay():

@@ -90,7 +90,8 @@ def parse_args(argv=None) -> VideoArgs:
     if args.frames < 8 or args.size < 8:
         p.error(f"need --frames >= 8 and --size >= 8 (three 2x2x2 poolings); got --frames {args.frames}, "
                 f"--size {args.size}")
-    if args.video_dir is None and args.predict is None and (args.size < 13 + args.frames or args.train_clips < 1 or args.test_clips < 1):
+    generated = args.video_dir is None and args.predict is None
+    if generated and (args.size < 13 + args.frames or args.train_clips < 1 or args.test_clips < 1):
         p.error(f"generated clips need --size >= 13 + frames and at least one clip of each split; got --frames "
                 f"{args.frames}, --size {args.size}, --train-clips {args.train_clips}, "
                 f"--test-clips {args.test_clips}")

@@ -4,15 +4,16 @@
 without them the cupy case is skipped with a reason, never failed.
 """
 import hashlib
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinyflux import backend
-from tinyflux.data import datasets, write_idx
+from tinyflux import backend, backends
+from tinyflux.data import datasets
+from tinyflux.data.idx import write_idx
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -38,12 +39,28 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def load_example(name: str):
+    """examples/<name>.py as a module, loaded from its file (it is not in an installed package).
+
+    The examples import each other by name (video_conv.py does ``import mnist_conv``, which works for a
+    script because Python looks beside it): so the module goes into ``sys.modules`` under that name, and
+    mnist_conv is loaded before the examples that import it.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    if name != "mnist_conv":
+        load_example("mnist_conv")
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def examples():
-    """``examples("mnist_conv")`` imports an example script as a module (video_conv imports mnist_conv)."""
-    sys.path.insert(0, str(EXAMPLES))
-    yield importlib.import_module
-    sys.path.remove(str(EXAMPLES))
+    """``examples("mnist_conv")``: an example script as a module."""
+    return load_example
 
 
 @pytest.fixture
@@ -103,3 +120,28 @@ def example_command(tmp_path):
         return [*python, "-c", code, str(EXAMPLES / "mnist_conv.py"), "--data-dir", str(folder), *flags]
 
     return command
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory):
+    """tinyflux's CUDA kernels compiled for the CPU (tests/cuda_emulation.py), as a ctypes library."""
+    from cuda_emulation import compile_for_the_cpu
+    library = compile_for_the_cpu(tmp_path_factory.mktemp("kernels"))
+    if library is None:
+        pytest.skip("no C++ compiler to emulate the kernels with")
+    return library
+
+
+@pytest.fixture
+def gpu_path(emulated, monkeypatch):
+    """Every op on a NumPy array takes the CUDA-kernel path: CudaOps on FakeCupy, registered ahead of NumPy.
+
+    Returns the FakeCupy, which records the kernels launched; ``gpu_path.ops`` is the CudaOps.
+    """
+    from fake_cupy import FakeCupy
+    from tinyflux.backends.cuda_ops import CudaOps
+    fake = FakeCupy(emulated)
+    fake.ops = CudaOps(fake)
+    monkeypatch.setattr(backends, "_registered",
+                        [(lambda array: isinstance(array, np.ndarray), lambda array: fake.ops)] + backends._registered)
+    return fake

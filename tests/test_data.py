@@ -14,6 +14,7 @@ import pytest
 
 from tinyflux import data
 from tinyflux.data import DatasetError, datasets
+from tinyflux.data.idx import write_idx
 
 # -- IDX ------------------------------------------------------------------------------
 
@@ -23,7 +24,7 @@ from tinyflux.data import DatasetError, datasets
                                    np.array([1.5, -2.0], dtype=np.float32), np.arange(-3, 3, dtype=np.int32)])
 def test_idx_round_trip(tmp_path, suffix, array):
     path = tmp_path / ("a.idx" + suffix)
-    data.write_idx(path, array)
+    write_idx(path, array)
     back = data.read_idx(path)
     assert back.dtype == array.dtype.newbyteorder("=") and np.array_equal(back, array)
 

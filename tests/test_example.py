@@ -146,3 +146,11 @@ def test_the_model_is_built_for_the_datas_shape(example, fake_mnist, tmp_path):
     assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.h5")["input_shape"] == [1, 28, 28]
     colour = example.build_model(args, input_shape=(3, 32, 32))
     assert colour[0].in_channels == 3 and colour[-1].in_features == 4 * 4 * 32
+
+
+def test_the_examples_model_is_the_libraries_model_zoo_network(example):
+    """build_model writes the network out to be read; tinyflux.models.mnist_convnet is the same network, for the
+    benchmark, the CI scripts and the tests."""
+    assert repr(example.build_model(example.Args())) == repr(tf.models.mnist_convnet())
+    assert repr(example.build_model(example.Args(), input_shape=(3, 32, 32))) == \
+        repr(tf.models.mnist_convnet(in_channels=3, size=(32, 32)))

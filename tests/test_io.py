@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from test_nn import mnist_model
+from tinyflux.models import mnist_convnet as mnist_model
 from tinyflux import nn, optim
 
 

@@ -6,14 +6,7 @@ import pytest
 
 import tinyflux as tf
 from tinyflux import nn
-
-
-def mnist_model():
-    return nn.Chain(
-        nn.Conv((3, 3), 1, 16, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 16, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.Conv((3, 3), 32, 32, tf.relu, pad=1), nn.MaxPool((2, 2)),
-        nn.flatten, nn.Dense(288, 10))
+from tinyflux.models import mnist_convnet as mnist_model
 
 
 def test_mnist_model_parameters_in_layer_order():

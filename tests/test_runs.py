@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import tinyflux as tf
@@ -216,8 +215,8 @@ def test_an_interrupted_run_resumes_to_the_same_log_and_best_checkpoint(example_
     if how == signal.SIGINT:
         assert status == 130 and "Traceback" not in first, first
         assert "[ Error: Interrupted: the run is saved after epoch 1 in" in first
-        assert "/examples/mnist_conv.py --data-dir " in first and "--epochs 3 --batch-size 32 --device cpu" in first and first.rstrip().endswith(
-            "--resume")
+        assert "/examples/mnist_conv.py --data-dir " in first and "--epochs 3 --batch-size 32 --device cpu" in first
+        assert first.rstrip().endswith("--resume")
     else:
         assert status == -signal.SIGKILL
     assert "[2]: Test accuracy" not in first  # it really stopped inside epoch 2

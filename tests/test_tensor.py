@@ -99,7 +99,7 @@ def test_a_gpu_array_is_kept_as_it_is(monkeypatch):
     Tensor must recognise them as GPU arrays and keep them. A stand-in class plays CuPy's ndarray."""
     import types
 
-    from tinyflux import backend
+    from tinyflux.backends import arrays
 
     class GpuArray:
         dtype, shape = np.dtype(np.float32), (2,)
@@ -107,6 +107,6 @@ def test_a_gpu_array_is_kept_as_it_is(monkeypatch):
         def __array__(self, *args, **kwargs):
             raise TypeError("Implicit conversion to a NumPy array is not allowed")
 
-    monkeypatch.setattr(backend, "_cupy", types.SimpleNamespace(ndarray=GpuArray))
+    monkeypatch.setattr(arrays, "cupy", types.SimpleNamespace(ndarray=GpuArray))
     array = GpuArray()
     assert tf.Tensor(array).data is array

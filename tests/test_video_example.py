@@ -1,6 +1,5 @@
 """examples/video_conv.py: the moving-digit clips, their cache, the 3-D model, and a short run of the shared loop;
 real clips through --video-dir and --predict."""
-import importlib
 import logging
 
 import numpy as np
@@ -94,11 +93,12 @@ def test_the_shared_loop_trains_saves_and_tests_clips(video, fake_mnist, tmp_pat
         assert len(list((tmp_path / "plots").glob("video_*.png"))) == 3
 
 
-def test_real_clips_train_end_to_end_and_predict_names_a_class(video, tmp_path, monkeypatch, capsys, caplog):
+def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, tmp_path, monkeypatch, capsys,
+                                                               caplog):
     """--video-dir on mp4 files written by examples/make_shape_clips.py, then --predict on one of them."""
     pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
     monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
-    shapes = importlib.import_module("make_shape_clips")  # examples/ is importable while the `video` fixture lives
+    shapes = examples("make_shape_clips")
     root = shapes.make_set(tmp_path / "clips", train=8, test=4, frames=8, height=16, width=16)
     args = video.parse_args(["--video-dir", str(root), "--frames", "8", "--size", "16", "--epochs", "2",
                              "--batch-size", "4", "--device", "cpu", "--savepath", str(tmp_path / "run")])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .backends.arrays import backend_name
+
 
 def is_integer(value) -> bool:
     """True for 3 and np.int64(3); False for True, 3.0 and "3"."""
@@ -58,3 +60,21 @@ def real(value, what: str, minimum: float | None = None, below: float | None = N
     if below is not None and value >= below:
         raise ValueError(f"{what}: must be below {below:g}, got {value:g}")
     return value
+
+
+def check_input(x, weight, caller: str, spatial_dims: int | None = None) -> None:
+    """Refuse an input array of the wrong rank, an empty batch, or one on another device or of another dtype
+    than the layer's weights (``weight``, or None)."""
+    if spatial_dims is not None and x.ndim != 2 + spatial_dims:
+        letters = {1: "(N, C, W)", 2: "(N, C, H, W)", 3: "(N, C, T, H, W)"}.get(spatial_dims, f"{2 + spatial_dims}-D")
+        raise ValueError(f"{caller}: expected a {2 + spatial_dims}-D input {letters}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{caller}: empty batch (input shape {tuple(x.shape)})")
+    if weight is None:
+        return
+    if backend_name(x) != backend_name(weight):
+        raise TypeError(f"{caller}: input is a {backend_name(x)} array but the weights are "
+                        f"{backend_name(weight)}; move one with tf.gpu(...) or tf.cpu(...)")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{caller}: expected {weight.dtype} input like the weights, got {x.dtype} "
+                        f"(convert with x.astype('{weight.dtype}'))")

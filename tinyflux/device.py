@@ -7,6 +7,7 @@ argument unchanged, so the same script runs on any machine.
 """
 from __future__ import annotations
 
+from .backends import cupy_available, to_cpu_array, to_gpu_array
 from . import backend
 from .tensor import Tensor
 
@@ -31,12 +32,12 @@ def _move(obj, move_array):
 
 def gpu(obj):
     """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none."""
-    if not backend.cupy_available():
+    if not cupy_available():
         backend.warn_no_gpu_once()
         return obj
-    return _move(obj, backend.to_gpu_array)
+    return _move(obj, to_gpu_array)
 
 
 def cpu(obj):
     """Move ``obj`` (array, Tensor, Module, list) back to NumPy."""
-    return _move(obj, backend.to_cpu_array)
+    return _move(obj, to_cpu_array)

@@ -44,7 +44,8 @@ import os
 
 import numpy as np
 
-from . import backend
+from .backends import array_module, backend_name, get_array_module, is_gpu_array, to_cpu_array
+from .backends.arrays import nccl
 
 log = logging.getLogger("tinyflux.distributed")
 
@@ -102,37 +103,35 @@ class MPICommunicator(Communicator):
         """An NCCL communicator between the ranks' GPUs, or None (then GPU arrays go through the host)."""
         if self._nccl is None:
             self._nccl = False
-            try:
-                from cupy.cuda import nccl
-                if nccl.available:
-                    uid = self.broadcast_object(nccl.get_unique_id() if self.rank == 0 else None)
-                    self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
-            except Exception as error:  # not built with NCCL, or the wheel is missing
-                log.warning("NCCL unavailable (%s): GPU gradients go through the host", error)
+            bindings = nccl()
+            if bindings is None:
+                log.warning("NCCL unavailable (pip install 'tinyflux[nccl12]'): GPU gradients go through the host")
+            else:
+                uid = self.broadcast_object(bindings.get_unique_id() if self.rank == 0 else None)
+                self._nccl = bindings.NcclCommunicator(self.size, uid, self.rank)
         return self._nccl or None
 
     def allreduce_sum(self, array):
-        if backend.is_gpu_array(array):
+        if is_gpu_array(array):
             nccl_comm = self._nccl_communicator()
             if nccl_comm is not None:
-                from cupy.cuda import nccl
-                cp = backend.array_module("cupy")
-                kind = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
-                nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, kind[array.dtype], nccl.NCCL_SUM,
-                                    cp.cuda.get_current_stream().ptr)
+                bindings, cp = nccl(), array_module("cupy")
+                kind = {np.dtype(np.float32): bindings.NCCL_FLOAT32, np.dtype(np.float64): bindings.NCCL_FLOAT64}
+                nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, kind[array.dtype],
+                                    bindings.NCCL_SUM, cp.cuda.get_current_stream().ptr)
                 return array
-            host = backend.to_cpu_array(array)
+            host = to_cpu_array(array)
             self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
-            array[...] = backend.get_array_module(array).asarray(host)
+            array[...] = get_array_module(array).asarray(host)
             return array
         self.comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
         return array
 
     def broadcast(self, array, root: int = 0):
-        if backend.is_gpu_array(array):  # a rare operation (start, resume): through the host is enough
-            host = backend.to_cpu_array(array)
+        if is_gpu_array(array):  # a rare operation (start, resume): through the host is enough
+            host = to_cpu_array(array)
             self.comm.Bcast(host, root=root)
-            array[...] = backend.get_array_module(array).asarray(host)
+            array[...] = get_array_module(array).asarray(host)
             return array
         self.comm.Bcast(array, root=root)
         return array
@@ -170,7 +169,7 @@ def init() -> Communicator:
 
 def select_gpu(comm: Communicator) -> int:
     """Make this rank use the GPU numbered by its rank on this machine (before it allocates anything there)."""
-    cp = backend.array_module("cupy")
+    cp = array_module("cupy")
     device = comm.local_rank % cp.cuda.runtime.getDeviceCount()
     cp.cuda.Device(device).use()
     return device
@@ -241,7 +240,7 @@ def parameter_digest(model) -> str:
     """A SHA-256 of every parameter's bytes: equal on every rank while the ranks agree."""
     digest = hashlib.sha256()
     for p in model.parameters():
-        digest.update(np.ascontiguousarray(backend.to_cpu_array(p.data)).tobytes())
+        digest.update(np.ascontiguousarray(to_cpu_array(p.data)).tobytes())
     return digest.hexdigest()
 
 
@@ -275,12 +274,12 @@ class DataParallel:
         self.params = optimizer.params
         first = self.params[0].data
         for i, p in enumerate(self.params):
-            if p.data.dtype != first.dtype or backend.backend_name(p.data) != backend.backend_name(first):
-                raise ValueError(f"DataParallel: parameter {i} is {backend.backend_name(p.data)} {p.data.dtype}, "
-                                 f"parameter 0 {backend.backend_name(first)} {first.dtype}: one flat gradient "
+            if p.data.dtype != first.dtype or backend_name(p.data) != backend_name(first):
+                raise ValueError(f"DataParallel: parameter {i} is {backend_name(p.data)} {p.data.dtype}, "
+                                 f"parameter 0 {backend_name(first)} {first.dtype}: one flat gradient "
                                  "buffer needs one dtype on one device")
         self.sizes = [p.data.size for p in self.params]
-        xp = backend.get_array_module(first)
+        xp = get_array_module(first)
         self.flat = xp.empty(sum(self.sizes) + 1, dtype=first.dtype)  # (total + 1,): the gradients, then n_r
 
     # the inner optimizer's face: the loop and the checkpoints see an ordinary optimizer

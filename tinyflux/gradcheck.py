@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import backend
+from .backends import get_array_module
 from .tensor import Tensor
 
 
@@ -59,7 +59,7 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
         return out.data if isinstance(out, Tensor) else out
 
     y = evaluate(*tensors)
-    xp = backend.get_array_module(y)
+    xp = get_array_module(y)
     weights = xp.asarray(rng.standard_normal(y.shape))  # the random v of L = sum(v * f)
 
     def analytic(v):
@@ -116,7 +116,7 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
 
 
 def _compare(exact, numeric, atol, rtol, what):
-    xp = backend.get_array_module(exact)
+    xp = get_array_module(exact)
     exact, numeric = xp.asarray(exact), xp.asarray(numeric)
     error = xp.abs(exact - numeric)
     limit = atol + rtol * xp.abs(numeric)

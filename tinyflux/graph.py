@@ -20,31 +20,33 @@ follows from that:
 - **Memory kept for the graph's life.** Every array allocated during capture
   (activations, gradients, the loss) is held by the step, so CuPy's memory
   pool never hands that memory to anything else.
-- **Numbers that change live in GPU memory.** The step counter t and the
-  learning rate are read by the Adam kernel from a small device array, whose t
-  a one-thread kernel advances at every replay; a new ``opt.lr`` (or a
-  checkpoint's t, betas or eps) is copied there before the next replay.
+- **Numbers that change live in GPU memory.** Adam keeps its learning rate,
+  betas, eps and step count t in a small array on the GPU (``hyper``), which
+  its update kernel reads, eager or replayed, and whose t a one-thread kernel
+  advances at every step; a new ``opt.lr`` or a loaded checkpoint writes into
+  that array, so the next replay sees it.
 - **Nothing CUDA refuses during capture.** No cuBLAS (tinyflux's own GEMM
   kernel runs instead), no copies between host and device, no waiting for the
   GPU (so the label range check runs on the host, in ``step``). All kernels
   are compiled in a rehearsal step before capture, so capture launches only.
-  See ``backend.capture_safe``.
+  ``modes.capture`` (``tinyflux/modes.py``) tells the ops to keep to these rules.
 
 The parameters must sit in the optimizer's flat buffer (``optim.Adam`` puts
 them there); the graph updates that buffer in place, so the model, ``tf.save``
 and evaluation see every replayed step.
 
-On an H100 a replayed MNIST step takes 0.68 ms, of which 0.64 ms is the
-GPU's own work, against 2.7 ms or more for the same step run eagerly from
-Python; 100 replayed steps give the parameters of 100 eager ones to float32
-tolerance (tests/test_parity.py). Without a GPU, tests/test_cuda_kernels.py
-checks this module on a stand-in for CuPy.
+On a GPU, tests/test_parity.py checks that 100 replayed steps give the
+parameters of 100 eager ones to float32 tolerance; without one,
+tests/test_capture.py checks this module on a stand-in for CuPy (the
+measured times are in docs/results/h100).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import backend, optim
+from . import optim
+from .backends import backend_name, ops_for
+from .modes import capturing
 from .tensor import Tensor
 
 
@@ -71,30 +73,28 @@ class CapturedStep:
         params = list(model.parameters())
         if [id(p) for p in params] != [id(p) for p in optimizer.params]:
             raise CaptureError("capture: the optimizer must hold exactly model.parameters(), in order")
-        if not backend.is_gpu_array(params[0].data):
+        with capturing():
+            cp = ops_for(params[0].data).cupy  # the ops that can record a graph bring their CuPy; others None
+        if cp is None:
             raise CaptureError("capture: a CUDA graph needs the model on a GPU (tf.gpu(model), with CuPy and an "
-                               f"NVIDIA GPU); its parameters are {backend.backend_name(params[0].data)} arrays")
-        if len(optimizer.groups) != 1:
-            raise CaptureError("capture: all parameters must share one dtype, got "
-                               + ", ".join(str(group.parameters.data.dtype) for group in optimizer.groups))
-        cp = backend.array_module("cupy")
+                               f"NVIDIA GPU); its parameters are {backend_name(params[0].data)} arrays")
+        try:
+            self.state = optimizer.flat_state()  # [parameters, m, v, hyper]: what the graph reads and writes
+        except ValueError as error:
+            raise CaptureError(f"capture: {error}") from None
+        self.cupy = cp
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        group = optimizer.groups[0]
-        self.buffer, self.m, self.v = group.parameters, group.m, group.v
         # the static inputs: each step copies its batch into these two arrays
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
         self.y = cp.array(y.data if isinstance(y, Tensor) else y)
-        self.hyper = cp.array(self._hyperparameters(), dtype=cp.float64)
-        self.uploaded = self._hyperparameters()  # what self.hyper holds, as the host last set it
 
         # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies every
         # geometry array to the GPU, so that capture itself only launches. Then the parameters, m, v
         # and t are put back as they were: capturing changes nothing.
-        state = (self.buffer.data, self.m, self.v, self.hyper)
-        saved = [array.copy() for array in state]
-        with backend.capture_safe():
+        saved = [array.copy() for array in self.state]
+        with capturing():
             self._record()
-        for array, before in zip(state, saved):
+        for array, before in zip(self.state, saved):
             array[...] = before
         optimizer.zero_grad()
         cp.cuda.get_current_stream().synchronize()
@@ -109,7 +109,7 @@ class CapturedStep:
 
         stream = cp.cuda.Stream(non_blocking=True)
         try:
-            with stream, backend.capture_safe(), cp.cuda.using_allocator(keep_alive_malloc):
+            with stream, capturing(), cp.cuda.using_allocator(keep_alive_malloc):
                 stream.begin_capture()
                 try:
                     self.loss = self._record()
@@ -123,17 +123,10 @@ class CapturedStep:
         self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
 
-    def _hyperparameters(self) -> list:
-        """(lr, beta1, beta2, eps, t): the layout of ``self.hyper`` that the ``adam`` kernel reads."""
-        opt = self.optimizer
-        return [opt.lr, *opt.betas, opt.eps, opt.t]
-
     def _record(self):
-        """The work the graph holds: forward, backward, t <- t + 1 and the Adam update. Returns the loss array."""
-        from . import cuda
+        """The work the graph holds: forward, backward and the optimizer's step. Returns the loss array."""
         loss = self._forward_backward()
-        self.buffer.gather_grads()
-        cuda.adam(self.buffer.data, self.buffer.grad, self.m, self.v, self.hyper)  # advances t in self.hyper
+        self.optimizer.step()  # t <- t + 1 and the update, both in GPU memory: the same Adam as eager steps
         return loss.data
 
     def _forward_backward(self) -> Tensor:
@@ -145,7 +138,7 @@ class CapturedStep:
         return loss
 
     def __call__(self, x, y):
-        cp = backend.array_module("cupy")
+        cp = self.cupy
         x = x.data if isinstance(x, Tensor) else x
         y = y.data if isinstance(y, Tensor) else y
         for name, new, static in (("x", x, self.x), ("y", y, self.y)):
@@ -155,13 +148,8 @@ class CapturedStep:
         if isinstance(y, np.ndarray) and y.ndim == 1 and y.size and (y.min() < 0 or y.max() >= self.classes):
             raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}, "
                              f"got values from {y.min()} to {y.max()}")
-        opt = self.optimizer
-        if self._hyperparameters() != self.uploaded:  # a learning-rate drop, or a loaded checkpoint
-            self.hyper[...] = cp.asarray(self._hyperparameters(), dtype=cp.float64)
-        self.buffer.attach()  # a parameter replaced since the last step is copied back into the buffer
+        self.optimizer.attach_parameters()  # a parameter replaced since the last step goes back into the buffer
         self.x[...] = cp.asarray(x)  # from the host or the GPU, into the arrays the graph reads
         self.y[...] = cp.asarray(y)
         self.graph.launch(stream=cp.cuda.get_current_stream())
-        opt.t += 1  # the graph advanced its own copy of t
-        self.uploaded = self._hyperparameters()
         return self.loss.copy()  # the graph overwrites self.loss at the next replay

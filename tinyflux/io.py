@@ -36,7 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import backend
+from .backends import get_array_module, to_cpu_array
 from .files import remove_stale_parts, write_bytes_atomically
 from .version import __version__
 
@@ -76,7 +76,7 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def _add_dataset(group, name: str, array) -> None:
-    array = backend.to_cpu_array(array)
+    array = to_cpu_array(array)
     group.create_dataset(name, data=array).attrs["sha256"] = _sha256(array)
 
 
@@ -168,7 +168,7 @@ def load(path, model, optimizer=None) -> dict:
 
     # every check passed: only now change the model and the optimizer
     for name, p in model.named_parameters():
-        p.data[...] = backend.get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
+        p.data[...] = get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
     if optimizer is not None:
         optimizer.load_state(hyper, arrays)
     return metadata

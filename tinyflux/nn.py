@@ -20,9 +20,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import functional as F
+from .backends import get_array_module
 from .checks import as_tuple, integer
-from .backend import get_array_module
-from .tensor import Tensor, no_grad
+from .modes import no_grad
+from .tensor import Tensor
 
 _rng = np.random.default_rng()
 
@@ -150,7 +151,7 @@ class Conv(Module):
                 f"{_activation_name(self.activation)}{options})")
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.conv(x, self.weight, self.bias, self.stride, self.pad, where=self.signature())
+        y = F.conv(x, self.weight, self.bias, self.stride, self.pad, caller=self.signature())
         return y if self.activation is None else self.activation(y)
 
     def can_pool_first(self, pool: "MaxPool") -> bool:
@@ -165,12 +166,11 @@ class Conv(Module):
 
     def forward_pooled(self, x: Tensor, pool: "MaxPool") -> Tensor:
         """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`."""
-        y = F.conv(x, self.weight, None, self.stride, self.pad, where=self.signature())
+        y = F.conv(x, self.weight, None, self.stride, self.pad, caller=self.signature())
         y = pool(y)
         if self.activation is F.relu:
             return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
-        y = y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
-        return y if self.activation is None else self.activation(y)
+        return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
 
 
 class MaxPool(Module):
@@ -192,7 +192,7 @@ class MaxPool(Module):
         return f"MaxPool({self.window}{stride})"
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.maxpool(x, self.window, self.stride, where=self.signature())
+        return F.maxpool(x, self.window, self.stride, caller=self.signature())
 
 
 class Dense(Module):
@@ -214,7 +214,7 @@ class Dense(Module):
         return f"Dense({self.in_features} => {self.out_features}{_activation_name(self.activation)})"
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.linear(x, self.weight, self.bias, where=self.signature())
+        y = F.linear(x, self.weight, self.bias, caller=self.signature())
         return y if self.activation is None else self.activation(y)
 
 

@@ -16,10 +16,10 @@ update as PyTorch's and Flux's Adam). ``opt.lr`` may be changed between steps.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
-from . import backend, checks
+from . import checks
+from .backends import backend_name, get_array_module, ops_for
 from .tensor import Tensor
 
 
@@ -118,7 +118,7 @@ class Optimizer:
             target = getattr(self, kind)
             for i, value in enumerate(values):
                 if value is not None:  # copied into the existing array: Adam's are views of a flat buffer
-                    target[i][...] = backend.get_array_module(target[i]).asarray(value)
+                    target[i][...] = get_array_module(target[i]).asarray(value)
 
 
 class SGD(Optimizer):
@@ -127,7 +127,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
         self.momentum = checks.real(momentum, "SGD momentum", minimum=0.0, below=1.0)
-        self.velocity = [backend.get_array_module(p.data).zeros_like(p.data) for p in self.params] if momentum else []
+        self.velocity = [get_array_module(p.data).zeros_like(p.data) for p in self.params] if momentum else []
 
     def update(self, i, p):
         g = p.grad
@@ -158,23 +158,6 @@ class SGD(Optimizer):
         self.momentum = hyper["momentum"]
 
 
-def adam_update(p, g, m, v, step_size: float, eps: float, b1: float, b2: float) -> None:
-    """One Adam step, in place, on arrays of one shape: parameter p, gradient g, running averages m and v.
-
-    ``step_size`` and ``eps`` already hold the bias corrections (see ``Adam.step``).
-    """
-    cuda = backend.cuda_kernels(g)
-    if cuda is not None:  # the same lines below as one launch instead of about ten
-        cuda.adam_update(p, g, m, v, step_size, eps, b1, b2)
-        return
-    xp = backend.get_array_module(g)
-    m += (1 - b1) * (g - m)  # same as m = b1*m + (1-b1)*g, in place
-    v += (1 - b2) * (g * g - v)
-    denom = xp.sqrt(v)
-    denom += eps
-    p -= step_size * m / denom
-
-
 class ParameterBuffer:
     """Parameters of one dtype on one device, stored end to end in a single flat array.
 
@@ -191,7 +174,7 @@ class ParameterBuffer:
 
     def __init__(self, params: list):
         first = params[0].data
-        xp = backend.get_array_module(first)
+        xp = get_array_module(first)
         self.params = params
         self.sizes = [p.data.size for p in params]
         self.shapes = [tuple(p.data.shape) for p in params]
@@ -218,10 +201,10 @@ class ParameterBuffer:
             if p.data is self.views[i]:
                 continue
             if tuple(p.data.shape) != view.shape or p.data.dtype != view.dtype or \
-                    backend.backend_name(p.data) != backend.backend_name(view):
+                    backend_name(p.data) != backend_name(view):
                 raise ValueError(
-                    f"parameter {i} is now {backend.backend_name(p.data)} {p.data.dtype}{tuple(p.data.shape)}, "
-                    f"but the optimizer was built for {backend.backend_name(view)} {view.dtype}{view.shape}: "
+                    f"parameter {i} is now {backend_name(p.data)} {p.data.dtype}{tuple(p.data.shape)}, "
+                    f"but the optimizer was built for {backend_name(view)} {view.dtype}{view.shape}: "
                     "create the optimizer after moving or changing the model")
             view[...] = p.data
             p.data = view
@@ -238,12 +221,13 @@ class ParameterBuffer:
 
 
 class AdamGroup(NamedTuple):
-    """Adam's state for the parameters of one dtype and device, each part a flat array."""
+    """Adam's state for the parameters of one dtype and device, each part a flat array on that device."""
 
     positions: list  # where these parameters stand in ``Adam.params``
     parameters: ParameterBuffer  # their values (and gradients), end to end
     m: object  # running mean of the gradients, laid out like parameters.data
     v: object  # running mean of the squared gradients, likewise
+    hyper: object  # float64 (lr, beta1, beta2, eps, t): what the update reads, on the same device
 
 
 class Adam(Optimizer):
@@ -254,47 +238,97 @@ class Adam(Optimizer):
     so one step is a single update of a few flat arrays. When some
     parameters have no gradient this step, only the others are updated, one
     by one, through their views.
+
+    The hyperparameters and the step count t live in a small array beside
+    the buffers, ``hyper`` = (lr, beta1, beta2, eps, t), on the same device:
+    the update reads them from there, in NumPy as in the CUDA kernel, and a
+    captured CUDA graph (``tf.capture``), which replays the same update, sees
+    a new ``opt.lr`` or a loaded t at its next replay. ``opt.lr`` and
+    ``opt.t`` read and write that array.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.groups: list[AdamGroup] = []  # filled below; lr and t are stored in them
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"Adam betas: expected two numbers (beta1, beta2), got {betas!r}")
-        self.betas = (checks.real(betas[0], "Adam beta1", minimum=0.0, below=1.0),
-                      checks.real(betas[1], "Adam beta2", minimum=0.0, below=1.0))
-        self.eps = checks.real(eps, "Adam eps", minimum=0.0)
+        betas = (checks.real(betas[0], "Adam beta1", minimum=0.0, below=1.0),
+                 checks.real(betas[1], "Adam beta2", minimum=0.0, below=1.0))
+        eps = checks.real(eps, "Adam eps", minimum=0.0)
         positions_by_kind: dict = {}  # (backend, dtype) -> positions in self.params
         for i, p in enumerate(self.params):
-            positions_by_kind.setdefault((backend.backend_name(p.data), p.data.dtype.str), []).append(i)
-        self.groups: list[AdamGroup] = []  # normally one: every parameter float32 on one device
+            positions_by_kind.setdefault((backend_name(p.data), p.data.dtype.str), []).append(i)
         self.m, self.v = [None] * len(self.params), [None] * len(self.params)  # per-parameter views
         for positions in positions_by_kind.values():
             buffer = ParameterBuffer([self.params[i] for i in positions])
-            xp = backend.get_array_module(buffer.data)
+            xp = get_array_module(buffer.data)
             flat_m, flat_v = xp.zeros_like(buffer.data), xp.zeros_like(buffer.data)
             for i, m, v in zip(positions, buffer.split(flat_m), buffer.split(flat_v)):
                 self.m[i], self.v[i] = m, v
-            self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v))
+            hyper = xp.array([self.lr, *betas, eps, 0], dtype=xp.float64)
+            self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v, hyper))
+        self._betas, self._eps = betas, eps
+
+    # lr, t, betas and eps: the host keeps a copy of each for reading; writing one also writes every hyper
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = checks.real(value, "Adam lr", minimum=0.0)
+        self._write_hyper(0, self._lr)
+
+    @property
+    def t(self) -> int:
+        """Steps taken: read from the group's hyper array (on a GPU that waits for the GPU)."""
+        return int(self.groups[0].hyper[4]) if self.groups else 0
+
+    @t.setter
+    def t(self, value) -> None:
+        self._write_hyper(4, checks.integer(value, "Adam t", minimum=0))
+
+    @property
+    def betas(self) -> tuple:
+        return self._betas
+
+    @property
+    def eps(self) -> float:
+        return self._eps
+
+    def _write_hyper(self, index: int, value) -> None:
+        for group in self.groups:
+            group.hyper[index] = value
 
     def step(self) -> None:
+        """t <- t + 1, then one update of every parameter that has a gradient."""
         self.check_gradients()
-        self.t += 1
-        b1, b2 = self.betas
-        bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        # Fold both bias corrections into two scalars: lr * m_hat / (sqrt(v_hat) + eps)
-        # = step_size * m / (sqrt(v) + eps_scaled), which saves two passes over each array.
-        step_size = self.lr * math.sqrt(bias2) / bias1
-        eps_scaled = self.eps * math.sqrt(bias2)
-        for positions, buffer, flat_m, flat_v in self.groups:
+        for positions, buffer, flat_m, flat_v, hyper in self.groups:
+            ops = ops_for(buffer.data)
+            ops.count_step(hyper)
             buffer.attach()
             flat_grad = buffer.gather_grads()
             if flat_grad is not None:  # the usual case: every parameter in one update
-                adam_update(buffer.data, flat_grad, flat_m, flat_v, step_size, eps_scaled, b1, b2)
+                ops.adam_update(buffer.data, flat_grad, flat_m, flat_v, hyper)
                 continue
             for i in positions:
                 p = self.params[i]
                 if p.grad is not None:
-                    adam_update(p.data, p.grad, self.m[i], self.v[i], step_size, eps_scaled, b1, b2)
+                    ops.adam_update(p.data, p.grad, self.m[i], self.v[i], hyper)
+
+    def attach_parameters(self) -> None:
+        """Put back into the flat buffers any parameter whose array was replaced since the last step."""
+        for group in self.groups:
+            group.parameters.attach()
+
+    def flat_state(self) -> list:
+        """[parameters, m, v, hyper] of the single group: the arrays a captured step reads and writes."""
+        if len(self.groups) != 1:
+            raise ValueError("Adam.flat_state: all parameters must share one dtype and device, got "
+                             + ", ".join(f"{backend_name(g.parameters.data)} {g.parameters.data.dtype}"
+                                         for g in self.groups))
+        group = self.groups[0]
+        return [group.parameters.data, group.m, group.v, group.hyper]
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
@@ -306,7 +340,9 @@ class Adam(Optimizer):
 
     def load_state(self, hyper, arrays):
         super().load_state(hyper, arrays)
-        self.betas, self.eps = (hyper["beta1"], hyper["beta2"]), hyper["eps"]
+        self._betas, self._eps = (hyper["beta1"], hyper["beta2"]), hyper["eps"]
+        for index, value in ((1, hyper["beta1"]), (2, hyper["beta2"]), (3, hyper["eps"])):
+            self._write_hyper(index, value)
 
     def state_arrays(self):
         return {"m": self.m, "v": self.v}

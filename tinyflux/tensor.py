@@ -20,39 +20,13 @@ Notation: x, y are arrays; gx, gy the gradients dL/dx and dL/dy.
 """
 from __future__ import annotations
 
-import contextlib
 import weakref
 from typing import Sequence
 
 import numpy as np
 
-from . import backend
-
-_grad_enabled = True
-
-
-@contextlib.contextmanager
-def no_grad():
-    """Within this block, operations record no graph (for evaluation: less memory, faster).
-
-    >>> import tinyflux as tf
-    >>> with tf.no_grad():
-    ...     y = tf.Tensor([1.0, 2.0], requires_grad=True) * 2
-    >>> y.creator is None
-    True
-    """
-    global _grad_enabled
-    previous = _grad_enabled
-    _grad_enabled = False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
+from .backends import get_array_module, is_gpu_array, to_cpu_array
+from .modes import modes
 
 class Tensor:
     """An array plus what autograd needs: ``grad``, ``requires_grad`` and ``creator``.
@@ -70,7 +44,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         # a CuPy array stays where it is (it refuses np.asarray); anything else becomes a NumPy array
-        if not isinstance(data, np.ndarray) and not backend.is_gpu_array(data):
+        if not isinstance(data, np.ndarray) and not is_gpu_array(data):
             data = np.asarray(data)
             if data.dtype == np.float64:
                 data = data.astype(np.float32)  # Python floats -> the default float32
@@ -105,7 +79,7 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU when needed)."""
-        return backend.to_cpu_array(self.data)
+        return to_cpu_array(self.data)
 
     def item(self) -> float:
         return float(self.data.reshape(-1)[0]) if self.size == 1 else float(self.data)
@@ -129,7 +103,7 @@ class Tensor:
             # Nothing to differentiate: doing nothing here would let a training loop "train" for hours
             raise RuntimeError("backward(): this tensor has no graph, so no gradient can flow from it. It was "
                                "computed under tf.no_grad(), or from tensors none of which has requires_grad=True")
-        xp = backend.get_array_module(self.data)
+        xp = get_array_module(self.data)
         if grad is None:
             if self.size != 1:
                 raise ValueError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
@@ -212,7 +186,7 @@ class Function:
         if isinstance(y, np.generic):  # NumPy reductions return scalars; keep every result an array
             y = np.asarray(y)
         out = Tensor(y)
-        if _grad_enabled and any(t.requires_grad for t in tensors):
+        if modes.grad and any(t.requires_grad for t in tensors):
             out.requires_grad = True
             out.creator = self
             self.inputs = tensors

@@ -2,8 +2,8 @@
 minibatches."""
 from .batches import batches, input_layout, num_batches, to_float_images
 from .datasets import cache_dir, load
-from .idx import DatasetError, parse_idx, read_idx, write_idx
+from .idx import DatasetError, parse_idx, read_idx
 from .video import video_folder
 
 __all__ = ["DatasetError", "batches", "cache_dir", "input_layout", "load", "num_batches", "parse_idx", "read_idx",
-           "to_float_images", "video_folder", "write_idx"]
+           "to_float_images", "video_folder"]

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .. import backend
+from ..backends import get_array_module
 
 
 def input_layout(shape: tuple, spatial_dims: int | None = None) -> tuple[int, bool]:
@@ -90,7 +90,7 @@ def _batches(images, labels, batch_size, shuffle, rng, spatial_dims):
     order = None
     if shuffle:
         order = (rng or np.random.default_rng()).permutation(len(images))
-        order = backend.get_array_module(images).asarray(order)  # index GPU images with a GPU array
+        order = get_array_module(images).asarray(order)  # index GPU images with a GPU array
     for start in range(0, len(images), batch_size):
         index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
         yield to_float_images(images[index], spatial_dims), labels[index]

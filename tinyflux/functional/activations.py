@@ -11,47 +11,30 @@ dividing, so it stays finite even when a probability underflows to 0.
 """
 from __future__ import annotations
 
-from .. import backend
+from ..backends import get_array_module, ops_for
 from ..tensor import Function, Tensor
 
 
 class ReLU(Function):
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        y = xp.maximum(x, 0)
-        self.y = y
-        return y
+        self.ops = ops_for(x)
+        self.y = get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, gy, needs):
-        return (_relu_backward(gy, self.y),)
-
-
-def _relu_backward(gy, y):
-    """The gradient through a ReLU whose output was y: gy where y > 0, else 0."""
-    cuda = backend.cuda_kernels(gy)
-    if cuda is not None:
-        return cuda.relu_backward(gy, y)  # one launch instead of a compare and a multiply
-    # multiplying by a boolean mask is several times faster than np.where(y > 0, gy, 0)
-    return gy * (y > 0)
+        return (self.ops.relu_backward(gy, self.y),)
 
 
 class BiasReLU(Function):
     """y = relu(x + b) with one bias per channel (axis 1): one node instead of two, one new array instead of two."""
 
     def forward(self, x, b):
-        xp = backend.get_array_module(x)
-        cuda = backend.cuda_kernels(x)
-        if cuda is not None:
-            self.y = cuda.bias_relu(x, b)  # one launch instead of an add and a maximum
-            return self.y
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): broadcast over batch and positions
-        y = x + b.reshape(shape)
-        xp.maximum(y, 0, out=y)
-        self.y = y
-        return y
+        self.ops = ops_for(x)
+        self.y = self.ops.bias_relu(x, b)
+        return self.y
 
     def backward(self, gy, needs):
-        gx = _relu_backward(gy, self.y)
+        gx = self.ops.relu_backward(gy, self.y)
         gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if needs[1] else None  # sum over all but channels
         return gx, gb
 
@@ -61,7 +44,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
+        xp = get_array_module(x)
         z = xp.exp(x - x.max(axis=self.axis, keepdims=True))
         self.y = z / z.sum(axis=self.axis, keepdims=True)
         return self.y
@@ -77,17 +60,18 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        self.y = _log_softmax(x, self.axis)
+        self.y = log_softmax_array(x, self.axis)
         return self.y
 
     def backward(self, gy, needs):
         # dL/dx_i = g_i - p_i * sum_j g_j, with p = exp(log-softmax)
-        xp = backend.get_array_module(gy)
+        xp = get_array_module(gy)
         return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
 
 
-def _log_softmax(x, axis):
-    xp = backend.get_array_module(x)
+def log_softmax_array(x, axis: int):
+    """log(softmax(x)) of a plain array along ``axis``, computed stably (the forward of LogSoftmax)."""
+    xp = get_array_module(x)
     z = x - x.max(axis=axis, keepdims=True)
     return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
 

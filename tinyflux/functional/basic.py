@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .. import backend
+from ..backends import get_array_module, ops_for
 from ..tensor import Function, Tensor
 
 
@@ -32,7 +32,7 @@ def as_tensor(value, like: Tensor) -> Tensor:
     """Wrap an operand; a Python number takes the dtype of ``like`` so float32 stays float32."""
     if isinstance(value, Tensor):
         return value
-    xp = backend.get_array_module(like.data)
+    xp = get_array_module(like.data)
     if isinstance(value, numbers.Number):
         return Tensor(xp.asarray(value, dtype=like.dtype))
     return Tensor(value)
@@ -102,7 +102,7 @@ class Pow(Function):
 
 class Exp(Function):
     def forward(self, x):
-        self.y = backend.get_array_module(x).exp(x)
+        self.y = get_array_module(x).exp(x)
         return self.y
 
     def backward(self, gy, needs):
@@ -112,7 +112,7 @@ class Exp(Function):
 class Log(Function):
     def forward(self, x):
         self.x = x
-        return backend.get_array_module(x).log(x)
+        return get_array_module(x).log(x)
 
     def backward(self, gy, needs):
         return (gy / self.x,)
@@ -127,11 +127,12 @@ class MatMul(Function):
         if a.shape[1] != b.shape[0]:
             raise ValueError(f"matmul: inner sizes differ: {a.shape} @ {b.shape}")
         self.a, self.b = a, b
-        return backend.matmul(a, b)
+        return ops_for(a).matmul(a, b)
 
     def backward(self, gy, needs):
-        ga = backend.matmul(gy, self.b.T) if needs[0] else None  # (N, K) @ (K, M) -> (N, M)
-        gb = backend.matmul(self.a.T, gy) if needs[1] else None  # (M, N) @ (N, K) -> (M, K)
+        ops = ops_for(gy)
+        ga = ops.matmul(gy, self.b.T) if needs[0] else None  # (N, K) @ (K, M) -> (N, M)
+        gb = ops.matmul(self.a.T, gy) if needs[1] else None  # (M, N) @ (N, K) -> (M, K)
         return ga, gb
 
 
@@ -173,7 +174,7 @@ class Sum(Function):
         return x.sum(axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, gy, needs):
-        xp = backend.get_array_module(gy)
+        xp = get_array_module(gy)
         if not self.keepdims and self.axis is not None:
             axes = (self.axis,) if isinstance(self.axis, int) else self.axis
             for axis in sorted(a % len(self.x_shape) for a in axes):

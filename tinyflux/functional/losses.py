@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from ..backends import get_array_module, to_cpu_array
+from ..modes import modes
 from ..tensor import Function, Tensor
-from .activations import _log_softmax
+from .activations import log_softmax_array
 
 
 def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
@@ -35,7 +36,7 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
             raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
         # The range check reads two numbers back from the GPU, which a graph capture forbids;
         # tinyflux.graph checks labels on the host instead, before they are copied in.
-        if labels.size and not backend.is_capture_safe() and \
+        if labels.size and not modes.capture and \
                 (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
                              f"got values from {int(labels.min())} to {int(labels.max())}")
@@ -49,14 +50,14 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
             raise TypeError(f"{where}: one-hot labels must be numbers, got dtype {labels.dtype}")
         # Each row must be a probability distribution: one 1 and zeros, or soft labels summing to 1.
         # Like the range check above, this reads back from the GPU, so a capture skips it.
-        if labels.size and not backend.is_capture_safe():
+        if labels.size and not modes.capture:
             rows = labels.astype(np.float64)
             if not bool(xp.isfinite(rows).all()) or float(rows.min()) < 0 or \
                     float(xp.abs(rows.sum(axis=1) - 1).max()) > 1e-3:
                 bad = int(xp.argmax(~xp.isfinite(rows).all(axis=1) | (rows.min(axis=1) < 0) |
                                     (xp.abs(rows.sum(axis=1) - 1) > 1e-3)))
                 raise ValueError(f"{where}: one-hot labels must be rows of non-negative numbers that sum to 1; "
-                                 f"row {bad} is {backend.to_cpu_array(labels[bad]).tolist()}")
+                                 f"row {bad} is {to_cpu_array(labels[bad]).tolist()}")
         return labels.astype(dtype, copy=False)
     raise ValueError(f"{where}: labels must have shape (N,) or (N, classes), got {labels.shape}")
 
@@ -72,13 +73,13 @@ class LogitCrossEntropy(Function):
         n, num_classes = x.shape
         if n == 0:
             raise ValueError(f"{where}: empty batch (scores of shape {x.shape})")
-        xp = backend.get_array_module(x)
+        xp = get_array_module(x)
         self.target = _labels_as_onehot(self.labels, num_classes, n, xp, x.dtype, where)
-        self.logp = _log_softmax(x, axis=1)  # (N, classes)
+        self.logp = log_softmax_array(x, axis=1)  # (N, classes)
         return -(self.target * self.logp).sum() / n
 
     def backward(self, gy, needs):
-        xp = backend.get_array_module(gy)
+        xp = get_array_module(gy)
         n = self.logp.shape[0]
         return ((xp.exp(self.logp) - self.target) * (gy / n),)
 
@@ -103,7 +104,7 @@ def logit_cross_entropy(scores: Tensor, labels) -> Tensor:
 def onehot(labels, num_classes: int):
     """Ints (N,) -> float32 array (N, num_classes) with a single 1 per row."""
     labels = labels.data if isinstance(labels, Tensor) else labels
-    xp = backend.get_array_module(labels)
+    xp = get_array_module(labels)
     labels = xp.asarray(labels)
     return _labels_as_onehot(labels, num_classes, labels.shape[0] if labels.ndim else 0, xp, np.float32, "onehot")
 

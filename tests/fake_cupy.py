@@ -1,0 +1,139 @@
+"""A stand-in for CuPy, for running tinyflux's GPU path on the CPU in the tests.
+
+``FakeCupy`` offers the few CuPy calls that ``CudaOps`` (tinyflux/backends/cuda_ops.py)
+and ``tf.capture`` (tinyflux/graph.py) make, on NumPy arrays: ``RawModule``
+runs the kernels compiled for the CPU (tests/cuda_emulation.py), and each
+``ElementwiseKernel`` is replaced by the NumPy line its C body spells out.
+Streams and graphs are played, not run: capture records which kernels were
+launched, and CUDA's rules (no synchronize during a capture) are asserted.
+With it, ``CudaOps(FakeCupy(...))`` runs whole training steps, eager and
+captured, and must agree with the NumPy path.
+"""
+import contextlib
+import types
+
+import numpy as np
+
+from cuda_emulation import c_argument
+from tinyflux.backends import cuda_ops
+
+ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C bodies are in cuda_ops.py
+    "tinyflux_bias_relu": lambda x, b, y: np.copyto(y, np.maximum(x + b, 0)),
+    "tinyflux_relu_backward": lambda gy, y, gx: np.copyto(gx, np.where(y > 0, gy, 0)),
+}
+
+
+class FakeStream:
+    """CuPy's Stream, as far as tinyflux.graph uses it: capture refuses synchronize, as CUDA does."""
+
+    def __init__(self, fake, non_blocking=False):
+        self.fake = fake
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        assert not self.fake.capturing, "synchronize() during capture: CUDA refuses it"
+
+    def begin_capture(self):
+        assert not self.fake.capturing
+        self.fake.capturing = True
+        self.fake.launches_in_capture = []
+
+    def end_capture(self):
+        self.fake.capturing = False
+        return FakeGraph(self.fake)
+
+
+class FakeGraph:
+    """Replays by running the captured Python again (set ``fake.replay``): checks tinyflux's side only."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def launch(self, stream):
+        self.fake.replay()
+
+
+class FakeCupy:
+    ndarray = np.ndarray
+    int32, float64 = np.int32, np.float64
+    array, asarray, ascontiguousarray = staticmethod(np.array), staticmethod(np.asarray), \
+        staticmethod(np.ascontiguousarray)
+
+    def __init__(self, library):
+        self.library = library
+        self.launches = []
+        self.capturing, self.launches_in_capture, self.allocator = False, [], None
+        fake = self
+
+        class Cuda:
+            Stream = staticmethod(lambda non_blocking=False: FakeStream(fake, non_blocking))
+            get_current_stream = staticmethod(lambda: FakeStream(fake))
+
+            @staticmethod
+            @contextlib.contextmanager
+            def using_allocator(allocator):
+                fake.allocator = allocator
+                try:
+                    yield
+                finally:
+                    fake.allocator = None
+        self.cuda = Cuda
+
+    def empty(self, shape, dtype=float):
+        # during capture no kernel runs, so arrays stay as made: zeros keep NumPy's later steps free of NaN warnings
+        array = np.zeros(shape, dtype) if self.capturing else np.empty(shape, dtype)
+        if self.allocator is not None:  # CuPy would take the memory from the allocator in use
+            self.allocator(array.nbytes)
+        return array
+
+    def empty_like(self, array):
+        return self.empty(array.shape, array.dtype) if self.capturing else np.empty_like(array)
+
+    def get_default_memory_pool(self):
+        return types.SimpleNamespace(malloc=lambda size: object())
+
+    def _record(self, name):
+        self.launches.append(name)
+        if self.capturing:
+            self.launches_in_capture.append(name)
+
+    def RawModule(self, code, options, name_expressions):  # noqa: N802 (CuPy's name)
+        assert code == cuda_ops.source()
+        assert len(name_expressions) == 2 * len(cuda_ops.KERNELS) + len(cuda_ops.PLAIN_KERNELS)
+        fake = self
+
+        class Module:
+            def get_function(self, expression):
+                name, ctype = expression.rstrip(">").split("<") if "<" in expression else (expression, "plain")
+
+                def launch(grid, block, args):
+                    threads = 1 if ctype == "plain" else cuda_ops.GEMM_TILE ** 2 if name == "gemm" else \
+                        cuda_ops.THREADS
+                    assert block == (threads,) and grid[0] >= 1
+                    fake._record(name)
+                    if fake.capturing:
+                        return  # CUDA records the launch into the graph and runs nothing
+                    for array in args:  # only the inputs of im2col, maxpool and the GEMMs may be strided views
+                        assert not isinstance(array, np.ndarray) or array.flags.c_contiguous or \
+                            name in ("im2col", "maxpool", "gemm")
+                    getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in args])
+                return launch
+        return Module()
+
+    def ElementwiseKernel(self, inputs, outputs, body, name):  # noqa: N802
+        n_in, fake = len(inputs.split(",")), self
+
+        def launch(*args):
+            fake._record(name)
+            shape = np.broadcast_shapes(*[np.shape(a) for a in args])
+            outs = list(args[n_in:])
+            assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
+            if not fake.capturing:  # during capture CUDA records the launch and runs nothing
+                ELEMENTWISE_IN_NUMPY[name](*args)
+            return outs[0] if len(outs) == 1 else outs
+        return launch

@@ -1,0 +1,70 @@
+"""Backends: which code runs an operation, chosen once per call by the kind of array.
+
+An op (``tinyflux/functional``) writes its simple arithmetic once against the
+array's own library, ``xp = get_array_module(x)`` (NumPy or CuPy, which share
+their interface), and hands the hot operations to an *ops object*:
+
+    ops = ops_for(x)                       # once, at the top of the op
+    columns = ops.im2col(x, kernel, stride, pad)
+
+    NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
+    CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
+
+The choice is made here and nowhere else: no op has a branch on the kind of
+array. For CuPy arrays it follows ``modes.own_kernels`` (the environment
+variable ``TINYFLUX_CUDA_KERNELS=0`` turns the kernels off), except during a
+CUDA-graph capture (``modes.capture``), which needs them.
+
+A new backend is a subclass and a registration. Its ops class overrides the
+operations it does its own way (everything else falls back to the NumPy-style
+code, run by its array library), and ``register`` tells ``ops_for`` which
+arrays are its, ahead of the built-in ones. For example, CuPy's ROCm build for
+AMD GPUs keeps the ``cupy`` name and compiles ``kernels.cu`` with hipRTC, so
+it would need only ``class RocmOps(CudaOps)`` with the compiler options HIP
+wants, registered for CuPy arrays when ``cupy.cuda.runtime.is_hip`` is true.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..modes import modes
+from .arrays import (array_module, backend_name, cupy, cupy_available, get_array_module, is_gpu_array,
+                     to_cpu_array, to_gpu_array)
+from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
+
+NUMPY_OPS = NumpyOps()
+_cuda_ops = None  # made on first use: the CPU path never compiles a kernel
+_registered: list = []  # (recognises(array) -> bool, ops_for_it(array) -> ops), newest first
+
+
+def kernel_ops():
+    """The one CudaOps object for CuPy arrays (it keeps the compiled kernels)."""
+    global _cuda_ops
+    if _cuda_ops is None:
+        from .cuda_ops import CudaOps
+        _cuda_ops = CudaOps(cupy)
+    return _cuda_ops
+
+
+def register(recognises: Callable, ops_for_it: Callable) -> None:
+    """Make ``ops_for(array)`` return ``ops_for_it(array)`` for every array that ``recognises(array)``."""
+    _registered.insert(0, (recognises, ops_for_it))
+
+
+def ops_for(array):
+    """The ops object that runs the hot operations on ``array``."""
+    for recognises, ops_for_it in _registered:
+        if recognises(array):
+            return ops_for_it(array)
+    return NUMPY_OPS
+
+
+def _cupy_ops(array):
+    return kernel_ops() if modes.own_kernels or modes.capture else NUMPY_OPS
+
+
+register(is_gpu_array, _cupy_ops)
+
+__all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "backend_name",
+           "cupy_available", "get_array_module", "is_gpu_array", "kernel_ops", "ops_for", "register", "to_cpu_array",
+           "to_gpu_array"]

@@ -1,0 +1,241 @@
+"""``CudaOps``: the hot operations as tinyflux's own CUDA kernels, for CuPy arrays.
+
+Why own kernels when CuPy already runs every NumPy-style line? Each CuPy call
+costs the CPU 5 to 30 microseconds to launch, and most kernels of an MNIST
+step run for only a few: a step is bound by launches, not by arithmetic. The
+NumPy-style code issues one slice copy per kernel offset in im2col (9 for a
+3x3 kernel), one per pass and offset in max-pool, several for bias + ReLU and
+for each Adam update. Here each of those is one launch.
+
+The C++ source is ``kernels.cu`` beside this file; :meth:`CudaOps.source`
+puts in front of it the ``Geometry`` struct (generated from :data:`GEOMETRY`,
+so that Python and C cannot disagree on the order of its fields) and the
+launch constants. Every spatial input is treated as 3-D (D, H, W); a 2-D
+image has D = 1 and a 1-D sequence D = H = 1. The sizes, strides and
+paddings travel in one small int64 array, ``g``. The input may be any strided
+view (such as the channel-major view a convolution returns): its element
+strides are part of ``g``. Outputs are written channel-major, (C, N, ...),
+and returned as (N, C, ...) views, as the NumPy code does.
+
+For CUDA-graph capture (``tinyflux/graph.py``), where cuBLAS cannot run,
+there is also a GEMM, tiled in shared memory with long sums split across
+blocks; outside a capture the matrix product is cuBLAS's.
+
+The CuPy module is passed in (``CudaOps(cupy)``): the tests pass a stand-in
+that runs the same kernels compiled for the CPU.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..modes import modes
+from .numpy_ops import Columns, MaxPoolSaved, NumpyOps, output_size
+
+# Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
+# output D/H/W, stride D/H/W, padding D/H/W, the input's element strides for N, C, D, H, W, and
+# NARROW: 1 when every index the kernel computes fits in 32 bits (see "Index arithmetic" in kernels.cu).
+GEOMETRY = ("N", "C", "D", "H", "W", "KD", "KH", "KW", "OD", "OH", "OW",
+            "SD", "SH", "SW", "PD", "PH", "PW", "XN", "XC", "XD", "XH", "XW", "NARROW")
+NARROW_LIMIT = 2**31 - 2**25  # below INT_MAX by more than a grid-stride step (65535 blocks x 256 threads)
+
+THREADS = 256  # per block; the grid-stride loops cover the rest
+GEMM_TILE = 16  # gemm's tiles are GEMM_TILE x GEMM_TILE outputs, one block of GEMM_TILE**2 threads each
+GEMM_BLOCKS = 528  # gemm splits long sums until it has about this many blocks: 4 per H100 multiprocessor
+GEMM_MAX_SPLITS = 64  # and into at most this many ranges, which sum_splits then adds up
+
+KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "sum_splits", "adam")  # float and double
+PLAIN_KERNELS = ("count_step",)  # not templates
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+KERNEL_FILE = Path(__file__).with_name("kernels.cu")
+
+
+def source() -> str:
+    """The whole CUDA source: the Geometry struct and constants, then kernels.cu."""
+    struct = ("template <typename I>\nstruct Geometry {\n    I " + ", ".join(GEOMETRY) + ";\n"
+              "    __device__ explicit Geometry(const long long* g)\n        : "
+              + ", ".join(f"{name}((I)g[{i}])" for i, name in enumerate(GEOMETRY)) + " {}\n};\n"
+              f"#define G_NARROW g[{GEOMETRY.index('NARROW')}]\n")
+    # (#ifndef: the CPU emulation in the tests compiles smaller tiles)
+    constants = f"#define THREADS {THREADS}\n#ifndef GEMM_TILE\n#define GEMM_TILE {GEMM_TILE}\n#endif\n"
+    return struct + constants + KERNEL_FILE.read_text(encoding="utf-8")
+
+
+def geometry(x_shape, x_strides, kernel, stride, pad, out) -> np.ndarray:
+    """The int64 array ``g`` for a (N, C, *S) input with 1 to 3 spatial axes, padded out to 3 axes.
+
+    ``x_strides`` are in elements (NumPy's ``strides`` divided by the item size).
+    """
+    d = len(kernel)
+    missing = 3 - d  # a 2-D image has D = 1, a 1-D sequence D = H = 1
+    n, c, *sizes = x_shape
+    xn, xc, *spatial_strides = x_strides
+    values = ([n, c] + [1] * missing + list(sizes) + [1] * missing + list(kernel) + [1] * missing + list(out)
+              + [1] * missing + list(stride) + [0] * missing + list(pad) + [xn, xc] + [0] * missing
+              + list(spatial_strides))
+    # the largest index any of the four kernels computes: into the columns (C*K*N*Q elements), into
+    # the input or its gradient (N*C*S), or into a strided input view (its farthest element)
+    columns = c * math.prod(kernel) * n * math.prod(out)  # math.prod: np.prod is slow on short tuples
+    input_extent = 1 + sum((size - 1) * abs(step) for size, step in zip(x_shape, x_strides))
+    largest = max(columns, n * c * math.prod(sizes), input_extent, *values)
+    return np.array(values + [int(largest < NARROW_LIMIT)], dtype=np.int64)
+
+
+def gemm_splits(m: int, n: int, k: int) -> tuple:
+    """(splits, chunk): how gemm cuts the sum over k, so that a product with few outputs still has
+    about GEMM_BLOCKS blocks of work (at most GEMM_MAX_SPLITS ranges, each at least 4 tiles long)."""
+    tiles = max(1, -(-m // GEMM_TILE) * -(-n // GEMM_TILE))  # ceiling divisions
+    splits = max(1, min(-(-GEMM_BLOCKS // tiles), GEMM_MAX_SPLITS, k // (4 * GEMM_TILE)))
+    chunk = max(1, -(-k // splits))
+    chunk = -(-chunk // GEMM_TILE) * GEMM_TILE  # whole tiles per range
+    return max(1, -(-k // chunk)), chunk
+
+
+def _element_strides(array) -> list:
+    return [s // array.itemsize for s in array.strides]
+
+
+def _channels_first_view(array):
+    """(C, N, *S) contiguous memory seen as (N, C, *S)."""
+    return array.swapaxes(0, 1)
+
+
+def _output_shape(sizes, kernel, stride, pad) -> tuple:
+    return tuple(output_size(s, k, st, p) for s, k, st, p in zip(sizes, kernel, stride, pad))
+
+
+class CudaOps(NumpyOps):
+    """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
+
+    name = "cuda"
+
+    def __init__(self, cupy_module):
+        self.cupy = cupy_module
+        self._module = None  # the compiled kernels, on first use
+        self._device_arrays: dict = {}  # small int64 arrays copied to the GPU once per shape
+        self._elementwise: dict = {}
+
+    # -- compile once, cache, launch -----------------------------------------------------
+    def source(self) -> str:
+        return source()
+
+    def function(self, name: str, dtype=None):
+        """The compiled kernel ``name<float>`` or ``name<double>`` (``name`` for a plain one, dtype None)."""
+        if self._module is None:
+            expressions = [f"{k}<{t}>" for k in KERNELS for t in CTYPES.values()] + list(PLAIN_KERNELS)
+            self._module = self.cupy.RawModule(code=self.source(), options=("-std=c++17",),
+                                             name_expressions=expressions)
+        if dtype is None:
+            return self._module.get_function(name)
+        if np.dtype(dtype) not in CTYPES:
+            raise TypeError(f"CUDA kernels: float32 or float64 arrays expected, got {dtype}")
+        return self._module.get_function(f"{name}<{CTYPES[np.dtype(dtype)]}>")
+
+    def _device(self, key: tuple, make):
+        """An int64 array on the GPU, made and copied there once per key and then kept (a few hundred bytes
+        each): a copy to the GPU costs microseconds and is refused inside a CUDA-graph capture, and the same
+        few shapes come back at every training step."""
+        if key not in self._device_arrays:
+            self._device_arrays[key] = self.cupy.asarray(make())
+        return self._device_arrays[key]
+
+    def _geometry(self, x_shape, x_strides, kernel, stride, pad, out):
+        key = ("geometry", tuple(x_shape), tuple(x_strides), tuple(kernel), tuple(stride), tuple(pad), tuple(out))
+        return self._device(key, lambda: geometry(*key[1:]))
+
+    def _launch(self, name: str, dtype, total: int, args) -> None:
+        blocks = max(1, min(-(-total // THREADS), 65535))  # ceiling division, capped: the loop strides on
+        self.function(name, dtype)((blocks,), (THREADS,), args)
+
+    def _kernel(self, name: str, inputs: str, outputs: str, body: str):
+        """An element-wise kernel: CuPy writes the loop, we write one line of its body."""
+        if name not in self._elementwise:
+            self._elementwise[name] = self.cupy.ElementwiseKernel(inputs, outputs, body, name)
+        return self._elementwise[name]
+
+    # -- the operations ------------------------------------------------------------------
+    def matmul(self, a, b):
+        """cuBLAS, except inside a CUDA-graph capture, where cuBLAS cannot run: then :meth:`gemm`."""
+        return self.gemm(a, b) if modes.capture else a @ b
+
+    def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
+        """The plain columns (C, *K, N, *Q), whatever the stride, in one launch."""
+        n, c, *sizes = x.shape
+        out = _output_shape(sizes, kernel, stride, pad)
+        col = self.cupy.empty((c, *kernel, n, *out), dtype=x.dtype)
+        g = self._geometry(x.shape, _element_strides(x), kernel, stride, pad, out)
+        self._launch("im2col", x.dtype, col.size, (x, col, g))
+        return Columns(col, (n, *out), tuple(x.shape), kernel, stride, pad, shifted=False)
+
+    def col2im(self, gcol, columns: Columns):
+        """gx (N, C, *S) as a view of channel-major memory."""
+        x_shape, kernel, stride, pad = columns.x_shape, columns.kernel, columns.stride, columns.pad
+        n, c, *sizes = x_shape
+        out = _output_shape(sizes, kernel, stride, pad)
+        gcol = self.cupy.ascontiguousarray(gcol)  # (C, *K, N, *Q); already contiguous when it comes from a matmul
+        gx = self.cupy.empty((c, n, *sizes), dtype=gcol.dtype)  # (C, N, *S)
+        g = self._geometry(x_shape, [0] * len(x_shape), kernel, stride, pad, out)  # x is not read
+        self._launch("col2im", gcol.dtype, gx.size, (gcol, gx, g))
+        return _channels_first_view(gx)
+
+    def maxpool(self, x, window: tuple, stride: tuple):
+        """y (N, C, *Q) as a channel-major view; argmax (C, N, *Q) int32, the window offset of each maximum."""
+        n, c, *sizes = x.shape
+        out = _output_shape(sizes, window, stride, (0,) * len(window))
+        y = self.cupy.empty((c, n, *out), dtype=x.dtype)
+        argmax = self.cupy.empty((c, n, *out), dtype=self.cupy.int32)
+        g = self._geometry(x.shape, _element_strides(x), window, stride, (0,) * len(window), out)
+        self._launch("maxpool", x.dtype, y.size, (x, y, argmax, g))
+        return _channels_first_view(y), MaxPoolSaved(tuple(x.shape), window, stride, argmax)
+
+    def maxpool_backward(self, gy, saved: MaxPoolSaved):
+        """gx (N, C, *S) as a channel-major view: each output's gradient sent to the input that won its window."""
+        x_shape, window, stride, argmax = saved
+        n, c, *sizes = x_shape
+        gy_cn = self.cupy.ascontiguousarray(_channels_first_view(gy))  # (N, C, *Q) -> (C, N, *Q), free if channel-major
+        gx = self.cupy.empty((c, n, *sizes), dtype=gy.dtype)
+        g = self._geometry(x_shape, [0] * len(x_shape), window, stride, (0,) * len(window), argmax.shape[2:])
+        self._launch("maxpool_backward", gy.dtype, gx.size, (gy_cn, argmax, gx, g))
+        return _channels_first_view(gx)
+
+    def bias_relu(self, x, b):
+        """relu(x + b) with b (C,) broadcast along axis 1, in one launch; the output keeps x's memory order."""
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...)
+        y = self.cupy.empty_like(x)  # same strides as x: channel-major stays channel-major
+        kernel = self._kernel("tinyflux_bias_relu", "T x, T b", "T y", "T v = x + b; y = v > T(0) ? v : T(0)")
+        kernel(x, b.reshape(shape), y)
+        return y
+
+    def relu_backward(self, gy, y):
+        """gy where y > 0, else 0, in one launch; the result keeps y's memory order."""
+        gx = self.cupy.empty_like(y)
+        self._kernel("tinyflux_relu_backward", "T gy, T y", "T gx", "gx = y > T(0) ? gy : T(0)")(gy, y, gx)
+        return gx
+
+    def count_step(self, hyper) -> None:
+        """t <- t + 1 in GPU memory, in a single thread."""
+        self.function("count_step")((1,), (1,), (hyper,))
+
+    def adam_update(self, p, g, m, v, hyper) -> None:
+        """One Adam step over p, g, m, v, in place, reading (lr, beta1, beta2, eps, t) from GPU memory."""
+        self._launch("adam", p.dtype, p.size, (p, g, m, v, hyper, np.int64(p.size)))
+
+    def gemm(self, a, b):
+        """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with tinyflux's own kernel (see ``gemm`` in kernels.cu)."""
+        (m, k), (k_b, n) = a.shape, b.shape
+        if k != k_b:
+            raise ValueError(f"gemm: inner sizes differ: {a.shape} @ {b.shape}")
+        splits, chunk = gemm_splits(m, n, k)
+        values = (m, n, k, *_element_strides(a), *_element_strides(b), splits, chunk)
+        sizes = self._device(("sizes", *values), lambda: np.array(values, dtype=np.int64))
+        c = self.cupy.empty((m, n), dtype=a.dtype)
+        if c.size == 0:
+            return c
+        out = c if splits == 1 else self.cupy.empty((splits, m, n), dtype=a.dtype)  # partial sums, one per range
+        tasks = -(-m // GEMM_TILE) * -(-n // GEMM_TILE) * splits
+        self.function("gemm", a.dtype)((min(tasks, 65535),), (GEMM_TILE * GEMM_TILE,), (a, b, out, sizes))
+        if splits > 1:
+            self._launch("sum_splits", a.dtype, c.size, (out, c, np.int64(splits), np.int64(c.size)))
+        return c

@@ -1,0 +1,22 @@
+"""Ready-made networks, for the benchmark, the CI scripts and the tests to share.
+
+``mnist_convnet()`` is the Flux model-zoo network that ``examples/mnist_conv.py``
+trains: three 3x3 convolutions with ReLU and 2x2 max-pooling, then one dense
+layer. The example builds the same network in its ``build_model``, written
+out line by line to be read; ``tests/test_example.py`` checks that the two
+print alike.
+"""
+from __future__ import annotations
+
+from . import functional as F
+from . import nn
+
+
+def mnist_convnet(in_channels: int = 1, classes: int = 10, size: tuple = (28, 28)) -> nn.Chain:
+    """The model-zoo convnet for images of ``size`` with ``in_channels`` channels: 16,938 parameters for MNIST."""
+    features = 32 * (size[0] // 8) * (size[1] // 8)  # 32 channels after three 2x2 poolings: 32 * 3 * 3 = 288
+    return nn.Chain(
+        nn.Conv((3, 3), in_channels, 16, F.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 16, 32, F.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.Conv((3, 3), 32, 32, F.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.flatten, nn.Dense(features, classes))
