@@ -7,6 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tinyflux", "tinyflux.*"]),
+    package_data={"tinyflux.backends": ["kernels.cu"]},  # the CUDA source, read when the kernels are compiled
     python_requires=">=3.10",
     install_requires=["numpy>=1.24", "h5py>=3.8", "tqdm>=4.60"],
     extras_require={
