@@ -66,9 +66,11 @@ class RunFolder:
     Use it as a context manager: entering takes the folder's lock, leaving releases it.
 
         with RunFolder("runs/a", "mnist_conv.h5") as run:
-            state = run.prepare(resume=False, force=False, settings={"lr": 3e-3})
+            settings = {"lr": 3e-3, "seed": 0}
+            saved = run.prepare(resume=False, force=False, settings=settings)  # None: a new run
             ...
-            run.save_state(model, opt, epoch=1, ...)
+            run.save_best(model, opt, epoch=1, accuracy=0.98)
+            run.save_state(model, opt, settings, epoch=1, best_accuracy=0.98)
     """
 
     def __init__(self, folder, best_name: str):
