@@ -19,13 +19,14 @@ setup(
         # several processes: mpi4py, with the site's MPI on a cluster or `pip install mpich` on one machine;
         # threadpoolctl shares the cores out between the ranks
         "mpi": ["mpi4py>=3.1", "threadpoolctl>=3"],
-        # the tests draw the plots (matplotlib), write and read video files (av) and start 2-rank MPI jobs
-        # (mpi4py, with the mpich wheel's mpiexec)
+        # the tests draw the plots (matplotlib), write and read video files (av), start 2-rank MPI jobs
+        # (mpi4py, with the mpich wheel's mpiexec) and run the walkthrough as a notebook (jupytext)
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
-                 "threadpoolctl>=3"],
+                 "threadpoolctl>=3", "jupytext>=1.14"],
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
         "video": ["av>=12"],  # PyAV: FFmpeg's decoders, for tinyflux.data.video_folder
+        "notebook": ["jupytext>=1.14"],  # docs/make_notebook.py: the walkthrough as a notebook
     },
     license="MIT",
 )

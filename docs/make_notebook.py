@@ -1,0 +1,81 @@
+"""The walkthrough as a Jupyter notebook you can run cell by cell (needs jupytext: pip install jupytext).
+
+    python docs/make_notebook.py            # writes docs/walkthrough.ipynb; open it with Jupyter from docs/
+
+jupytext reads docs/walkthrough.md as a notebook: its text becomes Markdown
+cells and its Python blocks code cells. Three kinds of Python block need a
+change to run in a notebook, and this script makes it:
+
+- the Python sessions (``>>>`` lines with the output they print) become
+  plain code; the expected output is kept as a comment, and a session that
+  shows an error runs inside ``try``/``except`` and prints it;
+- a fragment quoted from inside a function of an example (the loop body, say)
+  cannot run on its own: it stays visible, as Markdown;
+- a first cell sets things up as the walkthrough says a reader should
+  (``from mnist_conv import *``, with the examples folder found from docs/),
+  and the video section gets its own ``from video_conv import *``.
+
+tests/test_notebook.py runs every code cell of the result, top to bottom, in
+a fresh Python process started in docs/.
+"""
+from __future__ import annotations
+
+import doctest
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SETUP = '''# Setup: the examples folder is beside docs/; its modules bring np, tf, nn, optim and the example's functions
+import os, sys
+sys.path.insert(0, os.path.abspath(os.path.join(os.getcwd(), "..", "examples")))
+from mnist_conv import *'''
+
+
+def session_as_code(text: str) -> str:
+    """A ``>>>`` session as plain code: its output as comments, an expected error caught and printed."""
+    lines = []
+    for example in doctest.DocTestParser().get_examples(text):
+        source = example.source.rstrip("\n")
+        if example.exc_msg is not None:  # the session shows this error: catch it, as the reader would see it
+            body = "\n".join("    " + line for line in source.splitlines())
+            lines.append(f"try:\n{body}\nexcept Exception as error:\n    print(type(error).__name__ + ':', error)")
+        else:
+            lines.append(source)
+            lines += ["# " + line for line in example.want.rstrip("\n").splitlines()]
+    return "\n".join(lines)
+
+
+def notebook(markdown: Path = HERE / "walkthrough.md"):
+    """The walkthrough as an nbformat notebook, ready to run."""
+    import jupytext
+    from nbformat.v4 import new_code_cell, new_markdown_cell
+
+    book = jupytext.read(markdown, fmt="md")
+    cells, video_setup_done = [new_code_cell(SETUP)], False
+    for cell in book.cells:
+        if cell.cell_type != "code":
+            cells.append(cell)
+            continue
+        text = cell.source
+        if text.startswith("# examples/"):
+            code = text.split("\n", 1)[1] if "\n" in text else ""
+            if text.startswith("# examples/video_conv.py") and not video_setup_done:
+                cells.append(new_code_cell("from video_conv import *  # from here on, the video example's functions"))
+                video_setup_done = True
+            if code[:1] in (" ", "\t"):  # a fragment from inside a function: shown, not run
+                cells.append(new_markdown_cell(f"```python\n{text}\n```"))
+            else:
+                cells.append(new_code_cell(text))
+        elif text.lstrip().startswith(">>>"):
+            cells.append(new_code_cell(session_as_code(text)))
+        else:
+            cells.append(cell)
+    book.cells = cells
+    return book
+
+
+if __name__ == "__main__":
+    import nbformat
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "walkthrough.ipynb"
+    nbformat.write(notebook(), target)
+    print(target)
