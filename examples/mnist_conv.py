@@ -388,7 +388,8 @@ def train_in(args: Args, run, saved, settings, get_data, build, metadata, comm) 
         # Stop on NaN: an error, and nothing of this epoch is saved
         nan_params = anynan(model)
         if nan_params or not math.isfinite(mean_loss):
-            best = f"its best model, from epoch {best_epoch}, is in {run.best}" if best_epoch else "no model was saved"
+            best = f"its best model, from epoch {best_epoch}, is in {checkpoint_path(args)}" if best_epoch else \
+                "no model was saved"
             raise tf.runs.DivergedError(f"[{epoch}]: training diverged (mean loss {mean_loss}, NaN parameters: "
                                         f"{nan_params}); {best}. A smaller --lr may help")
         if comm.size > 1:
