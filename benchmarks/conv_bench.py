@@ -5,6 +5,7 @@
     python benchmarks/conv_bench.py --shape 64,16,32,32 --kernel 3 --out 32
     python benchmarks/conv_bench.py --backend cupy        # on a CUDA GPU
     python benchmarks/conv_bench.py --distributed --rounds 7 --steps 20   # 2 MPI ranks against 1 process
+    python benchmarks/conv_bench.py --sweep --rounds 7 --steps 3   # batch 32, 128, 512 and the video model
 
 What it measures, all in one process so that the machine's noise hits both sides alike:
 
@@ -167,6 +168,82 @@ def summary_ratio(ours: list[float], theirs: list[float]) -> dict:
     pairs = [a / b for a, b in zip(ours, theirs)]
     return {"min": min(pairs), "median": statistics.median(pairs), "max": max(pairs),
             "of_medians": statistics.median(ours) / statistics.median(theirs)}
+
+
+def torch_video_model(device):
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
+        torch.nn.Conv3d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
+        torch.nn.Conv3d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
+        torch.nn.Flatten(), torch.nn.Linear(1024, 80)).to(device)
+
+
+SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, classes)
+    ("MNIST", 32, mnist_model, "torch_mnist_model", (1, 28, 28), 10),
+    ("MNIST", 128, mnist_model, "torch_mnist_model", (1, 28, 28), 10),
+    ("MNIST", 512, mnist_model, "torch_mnist_model", (1, 28, 28), 10),
+    ("video", 32, tf.models.video_convnet, "torch_video_model", (1, 16, 32, 32), 80),
+]
+
+
+def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device) -> list:
+    """The training step (forward, backward, Adam) of each model and batch in SWEEP, tinyflux and PyTorch
+    interleaved round by round: images per second and per-round ratios, to see how the cost grows."""
+    results = []
+    for name, batch, build, torch_build, shape, classes in SWEEP:
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 1, (batch, *shape)).astype(np.float32)
+        labels = rng.integers(0, classes, batch)
+        tf.seed(0)
+        model = build() if xp is np else tf.gpu(build())
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        x, y = xp.asarray(images), xp.asarray(labels)
+
+        def tf_step():
+            tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
+            opt.step()
+            opt.zero_grad()
+
+        steps = [("tinyflux", tf_step)]
+        if use_torch:
+            torch.manual_seed(0)
+            tmodel = globals()[torch_build](torch_device)
+            topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+            tx, ty = torch.tensor(images, device=torch_device), torch.tensor(labels, device=torch_device)
+
+            def torch_step():
+                loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
+                topt.zero_grad(set_to_none=True)
+                loss.backward()
+                topt.step()
+            steps.append(("torch", torch_step))
+        times = {side: [] for side, _ in steps}
+        for _ in range(2):  # warm up
+            for _, step in steps:
+                step()
+        for _ in range(rounds):
+            for side, step in steps:
+                times[side].append(timer(step, steps_per_round))
+        entry = {"model": name, "batch": batch, "tinyflux_ms": summary(times["tinyflux"]),
+                 "tinyflux_images_per_s": batch / statistics.median(times["tinyflux"])}
+        if use_torch:
+            entry.update(torch_ms=summary(times["torch"]),
+                         torch_images_per_s=batch / statistics.median(times["torch"]),
+                         ratio=summary_ratio(times["tinyflux"], times["torch"]))
+        results.append(entry)
+    return results
+
+
+def print_sweep(results: list) -> None:
+    print("Training step (forward, backward, Adam) by model and batch; ms per step min / median / max:")
+    for e in results:
+        line = (f"  {e['model']:5} batch {e['batch']:3}: tinyflux {format_ms(e['tinyflux_ms'])} "
+                f"{e['tinyflux_images_per_s']:7.0f} images/s")
+        if "ratio" in e:
+            r = e["ratio"]
+            line += (f" | PyTorch {format_ms(e['torch_ms'])} {e['torch_images_per_s']:7.0f} images/s"
+                     f" | ratio per round {r['min']:.2f} / {r['median']:.2f} / {r['max']:.2f}")
+        print(line)
 
 
 def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_device, batch=128):
@@ -518,6 +595,8 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-step", action="store_true", help="only the per-layer measurements")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--profile", action="store_true", help="only: time spent in each op of a tinyflux training step")
+    p.add_argument("--sweep", action="store_true",
+                   help="only: the training step at batch 32, 128 and 512, and the video model, beside PyTorch")
     p.add_argument("--distributed", action="store_true",
                    help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads "
                         "(needs pip install 'tinyflux[mpi]' mpich)")
@@ -563,6 +642,15 @@ def main(argv=None) -> dict:
         torch_desc = "not installed (pip install torch==2.13.0 for the CPU build): tinyflux figures only"
     else:
         torch_desc = "skipped"
+
+    if args.sweep:
+        results = measure_sweep(xp, timer, args.rounds, args.steps, use_torch, torch_device)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            print(f"{blas_info()}; PyTorch: {torch_desc}")
+            print_sweep(results)
+        return results
 
     if args.profile:
         profile = profile_training_step(xp, timer)

@@ -126,3 +126,9 @@ def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist,
     args.predict = str(tmp_path)  # any existing path: the model is refused before the clip is read
     with pytest.raises(tf.CheckpointError, match="trained on 1-channel clips"):
         video.predict_clip(args)
+
+
+def test_the_examples_model_is_the_libraries_video_network(video):
+    assert repr(video.build_model(video.VideoArgs())) == repr(tf.models.video_convnet())
+    assert repr(video.build_model(video.VideoArgs(), input_shape=(3, 8, 24, 24), nclasses=4)) == \
+        repr(tf.models.video_convnet(in_channels=3, classes=4, frames=8, size=(24, 24)))

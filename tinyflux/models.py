@@ -2,9 +2,9 @@
 
 ``mnist_convnet()`` is the Flux model-zoo network that ``examples/mnist_conv.py``
 trains: three 3x3 convolutions with ReLU and 2x2 max-pooling, then one dense
-layer. The example builds the same network in its ``build_model``, written
-out line by line to be read; ``tests/test_example.py`` checks that the two
-print alike.
+layer; ``video_convnet()`` is its 3-D version from ``examples/video_conv.py``.
+The examples build the same networks in their ``build_model``, written out
+line by line to be read; tests check that the two print alike.
 """
 from __future__ import annotations
 
@@ -19,4 +19,15 @@ def mnist_convnet(in_channels: int = 1, classes: int = 10, size: tuple = (28, 28
         nn.Conv((3, 3), in_channels, 16, F.relu, pad=1), nn.MaxPool((2, 2)),
         nn.Conv((3, 3), 16, 32, F.relu, pad=1), nn.MaxPool((2, 2)),
         nn.Conv((3, 3), 32, 32, F.relu, pad=1), nn.MaxPool((2, 2)),
+        nn.flatten, nn.Dense(features, classes))
+
+
+def video_convnet(in_channels: int = 1, classes: int = 80, frames: int = 16, size: tuple = (32, 32)) -> nn.Chain:
+    """The 3-D version that ``examples/video_conv.py`` trains on clips (N, C, T, H, W): 99,552 parameters
+    for its default moving digits (1 channel, 16 frames of 32x32, 80 classes)."""
+    features = 32 * (frames // 8) * (size[0] // 8) * (size[1] // 8)  # after three 2x2x2 poolings
+    return nn.Chain(
+        nn.Conv((3, 3, 3), in_channels, 8, F.relu, pad=1), nn.MaxPool((2, 2, 2)),
+        nn.Conv((3, 3, 3), 8, 16, F.relu, pad=1), nn.MaxPool((2, 2, 2)),
+        nn.Conv((3, 3, 3), 16, 32, F.relu, pad=1), nn.MaxPool((2, 2, 2)),
         nn.flatten, nn.Dense(features, classes))
