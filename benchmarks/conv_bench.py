@@ -87,12 +87,19 @@ def blas_threads() -> int:
         return os.cpu_count()
 
 
+def torch_convnet(device, dims: int = 2, widths=(16, 32, 32), features: int = 288, classes: int = 10):
+    """The tinyflux networks of tinyflux.models in PyTorch: three 3x3(x3) convolutions with ReLU and 2x pooling,
+    then a dense layer (2-D: the MNIST model; 3-D with widths 8, 16, 32: the video model)."""
+    conv, pool = (torch.nn.Conv2d, torch.nn.MaxPool2d) if dims == 2 else (torch.nn.Conv3d, torch.nn.MaxPool3d)
+    layers, channels = [], 1
+    for width in widths:
+        layers += [conv(channels, width, 3, padding=1), torch.nn.ReLU(), pool(2)]
+        channels = width
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(features, classes)).to(device)
+
+
 def torch_mnist_model(device):
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(288, 10)).to(device)
+    return torch_convnet(device)
 
 
 def measure_sgemm(xp, timer, rounds: int, size: int = 2048) -> dict:
@@ -171,11 +178,7 @@ def summary_ratio(ours: list[float], theirs: list[float]) -> dict:
 
 
 def torch_video_model(device):
-    return torch.nn.Sequential(
-        torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
-        torch.nn.Conv3d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
-        torch.nn.Conv3d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
-        torch.nn.Flatten(), torch.nn.Linear(1024, 80)).to(device)
+    return torch_convnet(device, dims=3, widths=(8, 16, 32), features=1024, classes=80)
 
 
 SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, classes)

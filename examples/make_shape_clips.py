@@ -80,6 +80,9 @@ def make_set(root, train: int = 320, test: int = 80, frames: int = 16, height: i
              as_frames: bool = False, seed: int = 0) -> Path:
     """Write ``train`` and ``test`` clips, spread evenly over the four directions, under ``root``."""
     root = Path(root)
+    for split in ("train", "test"):  # never overwrite someone's clips that happen to carry the same names
+        if (root / split).exists() and any((root / split).iterdir()):
+            raise FileExistsError(f"{root / split} already holds files: write the set into a new folder")
     rng = np.random.default_rng(seed)
     names = list(DIRECTIONS)
     for split, count in (("train", train), ("test", test)):

@@ -247,7 +247,7 @@ print("epoch", tf.load(sys.argv[1], model)["epoch"])
 
 def test_a_write_that_fails_raises_checkpoint_error_and_the_process_exits_cleanly(tmp_path):
     """A real failed write (the file-size limit: EFBIG, as a full disk gives ENOSPC), in a child process so
-    that a crash at exit, which h5py writing straight to a full disk used to cause, would show."""
+    that a crash at exit (what h5py does after its own write to a full disk fails) would show."""
     import subprocess
     import sys
     path = tmp_path / "model.h5"

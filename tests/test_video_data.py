@@ -199,3 +199,21 @@ def test_shapes_the_rule_cannot_read_are_refused(shape, spatial_dims, message):
         data.to_float_images(np.zeros(shape, np.uint8), spatial_dims)
     with pytest.raises(ValueError, match=message):
         data.batches(np.zeros(shape, np.uint8), np.zeros(shape[0], np.int64), 1, spatial_dims=spatial_dims)
+
+
+@pytest.mark.parametrize("frames, size, message", [
+    (True, 16, "video_folder frames: expected an integer, got True"),
+    (0, 16, "video_folder frames: must be at least 1, got 0"),
+    (8, (16, 0), r"video_folder size \(H, W\): every value must be at least 1"),
+    (8, 16.5, r"video_folder size \(H, W\): expected an integer or 2 integers"),
+])
+def test_bad_frames_or_sizes_are_refused(clip_set, cache, frames, size, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        data.video_folder(clip_set, "train", frames=frames, size=size)
+
+
+def test_the_clip_maker_never_writes_over_existing_clips(shapes, clip_set):
+    before = sorted(p.name for p in (clip_set / "train" / "up").iterdir())
+    with pytest.raises(FileExistsError, match="already holds files"):
+        shapes.make_set(clip_set, train=4, test=4, frames=4, height=16, width=16)
+    assert sorted(p.name for p in (clip_set / "train" / "up").iterdir()) == before

@@ -94,7 +94,7 @@ def im2col_shifted(x, kernel: tuple, pad: tuple):
     starts at i*Wp + j: a long contiguous copy instead of OH*N short strided
     rows, several times faster. The price is Wp - OW extra output columns per
     row (7% more GEMM work for 28x28 images, 29% for 7x7), which
-    :class:`Conv` cuts away. One spare zero row keeps the last slice inside
+    ``ConvFunction`` cuts away. One spare zero row keeps the last slice inside
     the image.
 
     Args:

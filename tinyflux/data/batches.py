@@ -31,7 +31,7 @@ def input_layout(shape: tuple, spatial_dims: int | None = None) -> tuple[int, bo
     """
     ndim = len(shape)
     if spatial_dims is not None:
-        if spatial_dims not in (1, 2, 3):
+        if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
         if ndim == spatial_dims + 1:
             return spatial_dims, False

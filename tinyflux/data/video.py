@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import as_tuple, integer
 from ..files import write_bytes_atomically
 from .datasets import cache_dir
 from .idx import DatasetError
@@ -177,11 +178,8 @@ def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: lis
             training split's (see :func:`find_clips`).
         cache: keep decoded clips in ``cache_dir("video-clips")`` and reuse them.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if not (isinstance(frames, int) and frames >= 1) or len(size) != 2 or \
-            not all(isinstance(s, int) and s >= 1 for s in size):
-        raise ValueError(f"video_folder: frames must be a positive integer and size (H, W) positive integers; "
-                         f"got frames={frames!r}, size={size!r}")
+    frames = integer(frames, "video_folder frames", minimum=1)
+    size = as_tuple(size, 2, "video_folder size (H, W)", minimum=1)
     paths, labels, found = find_clips(root, split, classes)
     _av()  # fail with the install command before anything else
     folder = cache_dir("video-clips")

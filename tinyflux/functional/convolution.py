@@ -43,8 +43,8 @@ import math
 
 from ..backends import get_array_module, ops_for
 # im2col and col2im (plain and shifted) are NumPy's ops, named here too because this docstring explains them
-from ..backends.numpy_ops import (channels_first, col2im, col2im_shifted, im2col, im2col_shifted,  # noqa: F401
-                                  output_size)
+from ..backends.numpy_ops import (_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
+                                  im2col_shifted, output_size)
 from ..checks import as_tuple, check_input
 from ..tensor import Function, Tensor
 
@@ -100,11 +100,6 @@ class ConvFunction(Function):
         if len(needs) > 2 and needs[2]:
             gb = gy_mat.sum(axis=1)  # (O,)
         return gx, gw, gb
-
-
-def _along(axis: int, index, ndim: int) -> tuple:
-    """An indexing tuple that applies ``index`` to one axis and takes everything on the others."""
-    return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)
 
 
 class MaxPoolFunction(Function):
