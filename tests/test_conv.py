@@ -194,3 +194,103 @@ def test_chain_pools_before_bias_and_relu_without_changing_results(rng):
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12)
     for a, p in zip(fused_grads, chain.parameters()):
         np.testing.assert_allclose(a, p.grad, rtol=1e-12)
+
+
+# -- a convolution and its pooling as one op ------------------------------------------
+
+CONV_POOL_CASES = [
+    # (input spatial sizes, kernel, pad, pooling window): the windows also tile the output with stride = window
+    ((28, 28), (3, 3), (1, 1), (2, 2)),  # MNIST's first layer
+    ((7, 7), (3, 3), (1, 1), (2, 2)),  # 7x7 pooled to 3x3: the last row and column belong to no window
+    ((9, 8), (3, 2), (0, 1), (3, 2)),
+    ((10,), (3,), (1,), (2,)),
+    ((11,), (5,), (2,), (3,)),
+    ((6, 7, 5), (3, 3, 3), (1, 1, 1), (2, 2, 2)),
+    ((5, 6), (1, 1), (0, 0), (2, 3)),
+    ((8, 8), (3, 3), (2, 0), (1, 2)),
+    ((4, 4), (4, 4), (0, 0), (1, 1)),
+    ((3, 5), (2, 2), (3, 0), (4, 2)),  # more padding than input on one side
+]
+
+
+def _conv_then_pool(x, w, pad, window):
+    return tf.maxpool(tf.conv(x, w, None, 1, pad), window)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES)
+@pytest.mark.parametrize("values", ["random", "ties"])
+def test_conv_maxpool_equals_conv_then_maxpool(xp, rng, sizes, kernel, pad, window, values):
+    """Same outputs and gradients as the two ops; with small integers many windows tie, and each
+    tie must still send its gradient to the same (first) element."""
+    if values == "ties":
+        x = rng.integers(-1, 2, (2, 3) + sizes).astype(np.float64)
+        w = rng.integers(-1, 2, (4, 3) + kernel).astype(np.float64)
+    else:
+        x, w = rng.standard_normal((2, 3) + sizes), rng.standard_normal((4, 3) + kernel)
+    results = []
+    for op in (tf.conv_maxpool, _conv_then_pool):
+        xt, wt = tf.Tensor(xp.asarray(x), requires_grad=True), tf.Tensor(xp.asarray(w), requires_grad=True)
+        y = op(xt, wt, pad, window)
+        y.backward(xp.asarray(np.arange(y.size, dtype=np.float64).reshape(y.shape) % 7 - 3))
+        results.append([to_numpy(a) for a in (y.data, xt.grad, wt.grad)])
+    (y, gx, gw), (y_ref, gx_ref, gw_ref) = results
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES[:6])
+def test_conv_maxpool_gradcheck(rng, sizes, kernel, pad, window):
+    x = rng.standard_normal((2, 2) + sizes)
+    w = rng.standard_normal((3, 2) + kernel)
+    assert tf.gradcheck(lambda x, w: tf.conv_maxpool(x, w, pad, window), x, w)
+
+
+@settings(max_examples=30, deadline=None)
+@given(d=st.integers(1, 3), size=st.integers(1, 8), kernel=st.integers(1, 3), pad=st.integers(0, 2),
+       window=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_conv_maxpool_random_shapes_match_nested_loops(d, size, kernel, pad, window, seed):
+    if size + 2 * pad - kernel + 1 < window:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (2, 2) + (size,) * d).astype(np.float64)  # small integers: ties in most windows
+    w = rng.integers(-1, 2, (2, 2) + (kernel,) * d).astype(np.float64)
+    xt = tf.Tensor(x, requires_grad=True)
+    y = tf.conv_maxpool(xt, tf.Tensor(w), (pad,) * d, (window,) * d)
+    conv_out = conv_reference(x, w, None, (1,) * d, (pad,) * d)
+    expected, argmax = maxpool_reference(conv_out, (window,) * d, (window,) * d)
+    np.testing.assert_allclose(y.data, expected, atol=1e-12)
+    y.sum().backward()
+    # the gradient of sum(y) to x: each window's winner passes 1 back through the convolution, which is
+    # linear in x, so tinyflux's own conv backward (checked against finite differences above) gives it
+    winners = np.zeros_like(conv_out)
+    for in_index in argmax.values():
+        winners[in_index] += 1
+    x_any = tf.Tensor(np.zeros_like(x), requires_grad=True)
+    tf.conv(x_any, tf.Tensor(w), None, 1, pad).backward(winners)
+    np.testing.assert_allclose(xt.grad, x_any.grad, atol=1e-12)
+
+
+def test_col2im_pooled_is_the_adjoint_of_im2col_pooled(rng):
+    from tinyflux.backends.numpy_ops import col2im_pooled, im2col_pooled, pool_geometry
+    for sizes, kernel, pad, window in CONV_POOL_CASES:
+        x = rng.standard_normal((2, 3) + sizes)
+        geometry = pool_geometry(x.shape, kernel, pad, window)
+        col = im2col_pooled(x, geometry)
+        g = rng.standard_normal(col.shape)
+        assert np.vdot(col, g) == pytest.approx(np.vdot(x, col2im_pooled(g, geometry)), rel=1e-10)
+
+
+def test_conv_maxpool_refuses_an_output_smaller_than_the_window():
+    with pytest.raises(ValueError, match=r"convolution output smaller than the pooling window \(3, 3\)"):
+        tf.conv_maxpool(tf.Tensor(np.zeros((1, 1, 4, 4))), tf.Tensor(np.zeros((2, 1, 3, 3))), 0, (3, 3))
+
+
+def test_page_aligned_buffers_start_on_a_page():
+    from tinyflux.backends.numpy_ops import PAGE, page_aligned
+    for shape, dtype in [((3, 5), np.float32), ((7,), np.float64), ((2, 1000), np.float32)]:
+        zeros = page_aligned(np, shape, dtype, zeros=True)
+        assert zeros.ctypes.data % PAGE == 0 and zeros.shape == shape and zeros.dtype == dtype
+        assert not zeros.any()
+        assert page_aligned(np, shape, dtype).ctypes.data % PAGE == 0

@@ -165,9 +165,16 @@ class Conv(Module):
         return self.activation in _MONOTONE and len(pool.window) == len(self.kernel)
 
     def forward_pooled(self, x: Tensor, pool: "MaxPool") -> Tensor:
-        """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`."""
-        y = F.conv(x, self.weight, None, self.stride, self.pad, caller=self.signature())
-        y = pool(y)
+        """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`.
+
+        Where the windows tile the output (stride = window) after a stride-1
+        convolution, the convolution and the pooling are one op as well,
+        ``F.conv_maxpool``, which never writes the full-size convolution output.
+        """
+        if all(s == 1 for s in self.stride) and pool.stride == pool.window:
+            y = F.conv_maxpool(x, self.weight, self.pad, pool.window, caller=self.signature())
+        else:
+            y = pool(F.conv(x, self.weight, None, self.stride, self.pad, caller=self.signature()))
         if self.activation is F.relu:
             return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
         return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel

@@ -110,6 +110,9 @@ class CudaOps(NumpyOps):
     """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
 
     name = "cuda"
+    # the kernels run a convolution and its pooling as two ops (conv then maxpool), each one launch; the
+    # block layout of NumpyOps.im2col_pooled saves CPU memory traffic and has no kernel here
+    pools_in_columns = False
 
     def __init__(self, cupy_module):
         self.cupy = cupy_module

@@ -22,7 +22,36 @@ import itertools
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from .arrays import get_array_module
+
+
+PAGE = 4096  # bytes
+
+
+def page_aligned(xp, shape: tuple, dtype, zeros: bool = False):
+    """A new NumPy array (empty, or zero-filled) whose data starts on a 4096-byte page boundary.
+
+    Why: a copy between two buffers runs several times slower when the
+    destination starts just past the source modulo 4096 bytes (0 to 64 bytes):
+    the CPU compares only the low 12 address bits to decide whether a load must
+    wait for an earlier store ("4K aliasing"), so every load waits. The
+    allocator often places big buffers exactly so (both at the same page offset
+    plus a header), and the long contiguous copies of :func:`im2col_pooled`
+    then ran 5x slower. With every big buffer on a page boundary, the offsets
+    between source and destination depend only on the geometry. Other array
+    libraries (CuPy) get a plain allocation.
+    """
+    if xp is not np:
+        return xp.zeros(shape, dtype=dtype) if zeros else xp.empty(shape, dtype=dtype)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + PAGE, dtype=np.uint8)
+    start = -raw.ctypes.data % PAGE
+    array = raw[start:start + nbytes].view(dtype).reshape(shape)
+    if zeros:
+        array.fill(0)
+    return array
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -145,6 +174,130 @@ def _flat_start(offset: tuple, padded_sizes: list) -> int:
     return start
 
 
+class PoolGeometry(NamedTuple):
+    """Sizes for a stride-1 convolution whose output goes straight into max-pooling (see im2col_pooled)."""
+
+    x_shape: tuple  # (N, C, *S) of the input
+    kernel: tuple  # K
+    pad: tuple
+    window: tuple  # k, the pooling window, also its stride
+    pooled: tuple  # U = floor(Q / k) pooled outputs per axis, Q = S + 2p - K + 1 the convolution's outputs
+    plane: tuple  # (L1 + 1, N, L2, ...): one phase plane, the whole batch side by side along the second axis
+    extended: tuple  # (U1, N, L2, ...): the positions computed for each window offset
+
+
+def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple) -> PoolGeometry:
+    """The plane and output sizes of :func:`im2col_pooled` for an input of shape ``x_shape``."""
+    n = x_shape[0]
+    pooled = tuple(output_size(sz, kn, 1, p) // k for sz, kn, p, k in zip(x_shape[2:], kernel, pad, window))
+    # a plane must reach index u + j for every pooled output u and every shift j = (r + kk) // k
+    lengths = [u + (k - 1 + kn - 1) // k for u, kn, k in zip(pooled, kernel, window)]
+    # +1: the spare row that keeps the last flat slice inside the buffer, as in im2col_shifted
+    plane = (lengths[0] + 1, n, *lengths[1:])
+    return PoolGeometry(tuple(x_shape), tuple(kernel), tuple(pad), tuple(window), pooled, plane,
+                        (pooled[0], n, *lengths[1:]))
+
+
+def _phase_run(phase: int, k: int, pad: int, size: int, length: int):
+    """Where the input values of one phase plane are: (plane slice, input slice), or None if it holds none.
+
+    Plane ``phase`` holds padded positions phase, phase + k, phase + 2k, ...; padded
+    position t is input position t - pad, which exists for 0 <= t - pad < size.
+    """
+    first = max(0, -(-(pad - phase) // k))  # the first plane index past the padding: ceil((pad - phase) / k)
+    start = phase + k * first - pad  # the input position it holds
+    count = min(length - first, -(-(size - start) // k))
+    if count <= 0:
+        return None
+    return slice(first, first + count), slice(start, start + k * (count - 1) + 1, k)
+
+
+def _phase_runs(geometry: PoolGeometry):
+    """For each phase (one offset per axis, 0 <= a < k) that holds input: its plane index and input index.
+
+    The plane index applies to the planes array (C, *k, L1 + 1, N, L2, ...), the input
+    index to the channel-major input (C, N, *S); the input part it selects, transposed
+    by :func:`_batch_second`, has the shape of the plane part.
+    """
+    sizes = geometry.x_shape[2:]
+    lengths = (geometry.plane[0] - 1,) + geometry.plane[2:]  # the spare row never holds input
+    everything = slice(None)
+    for phase in itertools.product(*(range(k) for k in geometry.window)):
+        runs = [_phase_run(a, k, p, sz, n) for a, k, p, sz, n in zip(phase, geometry.window, geometry.pad, sizes,
+                                                                       lengths)]
+        if all(runs):
+            plane_part = (everything,) + phase + (runs[0][0], everything) + tuple(plane for plane, _ in runs[1:])
+            yield plane_part, (everything, everything) + tuple(source for _, source in runs)
+
+
+def _batch_second(ndim: int) -> tuple:
+    """Axes that swap N and the first spatial axis: (C, N, S1, ...) <-> (C, S1, N, ...); its own inverse."""
+    return (0, 2, 1) + tuple(range(3, ndim))
+
+
+def _pooled_offsets(geometry: PoolGeometry):
+    """Each (kernel offset kk, window offset r) with the phase plane and the flat start that it reads.
+
+    Output position q = k*u + r reads padded position q + kk = k*(u + j) + phase with
+    phase = (r + kk) % k and j = (r + kk) // k: the plane of that phase, shifted by j.
+    """
+    for kk in itertools.product(*(range(n) for n in geometry.kernel)):
+        for r in itertools.product(*(range(k) for k in geometry.window)):
+            phase = tuple((a + b) % k for a, b, k in zip(r, kk, geometry.window))
+            shift = tuple((a + b) // k for a, b, k in zip(r, kk, geometry.window))
+            yield kk, r, phase, _flat_start(shift[:1] + (0,) + shift[1:], geometry.plane)  # no shift along N
+
+
+def im2col_pooled(x, geometry: PoolGeometry):
+    """im2col for a stride-1 convolution followed by max-pooling with windows of k (stride k).
+
+    The columns are ordered by window offset first: (r, u) instead of q with
+    q = k*u + r per axis. The GEMM then writes each window offset's outputs as one
+    contiguous block, and pooling is a maximum over k**d whole blocks, with no
+    strided access at all. To keep the copies contiguous too, the padded input is
+    split into k**d *phase planes* (every k-th position from each phase on) and the
+    batch is laid side by side in each plane, (L1 + 1, N, L2, ...), like one wide
+    image. Then each (kernel offset, window offset) pair reads one contiguous slice
+    of one flattened plane per channel: the trick of :func:`im2col_shifted`, with
+    runs as long as the whole batch. Positions that no pooling window uses (the
+    last row of a 7x7 output pooled to 3x3) are never computed.
+
+    Args:
+        x: (N, C, *S).
+    Returns:
+        col: (C, *K, *k, E) with E = prod(geometry.extended) positions, (U1, N, L2, ...).
+    """
+    xp = get_array_module(x)
+    d = len(geometry.kernel)
+    c = geometry.x_shape[1]
+    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
+    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
+    for plane_part, source in _phase_runs(geometry):
+        planes[plane_part] = x_cn[source].transpose(_batch_second(d + 2))  # (C, N, S1', ...) -> (C, S1', N, ...)
+    flat = planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
+    length = math.prod(geometry.extended)
+    col = page_aligned(xp, (c,) + geometry.kernel + geometry.window + (length,), x.dtype)
+    for kk, r, phase, start in _pooled_offsets(geometry):
+        col[(slice(None),) + kk + r] = flat[(slice(None),) + phase + (slice(start, start + length),)]  # (C, E)
+    return col
+
+
+def col2im_pooled(gcol, geometry: PoolGeometry):
+    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), a channel-major view."""
+    xp = get_array_module(gcol)
+    d = len(geometry.kernel)
+    n, c, *sizes = geometry.x_shape
+    length = gcol.shape[-1]
+    flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
+    for kk, r, phase, start in _pooled_offsets(geometry):
+        flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
+    planes = flat.reshape((c,) + geometry.window + geometry.plane)  # (C, *k, F) -> (C, *k, L1 + 1, N, L2, ...)
+    gx = xp.zeros((c, n, *sizes), dtype=gcol.dtype)  # (C, N, *S); inputs that no window reads keep gradient 0
+    for plane_part, source in _phase_runs(geometry):
+        gx[source] = planes[plane_part].transpose(_batch_second(d + 2))  # (C, S1', N, ...) -> (C, N, S1', ...)
+    return gx.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
+
+
 def _maxpool_1d(x, axis: int, k: int, s: int):
     """Max over windows of k positions every s positions along one axis; also which offset won."""
     xp = get_array_module(x)
@@ -214,11 +367,13 @@ class NumpyOps:
     """The hot operations in NumPy-style code (which CuPy also runs, slice by slice)."""
 
     name = "numpy"
+    pools_in_columns = True  # im2col_pooled and maxpool_blocks: a convolution and its pooling as one op
     cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
     def matmul(self, a, b):
-        """a @ b for 2-D arrays."""
-        return a @ b
+        """a @ b for 2-D arrays, into a page-aligned result (see :func:`page_aligned`)."""
+        xp = get_array_module(a)
+        return xp.matmul(a, b, out=page_aligned(xp, (a.shape[0], b.shape[1]), xp.result_type(a, b)))
 
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
         """The columns of a convolution of x (N, C, *S): the shifted slices for stride 1, else plain im2col."""
@@ -233,6 +388,38 @@ class NumpyOps:
         if columns.shifted:
             return col2im_shifted(gcol, columns.x_shape, columns.kernel, columns.pad)
         return col2im(gcol, columns.x_shape, columns.kernel, columns.stride, columns.pad)
+
+    def im2col_pooled(self, x, kernel: tuple, pad: tuple, window: tuple):
+        """(col (C, *K, *k, E), geometry): the columns of a stride-1 convolution that max-pooling follows."""
+        geometry = pool_geometry(tuple(x.shape), kernel, pad, window)
+        return im2col_pooled(x, geometry), geometry
+
+    def col2im_pooled(self, gcol, geometry: PoolGeometry):
+        """The adjoint of :meth:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S)."""
+        return col2im_pooled(gcol, geometry)
+
+    def maxpool_blocks(self, y, d: int):
+        """Max-pooling of a convolution output laid out by window offset: y (O, *k, *E) -> (O, *E).
+
+        The window offsets are axes of their own here, so each 1-D pass of
+        :meth:`maxpool` compares whole contiguous blocks. The last window axis
+        goes first, which keeps the tie rule of :meth:`maxpool`.
+        """
+        passes = []
+        for axis in reversed(range(1, 1 + d)):
+            k = y.shape[axis]
+            pooled, argmax = _maxpool_1d(y, axis, k, k)  # axis ``axis`` shrinks from k to 1
+            passes.append((axis, k, k, y, argmax))
+            y = pooled
+        return y.reshape(y.shape[:1] + y.shape[1 + d:]), passes  # (O, 1, ..., 1, *E) -> (O, *E)
+
+    def maxpool_blocks_backward(self, gy, passes: list):
+        """Each gradient of gy (O, *E) to its window's winner: -> (O, *k, *E), laid out as the GEMM's output."""
+        d = len(passes)
+        gy = gy.reshape(gy.shape[:1] + (1,) * d + gy.shape[1:])  # (O, *E) -> (O, 1, ..., 1, *E)
+        for axis, k, s, x, argmax in reversed(passes):
+            gy = _maxpool_1d_backward(gy, x, argmax, axis, k, s)
+        return gy
 
     def maxpool(self, x, window: tuple, stride: tuple):
         """(y (N, C, *Q), what backward needs): one 1-D pass per spatial axis.

@@ -102,6 +102,61 @@ class ConvFunction(Function):
         return gx, gw, gb
 
 
+class ConvMaxPoolFunction(Function):
+    """A stride-1 convolution (no bias) and the max-pooling after it, as one op: ``maxpool(conv(x, w))``.
+
+    Same numbers as the two ops one after the other, with the columns ordered by
+    pooling-window offset (``ops.im2col_pooled``): the GEMM's output then holds
+    each window offset as one contiguous block, and the pooling compares whole
+    blocks (``ops.maxpool_blocks``) instead of every other element. Backward runs
+    the same steps in reverse: the pooled gradient goes to the winning block,
+    then the two GEMMs and col2im of :class:`ConvFunction`.
+    """
+
+    def __init__(self, pad: tuple, window: tuple):
+        self.pad, self.window = pad, window
+
+    def forward(self, x, w):
+        self.ops = ops = ops_for(x)
+        o = w.shape[0]
+        d = w.ndim - 2
+        self.col, self.geometry = ops.im2col_pooled(x, tuple(w.shape[2:]), self.pad, self.window)
+        self.col_mat = self.col.reshape(math.prod(w.shape[1:]), -1)  # (C, *K, *k, E) -> (C*prod(K), k^d*E)
+        self.w = w
+        y = ops.matmul(w.reshape(o, -1), self.col_mat)  # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
+        y = y.reshape((o,) + self.window + self.geometry.extended)  # -> (O, *k, U1, N, L2, ...)
+        pooled, self.passes = ops.maxpool_blocks(y, d)  # (O, U1, N, L2, ...)
+        inside = pooled[self._inside()]  # (O, U1, N, U2, ...)
+        return inside.transpose(_pooled_to_batch_first(d))  # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
+
+    def _inside(self) -> tuple:
+        """Index of the pooled outputs in (O, U1, N, L2, ...): the extra positions past U2, ... left out."""
+        return (slice(None), slice(None), slice(None)) + tuple(slice(0, u) for u in self.geometry.pooled[1:])
+
+    def backward(self, gy, needs):
+        w, ops, geometry = self.w, self.ops, self.geometry
+        o = w.shape[0]
+        d = w.ndim - 2
+        xp = get_array_module(gy)
+        gy_ext = xp.zeros((o,) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...); extra positions get 0
+        gy_ext[self._inside()] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ...) -> (O, U1, N, ...)
+        gy_mat = ops.maxpool_blocks_backward(gy_ext, self.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
+        gx = gw = None
+        if needs[0]:
+            gcol = ops.matmul(w.reshape(o, -1).T, gy_mat)  # (C*prod(K), O) @ (O, k^d*E) -> (C*prod(K), k^d*E)
+            gx = ops.col2im_pooled(gcol.reshape(self.col.shape), geometry)  # -> (C, *K, *k, E) -> (N, C, *S)
+        if needs[1]:
+            # (C*prod(K), k^d*E) @ (k^d*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K),
+            # the orientation ConvFunction.backward uses
+            gw = ops.matmul(self.col_mat, gy_mat.T).T.reshape(w.shape)
+        return gx, gw
+
+
+def _pooled_to_batch_first(d: int) -> tuple:
+    """Axes from (O, U1, N, U2, ...) to (N, O, U1, U2, ...); (1, 2, 0, 3, ...) goes back."""
+    return (2, 0, 1) + tuple(range(3, d + 2))
+
+
 class MaxPoolFunction(Function):
     """Max-pooling (``nn.MaxPool`` is the layer that calls it): the largest value of each window, and which."""
 
@@ -117,6 +172,21 @@ class MaxPoolFunction(Function):
         return (self.ops.maxpool_backward(gy, self.saved),)
 
 
+def _checked_conv_input(x: Tensor, w: Tensor, pad, caller: str) -> tuple:
+    """Check x against the kernels w (rank, dtype, channels, size); return pad as one value per spatial axis."""
+    d = w.ndim - 2
+    check_input(x.data, w.data, caller, d)
+    pad = as_tuple(pad, d, f"{caller} pad")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{caller}: expected input with {w.shape[1]} channel{'s' * (w.shape[1] != 1)}, "
+                         f"got {x.shape[1]} (shape {tuple(x.shape)})")
+    for sz, k, p in zip(x.shape[2:], w.shape[2:], pad):
+        if sz + 2 * p < k:
+            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} "
+                             f"is smaller than the kernel {tuple(w.shape[2:])}")
+    return pad
+
+
 def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, caller: str = "conv") -> Tensor:
     """N-d convolution (cross-correlation) of ``x`` with ``w``.
 
@@ -128,19 +198,29 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, call
         (N, O, *Q) with Q = floor((S + 2*pad - K) / stride) + 1.
     """
     x = x if isinstance(x, Tensor) else Tensor(x)
-    d = w.ndim - 2
-    check_input(x.data, w.data, caller, d)
-    stride = as_tuple(stride, d, f"{caller} stride", minimum=1)
-    pad = as_tuple(pad, d, f"{caller} pad")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"{caller}: expected input with {w.shape[1]} channel{'s' * (w.shape[1] != 1)}, "
-                         f"got {x.shape[1]} (shape {tuple(x.shape)})")
-    for sz, k, p in zip(x.shape[2:], w.shape[2:], pad):
-        if sz + 2 * p < k:
-            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} "
-                             f"is smaller than the kernel {tuple(w.shape[2:])}")
+    stride = as_tuple(stride, w.ndim - 2, f"{caller} stride", minimum=1)
+    pad = _checked_conv_input(x, w, pad, caller)
     inputs = (x, w) if b is None else (x, w, b)
     return ConvFunction(stride, pad).apply(*inputs)
+
+
+def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, caller: str = "conv") -> Tensor:
+    """``maxpool(conv(x, w, None, 1, pad), window)``: a stride-1 convolution without bias, then max-pooling.
+
+    One :class:`ConvMaxPoolFunction` where the backend has it (``ops.pools_in_columns``),
+    else the two ops; the result is the same either way.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    d = w.ndim - 2
+    window = as_tuple(window, d, f"{caller} pooling window", minimum=1)
+    if not getattr(ops_for(x.data), "pools_in_columns", False):
+        return maxpool(conv(x, w, None, 1, pad, caller=caller), window, caller=caller)
+    pad = _checked_conv_input(x, w, pad, caller)
+    for sz, k, p, pool in zip(x.shape[2:], w.shape[2:], pad, window):
+        if sz + 2 * p - k + 1 < pool:
+            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} gives a "
+                             f"convolution output smaller than the pooling window {window}")
+    return ConvMaxPoolFunction(pad, window).apply(x, w)
 
 
 def maxpool(x: Tensor, window, stride=None, *, caller: str = "maxpool") -> Tensor:
