@@ -184,9 +184,15 @@ class PoolGeometry(NamedTuple):
     pooled: tuple  # U = floor(Q / k) pooled outputs per axis, Q = S + 2p - K + 1 the convolution's outputs
     plane: tuple  # (L1 + 1, N, L2, ...): one phase plane, the whole batch side by side along the second axis
     extended: tuple  # (U1, N, L2, ...): the positions computed for each window offset
+    x_order: tuple  # the input's axes from the outermost in memory to the innermost; its gradient gets the same
 
 
-def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple) -> PoolGeometry:
+def memory_order(x) -> tuple:
+    """The axes of x from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous array."""
+    return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+
+
+def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple, x_order: tuple = None) -> PoolGeometry:
     """The plane and output sizes of :func:`im2col_pooled` for an input of shape ``x_shape``."""
     n = x_shape[0]
     pooled = tuple(output_size(sz, kn, 1, p) // k for sz, kn, p, k in zip(x_shape[2:], kernel, pad, window))
@@ -195,7 +201,7 @@ def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple) -> P
     # +1: the spare row that keeps the last flat slice inside the buffer, as in im2col_shifted
     plane = (lengths[0] + 1, n, *lengths[1:])
     return PoolGeometry(tuple(x_shape), tuple(kernel), tuple(pad), tuple(window), pooled, plane,
-                        (pooled[0], n, *lengths[1:]))
+                        (pooled[0], n, *lengths[1:]), x_order or tuple(range(len(x_shape))))
 
 
 def _phase_run(phase: int, k: int, pad: int, size: int, length: int):
@@ -283,19 +289,25 @@ def im2col_pooled(x, geometry: PoolGeometry):
 
 
 def col2im_pooled(gcol, geometry: PoolGeometry):
-    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), a channel-major view."""
+    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), laid out in memory as the input."""
     xp = get_array_module(gcol)
     d = len(geometry.kernel)
-    n, c, *sizes = geometry.x_shape
+    c = geometry.x_shape[1]
     length = gcol.shape[-1]
     flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
     for kk, r, phase, start in _pooled_offsets(geometry):
         flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
     planes = flat.reshape((c,) + geometry.window + geometry.plane)  # (C, *k, F) -> (C, *k, L1 + 1, N, L2, ...)
-    gx = xp.zeros((c, n, *sizes), dtype=gcol.dtype)  # (C, N, *S); inputs that no window reads keep gradient 0
+    # gx in the input's memory order: the ReLU before this layer multiplies it element by element with
+    # its own output, which has that order, and NumPy runs such a product many times faster when the
+    # two arrays are laid out alike
+    order = geometry.x_order
+    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=gcol.dtype)  # x's axes in memory order
+    gx = gx.transpose(tuple(order.index(axis) for axis in range(d + 2)))  # -> (N, C, *S) view
+    gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view; inputs no window reads keep 0
     for plane_part, source in _phase_runs(geometry):
-        gx[source] = planes[plane_part].transpose(_batch_second(d + 2))  # (C, S1', N, ...) -> (C, N, S1', ...)
-    return gx.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
+        gx_cn[source] = planes[plane_part].transpose(_batch_second(d + 2))  # (C, S1', N, ...) -> (C, N, S1', ...)
+    return gx
 
 
 def _maxpool_1d(x, axis: int, k: int, s: int):
@@ -391,7 +403,7 @@ class NumpyOps:
 
     def im2col_pooled(self, x, kernel: tuple, pad: tuple, window: tuple):
         """(col (C, *K, *k, E), geometry): the columns of a stride-1 convolution that max-pooling follows."""
-        geometry = pool_geometry(tuple(x.shape), kernel, pad, window)
+        geometry = pool_geometry(tuple(x.shape), kernel, pad, window, memory_order(x))
         return im2col_pooled(x, geometry), geometry
 
     def col2im_pooled(self, gcol, geometry: PoolGeometry):
