@@ -403,29 +403,43 @@ def torch_graphed_step(images, labels):
     return replay
 
 
-def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
-    """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward.
+OPS_PROFILED = ("im2col", "col2im", "im2col_pooled", "col2im_pooled", "maxpool", "maxpool_backward", "maxpool_blocks",
+                "maxpool_blocks_backward", "bias_relu", "relu_backward")  # and matmul, by shape
 
-    Every Function subclass is wrapped with a timer for the duration of this measurement; the rest of
-    the step (Python, Adam, the autograd loop) is reported as "other".
+
+def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
+    """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward,
+    and inside the backend's hot operations (each matrix product by shape, with its GFLOP/s).
+
+    Every Function subclass and the ops object's methods are wrapped with a timer for the duration of this
+    measurement; the rest of the step (Python, the autograd loop) is reported as "other". On a GPU the
+    parts are launch times (nothing waits for the GPU between them); only the step's total waits.
     """
     from tinyflux import tensor
     from tinyflux.functional import activations, basic, convolution, dense, losses
 
     totals: dict[str, float] = {}
+    inside: dict[str, float] = {}  # the same for the ops object's methods
+    flops: dict[str, int] = {}
     originals = []
 
-    def wrap(cls, method):
+    def wrap(cls, method, into=totals, key_of=None):
         original = cls.__dict__[method]
         originals.append((cls, method, original))
 
         def timed(self, *args):
             start = time.perf_counter()
             result = original(self, *args)
-            key = f"{cls.__name__}.{method}"
-            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+            key = key_of(args) if key_of else f"{cls.__name__}.{method}"
+            into[key] = into.get(key, 0.0) + time.perf_counter() - start
             return result
         setattr(cls, method, timed)
+
+    def matmul_key(args):
+        (m, k), n = args[0].shape, args[1].shape[1]
+        key = f"matmul ({m}x{k}) @ ({k}x{n})"
+        flops[key] = 2 * m * k * n
+        return key
 
     for module in (basic, activations, convolution, dense, losses):
         for value in vars(module).values():
@@ -434,6 +448,13 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
                     if method in value.__dict__:
                         wrap(value, method)
     wrap(optim.Adam, "step")
+    ops_class = type(ops_for(xp.zeros(1, dtype=xp.float32)))
+    for cls in ops_class.__mro__:  # each method where it is defined (CudaOps inherits some from NumpyOps)
+        for method in OPS_PROFILED:
+            if method in cls.__dict__ and getattr(ops_class, method) is cls.__dict__[method]:
+                wrap(cls, method, inside, lambda args, method=method: method)
+    matmul_owner = next(cls for cls in ops_class.__mro__ if "matmul" in cls.__dict__)
+    wrap(matmul_owner, "matmul", inside, matmul_key)
     try:
         rng = np.random.default_rng(0)
         x = xp.asarray(rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32))
@@ -450,13 +471,16 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
         for _ in range(3):
             step()
         totals.clear()
+        inside.clear()
         total = timer(step, steps)
     finally:
-        for cls, method, original in originals:
+        for cls, method, original in reversed(originals):
             setattr(cls, method, original)
     parts = {key: value / steps * 1e3 for key, value in sorted(totals.items(), key=lambda kv: -kv[1])}
     parts["other (Python, autograd loop)"] = total * 1e3 - sum(parts.values())
-    return {"step_ms": total * 1e3, "parts_ms": parts}
+    ops_ms = {key: value / steps * 1e3 for key, value in sorted(inside.items(), key=lambda kv: -kv[1])}
+    gflops = {key: flops[key] / (ops_ms[key] * 1e-3) / 1e9 for key in flops}
+    return {"step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms, "matmul_gflops": gflops}
 
 
 def format_ms(s: dict) -> str:
@@ -656,13 +680,24 @@ def main(argv=None) -> dict:
         return results
 
     if args.profile:
+        sgemm = measure_sgemm(xp, timer, args.rounds)
         profile = profile_training_step(xp, timer)
+        profile["sgemm_gflops"] = sgemm["gflops_median"]
         if args.json:
             print(json.dumps(profile, indent=2))
         else:
-            print(f"tinyflux MNIST training step on {args.backend}: {profile['step_ms']:.1f} ms (mean of 30 steps)")
+            step_ms = profile["step_ms"]
+            print(f"{blas_info()}; sgemm 2048x2048 {sgemm['gflops_median']:.0f} GFLOP/s (median)")
+            print(f"tinyflux MNIST training step on {args.backend}: {step_ms:.1f} ms (mean of 30 steps)")
             for key, value in profile["parts_ms"].items():
-                print(f"  {key:32} {value:7.2f} ms  {value / profile['step_ms']:5.1%}")
+                print(f"  {key:32} {value:7.2f} ms  {value / step_ms:5.1%}")
+            print("inside the ops (ms per step, share of the step; matrix products with GFLOP/s and share of sgemm's):")
+            for key, value in profile["ops_ms"].items():
+                rate = profile["matmul_gflops"].get(key)
+                extra = f"  {rate:6.1f} GFLOP/s {rate / sgemm['gflops_median']:5.1%}" if rate else ""
+                print(f"  {key:40} {value:7.2f} ms  {value / step_ms:5.1%}{extra}")
+            pooling = sum(v for k, v in profile["ops_ms"].items() if k.startswith("maxpool"))
+            print(f"  max-pooling forward and backward together: {pooling:.2f} ms, {pooling / step_ms:.1%} of the step")
         return profile
 
     layers = list(MNIST_LAYERS)
