@@ -16,7 +16,9 @@ What it measures, all in one process so that the machine's noise hits both sides
 
 When PyTorch is importable it runs the same work with the same thread count, interleaved
 round by round with tinyflux, and reports the ratio tinyflux / PyTorch. Every figure is
-the minimum, median and maximum over repeated rounds. Timings are never asserted anywhere.
+the minimum, median and maximum over repeated rounds. On the CPU each round starts after a
+short rest (``--pause``), so that neither side's idle BLAS threads spin on a core the other
+needs (see ``Timer``). Timings are never asserted anywhere.
 """
 from __future__ import annotations
 
@@ -54,13 +56,22 @@ def summary(times_s: list[float]) -> dict:
 
 
 class Timer:
-    """Times one call, waiting for the GPU where there is one."""
+    """Times one call, waiting for the GPU where there is one, after a pause where one is asked for.
 
-    def __init__(self, sync):
+    Why the pause on the CPU: after its last matrix product, each OpenBLAS worker thread keeps
+    spinning for about 0.1 s (measured: 0.1 CPU-seconds burnt during any sleep longer than that)
+    before it goes to sleep, and PyTorch's threads spin for about 10 ms. Timed back to back, the
+    side that follows would lose a core to the other's spinning threads for most of its round.
+    """
+
+    def __init__(self, sync, pause_s: float = 0.0):
         self.sync = sync
+        self.pause_s = pause_s
 
     def __call__(self, fn, inner: int = 1) -> float:
         self.sync()
+        if self.pause_s:
+            time.sleep(self.pause_s)
         start = time.perf_counter()
         for _ in range(inner):
             fn()
@@ -279,6 +290,13 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
             loss.backward()
             topt.step()
 
+    def tf_step_without_kernels():  # the same model and step with CuPy's own operations instead of tinyflux's kernels
+        previous, tf.modes.own_kernels = tf.modes.own_kernels, False
+        try:
+            tf_step()
+        finally:
+            tf.modes.own_kernels = previous
+
     captured_step, capture_error = None, None
     if xp is not np:
         try:
@@ -294,11 +312,15 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
 
     for _ in range(3):  # warm up both
         tf_step()
+        if xp is not np:
+            tf_step_without_kernels()
         if use_torch:
             torch_step()
-    tf_times, torch_times, graphed_times, captured_times = [], [], [], []
+    tf_times, torch_times, graphed_times, captured_times, plain_times = [], [], [], [], []
     for _ in range(rounds):
         tf_times.append(timer(tf_step, steps_per_round))
+        if xp is not np:  # the kernels on/off comparison, in the same rounds
+            plain_times.append(timer(tf_step_without_kernels, steps_per_round))
         if captured_step is not None:
             captured_times.append(timer(captured_step, steps_per_round))
         if use_torch:
@@ -316,12 +338,52 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
         result["ratio_graphed"] = summary_ratio(tf_times, graphed_times)
     if graph_error:
         result["torch_graphed_error"] = graph_error
+    if plain_times:
+        result["tinyflux_without_kernels_ms"] = summary(plain_times)
+        result["ratio_kernels_on_off"] = summary_ratio(tf_times, plain_times)
+    if xp is not np:
+        result["peak_gpu_memory_mb"] = measure_gpu_memory(xp, tf_step, torch_step if use_torch else None)
     if captured_times:
         result["tinyflux_graphed_ms"] = summary(captured_times)
         if graphed_times:
             result["ratio_both_graphed"] = summary_ratio(captured_times, graphed_times)
     if capture_error:
         result["tinyflux_graphed_error"] = capture_error
+    return result
+
+
+def measure_gpu_memory(cupy, tf_step, torch_step=None) -> dict:
+    """Peak GPU memory in use during one training step, in MB: tinyflux (CuPy's memory pool, counted by a
+    memory hook from the bytes already in use) and PyTorch (its caching allocator's own peak)."""
+    result = {}
+    try:
+        class PeakInUse(cupy.cuda.MemoryHook):
+            name = "tinyflux_peak_in_use"
+
+            def __init__(self, in_use: int):
+                self.in_use = self.peak = in_use
+
+            def malloc_postprocess(self, **kwargs):
+                self.in_use += kwargs["mem_size"]
+                self.peak = max(self.peak, self.in_use)
+
+            def free_postprocess(self, **kwargs):
+                self.in_use -= kwargs["mem_size"]
+
+        cupy.cuda.Device().synchronize()
+        hook = PeakInUse(cupy.get_default_memory_pool().used_bytes())
+        with hook:
+            tf_step()
+            cupy.cuda.Device().synchronize()
+        result["tinyflux"] = hook.peak / 1e6
+    except Exception as error:  # report it and keep the other figures
+        result["tinyflux_error"] = f"{type(error).__name__}: {error}"
+    if torch_step is not None:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        torch_step()
+        torch.cuda.synchronize()
+        result["torch"] = torch.cuda.max_memory_allocated() / 1e6
     return result
 
 
@@ -532,6 +594,13 @@ def print_table(report: dict) -> None:
               f"max {r['max']:.2f}")
     if "tinyflux_graphed_error" in s:
         print(f"  tinyflux CUDA graph: could not capture ({s['tinyflux_graphed_error']})")
+    if "tinyflux_without_kernels_ms" in s:
+        r = s["ratio_kernels_on_off"]
+        print(f"  tinyflux, eager with CuPy's operations instead of its kernels "
+              f"{format_ms(s['tinyflux_without_kernels_ms'])}")
+        print(f"  ratio kernels on/off per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
+    if "peak_gpu_memory_mb" in s:
+        print(f"  peak GPU memory of one eager step, MB: {s['peak_gpu_memory_mb']}")
     a = report.get("adam")
     if a is not None:
         r = a["ratio"]
@@ -619,6 +688,9 @@ def main(argv=None) -> dict:
     p.add_argument("--kernel", type=int, default=3, help="kernel size of the extra layer")
     p.add_argument("--out", type=int, default=32, help="output channels of the extra layer")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    p.add_argument("--pause", type=float, default=0.15,
+                   help="CPU only: seconds of rest before each timed round, so that the BLAS threads of the "
+                        "previous round are asleep (see Timer)")
     p.add_argument("--skip-step", action="store_true", help="only the per-layer measurements")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--profile", action="store_true", help="only: time spent in each op of a tinyflux training step")
@@ -656,7 +728,10 @@ def main(argv=None) -> dict:
 
     xp = backend.array_module(args.backend)  # raises a clear error when CuPy or the GPU is missing
     # on a GPU, wait for the whole device: PyTorch's work is queued on its own streams
-    timer = Timer(xp.cuda.Device().synchronize if args.backend == "cupy" else (lambda: None))
+    if args.backend == "cupy":
+        timer = Timer(xp.cuda.Device().synchronize)
+    else:
+        timer = Timer(lambda: None, args.pause)
     use_torch = torch is not None and not args.no_torch
     torch_device = "cuda" if args.backend == "cupy" else "cpu"
     if use_torch and torch_device == "cuda" and not torch.cuda.is_available():
