@@ -1,0 +1,124 @@
+"""The MNIST training step of two commits of tinyflux, side by side: which one is faster, and by how much.
+
+    python benchmarks/compare_commits.py 7753d8e            # that commit against the working tree
+    python benchmarks/compare_commits.py 7753d8e HEAD --rounds 30
+
+Each side runs in its own worker process, importing tinyflux from its own
+checkout (``git worktree``, removed at the end); the two take turns, round by
+round, so that the noise of a shared machine hits both alike. Reported: ms per
+step of each (min / median / max over rounds) and the per-round ratio
+new / old. Both sides train the same model from the same seed on the same
+random batch; their BLAS thread count is whatever the environment gives both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAUSE_S = 0.5  # between turns
+
+# The worker: import tinyflux from the folder given (its working folder, and on PYTHONPATH), then time
+# `steps` training steps per line read.
+WORKER = r"""
+import sys, time
+# an editable install of tinyflux would win over PYTHONPATH; drop its finder so the folder given is used
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower()]
+import numpy as np
+import tinyflux as tf
+from tinyflux import optim
+from tinyflux.models import mnist_convnet
+assert tf.__file__.startswith(sys.argv[1]), tf.__file__
+batch = int(sys.argv[2])
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32)
+y = rng.integers(0, 10, batch)
+tf.seed(0)
+model = mnist_convnet()
+opt = optim.Adam(model.parameters(), lr=3e-3)
+def step():
+    tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
+    opt.step()
+    opt.zero_grad()
+for _ in range(3):
+    step()
+print("ready", flush=True)
+for line in sys.stdin:
+    steps = int(line)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    print((time.perf_counter() - start) / steps, flush=True)
+"""
+
+
+def start_worker(tree: Path, batch: int) -> subprocess.Popen:
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(tree), str(batch)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    if worker.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the worker for {tree} did not start")
+    return worker
+
+
+def timed(worker: subprocess.Popen, steps: int) -> float:
+    worker.stdin.write(f"{steps}\n")
+    worker.stdin.flush()
+    return float(worker.stdout.readline())
+
+
+def summary(seconds: list[float]) -> dict:
+    ms = [s * 1e3 for s in seconds]
+    return {"min": min(ms), "median": statistics.median(ms), "max": max(ms)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("old", help="the commit to compare against (anything git rev-parse takes)")
+    p.add_argument("new", nargs="?", help="the other commit; default: the working tree as it is")
+    p.add_argument("--rounds", type=int, default=20, help="timed rounds per side")
+    p.add_argument("--steps", type=int, default=5, help="training steps per round")
+    p.add_argument("--batch", type=int, default=128)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {}
+        for name, rev in (("old", args.old), ("new", args.new)):
+            if rev is None:
+                trees[name] = ROOT
+                continue
+            trees[name] = Path(scratch) / name
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(trees[name]), rev],
+                           check=True)
+        workers = {}
+        try:
+            workers = {name: start_worker(tree, args.batch) for name, tree in trees.items()}
+            times = {"old": [], "new": []}
+            for _ in range(args.rounds):
+                for name in ("old", "new"):
+                    # OpenBLAS's threads spin for a while after a product before they sleep: let the other
+                    # worker's threads fall asleep first, or they take a core from this round
+                    time.sleep(PAUSE_S)
+                    times[name].append(timed(workers[name], args.steps))
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()
+                worker.wait()
+            for name, tree in trees.items():
+                if tree != ROOT:
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+    ratios = [new / old for old, new in zip(times["old"], times["new"])]
+    result = {"old": args.old, "new": args.new or "working tree", "batch": args.batch, "rounds": args.rounds,
+              "steps": args.steps, "old_ms": summary(times["old"]), "new_ms": summary(times["new"]),
+              "ratio_new_old": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
