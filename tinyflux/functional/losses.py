@@ -34,12 +34,13 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
                             "(pass ints of shape (N,) or one-hot floats of shape (N, classes))")
         if labels.shape[0] != n:
             raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
-        # The range check reads two numbers back from the GPU, which a graph capture forbids;
-        # tinyflux.graph checks labels on the host instead, before they are copied in.
-        if labels.size and not modes.capture and \
-                (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, "
-                             f"got values from {int(labels.min())} to {int(labels.max())}")
+        # The range check reads the smallest and the largest label back from the GPU in one copy (one
+        # wait for the GPU per step, not two). A graph capture forbids even that; tinyflux.graph checks
+        # labels on the host instead, before they are copied in.
+        if labels.size and not modes.capture:
+            low, high = xp.stack([labels.min(), labels.max()]).tolist()
+            if low < 0 or high >= num_classes:
+                raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, got values from {low} to {high}")
         # row i is 1 where the class index equals label i: (1, classes) == (N, 1) broadcasts to (N, classes).
         # A single element-wise kernel on a GPU: the plainest kind of work for a CUDA graph to record.
         return (xp.arange(num_classes)[None, :] == labels[:, None]).astype(dtype)
