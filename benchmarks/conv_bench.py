@@ -123,6 +123,10 @@ def measure_sgemm(xp, timer, rounds: int, size: int = 2048) -> dict:
             "gflops_median": flop / statistics.median(times) / 1e9}
 
 
+LAYER_CALLS = 5  # calls per timed round of one layer part: a round of one call of 1-2 ms would mostly time
+# how fast the cores wake up after the pause
+
+
 def measure_layer(xp, timer, layer, rounds, use_torch, torch_device):
     name, n, c, h, w_, k, o = layer
     rng = np.random.default_rng(0)
@@ -168,10 +172,10 @@ def measure_layer(xp, timer, layer, rounds, use_torch, torch_device):
         if part in torch_parts:
             torch_parts[part]()
         tf_times, torch_times = [], []
-        for _ in range(rounds):  # interleaved: one tinyflux call, then one PyTorch call
-            tf_times.append(timer(fn))
+        for _ in range(rounds):  # interleaved: LAYER_CALLS tinyflux calls, then as many PyTorch calls
+            tf_times.append(timer(fn, LAYER_CALLS))
             if part in torch_parts:
-                torch_times.append(timer(torch_parts[part]))
+                torch_times.append(timer(torch_parts[part], LAYER_CALLS))
         entry = {"tinyflux_ms": summary(tf_times), "tinyflux_gflops": flop / statistics.median(tf_times) / 1e9}
         if torch_times:
             entry["torch_ms"] = summary(torch_times)
@@ -651,6 +655,32 @@ def distributed_worker(steps: int, batch: int = 128) -> dict:
     return {"ranks": comm.size, "blas": blas_info(), "step_s": times, "allreduce_s": allreduce}
 
 
+def torch_worker(steps: int, batch: int = 128) -> dict:
+    """Time ``steps`` PyTorch MNIST training steps in this process (a launch of --distributed)."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch.manual_seed(0)
+    model = torch_mnist_model("cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    y = torch.tensor(rng.integers(0, 10, batch))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"blas": f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads", "step_s": times}
+
+
 def measure_distributed(rounds: int, steps: int) -> dict:
     """Per round, one launch of each: ``mpiexec -n 2`` ranks of one BLAS thread, and one process of two
     threads; the order alternates. Each launch reports its mean step time; the ratio is taken per round."""
@@ -663,16 +693,24 @@ def measure_distributed(rounds: int, steps: int) -> dict:
     launches = {"2 ranks x 1 thread": ([mpiexec, "-n", "2", *worker], one_thread),
                 "1 process x 2 threads": ([sys.executable, script, "--distributed-worker", "--steps", str(steps)],
                                           two_threads)}
+    if torch is not None:  # PyTorch as a launch of its own too: the same step on the same 2 cores
+        launches["PyTorch, 1 process x 2 threads"] = (
+            [sys.executable, script, "--torch-worker", "--steps", str(steps)], two_threads)
     means = {name: [] for name in launches}
     reports = {}
-    for r in range(rounds):
+    for r in range(rounds):  # the order of the launches alternates from round to round
         for name in (list(launches) if r % 2 == 0 else list(launches)[::-1]):
             command, env = launches[name]
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
             reports[name] = json.loads(done.stdout.strip().splitlines()[-1])
             means[name].append(statistics.mean(reports[name]["step_s"]))
     ours, theirs = means["2 ranks x 1 thread"], means["1 process x 2 threads"]
-    return {name: summary(values) for name, values in means.items()} | {
+    ratios = {}
+    if "PyTorch, 1 process x 2 threads" in means:
+        pytorch = means["PyTorch, 1 process x 2 threads"]
+        ratios = {"ratio_ranks_to_torch": summary_ratio(ours, pytorch),
+                  "ratio_process_to_torch": summary_ratio(theirs, pytorch)}
+    return {name: summary(values) for name, values in means.items()} | ratios | {
         "ratio": summary_ratio(ours, theirs),
         "allreduce_us": {k: v * 1e3 for k, v in summary(reports["2 ranks x 1 thread"]["allreduce_s"]).items()},
         "blas": {name: report["blas"] for name, report in reports.items()},
@@ -697,11 +735,16 @@ def main(argv=None) -> dict:
     p.add_argument("--sweep", action="store_true",
                    help="only: the training step at batch 32, 128 and 512, and the video model, beside PyTorch")
     p.add_argument("--distributed", action="store_true",
-                   help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads "
-                        "(needs pip install 'tinyflux[mpi]' mpich)")
+                   help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads, "
+                        "and PyTorch's in a process of its own (needs pip install 'tinyflux[mpi]' mpich)")
     p.add_argument("--distributed-worker", action="store_true", help=argparse.SUPPRESS)  # one launch of the above
+    p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)  # PyTorch's launch of the above
     args = p.parse_args(argv)
 
+    if args.torch_worker:
+        result = torch_worker(args.steps)
+        print(json.dumps(result))
+        return result
     if args.distributed_worker:
         result = distributed_worker(args.steps)
         if tf.distributed.init().rank == 0:
@@ -714,11 +757,14 @@ def main(argv=None) -> dict:
         else:
             print(f"MNIST training step, global batch 128, {result['rounds']} rounds of {result['steps']} steps "
                   "(mean per launch; min / median / max over rounds):")
-            for name in ("2 ranks x 1 thread", "1 process x 2 threads"):
-                print(f"  {name:24} {format_ms(result[name])}")
-            ratio = result["ratio"]
-            print(f"  ratio 2 ranks / 1 process, per round: {ratio['min']:.2f} / {ratio['median']:.2f} / "
-                  f"{ratio['max']:.2f}")
+            for name in ("2 ranks x 1 thread", "1 process x 2 threads", "PyTorch, 1 process x 2 threads"):
+                if name in result:
+                    print(f"  {name:32} {format_ms(result[name])}")
+            for key, label in (("ratio", "2 ranks / 1 process"), ("ratio_ranks_to_torch", "2 ranks / PyTorch"),
+                               ("ratio_process_to_torch", "1 process / PyTorch")):
+                if key in result:
+                    r = result[key]
+                    print(f"  ratio {label}, per round: {r['min']:.2f} / {r['median']:.2f} / {r['max']:.2f}")
             a = result["allreduce_us"]
             print(f"  allreduce of the 16,939 float32 (gradients and count), 2 ranks: "
                   f"{a['min']:.0f} / {a['median']:.0f} / {a['max']:.0f} us")
