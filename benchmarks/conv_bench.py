@@ -616,6 +616,18 @@ def print_table(report: dict) -> None:
 
 
 # -- data parallelism: 2 ranks x 1 BLAS thread against 1 process x 2 threads -------------------------------
+def timed_steps(step, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``step``, after 3 calls of warm-up (allocations, threads, messages)."""
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def distributed_worker(steps: int, batch: int = 128) -> dict:
     """Time ``steps`` MNIST training steps at global batch ``batch``: as one process, or as this rank of an MPI
     job (started by --distributed) with a DataParallel Adam over this rank's slice. Rank 0 returns the times."""
@@ -639,13 +651,7 @@ def distributed_worker(steps: int, batch: int = 128) -> dict:
             opt.step()
         opt.zero_grad()
 
-    for _ in range(3):  # warm-up: allocations, BLAS threads, the first messages
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = timed_steps(step, steps)
     flat = np.zeros(sum(p.size for p in model.parameters()) + 1, np.float32)  # the gradients and the count
     allreduce = []
     for _ in range(50):
@@ -671,13 +677,7 @@ def torch_worker(steps: int, batch: int = 128) -> dict:
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = timed_steps(step, steps)
     return {"blas": f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads", "step_s": times}
 
 

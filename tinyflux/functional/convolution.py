@@ -36,6 +36,16 @@ Max-pooling keeps, for every window, the largest value and which of the
 window's offsets it came from (the first one, on ties); backward sends each
 output gradient to exactly that one input. The NumPy code runs one spatial
 axis at a time (a window's maximum is the maximum of its rows' maxima).
+
+A stride-1 convolution whose output goes straight into max-pooling with
+windows of k (stride k) can be one op, :class:`ConvMaxPoolFunction`: with
+q = k*u + r per axis (u the pooled position, r the offset inside the window),
+
+    pooled[o, n, u] = max over r of y[o, n, k*u + r]
+
+and when im2col orders its columns by r first (``ops.im2col_pooled``), the
+GEMM writes each r as one contiguous block and the maximum runs over whole
+blocks (``ops.maxpool_blocks``). ``nn.Chain`` uses it where it applies.
 """
 from __future__ import annotations
 

@@ -1,0 +1,52 @@
+"""The benchmarks run and report what they say they report (no timing is asserted: they measure, tests don't)."""
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_profile_splits_the_step_into_functions_and_backend_ops(capsys):
+    conv_bench = load_benchmark("conv_bench")
+    profile = conv_bench.main(["--profile", "--rounds", "1", "--pause", "0"])
+    ops = profile["ops_ms"]
+    # the model runs each convolution with its pooling as one op, so these are what the step spends time in
+    for name in ("im2col_pooled", "col2im_pooled", "maxpool_blocks", "maxpool_blocks_backward", "bias_relu"):
+        assert ops[name] > 0, name
+    functions = profile["parts_ms"]
+    assert "ConvMaxPoolFunction.forward" in functions and "MaxPoolFunction.forward" not in functions
+    # every matrix product of the step, by shape, with its rate: 2 per convolution forward, 3 or 2 backward
+    products = [key for key in ops if key.startswith("matmul")]
+    assert "matmul (32x144) @ (144x28672)" in products and set(profile["matmul_gflops"]) == set(products)
+    assert all(rate > 0 for rate in profile["matmul_gflops"].values())
+    assert "max-pooling forward and backward together" in capsys.readouterr().out
+
+
+def test_the_timer_rests_before_each_round_where_asked(monkeypatch):
+    conv_bench = load_benchmark("conv_bench")
+    slept = []
+    monkeypatch.setattr(conv_bench.time, "sleep", slept.append)
+    conv_bench.Timer(lambda: None, 0.15)(lambda: None, 3)
+    conv_bench.Timer(lambda: None)(lambda: None)
+    assert slept == [0.15]  # once per round, before it; none without a pause
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git repository (it checks out a commit)")
+def test_compare_commits_times_both_sides_and_removes_its_checkout():
+    compare = load_benchmark("compare_commits")
+    before = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    result = compare.main(["HEAD", "--rounds", "2", "--steps", "1", "--batch", "8"])
+    assert result["rounds"] == 2 and result["new"] == "working tree"
+    assert 0 < result["old_ms"]["min"] <= result["old_ms"]["max"]
+    assert 0 < result["ratio_new_old"]["min"] <= result["ratio_new_old"]["median"] <= result["ratio_new_old"]["max"]
+    after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert after == before
