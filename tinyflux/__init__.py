@@ -7,8 +7,8 @@ The public face: :class:`Tensor` and :func:`no_grad` (autograd), the functions
 ``relu``, ``softmax``, ``log_softmax``, ``logit_cross_entropy``, ``onehot``,
 ``onecold``, ``conv``, ``maxpool``, ``conv_maxpool`` (the two in one op), the
 layers in ``nn``, the optimizers in ``optim``, ``gpu``/``cpu`` to move things
-between devices, ``save``/``load`` for checkpoints, ``gradcheck`` for numerical gradient checks, ``capture``
-to replay a whole GPU training step as one CUDA graph, ``runs`` for run
+between devices, ``save``/``load`` for checkpoints, ``gradcheck`` for numerical
+gradient checks, ``capture`` to replay a whole GPU training step as one CUDA graph, ``runs`` for run
 folders that lock, save the whole training state and resume,
 ``distributed`` for data-parallel training over MPI, ``models`` for the
 model-zoo network, and ``modes``, the switches (grad, capture, own kernels).
