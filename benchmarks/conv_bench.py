@@ -314,16 +314,20 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
         except Exception as error:  # report it and keep the other figures
             graph_error = f"{type(error).__name__}: {error}"
 
+    without_kernels, without_kernels_error = xp is not np, None
     for _ in range(3):  # warm up both
         tf_step()
-        if xp is not np:
-            tf_step_without_kernels()
+        if without_kernels:
+            try:
+                tf_step_without_kernels()
+            except Exception as error:  # report it and keep the other figures
+                without_kernels, without_kernels_error = False, f"{type(error).__name__}: {error}"
         if use_torch:
             torch_step()
     tf_times, torch_times, graphed_times, captured_times, plain_times = [], [], [], [], []
     for _ in range(rounds):
         tf_times.append(timer(tf_step, steps_per_round))
-        if xp is not np:  # the kernels on/off comparison, in the same rounds
+        if without_kernels:  # the kernels on/off comparison, in the same rounds
             plain_times.append(timer(tf_step_without_kernels, steps_per_round))
         if captured_step is not None:
             captured_times.append(timer(captured_step, steps_per_round))
@@ -345,6 +349,8 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
     if plain_times:
         result["tinyflux_without_kernels_ms"] = summary(plain_times)
         result["ratio_kernels_on_off"] = summary_ratio(tf_times, plain_times)
+    if without_kernels_error:
+        result["tinyflux_without_kernels_error"] = without_kernels_error
     if xp is not np:
         result["peak_gpu_memory_mb"] = measure_gpu_memory(xp, tf_step, torch_step if use_torch else None)
     if captured_times:
@@ -603,6 +609,8 @@ def print_table(report: dict) -> None:
         print(f"  tinyflux, eager with CuPy's operations instead of its kernels "
               f"{format_ms(s['tinyflux_without_kernels_ms'])}")
         print(f"  ratio kernels on/off per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
+    if "tinyflux_without_kernels_error" in s:
+        print(f"  tinyflux without its kernels: failed ({s['tinyflux_without_kernels_error']})")
     if "peak_gpu_memory_mb" in s:
         print(f"  peak GPU memory of one eager step, MB: {s['peak_gpu_memory_mb']}")
     a = report.get("adam")
