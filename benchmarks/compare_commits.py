@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAUSE_S = 0.5  # between turns
 
 # The worker: import tinyflux from the folder given (its working folder, and on PYTHONPATH), then time
-# `steps` training steps per line read.
+# `steps` training steps per line read. The step is written out here rather than imported from conv_bench,
+# because the worker runs in checkouts of older commits, whose benchmarks may differ.
 WORKER = r"""
 import sys, time
 # an editable install of tinyflux would win over PYTHONPATH; drop its finder so the folder given is used
@@ -86,18 +87,26 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=5, help="training steps per round")
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)
+    for flag in ("rounds", "steps", "batch"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    for rev in (args.old, args.new):
+        if rev is not None and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                                               f"{rev}^{{commit}}"], capture_output=True).returncode != 0:
+            p.error(f"{rev!r} is not a commit of the repository in {ROOT}")
     with tempfile.TemporaryDirectory() as scratch:
-        trees = {}
-        for name, rev in (("old", args.old), ("new", args.new)):
-            if rev is None:
-                trees[name] = ROOT
-                continue
-            trees[name] = Path(scratch) / name
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(trees[name]), rev],
-                           check=True)
-        workers = {}
-        try:
-            workers = {name: start_worker(tree, args.batch) for name, tree in trees.items()}
+        trees, workers = {}, {}
+        try:  # whatever fails, the workers end and the checkouts are removed from git's list again
+            for name, rev in (("old", args.old), ("new", args.new)):
+                if rev is None:
+                    trees[name] = ROOT
+                    continue
+                tree = Path(scratch) / name
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), rev],
+                               check=True)
+                trees[name] = tree
+            for name, tree in trees.items():
+                workers[name] = start_worker(tree, args.batch)
             times = {"old": [], "new": []}
             for _ in range(args.rounds):
                 for name in ("old", "new"):
@@ -109,7 +118,7 @@ def main(argv=None) -> dict:
             for worker in workers.values():
                 worker.stdin.close()
                 worker.wait()
-            for name, tree in trees.items():
+            for tree in trees.values():
                 if tree != ROOT:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
     ratios = [new / old for old, new in zip(times["old"], times["new"])]

@@ -59,9 +59,10 @@ class Timer:
     """Times one call, waiting for the GPU where there is one, after a pause where one is asked for.
 
     Why the pause on the CPU: after its last matrix product, each OpenBLAS worker thread keeps
-    spinning for about 0.1 s (measured: 0.1 CPU-seconds burnt during any sleep longer than that)
-    before it goes to sleep, and PyTorch's threads spin for about 10 ms. Timed back to back, the
-    side that follows would lose a core to the other's spinning threads for most of its round.
+    spinning for a while before it goes to sleep (PyTorch's threads too, for less long). Timed back
+    to back, the side that follows would lose a core to the other's spinning threads for most of
+    its round. The default pause is longer than OpenBLAS's spin, as measured in the README's
+    CPU section.
     """
 
     def __init__(self, sync, pause_s: float = 0.0):
@@ -123,7 +124,7 @@ def measure_sgemm(xp, timer, rounds: int, size: int = 2048) -> dict:
             "gflops_median": flop / statistics.median(times) / 1e9}
 
 
-LAYER_CALLS = 5  # calls per timed round of one layer part: a round of one call of 1-2 ms would mostly time
+LAYER_CALLS = 5  # calls per timed round of one layer part: a round of one short call would mostly time
 # how fast the cores wake up after the pause
 
 
@@ -748,6 +749,8 @@ def main(argv=None) -> dict:
     p.add_argument("--distributed-worker", action="store_true", help=argparse.SUPPRESS)  # one launch of the above
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)  # PyTorch's launch of the above
     args = p.parse_args(argv)
+    if args.pause < 0:
+        p.error(f"--pause must be 0 or more seconds, got {args.pause}")
 
     if args.torch_worker:
         result = torch_worker(args.steps)

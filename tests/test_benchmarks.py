@@ -50,3 +50,17 @@ def test_compare_commits_times_both_sides_and_removes_its_checkout():
     assert 0 < result["ratio_new_old"]["min"] <= result["ratio_new_old"]["median"] <= result["ratio_new_old"]["max"]
     after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
     assert after == before
+
+
+def test_bad_arguments_are_refused_with_what_was_expected(capsys):
+    conv_bench, compare = load_benchmark("conv_bench"), load_benchmark("compare_commits")
+    with pytest.raises(SystemExit):
+        conv_bench.main(["--profile", "--pause", "-1"])
+    assert "--pause must be 0 or more seconds, got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main(["HEAD", "--rounds", "0"])
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+    if (ROOT / ".git").exists():
+        with pytest.raises(SystemExit):
+            compare.main(["no-such-commit"])
+        assert "'no-such-commit' is not a commit" in capsys.readouterr().err

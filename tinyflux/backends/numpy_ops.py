@@ -38,8 +38,8 @@ def page_aligned(xp, shape: tuple, dtype, zeros: bool = False):
     the CPU compares only the low 12 address bits to decide whether a load must
     wait for an earlier store ("4K aliasing"), so every load waits. The
     allocator often places big buffers exactly so (both at the same page offset
-    plus a header), and the long contiguous copies of :func:`im2col_pooled`
-    then ran 5x slower. With every big buffer on a page boundary, the offsets
+    plus a header), which hits the long contiguous copies of :func:`im2col_pooled`
+    hardest. With every big buffer on a page boundary, the offsets
     between source and destination depend only on the geometry. Other array
     libraries (CuPy) get a plain allocation.
     """
@@ -324,7 +324,7 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
         better = views[offset] > y
         xp.maximum(y, views[offset], out=y)
         # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
-        # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is 6x slower.)
+        # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is much slower.)
         xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
     return y, argmax
 
@@ -437,7 +437,7 @@ class NumpyOps:
         """(y (N, C, *Q), what backward needs): one 1-D pass per spatial axis.
 
         W first, then H (then T): on a tie this picks the first maximum in row-major order, as
-        PyTorch does. (H first would be about 10% faster but would prefer the first column instead.)
+        PyTorch does. (H first would be a little faster but would prefer the first column instead.)
         """
         passes = []  # (axis, kernel, stride, pass input, argmax) per 1-D pass, for backward
         for axis in reversed(range(2, x.ndim)):

@@ -148,8 +148,10 @@ class ConvMaxPoolFunction(Function):
         o = w.shape[0]
         d = w.ndim - 2
         xp = get_array_module(gy)
-        gy_ext = xp.zeros((o,) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...); extra positions get 0
+        gy_ext = xp.empty((o,) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
         gy_ext[self._inside()] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ...) -> (O, U1, N, ...)
+        for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ... (no window's output)
+            gy_ext[_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
         gy_mat = ops.maxpool_blocks_backward(gy_ext, self.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
         gx = gw = None
         if needs[0]:
