@@ -14,11 +14,11 @@ import numpy as np
 from torch.profiler import ProfilerActivity, profile
 
 import tinyflux as tf
-from tinyflux import backend, optim
+from tinyflux import backends, optim
 from tinyflux.models import mnist_convnet as mnist_model
 
 STEPS = 20
-cp = backend.array_module("cupy")
+cp = backends.array_module("cupy")
 
 
 def kernel_table(run, title):
@@ -59,11 +59,11 @@ model = tf.gpu(mnist_model())
 opt = optim.Adam(model.parameters(), lr=3e-3)
 
 
+train_step = tf.train.Step(model, tf.logit_cross_entropy, opt)
+
+
 def eager_step():
-    loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
+    train_step(x, y)
 
 
 kernel_table(eager_step, "eager step, own kernels and cuBLAS")

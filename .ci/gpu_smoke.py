@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 import tinyflux as tf
-from tinyflux import backend, backends, optim
+from tinyflux import backends, optim
 from tinyflux.backends import cuda_ops as kernels
 from tinyflux.models import mnist_convnet as mnist_model
 
@@ -34,7 +34,7 @@ def part(title):
     return run
 
 
-cp = backend.array_module("cupy")
+cp = backends.array_module("cupy")
 rng = np.random.default_rng(0)
 images = rng.random((128, 1, 28, 28), dtype=np.float32)
 labels = rng.integers(0, 10, 128)
@@ -68,16 +68,10 @@ def train(steps, device, use_kernels):
     xp = np
     if device == "gpu":
         model, xp = tf.gpu(model), cp
-    opt = optim.Adam(model.parameters(), lr=3e-3)
+    step = tf.train.Step(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3))
     x, y = xp.asarray(images), xp.asarray(labels)
-    losses = []
-    for _ in range(steps):
-        loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses, [backend.to_cpu_array(p.data) for p in model.parameters()]
+    losses = [float(step(x, y)) for _ in range(steps)]
+    return losses, [backends.to_cpu_array(p.data) for p in model.parameters()]
 
 
 reference = train(5, "cpu", False)
@@ -113,7 +107,7 @@ def captured():
     step = tf.capture(model, tf.logit_cross_entropy, opt, x, y)
     print(f"capture took {time.perf_counter() - start:.2f} s; {len(step.kept)} allocations kept for the graph")
     losses = [float(step(x, y)) for _ in range(5)]
-    compare("captured", (losses, [backend.to_cpu_array(p.data) for p in model.parameters()]))
+    compare("captured", (losses, [backends.to_cpu_array(p.data) for p in model.parameters()]))
     step(x, y)
     cp.cuda.Device().synchronize()
     start = time.perf_counter()

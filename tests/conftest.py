@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyflux import backend, backends
+from tinyflux import backends
 from tinyflux.data import datasets
 from tinyflux.data.idx import write_idx
 
@@ -20,18 +20,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def _backends():
     params = [pytest.param("numpy", id="numpy")]
-    skip = pytest.mark.skipif(not backend.cupy_available(), reason="CuPy or a CUDA GPU is not available")
+    skip = pytest.mark.skipif(not backends.cupy_available(), reason="CuPy or a CUDA GPU is not available")
     params.append(pytest.param("cupy", id="cupy", marks=skip))
     return params
 
 
 @pytest.fixture(params=_backends())
 def xp(request):
-    return backend.array_module(request.param)
+    return backends.array_module(request.param)
 
 
 def to_numpy(array):
-    return backend.to_cpu_array(array)
+    return backends.to_cpu_array(array)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """A stand-in for CuPy, for running tinyflux's GPU path on the CPU in the tests.
 
 ``FakeCupy`` offers the few CuPy calls that ``CudaOps`` (tinyflux/backends/cuda_ops.py)
-and ``tf.capture`` (tinyflux/graph.py) make, on NumPy arrays: ``RawModule``
+and ``tf.capture`` (tinyflux/cuda_graph.py) make, on NumPy arrays: ``RawModule``
 runs the kernels compiled for the CPU (tests/cuda_emulation.py), and each
 ``ElementwiseKernel`` is replaced by the NumPy line its C body spells out.
 Streams and graphs are played, not run: capture records which kernels were
@@ -24,7 +24,7 @@ ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C
 
 
 class FakeStream:
-    """CuPy's Stream, as far as tinyflux.graph uses it: capture refuses synchronize, as CUDA does."""
+    """CuPy's Stream, as far as tinyflux.cuda_graph uses it: capture refuses synchronize, as CUDA does."""
 
     def __init__(self, fake, non_blocking=False):
         self.fake = fake

@@ -74,20 +74,18 @@ def disagree(out: Path) -> None:
 
 
 def accuracy(out: Path) -> None:
-    """The example's accuracy, each rank scoring its slice, against one process scoring all (on rank 0)."""
-    import runpy
-    example = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "mnist_conv.py"))
+    """tf.train.accuracy, each rank scoring its slice, against one process scoring all (on rank 0)."""
+    from tinyflux.train import evaluate
     comm = distributed.init()
     tf.seed(3)
-    model = example["build_model"](example["Args"]())
+    model = tf.models.mnist_convnet()
     rng = np.random.default_rng(5)
     images, labels = rng.integers(0, 256, (37, 28, 28)).astype(np.uint8), rng.integers(0, 10, 37)
     scored = []  # how many images this rank scored, call by call
-    namespace = example["accuracy"].__globals__
-    real_predict = namespace["predict"]
-    namespace["predict"] = lambda images, model: scored.append(len(images)) or real_predict(images, model)
-    shared = example["accuracy"](images, labels, model, comm)
-    alone = example["accuracy"](images, labels, model)
+    real_predict = evaluate.predict
+    evaluate.predict = lambda images, model: scored.append(len(images)) or real_predict(images, model)
+    shared = evaluate.accuracy(images, labels, model, comm)
+    alone = evaluate.accuracy(images, labels, model)
     np.savez(out / f"rank{comm.rank}.npz", shared=shared, alone=alone, scored=scored)
 
 

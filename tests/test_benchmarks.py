@@ -32,11 +32,11 @@ def test_the_profile_splits_the_step_into_functions_and_backend_ops(capsys):
 
 
 def test_the_timer_rests_before_each_round_where_asked(monkeypatch):
-    conv_bench = load_benchmark("conv_bench")
+    import timing
     slept = []
-    monkeypatch.setattr(conv_bench.time, "sleep", slept.append)
-    conv_bench.Timer(lambda: None, 0.15)(lambda: None, 3)
-    conv_bench.Timer(lambda: None)(lambda: None)
+    monkeypatch.setattr(timing.time, "sleep", slept.append)
+    timing.Timer(lambda: None, 0.15)(lambda: None, 3)
+    timing.Timer(lambda: None)(lambda: None)
     assert slept == [0.15]  # once per round, before it; none without a pause
 
 
@@ -50,6 +50,17 @@ def test_compare_commits_times_both_sides_and_removes_its_checkout():
     assert 0 < result["ratio_new_old"]["min"] <= result["ratio_new_old"]["median"] <= result["ratio_new_old"]["max"]
     after = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
     assert after == before
+
+
+def test_the_default_report_and_the_sweep_run_on_one_round(capsys):
+    conv_bench = load_benchmark("conv_bench")
+    report = conv_bench.main(["--rounds", "1", "--steps", "1", "--pause", "0", "--no-torch"])
+    assert [layer["layer"] for layer in report["layers"]] == ["conv1", "conv2", "conv3"]
+    assert report["training_step"]["tinyflux_ms"]["min"] > 0 and report["adam"]["ratio"]["median"] > 0
+    assert "sgemm 2048x2048" in capsys.readouterr().out
+    sweep = conv_bench.main(["--sweep", "--rounds", "1", "--steps", "1", "--pause", "0", "--no-torch"])
+    assert [(entry["model"], entry["batch"]) for entry in sweep] == [("MNIST", 32), ("MNIST", 128), ("MNIST", 512),
+                                                                    ("video", 32)]
 
 
 def test_bad_arguments_are_refused_with_what_was_expected(capsys):

@@ -1,4 +1,4 @@
-"""tf.capture (tinyflux/graph.py) on the stand-in for CuPy: what the graph records, replays and refuses.
+"""tf.capture (tinyflux/cuda_graph.py) on the stand-in for CuPy: what the graph records, replays and refuses.
 
 The stand-in's "graph" replays by running the recorded Python again, so these
 tests check tinyflux's side of a capture; that CUDA records and replays the
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from tinyflux.modes import capturing
 from small_models import mnist_like_batches, mnist_like_model
 from tinyflux import optim
 
@@ -15,7 +16,7 @@ from tinyflux import optim
 def replay_by_rerunning(fake, step):
     """Make the stand-in's graph replay ``step`` by running its recorded work again, into the same loss array."""
     def replay():
-        with tf.backend.capture_safe():
+        with capturing():
             step.loss[...] = step._record()
     fake.replay = replay
 

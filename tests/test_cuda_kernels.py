@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from tinyflux.modes import capturing
 from cuda_emulation import SIGNATURES, call, instantiations
 from tinyflux import backends, optim
 from tinyflux.backends import cuda_ops, numpy_ops
@@ -245,7 +246,7 @@ def test_numpy_arrays_get_numpy_ops_and_cupy_arrays_follow_the_switch(monkeypatc
     assert isinstance(backends._cupy_ops(None), cuda_ops.CudaOps)
     monkeypatch.setattr(tf.modes, "own_kernels", False)
     assert backends._cupy_ops(None) is backends.NUMPY_OPS
-    with tf.backend.capture_safe():
+    with capturing():
         assert isinstance(backends._cupy_ops(None), cuda_ops.CudaOps)
 
 

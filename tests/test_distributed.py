@@ -181,8 +181,8 @@ def test_the_example_on_two_ranks_follows_the_one_process_run(example_command, t
         assert len(ours) == len(theirs) == 2 and np.allclose(ours, theirs, rtol=0, atol=2e-4), (ours, theirs)
     assert shared.count("[1]: Test accuracy") == 1 and shared.count("accuracy(test_set, model)") == 1  # one log
     assert sorted(os.listdir(tmp_path / "two")) == ["mnist_conv.h5", "mnist_conv.state.h5"]  # rank 0's files
-    one = tf.io.read_metadata(tmp_path / "one" / "mnist_conv.state.h5")
-    two = tf.io.read_metadata(tmp_path / "two" / "mnist_conv.state.h5")
+    one = tf.checkpoint.read_metadata(tmp_path / "one" / "mnist_conv.state.h5")
+    two = tf.checkpoint.read_metadata(tmp_path / "two" / "mnist_conv.state.h5")
     assert one["epoch"] == two["epoch"] == 2 and one["noise_state"] == two["noise_state"]  # the same noise drawn
 
 

@@ -25,7 +25,7 @@ def test_defaults_are_the_model_zoo_ones(example):
 def test_train_saves_the_best_model_and_test_reloads_it(example, fake_mnist, tmp_path, caplog, capsys):
     args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist),
                         savepath=str(tmp_path / "run"), device="cpu")
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         history = example.train(args)
     assert "[1]: Test accuracy: " in caplog.text and "[2]: Test accuracy: " in caplog.text
     best = history.best_accuracy
@@ -41,10 +41,10 @@ def test_schedule_drops_the_learning_rate_then_stops(example, fake_mnist, tmp_pa
     divide lr by 10 after 5 epochs without improvement while lr > 1e-6 (and restart the count), and
     stop after 10 epochs without improvement, which can only happen once lr is at most 1e-6."""
     scripted = iter([0.5, 0.6] + [0.55] * 40)
-    monkeypatch.setattr(example, "accuracy", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(tf.train, "accuracy", lambda *a, **k: next(scripted))
     args = example.Args(epochs=40, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
                         savepath=str(tmp_path / "run"), device="cpu")
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         example.train(args)
     text = caplog.text
     assert text.count("New best accuracy") == 2
@@ -57,10 +57,10 @@ def test_schedule_drops_the_learning_rate_then_stops(example, fake_mnist, tmp_pa
 
 def test_early_exit_keeps_the_model_that_reached_the_target(example, fake_mnist, tmp_path, caplog, monkeypatch):
     scripted = iter([0.9995, 0.5])
-    monkeypatch.setattr(example, "accuracy", lambda *a, **k: next(scripted))
+    monkeypatch.setattr(tf.train, "accuracy", lambda *a, **k: next(scripted))
     args = example.Args(epochs=5, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
                         savepath=str(tmp_path / "run"), device="cpu")
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         history = example.train(args)
     assert history.test_accuracy == [0.9995] and "Early-exiting" in caplog.text
     assert tf.load(tmp_path / "run" / "mnist_conv.h5", example.build_model(args))["accuracy"] == 0.9995
@@ -80,14 +80,14 @@ def test_plots_are_written_as_png(example, fake_mnist, tmp_path):
 
 
 def test_device_gpu_without_a_gpu_fails_before_loading(example, monkeypatch, capsys):
-    monkeypatch.setattr(tf, "available_backends", lambda: ["numpy"])
+    monkeypatch.setattr(tf.train.flags, "cupy_available", lambda: False)
     with pytest.raises(SystemExit):
         example.parse_args(["--device", "gpu"])
     assert "--device gpu: no usable CUDA GPU" in capsys.readouterr().err
 
 
 def test_plots_without_matplotlib_fail_before_training(example, monkeypatch, capsys):
-    monkeypatch.setattr(tf.plots, "available", lambda: False)
+    monkeypatch.setattr(tf.train.flags.plots, "available", lambda: False)
     with pytest.raises(SystemExit):
         example.parse_args(["--plots", "somewhere"])
     assert "pip install 'tinyflux[plot]'" in capsys.readouterr().err
@@ -95,28 +95,28 @@ def test_plots_without_matplotlib_fail_before_training(example, monkeypatch, cap
 
 @pytest.mark.parametrize("device, backends", [("cpu", ["numpy", "cupy"]), ("auto", ["numpy"])])
 def test_graph_on_the_cpu_fails_before_loading(example, monkeypatch, capsys, device, backends):
-    monkeypatch.setattr(tf, "available_backends", lambda: backends)
+    monkeypatch.setattr(tf.train.flags, "cupy_available", lambda: "cupy" in backends)
     with pytest.raises(SystemExit):
         example.parse_args(["--graph", "--device", device])
     assert f"--graph: CUDA graphs need a CUDA GPU, and this run is on the CPU (--device {device}" \
         in capsys.readouterr().err
-    monkeypatch.setattr(tf, "available_backends", lambda: ["numpy", "cupy"])
+    monkeypatch.setattr(tf.train.flags, "cupy_available", lambda: True)
     assert example.parse_args(["--graph"]).graph  # auto with a GPU: accepted
 
 
 def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(example, fake_mnist, tmp_path,
                                                                                 caplog, capsys, monkeypatch):
     scored = []
-    real_accuracy = example.accuracy
+    real_accuracy = tf.train.accuracy
 
     def recording_accuracy(images, labels, model, comm=None):
         scored.append(len(images))
         return real_accuracy(images, labels, model, comm)
 
-    monkeypatch.setattr(example, "accuracy", recording_accuracy)
+    monkeypatch.setattr(tf.train, "accuracy", recording_accuracy)
     args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist), val_split=0.25,
                         savepath=str(tmp_path / "run"), device="cpu")
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         history = example.train(args)
     assert "Holding out 16 training examples for validation; training on 48" in caplog.text
     assert "[1]: Validation accuracy: " in caplog.text and "Test accuracy" not in caplog.text
@@ -128,13 +128,13 @@ def test_a_validation_split_chooses_the_model_and_the_test_set_is_scored_once(ex
 
 def test_the_validation_split_is_a_fixed_seeded_choice(example):
     images, labels = np.arange(20).reshape(20, 1, 1), np.arange(20)
-    (train, train_labels), (held, held_labels) = example.split_off_validation(images, labels, 0.2, seed=3)
-    again = example.split_off_validation(images, labels, 0.2, seed=3)
+    (train, train_labels), (held, held_labels) = tf.train.split_validation(images, labels, 0.2, seed=3)
+    again = tf.train.split_validation(images, labels, 0.2, seed=3)
     assert np.array_equal(held, again[1][0]) and len(held) == 4 and len(train) == 16
     assert sorted(train_labels.tolist() + held_labels.tolist()) == list(range(20))  # each example once
     assert np.all(np.diff(train_labels) > 0)  # the kept examples keep their order
     with pytest.raises(ValueError, match="both parts need at least one"):
-        example.split_off_validation(images[:2], labels[:2], 0.1, seed=0)
+        tf.train.split_validation(images[:2], labels[:2], 0.1, seed=0)
     with pytest.raises(SystemExit):
         example.parse_args(["--val-split", "1"])
 
@@ -143,7 +143,7 @@ def test_the_model_is_built_for_the_datas_shape(example, fake_mnist, tmp_path):
     args = example.Args(epochs=1, batch_size=16, max_steps=1, data_dir=str(fake_mnist),
                         savepath=str(tmp_path / "run"), device="cpu")
     example.train(args)
-    assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.h5")["input_shape"] == [1, 28, 28]
+    assert tf.checkpoint.read_metadata(tmp_path / "run" / "mnist_conv.h5")["input_shape"] == [1, 28, 28]
     colour = example.build_model(args, input_shape=(3, 32, 32))
     assert colour[0].in_channels == 3 and colour[-1].in_features == 4 * 4 * 32
 

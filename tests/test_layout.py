@@ -4,6 +4,7 @@ Read from the source with ``ast``, without importing anything: a lazy import
 inside a function counts too.
 """
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +84,33 @@ def test_no_script_or_test_edits_sys_path():
             text = path.read_text(encoding="utf-8")
             assert "sys.path.insert" not in text and "sys.path.append" not in text and \
                 "sys.path.remove" not in text, f"{path.relative_to(ROOT)} edits sys.path"
+
+
+STANDARD_OR_NAMED = {"numpy", "tqdm", "tinyflux"}
+
+
+def test_examples_import_only_tinyflux_the_standard_library_numpy_and_tqdm():
+    """The training examples; make_shape_clips.py, a tool that writes mp4 files, also needs PyAV."""
+    for path in (ROOT / "examples").glob("*.py"):
+        if path.name == "make_shape_clips.py":
+            continue
+        tops = {name.split(".")[0] for name in imports_of(path)}
+        others = {name for name in tops if name not in STANDARD_OR_NAMED and name not in sys.stdlib_module_names}
+        assert not others, f"{path.name} imports {sorted(others)}"
+
+
+def test_no_module_over_500_lines_and_no_function_over_80():
+    for folder in ("tinyflux", "examples", "benchmarks", "tests", "docs", ".ci"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert text.count("\n") <= 500, f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines"
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    assert length <= 80, f"{path.relative_to(ROOT)}: {node.name} is {length} lines"
+
+
+def test_the_examples_are_short():
+    for name, most in (("mnist_conv.py", 200), ("video_conv.py", 200), ("own_model.py", 40)):
+        lines = (ROOT / "examples" / name).read_text(encoding="utf-8").count("\n")
+        assert lines <= most, f"examples/{name}: {lines} lines, at most {most}"

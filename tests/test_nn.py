@@ -132,7 +132,7 @@ def test_layer_errors_name_the_layer():
 
 
 def test_gpu_without_a_gpu_warns_once_and_returns_the_object(caplog):
-    if tf.backend.cupy_available():
+    if tf.backends.cupy_available():
         pytest.skip("a GPU is present: tf.gpu moves for real (covered by the cupy backend tests)")
     model = mnist_model()
     with caplog.at_level("WARNING", logger="tinyflux"):

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from tinyflux import backend, nn, optim
+from tinyflux.modes import capturing
+from tinyflux import backends, nn, optim
 from tinyflux.models import mnist_convnet as mnist_model
 
 SELFTEST = os.environ.get("TINYFLUX_PARITY_SELFTEST") == "1"
-if not SELFTEST and not backend.cupy_available():
+if not SELFTEST and not backends.cupy_available():
     pytest.skip("CuPy or a CUDA GPU is not available (TINYFLUX_PARITY_SELFTEST=1 checks the harness on NumPy)",
                 allow_module_level=True)
-GPU = np if SELFTEST else backend.array_module("cupy")
+GPU = np if SELFTEST else backends.array_module("cupy")
 TOLERANCE = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
@@ -38,7 +39,7 @@ def run(function, arrays, on_gpu: bool, grad_seed: int = 99):
     y = function(*inputs)
     g = np.random.default_rng(grad_seed).standard_normal(y.shape).astype(y.dtype)
     (y * tf.Tensor(move(g))).sum().backward()
-    return backend.to_cpu_array(y.data), [None if t.grad is None else backend.to_cpu_array(t.grad) for t in inputs]
+    return backends.to_cpu_array(y.data), [None if t.grad is None else backends.to_cpu_array(t.grad) for t in inputs]
 
 
 def assert_same(function, *arrays):
@@ -159,14 +160,10 @@ def test_training_steps_give_the_same_parameters(make_optimizer):
         model = mnist_model()
         if on_gpu:
             model = tf.gpu(model)
-        opt = make_optimizer(model.parameters())
+        step = tf.train.Step(model, tf.logit_cross_entropy, make_optimizer(model.parameters()))
         for _ in range(5):
-            images = to_gpu(x) if on_gpu else x
-            loss = tf.logit_cross_entropy(model(tf.Tensor(images)), to_gpu(labels) if on_gpu else labels)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        results.append([backend.to_cpu_array(p.data) for p in model.parameters()])
+            step(to_gpu(x) if on_gpu else x, to_gpu(labels) if on_gpu else labels)
+        results.append([backends.to_cpu_array(p.data) for p in model.parameters()])
     for cpu_p, gpu_p in zip(*results):
         np.testing.assert_allclose(gpu_p, cpu_p, rtol=1e-4, atol=1e-5)
 
@@ -201,7 +198,7 @@ def test_bad_input_raises_the_same_error(case):
 
 @pytest.mark.skipif(SELFTEST, reason="tf.capture needs CuPy and a GPU")
 def test_a_captured_step_gives_the_eager_parameters_after_100_steps():
-    """tf.capture against the same step run eagerly on the same kernels (tf.backend.capture_safe), lr drop included."""
+    """tf.capture against the same step run eagerly on the same kernels (tf.backends.capture_safe), lr drop included."""
     rng = np.random.default_rng(0)
     batches = [(GPU.asarray(rng.random((32, 1, 28, 28), dtype=np.float32)), GPU.asarray(rng.integers(0, 10, 32)))
                for _ in range(10)]
@@ -218,14 +215,14 @@ def test_a_captured_step_gives_the_eager_parameters_after_100_steps():
             if captured:
                 history.append(float(step(x, y)))
             else:
-                with backend.capture_safe():
+                with capturing():
                     loss = tf.logit_cross_entropy(model(tf.Tensor(x)), y)
                     loss.backward()
                     opt.step()
                     opt.zero_grad()
                 history.append(loss.item())
         assert opt.t == 100
-        results.append([backend.to_cpu_array(p.data) for p in model.parameters()])
+        results.append([backends.to_cpu_array(p.data) for p in model.parameters()])
         losses.append(history)
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     for eager, graphed in zip(*results):

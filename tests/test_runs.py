@@ -1,4 +1,4 @@
-"""Run folders (tinyflux/runs.py) and the examples' run lifecycle: no run replaces another's files unasked,
+"""Run folders (tinyflux/train/runs.py) and the examples' run lifecycle: no run replaces another's files unasked,
 one run per folder, divergence is an error, and an interrupted run resumes exactly.
 
 Most tests call the example's train() in this process on the tiny fake MNIST; the interruption tests
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tinyflux as tf
-from tinyflux.runs import DivergedError, RunFolder, RunFolderError
+from tinyflux.train.runs import DivergedError, RunFolder, RunFolderError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,8 +52,8 @@ def test_force_starts_over(example, fake_mnist, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         example.train(quick_args(example, fake_mnist, tmp_path / "run", epochs=1, force=True))
     assert "--force: deleted" in caplog.text
-    assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.state.h5")["epoch"] == 1
-    assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.h5")["epoch"] == 1
+    assert tf.checkpoint.read_metadata(tmp_path / "run" / "mnist_conv.state.h5")["epoch"] == 1
+    assert tf.checkpoint.read_metadata(tmp_path / "run" / "mnist_conv.h5")["epoch"] == 1
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -77,7 +77,7 @@ def test_resume_with_other_settings_is_refused(example, fake_mnist, tmp_path):
 # -- one run per folder -----------------------------------------------------------------------------------
 HOLD_THE_FOLDER = """
 import sys, time
-from tinyflux.runs import RunFolder
+from tinyflux.train.runs import RunFolder
 with RunFolder(sys.argv[1], "mnist_conv.h5"):
     print("holding", flush=True)
     time.sleep(120)
@@ -114,7 +114,7 @@ def test_an_unwritable_savepath_fails_before_loading_data(example, fake_mnist, t
     (["--savepath", ""], "--savepath: a folder expected"),
     (["--lr", "nan"], "--lr: a positive finite learning rate expected, got nan"),
     (["--lr", "-1"], "--lr: a positive finite learning rate expected, got -1.0"),
-    (["--resume", "--force"], "not allowed with argument"),
+    (["--resume", "--force"], "--resume and --force exclude each other"),
 ])
 def test_bad_flags_fail_before_anything_runs(example, capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -131,12 +131,12 @@ def test_a_diverged_run_raises_and_saves_nothing_of_that_epoch(example, fake_mni
 
 
 def test_a_run_that_diverges_later_names_its_own_best_model(example, fake_mnist, tmp_path, monkeypatch):
-    real_anynan = example.anynan
+    real_any_nan = tf.train.any_nan
     calls = iter([False, True])  # fine after epoch 1, NaN after epoch 2
-    monkeypatch.setattr(example, "anynan", lambda model: next(calls) or real_anynan(model))
+    monkeypatch.setattr(tf.train.loop, "any_nan", lambda model: next(calls) or real_any_nan(model))
     with pytest.raises(DivergedError, match="its best model, from epoch 1, is in"):
         example.train(quick_args(example, fake_mnist, tmp_path / "run"))
-    assert tf.io.read_metadata(tmp_path / "run" / "mnist_conv.state.h5")["epoch"] == 1
+    assert tf.checkpoint.read_metadata(tmp_path / "run" / "mnist_conv.state.h5")["epoch"] == 1
 
 
 # -- exact resume, in this process ------------------------------------------------------------------------
@@ -148,12 +148,12 @@ def run_lines(text, folder):
 
 
 def test_a_finished_run_continues_with_more_epochs_exactly(example, fake_mnist, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         whole = example.train(quick_args(example, fake_mnist, tmp_path / "whole", epochs=4, shuffle=True))
     whole_log = run_lines(caplog.text, tmp_path / "whole")
     caplog.clear()
     example.train(quick_args(example, fake_mnist, tmp_path / "parts", epochs=2, shuffle=True))
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         resumed = example.train(quick_args(example, fake_mnist, tmp_path / "parts", epochs=4, shuffle=True,
                                            resume=True))
     assert "Resuming the run in" in caplog.text and "after epoch 2" in caplog.text
@@ -166,9 +166,9 @@ def test_a_finished_run_continues_with_more_epochs_exactly(example, fake_mnist, 
 
 
 def test_resuming_a_run_that_had_stopped_trains_nothing(example, fake_mnist, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(example, "accuracy", lambda *a, **k: 0.9995)  # the target: early exit after epoch 1
+    monkeypatch.setattr(tf.train, "accuracy", lambda *a, **k: 0.9995)  # the target: early exit after epoch 1
     example.train(quick_args(example, fake_mnist, tmp_path / "run", epochs=3))
-    with caplog.at_level(logging.INFO, logger="mnist_conv"):
+    with caplog.at_level(logging.INFO):
         history = example.train(quick_args(example, fake_mnist, tmp_path / "run", epochs=3, resume=True))
     assert "That run had already stopped (reached the target accuracy)" in caplog.text
     assert "[2]:" not in caplog.text and history.test_accuracy == [0.9995]
@@ -250,7 +250,7 @@ def test_deferred_interrupt_holds_ctrl_c_until_the_block_ends():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     steps = []
     with pytest.raises(KeyboardInterrupt):
-        with tf.runs.deferred_interrupt():
+        with tf.train.deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)  # delivered at once: the handler only notes it
             steps.append("the block went on to its end")
     assert steps == ["the block went on to its end"]
@@ -260,7 +260,7 @@ def test_deferred_interrupt_holds_ctrl_c_until_the_block_ends():
 def test_deferred_interrupt_leaves_an_ignored_sigint_ignored():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with tf.runs.deferred_interrupt():
+        with tf.train.deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and nothing was raised
     finally:

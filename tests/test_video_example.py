@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from tinyflux.data import moving_digits as moving
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +18,11 @@ def test_clips_show_the_labelled_digit_moving_in_the_labelled_direction(video):
     digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     digit_labels = np.array([3, 1, 4, 1, 5], np.uint8)
     small = digits.reshape(5, 14, 2, 14, 2).mean(axis=(2, 4)).round().astype(np.uint8)  # what a clip shows
-    clips, labels = video.make_clips(digits, digit_labels, 40, 8, 21, np.random.default_rng(1))
+    clips, labels = moving.make_clips(digits, digit_labels, 40, 8, 21, np.random.default_rng(1))
     assert clips.shape == (40, 8, 21, 21) and clips.dtype == np.uint8 and labels.shape == (40,)
-    assert len(video.CLASSES) == 80 and video.CLASSES[8 * 3 + 2] == "3 down"
+    assert len(moving.CLASSES) == 80 and moving.CLASSES[8 * 3 + 2] == "3 down"
     assert len(set(labels % 8)) == 8
-    steps = list(video.DIRECTIONS.values())
+    steps = list(moving.DIRECTIONS.values())
     for clip, label in zip(clips, labels):
         digit, direction = divmod(int(label), 8)
         for t in range(7):  # frame t + 1 is frame t moved by the direction's (rows, columns)
@@ -41,25 +42,24 @@ def shows(frame, image):
 def test_clips_are_repeatable_from_the_seed(video):
     digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     digit_labels = np.arange(5, dtype=np.uint8)
-    first = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
-    again = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
-    other = video.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(8))
+    first = moving.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
+    again = moving.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(7))
+    other = moving.make_clips(digits, digit_labels, 10, 8, 30, np.random.default_rng(8))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], other[0])
 
 
-def test_load_clips_caches_without_leftovers(video, fake_mnist, tmp_path, monkeypatch):
-    args = video.VideoArgs(data_dir=str(fake_mnist), frames=8, size=28, train_clips=12, test_clips=6)
-    clips, labels = video.load_clips(args, "train")
+def test_clips_are_cached_without_leftovers(fake_mnist, tmp_path, monkeypatch):
+    clips, labels = moving.clips("train", 12, frames=8, size=28, root=str(fake_mnist))
     assert clips.shape == (12, 8, 28, 28)
     cached = list((tmp_path / "cache" / "moving-digits").iterdir())
-    assert [p.name for p in cached] == [f"v{video.CLIP_FORMAT}-mnist-train-12x8x28x28-seed0.npz"]  # no temp file
+    assert [p.name for p in cached] == [f"v{moving.CLIP_FORMAT}-mnist-train-12x8x28x28-seed0.npz"]  # no temp file
 
     def no_download(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(tf.data, "load", no_download)
-    again, again_labels = video.load_clips(args, "train")
+    monkeypatch.setattr(moving, "load", no_download)
+    again, again_labels = moving.clips("train", 12, frames=8, size=28, root=str(fake_mnist))
     assert np.array_equal(clips, again) and np.array_equal(labels, again_labels)
 
 
@@ -74,22 +74,23 @@ def test_model_shapes_and_bad_arguments(video):
             video.parse_args(bad)
 
 
-def test_the_shared_loop_trains_saves_and_tests_clips(video, fake_mnist, tmp_path, caplog, capsys):
+def test_fit_trains_saves_and_tests_clips(video, fake_mnist, tmp_path, caplog, capsys):
     args = video.parse_args(["--epochs", "2", "--max-steps", "2", "--batch-size", "4", "--frames", "8",
                              "--size", "28", "--train-clips", "16", "--test-clips", "8", "--device", "cpu",
                              "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run")])
     with caplog.at_level(logging.INFO):
-        history = video.mnist_conv.train(args, video.get_processed_data, video.build_model)
+        history = video.main(args)
     assert "[2]: Test accuracy: " in caplog.text and len(history.test_accuracy) == 2
     assert (tmp_path / "run" / "video_conv.h5").is_file() and not (tmp_path / "run" / "mnist_conv.h5").exists()
-    assert video.mnist_conv.test(args, video.get_processed_data, video.build_model) == history.best_accuracy
-    assert f"accuracy(test_set, model) = {history.best_accuracy:.4f}" in capsys.readouterr().out
-    digit, direction = video.accuracy_by_part(args)
+    out = capsys.readouterr().out
+    assert f"accuracy(test_set, model) = {history.best_accuracy:.4f}" in out
+    assert video.test(args) == history.best_accuracy
+    digit, direction = (float(word.strip(",")) for word in out.split("digit right: ")[1].split()[::3][:2])
     assert history.best_accuracy <= min(digit, direction) and 0 <= digit <= 1 and 0 <= direction <= 1
-    assert f"digit right: {digit:.4f}, direction right: {direction:.4f}" in capsys.readouterr().out
+    assert tf.checkpoint.read_metadata(tmp_path / "run" / "video_conv.h5")["classes"] == moving.CLASSES
     if tf.plots.available():
         args.plots = str(tmp_path / "plots")
-        video.make_plots(args, history)
+        video.make_plots(args, history, moving.CLASSES)
         assert len(list((tmp_path / "plots").glob("video_*.png"))) == 3
 
 
@@ -105,7 +106,7 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     with caplog.at_level(logging.INFO):
         video.main(args)
     assert "[2]: Test accuracy: " in caplog.text and "accuracy(test_set, model) = " in capsys.readouterr().out
-    saved = tf.io.read_metadata(tmp_path / "run" / "video_conv.h5")
+    saved = tf.checkpoint.read_metadata(tmp_path / "run" / "video_conv.h5")
     assert saved["classes"] == ["down", "left", "right", "up"] and saved["input_shape"] == [3, 8, 16, 16]
 
     clip = root / "test" / "down" / "clip0003.mp4"  # clip i moves in direction i % 4: left, right, up, down
@@ -122,7 +123,7 @@ def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist,
     args = video.parse_args(["--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--frames", "8",
                              "--size", "28", "--train-clips", "8", "--test-clips", "4", "--device", "cpu",
                              "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run")])
-    video.mnist_conv.train(args, video.get_processed_data, video.build_model, classes=video.CLASSES)
+    video.main(args)
     args.predict = str(tmp_path)  # any existing path: the model is refused before the clip is read
     with pytest.raises(tf.CheckpointError, match="trained on 1-channel clips"):
         video.predict_clip(args)

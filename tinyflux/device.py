@@ -7,8 +7,7 @@ argument unchanged, so the same script runs on any machine.
 """
 from __future__ import annotations
 
-from .backends import cupy_available, to_cpu_array, to_gpu_array
-from . import backend
+from .backends import cupy_available, to_cpu_array, to_gpu_array, warn_no_gpu_once
 from .tensor import Tensor
 
 
@@ -33,7 +32,7 @@ def _move(obj, move_array):
 def gpu(obj):
     """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none."""
     if not cupy_available():
-        backend.warn_no_gpu_once()
+        warn_no_gpu_once()
         return obj
     return _move(obj, to_gpu_array)
 

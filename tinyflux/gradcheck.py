@@ -85,23 +85,7 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
                 t.data = base
 
         if t.size <= max_full:
-            # numerical Jacobian, one column per input element: J[:, j] = df/dx_j
-            jacobian = xp.empty((y.size, t.size))
-            for j in range(t.size):
-                d = xp.zeros(t.size)
-                d[j] = eps
-                d = d.reshape(t.shape)
-                jacobian[:, j] = ((shifted(d) - shifted(-d)) / (2 * eps)).reshape(-1)
-            if y.size <= 16:  # compare every row: backward once per output element
-                vs = [xp.eye(y.size)[i].reshape(y.shape) for i in range(y.size)]
-                rows = [analytic(v)[index] for v in vs]
-            else:  # the random weighting already computed, plus two more
-                vs = [weights] + [xp.asarray(rng.standard_normal(y.shape)) for _ in range(2)]
-                rows = [grad] + [analytic(v)[index] for v in vs[1:]]
-            for v, row in zip(vs, rows):
-                row = xp.zeros_like(base) if row is None else row
-                numeric = (v.reshape(-1) @ jacobian).reshape(t.shape)  # v^T J
-                _compare(row, numeric, atol, rtol, f"input {index} (full Jacobian)")
+            _check_full_jacobian(shifted, analytic, index, grad, weights, y, rng, eps, atol, rtol)
         else:
             for _ in range(directions):
                 d = xp.asarray(rng.standard_normal(t.shape))
@@ -113,6 +97,30 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
         if isinstance(t, Tensor):
             t.grad = None
     return True
+
+
+def _check_full_jacobian(shifted, analytic, index, grad, weights, y, rng, eps, atol, rtol) -> None:
+    """Input ``index`` against its whole numerical Jacobian, J[:, j] = df/dx_j, seen through several v^T J.
+
+    ``shifted(delta)`` evaluates f with the input moved by delta; ``analytic(v)`` runs backward(v).
+    """
+    xp = get_array_module(grad)
+    jacobian = xp.empty((y.size, grad.size))
+    for j in range(grad.size):
+        d = xp.zeros(grad.size)
+        d[j] = eps
+        d = d.reshape(grad.shape)
+        jacobian[:, j] = ((shifted(d) - shifted(-d)) / (2 * eps)).reshape(-1)
+    if y.size <= 16:  # compare every row: backward once per output element
+        vs = [xp.eye(y.size)[i].reshape(y.shape) for i in range(y.size)]
+        rows = [analytic(v)[index] for v in vs]
+    else:  # the random weighting already computed, plus two more
+        vs = [weights] + [xp.asarray(rng.standard_normal(y.shape)) for _ in range(2)]
+        rows = [grad] + [analytic(v)[index] for v in vs[1:]]
+    for v, row in zip(vs, rows):
+        row = xp.zeros_like(grad) if row is None else row
+        numeric = (v.reshape(-1) @ jacobian).reshape(grad.shape)  # v^T J
+        _compare(row, numeric, atol, rtol, f"input {index} (full Jacobian)")
 
 
 def _compare(exact, numeric, atol, rtol, what):

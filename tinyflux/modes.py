@@ -5,7 +5,7 @@
 - ``modes.capture``: whether a CUDA graph is being recorded (``tf.capture``).
   Then ops take only paths that CUDA accepts inside a capture: tinyflux's own
   kernels, its own GEMM instead of cuBLAS, and no check that reads a value
-  back from the GPU (see ``tinyflux/graph.py``).
+  back from the GPU (see ``tinyflux/cuda_graph.py``).
 - ``modes.own_kernels``: whether CuPy arrays go through tinyflux's own CUDA
   kernels (``tinyflux/backends/cuda_ops.py``) or through the NumPy-style code
   that CuPy runs as it is. Read once, from the environment variable

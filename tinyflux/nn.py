@@ -23,7 +23,7 @@ from . import functional as F
 from .backends import get_array_module
 from .checks import as_tuple, integer
 from .modes import no_grad
-from .tensor import Tensor
+from .tensor import Tensor, as_tensor
 
 _rng = np.random.default_rng()
 
@@ -65,7 +65,7 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     def __call__(self, x):
-        return self.forward(x if isinstance(x, Tensor) else Tensor(x))
+        return self.forward(as_tensor(x))
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -240,7 +240,7 @@ class Chain(Module):
             layer = layers[i]
             following = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(layer, Conv) and isinstance(following, MaxPool) and layer.can_pool_first(following):
-                x = layer.forward_pooled(x if isinstance(x, Tensor) else Tensor(x), following)  # a speed-up only
+                x = layer.forward_pooled(as_tensor(x), following)  # a speed-up only
                 i += 2
             else:
                 x = layer(x)

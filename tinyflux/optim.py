@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from . import checks
 from .backends import backend_name, get_array_module, ops_for
+from .backends.numpy_ops import HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_LR, HYPER_T
 from .tensor import Tensor
 
 
@@ -277,16 +278,16 @@ class Adam(Optimizer):
     @lr.setter
     def lr(self, value) -> None:
         self._lr = checks.real(value, "Adam lr", minimum=0.0)
-        self._write_hyper(0, self._lr)
+        self._write_hyper(HYPER_LR, self._lr)
 
     @property
     def t(self) -> int:
         """Steps taken: read from the group's hyper array (on a GPU that waits for the GPU)."""
-        return int(self.groups[0].hyper[4]) if self.groups else 0
+        return int(self.groups[0].hyper[HYPER_T]) if self.groups else 0
 
     @t.setter
     def t(self, value) -> None:
-        self._write_hyper(4, checks.integer(value, "Adam t", minimum=0))
+        self._write_hyper(HYPER_T, checks.integer(value, "Adam t", minimum=0))
 
     @property
     def betas(self) -> tuple:
@@ -341,7 +342,8 @@ class Adam(Optimizer):
     def load_state(self, hyper, arrays):
         super().load_state(hyper, arrays)
         self._betas, self._eps = (hyper["beta1"], hyper["beta2"]), hyper["eps"]
-        for index, value in ((1, hyper["beta1"]), (2, hyper["beta2"]), (3, hyper["eps"])):
+        for index, key in ((HYPER_BETA1, "beta1"), (HYPER_BETA2, "beta2"), (HYPER_EPS, "eps")):
+            value = hyper[key]
             self._write_hyper(index, value)
 
     def state_arrays(self):

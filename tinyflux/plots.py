@@ -104,6 +104,17 @@ def prediction_grid(path, images, predicted, true, columns: int = 8, class_names
     return _save(figure, path)
 
 
+def clip_strips(clips, frames: int = 4) -> np.ndarray:
+    """Clips (N, C, T, H, W) as grey strips (N, H, frames * (W + 2)): ``frames`` evenly spaced frames side by side,
+    the channels averaged, a grey line between frames; for :func:`prediction_grid`."""
+    clips = np.asarray(clips)
+    chosen = np.linspace(0, clips.shape[2] - 1, frames).astype(int)
+    shown = clips.mean(axis=1)[:, chosen].round().astype(np.uint8)  # (N, C, T, H, W) -> (N, frames, H, W)
+    shown = np.pad(shown, ((0, 0), (0, 0), (0, 0), (0, 2)), constant_values=128)  # (N, frames, H, W + 2)
+    n, _, height, _ = shown.shape
+    return shown.transpose(0, 2, 1, 3).reshape(n, height, -1)  # (N, H, frames, W + 2) -> (N, H, frames (W + 2))
+
+
 def conv_filters(path, weight, channel: int = 0) -> str:
     """The filters of a convolution, as they read one input channel: weight (O, C, kh, kw) or (O, C, kt, kh, kw).
 

@@ -135,6 +135,11 @@ class Tensor:
     # __add__, __mul__, __matmul__, reshape, sum, mean, T, ... see tinyflux/functional/basic.py
 
 
+def as_tensor(x) -> Tensor:
+    """``x`` itself if it is a Tensor, else a new Tensor around it (an array, a list, a number)."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
 def _topological_order(root: Tensor) -> list["Function"]:
     """Functions that led to ``root``, each listed before the functions that produced its inputs.
 
@@ -181,7 +186,7 @@ class Function:
     output: "weakref.ref[Tensor]"  # weak: output -> creator -> output would be a reference cycle
 
     def apply(self, *inputs) -> Tensor:
-        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        tensors = [as_tensor(x) for x in inputs]
         y = self.forward(*[t.data for t in tensors])
         if isinstance(y, np.generic):  # NumPy reductions return scalars; keep every result an array
             y = np.asarray(y)

@@ -10,7 +10,9 @@ their interface), and hands the hot operations to an *ops object*:
     NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
     CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
 
-The choice is made here and nowhere else: no op has a branch on the kind of
+The array libraries themselves (which one an array belongs to, moving
+arrays, whether a GPU answers) are in ``arrays.py``, the one module that
+imports CuPy. The choice is made here and nowhere else: no op has a branch on the kind of
 array. For CuPy arrays it follows ``modes.own_kernels`` (the environment
 variable ``TINYFLUX_CUDA_KERNELS=0`` turns the kernels off), except during a
 CUDA-graph capture (``modes.capture``), which needs them.
@@ -28,8 +30,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..modes import modes
-from .arrays import (array_module, backend_name, cupy, cupy_available, get_array_module, is_gpu_array,
-                     to_cpu_array, to_gpu_array)
+from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, get_array_module,
+                     is_gpu_array, keep_freed_memory, to_cpu_array, to_gpu_array, warn_no_gpu_once)
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 NUMPY_OPS = NumpyOps()
@@ -65,6 +67,6 @@ def _cupy_ops(array):
 
 register(is_gpu_array, _cupy_ops)
 
-__all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "backend_name",
-           "cupy_available", "get_array_module", "is_gpu_array", "kernel_ops", "ops_for", "register", "to_cpu_array",
-           "to_gpu_array"]
+__all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
+           "cupy_available", "get_array_module", "is_gpu_array", "keep_freed_memory", "kernel_ops", "ops_for",
+           "register", "to_cpu_array", "to_gpu_array", "warn_no_gpu_once"]

@@ -17,7 +17,7 @@ view (such as the channel-major view a convolution returns): its element
 strides are part of ``g``. Outputs are written channel-major, (C, N, ...),
 and returned as (N, C, ...) views, as the NumPy code does.
 
-For CUDA-graph capture (``tinyflux/graph.py``), where cuBLAS cannot run,
+For CUDA-graph capture (``tinyflux/cuda_graph.py``), where cuBLAS cannot run,
 there is also a GEMM, tiled in shared memory with long sums split across
 blocks; outside a capture the matrix product is cuBLAS's.
 
@@ -109,7 +109,6 @@ def _output_shape(sizes, kernel, stride, pad) -> tuple:
 class CudaOps(NumpyOps):
     """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
 
-    name = "cuda"
     # the kernels run a convolution and its pooling as two ops (conv then maxpool), each one launch; the
     # block layout of NumpyOps.im2col_pooled saves CPU memory traffic and has no kernel here
     pools_in_columns = False

@@ -29,6 +29,9 @@ from .arrays import get_array_module
 
 PAGE = 4096  # bytes
 
+# Where Adam's numbers stand in its ``hyper`` array, float64 (lr, beta1, beta2, eps, t); kernels.cu reads the same order
+HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_T = range(5)
+
 
 def page_aligned(xp, shape: tuple, dtype, zeros: bool = False):
     """A new NumPy array (empty, or zero-filled) whose data starts on a 4096-byte page boundary.
@@ -314,7 +317,7 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
     """Max over windows of k positions every s positions along one axis; also which offset won."""
     xp = get_array_module(x)
     out = output_size(x.shape[axis], k, s, 0)
-    views = [x[_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
+    views = [x[index_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
     if k == 1:
         return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
     y = xp.maximum(views[0], views[1])  # a new array in x's memory order (channel-major after a conv)
@@ -336,7 +339,7 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
     tiled = s == k and x.shape[axis] == n_out * k  # windows cover every input position exactly once
     # same memory order as x; where windows skip positions (a floored remainder, a gap) they keep gradient 0
     gx = xp.empty_like(x) if tiled else xp.zeros_like(x)
-    targets = [gx[_along(axis, _window(offset, n_out, s), gy.ndim)] for offset in range(k)]
+    targets = [gx[index_along(axis, _window(offset, n_out, s), gy.ndim)] for offset in range(k)]
     if k == 2 and s >= k:  # the common 2-wide window: argmax is 0 or 1, so gy * argmax is offset 1's share
         xp.multiply(gy, argmax, out=targets[1])
         xp.subtract(gy, targets[1], out=targets[0])  # and the rest is offset 0's (2 passes instead of 4)
@@ -349,7 +352,7 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
     return gx
 
 
-def _along(axis: int, index, ndim: int) -> tuple:
+def index_along(axis: int, index, ndim: int) -> tuple:
     """An indexing tuple that applies ``index`` to one axis and takes everything on the others."""
     return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)
 
@@ -378,7 +381,6 @@ class MaxPoolSaved(NamedTuple):
 class NumpyOps:
     """The hot operations in NumPy-style code (which CuPy also runs, slice by slice)."""
 
-    name = "numpy"
     pools_in_columns = True  # im2col_pooled and maxpool_blocks: a convolution and its pooling as one op
     cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
@@ -467,7 +469,7 @@ class NumpyOps:
 
     def count_step(self, hyper) -> None:
         """Advance Adam's step count t, kept in ``hyper`` = (lr, beta1, beta2, eps, t)."""
-        hyper[4] += 1
+        hyper[HYPER_T] += 1
 
     def adam_update(self, p, g, m, v, hyper) -> None:
         """One Adam step over arrays of one shape, in place, with ``hyper`` = (lr, beta1, beta2, eps, t).

@@ -53,10 +53,10 @@ import math
 
 from ..backends import get_array_module, ops_for
 # im2col and col2im (plain and shifted) are NumPy's ops, named here too because this docstring explains them
-from ..backends.numpy_ops import (_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
+from ..backends.numpy_ops import (index_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
                                   im2col_shifted, output_size)
 from ..checks import as_tuple, check_input
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, as_tensor
 
 
 class ConvFunction(Function):
@@ -94,7 +94,7 @@ class ConvFunction(Function):
             gy_ext = xp.empty((o,) + columns.extended, dtype=gy.dtype)  # (O, N, *E)
             gy_ext[(slice(None), slice(None)) + tuple(slice(0, q) for q in self.out)] = gy_cn
             for axis in range(3, gy_ext.ndim):  # zero only the extra positions past Q on the later axes
-                gy_ext[_along(axis, slice(self.out[axis - 2], None), gy_ext.ndim)] = 0
+                gy_ext[index_along(axis, slice(self.out[axis - 2], None), gy_ext.ndim)] = 0
             gy_mat = gy_ext.reshape(o, -1)  # (O, N, *E) -> (O, N*E)
         else:
             gy_mat = gy_cn.reshape(o, -1)  # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
@@ -151,7 +151,7 @@ class ConvMaxPoolFunction(Function):
         gy_ext = xp.empty((o,) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
         gy_ext[self._inside()] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ...) -> (O, U1, N, ...)
         for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ... (no window's output)
-            gy_ext[_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
+            gy_ext[index_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
         gy_mat = ops.maxpool_blocks_backward(gy_ext, self.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
         gx = gw = None
         if needs[0]:
@@ -209,7 +209,7 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, call
     Returns:
         (N, O, *Q) with Q = floor((S + 2*pad - K) / stride) + 1.
     """
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     stride = as_tuple(stride, w.ndim - 2, f"{caller} stride", minimum=1)
     pad = _checked_conv_input(x, w, pad, caller)
     inputs = (x, w) if b is None else (x, w, b)
@@ -222,7 +222,7 @@ def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, caller: str = "conv")
     One :class:`ConvMaxPoolFunction` where the backend has it (``ops.pools_in_columns``),
     else the two ops; the result is the same either way.
     """
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     d = w.ndim - 2
     window = as_tuple(window, d, f"{caller} pooling window", minimum=1)
     if not getattr(ops_for(x.data), "pools_in_columns", False):
@@ -243,7 +243,7 @@ def maxpool(x: Tensor, window, stride=None, *, caller: str = "maxpool") -> Tenso
     Returns:
         (N, C, *Q), Q = floor((S - window) / stride) + 1 (a 7x7 input gives 3x3 for 2x2 windows).
     """
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     d = len(window) if not isinstance(window, int) else x.ndim - 2
     window = as_tuple(window, d, f"{caller} window", minimum=1)
     stride = window if stride is None else as_tuple(stride, d, f"{caller} stride", minimum=1)

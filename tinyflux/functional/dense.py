@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..backends import ops_for
 from ..checks import check_input
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, as_tensor
 
 
 class Linear(Function):
@@ -27,7 +27,7 @@ class Linear(Function):
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None, *, caller: str = "linear") -> Tensor:
     """x @ w.T + b for x (N, in), w (out, in), b (out,); ``caller`` names the caller in error messages."""
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     check_input(x.data, w.data, caller)
     if x.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"{caller}: expected input of shape (N, {w.shape[1]}), got {tuple(x.shape)}")
@@ -36,7 +36,7 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None, *, caller: str = "line
 
 def flatten(x: Tensor) -> Tensor:
     """(N, ...) -> (N, prod(...)): keeps the batch axis, flattens the rest in C order."""
-    x = x if isinstance(x, Tensor) else Tensor(x)
+    x = as_tensor(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"flatten: expected a non-empty batch (N, ...), got shape {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1)  # (N, C, H, W) -> (N, C*H*W); copies when memory is channel-major

@@ -35,7 +35,7 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
         if labels.shape[0] != n:
             raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
         # The range check reads the smallest and the largest label back from the GPU in one copy (one
-        # wait for the GPU per step, not two). A graph capture forbids even that; tinyflux.graph checks
+        # wait for the GPU per step, not two). A graph capture forbids even that; tinyflux.cuda_graph checks
         # labels on the host instead, before they are copied in.
         if labels.size and not modes.capture:
             low, high = xp.stack([labels.min(), labels.max()]).tolist()

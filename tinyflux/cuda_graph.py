@@ -119,7 +119,7 @@ class CapturedStep:
             raise CaptureError(
                 f"capture: CUDA could not record the step ({type(error).__name__}: {error}). During a capture "
                 "only kernel launches are allowed: no cuBLAS, no copies to or from the host, no waiting for the "
-                "GPU (see tinyflux/graph.py)") from error
+                "GPU (see tinyflux/cuda_graph.py)") from error
         self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
 

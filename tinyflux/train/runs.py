@@ -44,9 +44,9 @@ try:
 except ImportError:  # pragma: no cover - not reachable on the machines tinyflux is tested on
     fcntl = None
 
-from . import io
+from .. import checkpoint
 
-log = logging.getLogger("tinyflux.runs")
+log = logging.getLogger("tinyflux.train.runs")
 
 LOCK_NAME = "tinyflux.lock"
 STATE_SUFFIX = ".state.h5"
@@ -168,7 +168,7 @@ class RunFolder:
                 raise RunFolderError(f"--resume: {self.folder} has no saved run state ({self.state.name}); it "
                                      f"holds {what}. Start a new run with --force (this deletes what is there) "
                                      "or choose another --savepath")
-            metadata = io.read_metadata(self.state)
+            metadata = checkpoint.read_metadata(self.state)
             saved = json.loads(metadata.get("settings", "{}"))
             differences = [f"--{key.replace('_', '-')}: the run used {saved.get(key)!r}, now {value!r}"
                            for key, value in settings.items() if saved.get(key) != value]
@@ -186,17 +186,36 @@ class RunFolder:
             log.info("--force: deleted %s of the earlier run", path)
         return None
 
-    def save_state(self, model, optimizer, settings: dict, **metadata) -> None:
-        """Save everything a resumed run needs (atomically; see also :func:`deferred_interrupt`)."""
-        io.save(self.state, model, optimizer, settings=json.dumps(settings, sort_keys=True), **metadata)
+    def save_state(self, model, optimizer, settings: dict, *, epoch: int, schedule, history, noise,
+                   stopped: str = "", **metadata) -> None:
+        """Save everything a resumed run needs, in one file, atomically (see also :func:`deferred_interrupt`).
+
+        The weights and the optimizer's whole state as arrays; as attributes the
+        epoch just completed, why the run stopped ("" if it goes on), the
+        ``settings`` it must keep, the schedule's state, the history, and the state
+        of the noise generator (``noise.state()``; "" where it cannot be saved).
+        """
+        history_lists = {"train_loss": history.train_loss, "test_accuracy": history.test_accuracy,
+                         "lr": history.lr}
+        checkpoint.save(self.state, model, optimizer, epoch=epoch, stopped=stopped,
+                        settings=json.dumps(settings, sort_keys=True), schedule=json.dumps(schedule.state()),
+                        history=json.dumps(history_lists), noise_state=noise.state(), **metadata)
+
+    def load_state(self, model, optimizer) -> dict:
+        """Load the saved weights and optimizer state into ``model`` and ``optimizer``; return the attributes."""
+        return checkpoint.load(self.state, model, optimizer)
 
     def save_best(self, model, optimizer, **metadata) -> None:
-        io.save(self.best, model, optimizer, **metadata)
+        checkpoint.save(self.best, model, optimizer, **metadata)
 
 
-def settings_of(args, ignore: tuple) -> dict:
-    """The fields of a dataclass of arguments that shape the results: all but the ``ignore``d ones."""
-    return {key: value for key, value in vars(args).items() if key not in ignore}
+def restore(saved: dict, schedule, history, noise) -> None:
+    """Give the schedule, the history and the noise generator the state that :meth:`RunFolder.save_state` saved."""
+    schedule.load_state(json.loads(saved["schedule"]))
+    lists = json.loads(saved["history"])
+    history.train_loss[:], history.test_accuracy[:], history.lr[:] = \
+        lists["train_loss"], lists["test_accuracy"], lists["lr"]
+    noise.load_state(saved["noise_state"])
 
 
 def _read_all(fd: int) -> str:

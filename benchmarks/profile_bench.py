@@ -1,0 +1,101 @@
+"""Where a tinyflux training step spends its time: each Function, and each hot op of the backend inside them.
+
+Run through ``python benchmarks/conv_bench.py --profile``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import tinyflux as tf
+from tinyflux import optim
+from tinyflux.backends import ops_for
+from tinyflux.models import mnist_convnet as mnist_model
+
+OPS_PROFILED = ("im2col", "col2im", "im2col_pooled", "col2im_pooled", "maxpool", "maxpool_backward", "maxpool_blocks",
+                "maxpool_blocks_backward", "bias_relu", "relu_backward")  # and matmul, by shape
+
+
+def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
+    """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward,
+    and inside the backend's hot operations (each matrix product by shape, with its GFLOP/s).
+
+    Every Function subclass and the ops object's methods are wrapped with a timer for the duration of this
+    measurement; the rest of the step (Python, the autograd loop) is reported as "other". On a GPU the
+    parts are launch times (nothing waits for the GPU between them); only the step's total waits.
+    """
+    from tinyflux import tensor
+    from tinyflux.functional import activations, basic, convolution, dense, losses
+
+    totals: dict[str, float] = {}
+    inside: dict[str, float] = {}  # the same for the ops object's methods
+    flops: dict[str, int] = {}
+    originals = []
+
+    def wrap(cls, method, into=totals, key_of=None):
+        original = cls.__dict__[method]
+        originals.append((cls, method, original))
+
+        def timed(self, *args):
+            start = time.perf_counter()
+            result = original(self, *args)
+            key = key_of(args) if key_of else f"{cls.__name__}.{method}"
+            into[key] = into.get(key, 0.0) + time.perf_counter() - start
+            return result
+        setattr(cls, method, timed)
+
+    def matmul_key(args):
+        (m, k), n = args[0].shape, args[1].shape[1]
+        key = f"matmul ({m}x{k}) @ ({k}x{n})"
+        flops[key] = 2 * m * k * n
+        return key
+
+    for module in (basic, activations, convolution, dense, losses):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, tensor.Function) and value is not tensor.Function:
+                for method in ("forward", "backward"):
+                    if method in value.__dict__:
+                        wrap(value, method)
+    wrap(optim.Adam, "step")
+    ops_class = type(ops_for(xp.zeros(1, dtype=xp.float32)))
+    for cls in ops_class.__mro__:  # each method where it is defined (CudaOps inherits some from NumpyOps)
+        for method in OPS_PROFILED:
+            if method in cls.__dict__ and getattr(ops_class, method) is cls.__dict__[method]:
+                wrap(cls, method, inside, lambda args, method=method: method)
+    matmul_owner = next(cls for cls in ops_class.__mro__ if "matmul" in cls.__dict__)
+    wrap(matmul_owner, "matmul", inside, matmul_key)
+    try:
+        rng = np.random.default_rng(0)
+        x = xp.asarray(rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32))
+        y = xp.asarray(rng.integers(0, 10, batch))
+        tf.seed(0)
+        model = mnist_model() if xp is np else tf.gpu(mnist_model())
+        train_step = tf.train.Step(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3))
+        for _ in range(3):
+            train_step(x, y)
+        totals.clear()
+        inside.clear()
+        total = timer(lambda: train_step(x, y), steps)
+    finally:
+        for cls, method, original in reversed(originals):
+            setattr(cls, method, original)
+    parts = {key: value / steps * 1e3 for key, value in sorted(totals.items(), key=lambda kv: -kv[1])}
+    parts["other (Python, autograd loop)"] = total * 1e3 - sum(parts.values())
+    ops_ms = {key: value / steps * 1e3 for key, value in sorted(inside.items(), key=lambda kv: -kv[1])}
+    gflops = {key: flops[key] / (ops_ms[key] * 1e-3) / 1e9 for key in flops}
+    return {"step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms, "matmul_gflops": gflops}
+
+
+def print_profile(profile: dict, backend: str) -> None:
+    step_ms, sgemm = profile["step_ms"], profile["sgemm_gflops"]
+    print(f"tinyflux MNIST training step on {backend}: {step_ms:.1f} ms (mean of 30 steps)")
+    for key, value in profile["parts_ms"].items():
+        print(f"  {key:32} {value:7.2f} ms  {value / step_ms:5.1%}")
+    print("inside the ops (ms per step, share of the step; matrix products with GFLOP/s and share of sgemm's):")
+    for key, value in profile["ops_ms"].items():
+        rate = profile["matmul_gflops"].get(key)
+        extra = f"  {rate:6.1f} GFLOP/s {rate / sgemm:5.1%}" if rate else ""
+        print(f"  {key:40} {value:7.2f} ms  {value / step_ms:5.1%}{extra}")
+    pooling = sum(v for k, v in profile["ops_ms"].items() if k.startswith("maxpool"))
+    print(f"  max-pooling forward and backward together: {pooling:.2f} ms, {pooling / step_ms:.1%} of the step")
