@@ -10,7 +10,8 @@ change to run in a notebook, and this script makes it:
   plain code; the expected output is kept as a comment, and a session that
   shows an error runs inside ``try``/``except`` and prints it;
 - a fragment quoted from inside a function of an example (the loop body, say)
-  cannot run on its own: it stays visible, as Markdown;
+  cannot run on its own, and a quote of the library (``# tinyflux/...``) is
+  already imported: both stay visible, as Markdown;
 - a first cell sets things up as the walkthrough says a reader should
   (``from mnist_conv import *``, with the examples folder found from docs/),
   and the video section gets its own ``from video_conv import *``.
@@ -57,7 +58,9 @@ def notebook(markdown: Path = HERE / "walkthrough.md"):
             cells.append(cell)
             continue
         text = cell.source
-        if text.startswith("# examples/"):
+        if text.startswith("# tinyflux/"):
+            cells.append(new_markdown_cell(f"```python\n{text}\n```"))
+        elif text.startswith("# examples/"):
             code = text.split("\n", 1)[1] if "\n" in text else ""
             if text.startswith("# examples/video_conv.py") and not video_setup_done:
                 cells.append(new_code_cell("from video_conv import *  # from here on, the video example's functions"))

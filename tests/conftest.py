@@ -40,19 +40,12 @@ def rng():
 
 
 def load_example(name: str):
-    """examples/<name>.py as a module, loaded from its file (it is not in an installed package).
-
-    The examples import each other by name (video_conv.py does ``import mnist_conv``, which works for a
-    script because Python looks beside it): so the module goes into ``sys.modules`` under that name, and
-    mnist_conv is loaded before the examples that import it.
-    """
+    """examples/<name>.py as a module, loaded from its file (it is not in an installed package), once."""
     if name in sys.modules:
         return sys.modules[name]
-    if name != "mnist_conv":
-        load_example("mnist_conv")
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[name] = module  # before running it: its dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 

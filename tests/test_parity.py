@@ -198,7 +198,7 @@ def test_bad_input_raises_the_same_error(case):
 
 @pytest.mark.skipif(SELFTEST, reason="tf.capture needs CuPy and a GPU")
 def test_a_captured_step_gives_the_eager_parameters_after_100_steps():
-    """tf.capture against the same step run eagerly on the same kernels (tf.backends.capture_safe), lr drop included."""
+    """tf.capture against the same step run eagerly on the same kernels (capturing()), lr drop included."""
     rng = np.random.default_rng(0)
     batches = [(GPU.asarray(rng.random((32, 1, 28, 28), dtype=np.float32)), GPU.asarray(rng.integers(0, 10, 32)))
                for _ in range(10)]

@@ -8,6 +8,8 @@ Three kinds of fenced block:
   into a namespace that starts as the example module's globals, and become the
   functions the following blocks call; a fragment from inside a function (the
   loop body, say) is only compared, and runs when the example itself runs.
+  A block whose first line is ``# tinyflux/<path>.py`` quotes the library the same
+  way; it is compared only (the suite tests the library itself).
 - other ```python blocks: doctest sessions (``>>>`` lines and their expected
   output), run in the namespace of the example quoted last.
 - ```text blocks: printed output to look at (a log), or commands to type. A
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WALKTHROUGH = ROOT / "docs" / "walkthrough.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 EXCERPT = re.compile(r"# (examples/\w+\.py)\n")
+LIBRARY_EXCERPT = re.compile(r"# (tinyflux/[\w/]+\.py)\n")
 
 
 def blocks():
@@ -66,6 +69,11 @@ def test_walkthrough_runs(examples):
         if language != "python":
             continue
         where = f"{WALKTHROUGH.name}, block at line {line}"
+        library = LIBRARY_EXCERPT.match(text)
+        if library:
+            if text[library.end():] not in (ROOT / library.group(1)).read_text(encoding="utf-8"):
+                failures.append(f"{where}: not word for word in {library.group(1)}")
+            continue
         excerpt = EXCERPT.match(text)
         if excerpt:
             current = excerpt.group(1)

@@ -154,30 +154,37 @@ class Conv(Module):
         y = F.conv(x, self.weight, self.bias, self.stride, self.pad, caller=self.signature())
         return y if self.activation is None else self.activation(y)
 
-    def can_pool_first(self, pool: "MaxPool") -> bool:
-        """Whether ``pool(self(x))`` may be computed as ``activation(pool(conv(x)) + bias)``.
-
-        Taking a maximum commutes with adding the same number to every value
-        (the bias is one number per channel) and with any non-decreasing
-        activation: max(relu(a), relu(b)) = relu(max(a, b)). Pooling first does
-        the bias and ReLU work on a quarter of the values (for 2x2 windows).
-        """
-        return self.activation in _MONOTONE and len(pool.window) == len(self.kernel)
-
-    def forward_pooled(self, x: Tensor, pool: "MaxPool") -> Tensor:
-        """Same result as ``pool(self(x))``, cheaper; see :meth:`can_pool_first`.
-
-        Where the windows tile the output (stride = window) after a stride-1
-        convolution, the convolution and the pooling are one op as well,
-        ``F.conv_maxpool``, which never writes the full-size convolution output.
-        """
-        if all(s == 1 for s in self.stride) and pool.stride == pool.window:
+    def forward_pooled(self, x: Tensor, pool: "MaxPool", plan: str) -> Tensor:
+        """Same result as ``pool(self(x))``, cheaper, by the ``plan`` that :func:`pooling_plan` chose."""
+        if plan == "one op":
             y = F.conv_maxpool(x, self.weight, self.pad, pool.window, caller=self.signature())
-        else:
+        else:  # "pool first"
             y = pool(F.conv(x, self.weight, None, self.stride, self.pad, caller=self.signature()))
         if self.activation is F.relu:
             return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
         return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
+
+
+def pooling_plan(layer, following) -> str | None:
+    """How ``Chain`` runs ``layer`` followed by ``following``: the one rule for merging a convolution with its pooling.
+
+    - ``"one op"``: a stride-1 ``Conv`` whose ``MaxPool`` windows tile its output (stride = window):
+      ``F.conv_maxpool``, which never writes the full-size convolution output;
+    - ``"pool first"``: any other ``Conv`` then ``MaxPool``: ``activation(pool(conv(x)) + bias)``;
+    - None: each layer on its own.
+
+    Both plans need a non-decreasing activation (or none): taking a maximum commutes with adding the
+    same number to every value (the bias is one number per channel) and with any non-decreasing
+    function, max(relu(a), relu(b)) = relu(max(a, b)). Pooling first does the bias and ReLU work on a
+    quarter of the values (for 2x2 windows).
+    """
+    if not (isinstance(layer, Conv) and isinstance(following, MaxPool)):
+        return None
+    if layer.activation not in _MONOTONE or len(following.window) != len(layer.kernel):
+        return None
+    if all(s == 1 for s in layer.stride) and following.stride == following.window:
+        return "one op"
+    return "pool first"
 
 
 class MaxPool(Module):
@@ -239,8 +246,9 @@ class Chain(Module):
         while i < len(layers):
             layer = layers[i]
             following = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, Conv) and isinstance(following, MaxPool) and layer.can_pool_first(following):
-                x = layer.forward_pooled(as_tensor(x), following)  # a speed-up only
+            plan = pooling_plan(layer, following)
+            if plan:
+                x = layer.forward_pooled(as_tensor(x), following, plan)  # a speed-up only
                 i += 2
             else:
                 x = layer(x)

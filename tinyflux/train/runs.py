@@ -1,8 +1,8 @@
 """Run folders: one training run per folder, its whole state saved after every epoch, resumable.
 
 A training run that takes minutes or hours needs three promises from the
-folder it writes into, and this module keeps them for the examples (and for
-any training loop of your own):
+folder it writes into, and this module keeps them for every run of
+``tinyflux.train`` (``Run`` and ``fit`` use it):
 
 1. **Nothing is replaced without being asked.** A folder that already holds
    another run's files is refused (:meth:`RunFolder.prepare`) unless the
@@ -70,7 +70,9 @@ class RunFolder:
             saved = run.prepare(resume=False, force=False, settings=settings)  # None: a new run
             ...
             run.save_best(model, opt, epoch=1, accuracy=0.98)
-            run.save_state(model, opt, settings, epoch=1, best_accuracy=0.98)
+            run.save_state(model, opt, settings, epoch=1, schedule=schedule, history=history, noise=noise)
+
+    ``tf.train.Run`` does all this for a loop on one process or on every rank of a job.
     """
 
     def __init__(self, folder, best_name: str):
