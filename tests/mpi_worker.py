@@ -33,18 +33,15 @@ def train_steps(out: Path, optimizer: str = "adam") -> None:
     comm = distributed.init()
     model = small_model(seed=100 + comm.rank)  # different on every rank until the broadcast
     distributed.broadcast_parameters(model, comm)
-    opt = distributed.DataParallel(make_optimizer(optimizer, model.parameters()), comm)
+    step = tf.train.Step(model, tf.logit_cross_entropy, make_optimizer(optimizer, model.parameters()), comm)
     x, y = data()
     start = 0
-    for size in BATCHES:
-        part = distributed.shard(size, comm)
-        local_x, local_y = x[start:start + size][part], y[start:start + size][part]
-        tf.logit_cross_entropy(model(tf.Tensor(local_x)), local_y).backward()
-        opt.step(examples=len(local_y))
-        opt.zero_grad()
+    for size in BATCHES:  # each rank is handed the whole global batch and takes its own slice of it
+        step(x[start:start + size], y[start:start + size])
         start += size
     distributed.check_same_parameters(model, comm)
-    np.savez(out / f"rank{comm.rank}.npz", *[p.data for p in model.parameters()], t=opt.t, size=comm.size)
+    np.savez(out / f"rank{comm.rank}.npz", *[p.data for p in model.parameters()], t=step.optimizer.t,
+             size=comm.size)
 
 
 def broadcast(out: Path) -> None:
