@@ -133,13 +133,12 @@ def predict_clip(args: VideoArgs, top: int = 5) -> list[tuple[str, float]]:
         raise tf.data.DatasetError(f"--predict: {args.predict} does not exist")
     path = os.path.join(args.savepath, args.checkpoint)
     saved = tf.checkpoint.read_metadata(path)
-    if "input_shape" not in saved or "classes" not in saved:
-        raise tf.CheckpointError(f"{path}: saved without its input shape and class names (an older tinyflux); "
-                                 "train again to predict with it")
-    channels, frames, height, width = saved["input_shape"]
-    if channels != 3:
-        raise tf.CheckpointError(f"{path}: the model was trained on {channels}-channel clips (generated digits); "
-                                 "--predict reads colour video, for a model trained with --video-dir")
+    shape, classes = saved.get("input_shape", []), saved.get("classes")
+    if len(shape) != 4 or shape[0] != 3 or not classes:  # an image model, generated grey clips, no class names
+        raise tf.CheckpointError(f"{path}: a model for input {tuple(shape) or 'of unknown shape'}"
+                                 f"{'' if classes else ' without class names'}; --predict needs one trained on "
+                                 "colour clips by video_conv.py --video-dir")
+    channels, frames, height, width = shape
     model = load_best_model(args, len(saved["classes"]))
     clip = tf.data.video.decode_clip(args.predict, frames, (height, width))  # uint8 (3, T, H, W)
     with tf.no_grad():

@@ -215,3 +215,23 @@ def test_a_refused_run_folder_ends_every_rank(example_command, tmp_path):
                                               python=two_ranks()))
     assert status == 2 and "already holds an earlier run" in log, log
     assert (tmp_path / "run" / "mnist_conv.h5").read_bytes() == b"an earlier run's model"
+
+
+def test_ctrl_c_to_mpiexec_ends_with_the_one_line_message(example_command, tmp_path):
+    """Before: exit 130 without the "Interrupted: ... --resume" line a one-process run prints."""
+    import signal
+    command = [str(c) for c in example_command("--epochs", "3", "--batch-size", "32", "--device", "cpu",
+                                               "--distributed", "--savepath", tmp_path / "run", python=two_ranks())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **ONE_THREAD})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "[1]: Test accuracy" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, out
+    message = [line for line in out.splitlines() if "Interrupted:" in line]
+    assert len(message) == 1 and "the run is saved after epoch" in message[0], out
+    assert "To continue it: mpiexec -n 2 python -m mpi4py " in message[0] and message[0].endswith("--resume"), out

@@ -133,7 +133,7 @@ def test_the_validation_split_is_a_fixed_seeded_choice(example):
     assert np.array_equal(held, again[1][0]) and len(held) == 4 and len(train) == 16
     assert sorted(train_labels.tolist() + held_labels.tolist()) == list(range(20))  # each example once
     assert np.all(np.diff(train_labels) > 0)  # the kept examples keep their order
-    with pytest.raises(ValueError, match="both parts need at least one"):
+    with pytest.raises(tf.data.DatasetError, match="both parts need at least one"):
         tf.train.split_validation(images[:2], labels[:2], 0.1, seed=0)
     with pytest.raises(SystemExit):
         example.parse_args(["--val-split", "1"])

@@ -125,7 +125,8 @@ def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist,
                              "--data-dir", str(fake_mnist), "--savepath", str(tmp_path / "run")])
     video.main(args)
     args.predict = str(tmp_path)  # any existing path: the model is refused before the clip is read
-    with pytest.raises(tf.CheckpointError, match="trained on 1-channel clips"):
+    with pytest.raises(tf.CheckpointError,
+                       match=r"a model for input \(1, 8, 28, 28\); --predict needs one trained on colour clips"):
         video.predict_clip(args)
 
 

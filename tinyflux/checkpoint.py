@@ -9,9 +9,12 @@ so a checkpoint cannot run code when it is opened and other tools can read it):
                         one subgroup per state kind ("m", "v") with one dataset per parameter name
     /metadata           attrs: whatever was passed as keyword arguments (epoch, accuracy, lr...)
 
-Every dataset carries the SHA-256 of its bytes as an attribute, so damage
-that HDF5 itself cannot see (a flipped bit inside a weight) is found on
-loading instead of silently changing the model.
+Every dataset carries the SHA-256 of its bytes as an attribute, and every
+group with attributes (the file's root, /optimizer, /metadata) carries one
+over its attributes, ``attributes_sha256``, so damage that HDF5 itself
+cannot see (a flipped bit inside a weight, one digit changed in a saved
+learning rate or random generator state) is found on loading instead of
+silently changing the model or a resumed run.
 
 Saving is all or nothing. The whole HDF5 file is first built in memory;
 its bytes are then written with plain file I/O under a temporary name in the
@@ -30,7 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import numbers
+import os
 from pathlib import Path
 
 import h5py
@@ -40,8 +46,13 @@ from .backends import get_array_module, to_cpu_array
 from .files import remove_stale_parts, write_bytes_atomically
 from .version import __version__
 
-FORMAT = "tinyflux-checkpoint-2"  # 2 added the checksums and every optimizer hyperparameter
-OLDER_FORMATS = ("tinyflux-checkpoint-1",)  # still loaded, without checksums to verify
+FORMAT = "tinyflux-checkpoint-3"  # 3: checksums over the attributes too; 2: over the arrays, every hyperparameter
+ARRAY_CHECKSUMS = (FORMAT, "tinyflux-checkpoint-2")  # the formats whose arrays carry a SHA-256
+OLDER_FORMATS = ("tinyflux-checkpoint-2", "tinyflux-checkpoint-1")  # still loaded, with the checks they allow
+ATTRIBUTES_SHA256 = "attributes_sha256"
+
+
+log = logging.getLogger("tinyflux")
 
 
 class CheckpointError(Exception):
@@ -75,6 +86,20 @@ def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+def _attributes_digest(attrs) -> str:
+    """SHA-256 of a group's attributes (all but the digest itself), as the plain values they read back as."""
+    values = {key: _python(value) for key, value in attrs.items() if key != ATTRIBUTES_SHA256}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _seal(attrs) -> None:
+    attrs[ATTRIBUTES_SHA256] = _attributes_digest(attrs)
+
+
+def _attributes_intact(attrs) -> bool:
+    return _python(attrs.get(ATTRIBUTES_SHA256)) == _attributes_digest(attrs)
+
+
 def _add_dataset(group, name: str, array) -> None:
     array = to_cpu_array(array)
     group.create_dataset(name, data=array).attrs["sha256"] = _sha256(array)
@@ -91,6 +116,27 @@ def _parameter_names(model, optimizer, what: str) -> dict:
     return names
 
 
+def _check_arguments(what: str, path, model, optimizer) -> Path:
+    """The path, expanded (``~``); a TypeError naming what came instead of a path, a model or an optimizer."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what}: the first argument is the file's path, got a {type(path).__name__}; the call is "
+                        f"tf.{what}(path, model, optimizer)")
+    if not hasattr(model, "named_parameters"):
+        raise TypeError(f"{what}: a model (an nn.Module) expected as the second argument, got a "
+                        f"{type(model).__name__}")
+    if optimizer is not None and not hasattr(optimizer, "hyperparameters"):
+        raise TypeError(f"{what}: an optimizer object (optim.Adam(model.parameters()), ...) or None expected, got "
+                        f"{type(optimizer).__name__} {optimizer!r:.40}")
+    return Path(path).expanduser()
+
+
+def _warn_if_nan(model, path, doing: str) -> None:
+    """Weights with NaN are kept as they are (they may be what one wants to look at), but never silently."""
+    bad = [name for name, p in model.named_parameters() if bool(get_array_module(p.data).isnan(p.data).any())]
+    if bad:
+        log.warning("%s: %s parameters holding NaN: %s (the training diverged?)", path, doing, ", ".join(bad))
+
+
 def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
     """The complete HDF5 file that :func:`save` writes, as bytes (built in memory, nothing on disk)."""
     metadata = {key: _plain(value, key) for key, value in metadata.items()}  # fail before building anything
@@ -100,6 +146,7 @@ def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
         f.attrs["format"] = FORMAT
         f.attrs["tinyflux_version"] = __version__
         f.attrs["model"] = repr(model)
+        _seal(f.attrs)
         params = f.create_group("parameters")
         for name, p in model.named_parameters():
             _add_dataset(params, name, p.data)
@@ -107,6 +154,7 @@ def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
             group = f.create_group("optimizer")
             for key, value in optimizer.hyperparameters().items():
                 group.attrs[key] = value
+            _seal(group.attrs)
             for kind, arrays in optimizer.state_arrays().items():
                 sub = group.create_group(kind)
                 for p, array in zip(optimizer.params, arrays):
@@ -115,6 +163,7 @@ def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
         meta = f.create_group("metadata")
         for key, value in metadata.items():
             meta.attrs[key] = value
+        _seal(meta.attrs)
     return image.getvalue()
 
 
@@ -130,8 +179,11 @@ def save(path, model, optimizer=None, /, **metadata) -> None:
     Raises:
         CheckpointError: the file could not be written; the previous file at ``path`` is unchanged.
     """
-    path = Path(path)
+    path = _check_arguments("save", path, model, optimizer)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise CheckpointError(f"{path}: cannot save there: {path.parent} is a file, not a folder")
     data = checkpoint_bytes(model, optimizer, **metadata)
+    _warn_if_nan(model, path, "saving")
     remove_stale_parts(path.parent, target_suffix=path.suffix)  # leftovers of saves that were killed
     try:
         write_bytes_atomically(path, data)
@@ -150,7 +202,7 @@ def load(path, model, optimizer=None) -> dict:
     problem at once. The optimizer gets back all of its hyperparameters
     (lr, t, and for Adam betas and eps), not only its arrays.
     """
-    path = Path(path)
+    path = _check_arguments("load", path, model, optimizer)
     names = _parameter_names(model, optimizer, "load")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -171,19 +223,33 @@ def load(path, model, optimizer=None) -> dict:
         p.data[...] = get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
     if optimizer is not None:
         optimizer.load_state(hyper, arrays)
+    _warn_if_nan(model, path, "loaded")
     return metadata
 
 
 def read_metadata(path) -> dict:
-    """The metadata saved with a checkpoint (epoch, accuracy...), without loading it into a model."""
-    path = Path(path)
+    """The metadata saved with a checkpoint (epoch, accuracy...), without loading it into a model.
+
+    Raises CheckpointError when the file is not a tinyflux checkpoint, or when its
+    metadata changed after it was saved (its checksum no longer matches).
+    """
+    path = Path(path).expanduser()
     try:
         with h5py.File(path, "r") as f:
             if _python(f.attrs.get("format")) not in (FORMAT, *OLDER_FORMATS):
                 raise CheckpointError(f"{path}: not a tinyflux checkpoint")
-            return {key: _python(value) for key, value in f["metadata"].attrs.items()} if "metadata" in f else {}
+            if "metadata" not in f:
+                return {}
+            if _python(f.attrs.get("format")) == FORMAT and not _attributes_intact(f["metadata"].attrs):
+                raise CheckpointError(f"{path} is damaged: its metadata attributes changed after it was saved "
+                                      "(their checksum does not match)")
+            return _read_attributes(f["metadata"].attrs)
     except (OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _read_attributes(attrs) -> dict:
+    return {key: _python(value) for key, value in attrs.items() if key != ATTRIBUTES_SHA256}
 
 
 def _check_group(group, expected: dict, where: str, problems: list, checksums: bool) -> dict:
@@ -224,8 +290,12 @@ def _read_checked(f, path, model, optimizer, names: dict):
     file_format = _python(f.attrs.get("format"))
     if file_format != FORMAT and file_format not in OLDER_FORMATS:
         raise CheckpointError(f"{path}: not a tinyflux checkpoint (format attribute {file_format!r})")
-    checksums = file_format == FORMAT
+    checksums = file_format in ARRAY_CHECKSUMS
     problems: list[str] = []
+    if file_format == FORMAT:
+        for where, group in (("/", f), ("optimizer", f.get("optimizer")), ("metadata", f.get("metadata"))):
+            if group is not None and not _attributes_intact(group.attrs):
+                problems.append(f"checksum mismatch in the attributes of {where}: they changed after saving")
     named = dict(model.named_parameters())
     params = _check_group(f.get("parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
                           checksums)
@@ -236,7 +306,7 @@ def _read_checked(f, path, model, optimizer, names: dict):
         if group is None:
             problems.append("missing optimizer (the checkpoint was saved without one)")
         else:
-            stored = {key: _python(value) for key, value in group.attrs.items()}
+            stored = _read_attributes(group.attrs)
             expected_type = optimizer.hyperparameters()["type"]  # "Adam" also for a DataParallel Adam
             if stored.get("type") != expected_type:
                 problems.append(f"mismatched optimizer: file has {stored.get('type')}, expected {expected_type}")
@@ -256,5 +326,5 @@ def _read_checked(f, path, model, optimizer, names: dict):
         damaged = any(p.startswith(("checksum", "missing checksum", "bad optimizer")) for p in problems)
         headline = "is damaged or does not fit the model" if damaged else "does not fit the model"
         raise CheckpointError(f"{path} {headline}:\n  " + "\n  ".join(problems))
-    metadata = {key: _python(value) for key, value in f["metadata"].attrs.items()} if "metadata" in f else {}
+    metadata = _read_attributes(f["metadata"].attrs) if "metadata" in f else {}
     return params, hyper, arrays, metadata

@@ -24,14 +24,18 @@ def _move(obj, move_array):
         return moved
     if isinstance(obj, (list, tuple)):
         return type(obj)(_move(item, move_array) for item in obj)
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, (str, bytes)):
         return move_array(obj)
     raise TypeError(f"cannot move a {type(obj).__name__}: expected an array, a Tensor, a Module or a list of them")
 
 
 def gpu(obj):
-    """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none."""
+    """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none.
+
+    Something that cannot be moved (a string, None) is refused on every machine, with a GPU or without.
+    """
     if not cupy_available():
+        _move(obj, lambda array: array)  # the same checks as a real move: a TypeError for what cannot be moved
         warn_no_gpu_once()
         return obj
     return _move(obj, to_gpu_array)

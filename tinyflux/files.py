@@ -29,7 +29,7 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name)}.{os.getpid()}.", suffix=PART_SUFFIX)
     os.close(fd)
     temporary = Path(name)
     try:
@@ -41,6 +41,14 @@ def atomic_path(path):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _short(name: str, most: int = 200) -> str:
+    """``name`` itself, or its start and end around a "~" when the temporary name would pass the 255-byte limit
+    of most file systems; the end (with the suffix) stays, so that :func:`remove_stale_parts` still matches it."""
+    if len(name.encode()) <= most:
+        return name
+    return name[:most // 2] + "~" + name[-(most // 2 - 1):]
 
 
 def write_bytes_atomically(path, data: bytes) -> None:

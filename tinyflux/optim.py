@@ -63,10 +63,20 @@ class Optimizer:
             p.grad = None
 
     def check_gradients(self) -> None:
-        """Refuse a step without any gradient: it would count a step and change nothing."""
+        """Refuse a step without any gradient (it would count a step and change nothing), and gradients that
+        do not fit their parameter; then mark every parameter about to change (see ``Tensor.backward``)."""
+        name = type(self).__name__
         if all(p.grad is None for p in self.params):
-            raise RuntimeError(f"{type(self).__name__}.step(): no parameter has a gradient; call loss.backward() "
+            raise RuntimeError(f"{name}.step(): no parameter has a gradient; call loss.backward() "
                                "first (on a loss computed outside tf.no_grad())")
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            if tuple(p.grad.shape) != tuple(p.data.shape) or p.grad.dtype != p.data.dtype:
+                raise ValueError(f"{name}.step(): parameter {i} is {p.data.dtype}{tuple(p.data.shape)} but its "
+                                 f"gradient is {p.grad.dtype}{tuple(p.grad.shape)}; a gradient must have its "
+                                 "parameter's shape and dtype")
+            p.version += 1
 
     def step(self) -> None:
         self.check_gradients()
@@ -303,11 +313,11 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         """t <- t + 1, then one update of every parameter that has a gradient."""
+        self.attach_parameters()  # first: a replaced parameter is the error to report, not its old gradient
         self.check_gradients()
         for positions, buffer, flat_m, flat_v, hyper in self.groups:
             ops = ops_for(buffer.data)
             ops.count_step(hyper)
-            buffer.attach()
             flat_grad = buffer.gather_grads()
             if flat_grad is not None:  # the usual case: every parameter in one update
                 ops.adam_update(buffer.data, flat_grad, flat_m, flat_v, hyper)

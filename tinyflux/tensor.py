@@ -45,13 +45,18 @@ class Tensor:
             data = data.data
         # a CuPy array stays where it is (it refuses np.asarray); anything else becomes a NumPy array
         if not isinstance(data, np.ndarray) and not is_gpu_array(data):
+            original = data
             data = np.asarray(data)
             if data.dtype == np.float64:
                 data = data.astype(np.float32)  # Python floats -> the default float32
+            if data.dtype.kind not in "biufc":  # a string, None, a list of objects...
+                raise TypeError(f"Tensor: numbers expected (an array, a list of numbers, a number), "
+                                f"got {type(original).__name__} {original!r:.60}")
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
         self.creator: Function | None = None
+        self.version = 0  # how many times an optimizer has changed this tensor in place (see backward)
 
     # -- array-like properties -------------------------------------------------
     @property
@@ -112,12 +117,19 @@ class Tensor:
             grad = grad.data
         if tuple(grad.shape) != tuple(self.shape):
             raise ValueError(f"backward(): gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
+        if grad.dtype != self.dtype:
+            raise TypeError(f"backward(): a {grad.dtype} gradient for a {self.dtype} tensor; pass one of its dtype")
 
         grads = {id(self): grad}  # id(tensor) -> dL/dtensor, summed over its users
         for function in _topological_order(self):
             gy = grads.pop(id(function.output()), None)
             if gy is None:  # this output does not influence the loss
                 continue
+            changed = [t for t, version in zip(function.inputs, function.versions) if t.version != version]
+            if changed:
+                raise RuntimeError(f"backward(): a parameter of shape {changed[0].shape} was changed by the "
+                                   "optimizer after this graph was computed, so its gradient would be wrong; "
+                                   "compute the loss again (forward) after optimizer.step()")
             needs = [t.requires_grad for t in function.inputs]
             gxs = function.backward(gy, needs)
             for tensor, gx in zip(function.inputs, gxs):
@@ -195,6 +207,7 @@ class Function:
             out.requires_grad = True
             out.creator = self
             self.inputs = tensors
+            self.versions = [t.version for t in tensors]  # checked by backward: stale if an optimizer stepped
             self.output = weakref.ref(out)
         return out
 

@@ -250,6 +250,9 @@ def load(name: str, split: str, root=None) -> tuple[np.ndarray, np.ndarray]:
     if split not in FILES:
         raise ValueError(f"unknown split {split!r}: expected 'train' or 'test'")
     image_file, label_file = FILES[split]
+    if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+        raise DatasetError(f"{root}: a file; the dataset's root (--data-dir) is the folder holding "
+                           f"{image_file} and {label_file} (or their .gz)")
     sources = _sources(name, root)  # shared by both files: a mirror found down is not asked twice
     images = _fetch_file(name, image_file, sources, root)
     labels = _fetch_file(name, label_file, sources, root)

@@ -22,10 +22,12 @@ Each chosen frame is converted and resized by FFmpeg itself (its swscale
 library, through PyAV's ``VideoFrame.reformat``), not by hand-written NumPy.
 
 Decoding is slow next to training on small clips, so each decoded clip is
-kept in the cache (``cache_dir("video-clips")``) as a .npy file, under a key
-made of the clip's path, the frames and size asked for, and the size and
-modification time of every file the clip was read from: the second epoch
-and the second run decode nothing, and a clip that changes is decoded again.
+kept in the cache (``cache_dir("video-clips")``) as a .npz file holding the
+clip and the SHA-256 of its bytes, under a key made of the clip's path, the
+frames and size asked for, and the size and modification time of every file
+the clip was read from: the second run decodes nothing, and a clip that
+changes is decoded again. So is a cached clip that is damaged, empty or fails
+its checksum: the cache can cost a decode, never give a wrong clip.
 
 PyAV is an optional extra: ``pip install 'tinyflux[video]'`` (its wheels
 carry FFmpeg, so nothing else needs installing).
@@ -34,7 +36,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +51,7 @@ from .idx import DatasetError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-CACHE_FORMAT = 1  # part of every cache key: change it when decoding changes, so old files are not reused
+CACHE_FORMAT = 2  # part of every cache key (2: .npz with a checksum): change it when decoding changes, so old files are not reused
 MISSING_AV = "reading video needs PyAV (FFmpeg for Python): pip install 'tinyflux[video]'"
 
 
@@ -86,6 +91,8 @@ def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list
     if classes is None and split != "train" and (Path(root) / "train").is_dir():
         classes = sorted(p.name for p in (Path(root) / "train").iterdir()
                          if p.is_dir() and not p.name.startswith("."))
+    if classes is None and split == "train" and len(found) < 2:
+        raise DatasetError(f"{folder}: one class folder ({found[0]}); telling classes apart needs at least two")
     if classes is not None and found != list(classes):
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise DatasetError(f"{folder}: its classes differ from the training split's: "
@@ -137,14 +144,12 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
     try:
         if path.is_dir():
             files = _frame_files(path)
-            chosen = []
-            for index in even_positions(len(files), frames):
-                with av.open(str(files[index])) as image:
-                    chosen.append(_rgb(next(image.decode(video=0)), size))
+            chosen = [_decode_frame(av, files[index], size) for index in even_positions(len(files), frames)]
         else:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise DatasetError(f"{path}: no video stream in the file")
+                    raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or "
+                                       "truncated, or holds no video (sound only?)")
                 decoded = [_rgb(frame, size) for frame in container.decode(video=0)]
             if not decoded:
                 raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
@@ -152,8 +157,58 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
     except DatasetError:
         raise
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
-        raise DatasetError(f"{path}: FFmpeg cannot decode it ({type(error).__name__}: {error})") from None
+        raise DatasetError(f"{path}: FFmpeg cannot decode it, the file may be damaged or truncated "
+                           f"({type(error).__name__}: {error})") from None
     return np.stack(chosen, axis=1)  # T arrays (3, H, W) -> (3, T, H, W)
+
+
+def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
+    """One frame image of a clip folder as uint8 (3, H, W); DatasetError naming the file if it is not an image."""
+    try:
+        with av.open(str(file)) as image:
+            return _rgb(next(image.decode(video=0)), size)
+    except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
+        raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as an image "
+                           f"({type(error).__name__})") from None
+
+
+log = logging.getLogger("tinyflux.data")
+
+
+def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
+    """The clip cached in ``path`` if it is whole and its checksum matches; None otherwise (decode it again)."""
+    try:
+        with np.load(path) as stored:
+            clip, digest = stored["clip"], str(stored["sha256"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        log.warning("%s: a damaged cached clip (%s); decoding the clip again", path, type(error).__name__)
+        return None
+    if clip.shape != shape or clip.dtype != np.uint8 or hashlib.sha256(clip.tobytes()).hexdigest() != digest:
+        log.warning("%s: a cached clip that fails its checksum; decoding the clip again", path)
+        return None
+    return clip
+
+
+def _cache_bytes(clip: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, clip=clip, sha256=np.array(hashlib.sha256(clip.tobytes()).hexdigest()))
+    return buffer.getvalue()
+
+
+def _check_fits_in_memory(count: int, frames: int, size: tuple[int, int], split: str) -> None:
+    """Refuse, before decoding anything, clips that would not fit in this machine's memory."""
+    needed = count * 3 * frames * size[0] * size[1]  # uint8 (N, 3, T, H, W)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no figure to compare with
+        return
+    if needed > total // 2:
+        raise DatasetError(f"video_folder: the {count} {split} clips of {frames} frames of {size[0]}x{size[1]} "
+                           f"would take {needed / 2**30:.1f} GiB as uint8 (and four times that as float32 "
+                           f"batches), more than half of this machine's {total / 2**30:.1f} GiB; fewer --frames "
+                           "or a smaller --size")
 
 
 def _cache_key(path: Path, frames: int, size: tuple[int, int]) -> str:
@@ -182,28 +237,24 @@ def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: lis
     size = as_tuple(size, 2, "video_folder size (H, W)", minimum=1)
     paths, labels, found = find_clips(root, split, classes)
     _av()  # fail with the install command before anything else
+    _check_fits_in_memory(len(paths), frames, size, split)
     folder = cache_dir("video-clips")
     keys = [_cache_key(path, frames, size) for path in paths]
     clips = np.empty((len(paths), 3, frames, *size), dtype=np.uint8)  # (N, 3, T, H, W)
     todo = []
     for i, key in enumerate(keys):
-        cached = folder / f"{key}.npy"
-        if cache and cached.is_file():
-            try:
-                clips[i] = np.load(cached)
-                continue
-            except (OSError, ValueError):  # damaged or of another shape: decode again
-                pass
-        todo.append(i)
+        cached = _read_cached(folder / f"{key}.npz", clips.shape[1:]) if cache else None
+        if cached is None:
+            todo.append(i)
+        else:
+            clips[i] = cached
     if todo:
         from tqdm import tqdm
         for i in tqdm(todo, desc=f"decoding {split} clips", disable=not sys.stderr.isatty()):
             clips[i] = decode_clip(paths[i], frames, size)
             if cache:
-                buffer = io.BytesIO()
-                np.save(buffer, clips[i])
                 try:
-                    write_bytes_atomically(folder / f"{keys[i]}.npy", buffer.getvalue())
+                    write_bytes_atomically(folder / f"{keys[i]}.npz", _cache_bytes(clips[i]))
                 except OSError:  # a cache that cannot be written costs decoding next time, nothing more
                     cache = False
     return clips, labels, found

@@ -77,7 +77,9 @@ class LogitCrossEntropy(Function):
         xp = get_array_module(x)
         self.target = _labels_as_onehot(self.labels, num_classes, n, xp, x.dtype, where)
         self.logp = log_softmax_array(x, axis=1)  # (N, classes)
-        return -(self.target * self.logp).sum() / n
+        # Where the target is 0 the term is 0, even where logp is -inf (logits so far apart that their
+        # difference overflows): 0 * -inf would be NaN, and one NaN term would make the whole loss NaN.
+        return -xp.where(self.target != 0, self.target * self.logp, 0).sum() / n
 
     def backward(self, gy, needs):
         xp = get_array_module(gy)

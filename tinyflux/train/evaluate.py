@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import distributed
 from ..backends import get_array_module, to_cpu_array
-from ..data import to_float_images
+from ..data import DatasetError, to_float_images
 from ..functional import onecold
 from ..modes import no_grad
 from ..tensor import Tensor
@@ -54,8 +54,8 @@ def split_validation(images, labels, fraction: float, seed: int):
     """
     count = int(round(fraction * len(images)))
     if not 0 < count < len(images):
-        raise ValueError(f"--val-split {fraction}: {count} of {len(images)} examples would be held out; "
-                         "both parts need at least one")
+        raise DatasetError(f"--val-split {fraction}: {count} of {len(images)} examples would be held out; "
+                           "both parts need at least one")
     order = np.random.default_rng(seed).permutation(len(images))
     xp = get_array_module(images)
     held_out, kept = xp.asarray(np.sort(order[:count])), xp.asarray(np.sort(order[count:]))

@@ -42,7 +42,7 @@ from ..tensor import Tensor
 from .evaluate import accuracy, any_nan, example_shape, split_validation, warn_if_sorted
 from .flags import Settings, settings_of
 from .report import History
-from .runs import DivergedError, RunFolder, deferred_interrupt, restore
+from .runs import DivergedError, RunFolder, RunFolderError, deferred_interrupt, restore
 from .schedule import ModelZoo
 from .step import Step
 
@@ -105,6 +105,10 @@ class Run:
             self.folder.acquire()
             try:
                 saved = self.folder.prepare(self.settings.resume, self.settings.force, settings_of(self.settings))
+                if saved is not None and not saved["stopped"] and saved["epoch"] >= self.settings.epochs:
+                    raise RunFolderError(f"--resume: the run in {self.settings.savepath} has finished its "
+                                         f"{saved['epoch']} epochs; to train it further, resume with more, "
+                                         f"such as --epochs {saved['epoch'] + 5}")
             except BaseException:
                 self.folder.release()
                 raise
@@ -251,6 +255,9 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         input_shape = example_shape(images)
         if not isinstance(model, Module):
             model = model(input_shape)
+        elif run.saved is None:  # a model object may come trained: say what a new run does with it
+            log.info(f"A new run in {settings.savepath}: epoch 1 and a new optimizer, from the model's current "
+                     "weights (to continue a run of fit, pass resume=True)")
         if settings.on_gpu():
             model = gpu(model)
         model(Tensor(to_float_images(images[:1])))  # the data fits the model, before a long run starts

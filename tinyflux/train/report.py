@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 
 from .. import distributed
@@ -20,6 +21,7 @@ from ..data import DatasetError
 from .runs import DivergedError, RunFolder, RunFolderError
 
 log = logging.getLogger("tinyflux.train")
+INTERRUPT_GRACE_S = 5.0  # how long the other ranks of a job wait for rank 0 to report an interrupt
 
 
 @dataclass
@@ -71,8 +73,12 @@ def run_command(main, settings) -> int:
         main(settings)
         return 0
     except KeyboardInterrupt:
-        if comm.rank == 0:
-            log.error(interrupted_message(settings))
+        # mpiexec hands Ctrl-C to every rank. Rank 0 says what was saved and ends the job; the others give it
+        # time to (ending the job at once would cut its line off), and say it themselves if it cannot
+        # (a rank waiting inside a collective runs no Python until the collective returns).
+        if comm.rank > 0:
+            time.sleep(INTERRUPT_GRACE_S)
+        log.error(interrupted_message(settings, comm.size))
         status = 130
     except DivergedError as error:
         log.error(str(error))
@@ -85,13 +91,14 @@ def run_command(main, settings) -> int:
     return status
 
 
-def interrupted_message(settings) -> str:
-    """What was saved, and the command that continues the run."""
+def interrupted_message(settings, ranks: int = 1) -> str:
+    """What was saved, and the command that continues the run (with mpiexec in front for a job of ``ranks``)."""
     run = RunFolder(settings.savepath, settings.checkpoint)
     try:
         epoch = read_metadata(run.state)["epoch"]
     except (CheckpointError, KeyError):
         return f"Interrupted before the first epoch ended: nothing was saved in {settings.savepath}"
     flags = [flag for flag in sys.argv[1:] if flag not in ("--resume", "--force")]
-    command = " ".join(shlex.quote(word) for word in ["python", sys.argv[0], *flags, "--resume"])
+    launcher = ["mpiexec", "-n", str(ranks), "python", "-m", "mpi4py"] if ranks > 1 else ["python"]
+    command = " ".join(shlex.quote(word) for word in [*launcher, sys.argv[0], *flags, "--resume"])
     return f"Interrupted: the run is saved after epoch {epoch} in {run.state}. To continue it: {command}"

@@ -50,6 +50,7 @@ log = logging.getLogger("tinyflux.train.runs")
 
 LOCK_NAME = "tinyflux.lock"
 STATE_SUFFIX = ".state.h5"
+STATE_KEYS = ("epoch", "stopped", "settings", "schedule", "history", "noise_state")  # what save_state writes
 
 
 class RunFolderError(Exception):
@@ -79,7 +80,7 @@ class RunFolder:
         if not best_name or Path(best_name).name != best_name or best_name in (".", ".."):
             raise ValueError(f"RunFolder: the checkpoint must be a plain file name such as 'model.h5', "
                              f"got {best_name!r}")
-        self.folder = Path(folder)
+        self.folder = Path(folder).expanduser()  # "~/runs" is the home folder's, not a folder named "~"
         self.best = self.folder / best_name
         self.state = self.folder / (Path(best_name).stem + STATE_SUFFIX)
         self.lock_path = self.folder / LOCK_NAME
@@ -165,13 +166,16 @@ class RunFolder:
         earlier = self.earlier_files()
         if resume:
             if not self.state.exists():
-                what = (f"only a best model ({self.best.name}), from an older tinyflux or a run that never "
-                        "finished an epoch" if earlier else "no earlier run")
                 raise RunFolderError(f"--resume: {self.folder} has no saved run state ({self.state.name}); it "
-                                     f"holds {what}. Start a new run with --force (this deletes what is there) "
-                                     "or choose another --savepath")
+                                     f"holds {self._without_state()}. Start a new run with --force (this deletes "
+                                     "what is there) or choose another --savepath")
             metadata = checkpoint.read_metadata(self.state)
-            saved = json.loads(metadata.get("settings", "{}"))
+            missing = [key for key in STATE_KEYS if key not in metadata]
+            if missing:
+                raise RunFolderError(f"--resume: {self.state} is not a run state file: it lacks "
+                                     f"{', '.join(missing)} (a model checkpoint copied over it?). Start a new run "
+                                     "with --force, or put the run's own state file back")
+            saved = json.loads(metadata["settings"])
             differences = [f"--{key.replace('_', '-')}: the run used {saved.get(key)!r}, now {value!r}"
                            for key, value in settings.items() if saved.get(key) != value]
             if differences:
@@ -187,6 +191,20 @@ class RunFolder:
             path.unlink()
             log.info("--force: deleted %s of the earlier run", path)
         return None
+
+    def _without_state(self) -> str:
+        """What the folder holds when it has no run state: said so that the user knows why."""
+        if not self.best.exists():
+            return "no earlier run"
+        try:
+            epoch = checkpoint.read_metadata(self.best).get("epoch")
+        except checkpoint.CheckpointError:
+            epoch = None
+        if isinstance(epoch, int):
+            return (f"a best model saved after epoch {epoch} ({self.best.name}) but no state: the save of the run "
+                    "state failed (a full disk, a folder that became read-only?) or the run was stopped between "
+                    "the two saves. Free the space if needed; the best model can still be tested")
+        return f"only a best model ({self.best.name}), from an older tinyflux or a run that never finished an epoch"
 
     def save_state(self, model, optimizer, settings: dict, *, epoch: int, schedule, history, noise,
                    stopped: str = "", **metadata) -> None:
