@@ -20,12 +20,17 @@ setup(
         # threadpoolctl shares the cores out between the ranks
         "mpi": ["mpi4py>=3.1", "threadpoolctl>=3"],
         # the tests draw the plots (matplotlib), write and read video files (av), start 2-rank MPI jobs
-        # (mpi4py, with the mpich wheel's mpiexec) and run the walkthrough as a notebook (jupytext)
+        # (mpi4py, with the mpich wheel's mpiexec), run the walkthrough as a notebook (jupytext), and export
+        # models to ONNX and run them in ONNX Runtime (onnx, onnxruntime, safetensors)
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
-                 "threadpoolctl>=3", "jupytext>=1.14"],
+                 "threadpoolctl>=3", "jupytext>=1.14", "onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4"],
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
         "video": ["av>=12"],  # PyAV: FFmpeg's decoders, for tinyflux.data.video_folder
+        # tf.onnx.export / tf.onnx.load, and tf.safetensors and tf.load_state_dict for weights from elsewhere;
+        # onnxruntime runs an exported model (on CPUs, or with its GPU builds on other vendors' GPUs)
+        "onnx": ["onnx>=1.14", "safetensors>=0.4"],
+        "onnxruntime": ["onnxruntime>=1.16"],
         "notebook": ["jupytext>=1.14"],  # docs/make_notebook.py: the walkthrough as a notebook
     },
     license="MIT",

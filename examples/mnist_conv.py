@@ -183,7 +183,9 @@ def make_plots(args: Args, history: tf.train.History) -> None:
     log.info("Pictures: " + ", ".join(paths))
 
 
-def main(args: Args) -> None:
+def main(args: Args):
+    if args.export_onnx:  # the model saved in --savepath, as ONNX, instead of training
+        return tf.train.export_saved(args, lambda *shape: build_model(args, *shape))
     history = train(args)
     if tf.train.is_rank_zero(args):  # --distributed: rank 0 tests and draws
         test(args)

@@ -182,9 +182,8 @@ def make_plots(args: VideoArgs, history: tf.train.History, classes: list[str]) -
 
 
 def main(args: VideoArgs) -> tf.train.History | None:
-    if args.predict:
-        predict_clip(args)
-        return None
+    if args.predict or args.export_onnx:  # no training: the model saved in --savepath, used or exported
+        return predict_clip(args) if args.predict else tf.train.export_saved(args, lambda *s: build_model(args, *s))
     classes = class_names(args)
     history = tf.train.fit(lambda shape: build_model(args, shape, len(classes)), lambda: get_processed_data(args),
                            settings=args, augment=augment, val_name="Test", metadata={"classes": classes})

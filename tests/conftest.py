@@ -16,6 +16,7 @@ from tinyflux.data import datasets
 from tinyflux.data.idx import write_idx
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+collect_ignore_glob = ["data/*.py"]  # the scripts that made the fixtures need PyTorch; they are not tests
 
 
 def _backends():

@@ -11,13 +11,14 @@ between devices, ``save``/``load`` for checkpoints, ``gradcheck`` for numerical
 gradient checks, ``capture`` to replay a whole GPU training step as one CUDA
 graph, ``train`` for what every training run needs (the step, schedules, run
 folders that lock, save the whole state and resume, and ``fit`` for any model),
-``distributed`` for data-parallel training over MPI, ``models`` for the
+``onnx`` and ``safetensors`` to take models out of tinyflux and bring weights
+in, ``distributed`` for data-parallel training over MPI, ``models`` for the
 model-zoo network, and ``modes``, the switches (grad, capture, own kernels).
 How an op reaches NumPy or the CUDA kernels: ``tinyflux/backends``.
 """
 from .version import __version__
 
-from . import backends, checkpoint, data, distributed, functional, models, nn, optim, plots, train
+from . import backends, checkpoint, data, distributed, functional, models, nn, onnx, optim, plots, safetensors, train
 from .backends import available_backends
 from .device import cpu, gpu
 from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot,
@@ -25,13 +26,15 @@ from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_e
 from .gradcheck import GradcheckError, gradcheck
 from .cuda_graph import CaptureError, capture
 from .checkpoint import CheckpointError, load, save
+from .safetensors import load_state_dict
 from .modes import modes, no_grad
 from .nn import seed
 from .tensor import Tensor
 
 backends.keep_freed_memory()  # recycle freed blocks: avoids thousands of page faults per training step
 
-__all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backends", "capture",
-           "checkpoint", "conv", "conv_maxpool", "cpu", "data", "distributed", "flatten", "functional", "gpu",
-           "gradcheck", "load", "log_softmax", "logit_cross_entropy", "maxpool", "models", "modes", "nn", "no_grad",
-           "onecold", "onehot", "optim", "plots", "relu", "save", "seed", "softmax", "train"]
+__all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backends",
+           "capture", "checkpoint", "conv", "conv_maxpool", "cpu", "data", "distributed", "flatten", "functional",
+           "gpu", "gradcheck", "load", "load_state_dict", "log_softmax", "logit_cross_entropy", "maxpool", "models",
+           "modes", "nn", "no_grad", "onecold", "onehot", "onnx", "optim", "plots", "relu", "safetensors", "save",
+           "seed", "softmax", "train"]

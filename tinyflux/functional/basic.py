@@ -182,6 +182,23 @@ class Sum(Function):
         return (xp.broadcast_to(gy, self.x_shape),)
 
 
+class Pad(Function):
+    """Constant padding of the spatial axes: (N, C, *S) -> (N, C, *(S + before + after))."""
+
+    def __init__(self, before: tuple, after: tuple, value: float):
+        self.before, self.after, self.value = before, after, value
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        widths = [(0, 0), (0, 0)] + list(zip(self.before, self.after))
+        return xp.pad(x, widths, constant_values=self.value)
+
+    def backward(self, gy, needs):
+        inside = (slice(None), slice(None)) + tuple(slice(b, gy.shape[2 + i] - a)
+                                                     for i, (b, a) in enumerate(zip(self.before, self.after)))
+        return (gy[inside],)
+
+
 # -- the functional API ------------------------------------------------------------
 
 def _binary(function_class, a, b) -> Tensor:
@@ -246,6 +263,11 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     total = sum(x, axis, keepdims)
     return mul(total, total.size / x.size)  # divide by the number of elements averaged
+
+
+def pad(x: Tensor, before: tuple, after: tuple, value: float = 0.0) -> Tensor:
+    """``x`` (N, C, *S) with ``before[i]`` and ``after[i]`` values ``value`` added on spatial axis i."""
+    return Pad(tuple(before), tuple(after), value).apply(x)
 
 
 def _install_operators() -> None:

@@ -27,13 +27,13 @@ Layout, one module per concern so that each reads on its own:
 """
 from .evaluate import accuracy, any_nan, example_shape, predict, sorted_by_class, split_validation, warn_if_sorted
 from .flags import Settings, flag, make_parser, parse, settings_of
-from .loop import RandomStream, Run, fit, load_model
+from .loop import RandomStream, Run, export_saved, fit, load_model
 from .report import FluxStyle, History, interrupted_message, is_rank_zero, run_command, setup_logging
 from .runs import DivergedError, RunFolder, RunFolderError, deferred_interrupt
 from .schedule import ModelZoo, Schedule
 from .step import Step
 
 __all__ = ["DivergedError", "FluxStyle", "History", "ModelZoo", "RandomStream", "Run", "RunFolder", "RunFolderError",
-           "Schedule", "Settings", "Step", "accuracy", "any_nan", "deferred_interrupt", "example_shape", "fit", "flag",
-           "interrupted_message", "is_rank_zero", "load_model", "make_parser", "parse", "predict", "run_command",
-           "settings_of", "setup_logging", "sorted_by_class", "split_validation", "warn_if_sorted"]
+           "Schedule", "Settings", "Step", "accuracy", "any_nan", "deferred_interrupt", "example_shape", "export_saved",
+           "fit", "flag", "interrupted_message", "is_rank_zero", "load_model", "make_parser", "parse", "predict",
+           "run_command", "settings_of", "setup_logging", "sorted_by_class", "split_validation", "warn_if_sorted"]

@@ -119,6 +119,8 @@ class Settings:
                              resumable=True, metavar="DIR")
     resume: bool = flag(False, "continue the run in --savepath after its last completed epoch (same flags)",
                         resumable=True)
+    export_onnx: str | None = flag(None, "write the model saved in --savepath to FILE as ONNX, instead of training "
+                                         "(pip install 'tinyflux[onnx]')", resumable=True, metavar="FILE")
     force: bool = flag(False, "start over in a --savepath that holds an earlier run, deleting its files",
                        resumable=True)
 

@@ -218,6 +218,16 @@ def load_model(path, build, on_gpu: bool = False):
     return model
 
 
+def export_saved(settings: Settings, build) -> str:
+    """``--export-onnx FILE``: the best model saved in the run folder, rebuilt by ``build(input_shape)``, as ONNX."""
+    from .. import onnx  # the onnx package is an optional extra: imported only when exporting
+    path = f"{settings.savepath}/{settings.checkpoint}"
+    model = load_model(path, build)
+    written = onnx.export(model, settings.export_onnx, checkpoint.read_metadata(path)["input_shape"])
+    log.info(f"Exported the model of {path} to {written} (ONNX opset {onnx.OPSET}, IR version {onnx.IR_VERSION})")
+    return written
+
+
 def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, schedule=None, augment=None,
         settings: Settings | None = None, val_name: str = "Validation", metadata: dict | None = None,
         **overrides) -> History:

@@ -1,0 +1,189 @@
+"""tf.onnx and tf.safetensors: every layer exported and run by ONNX Runtime, imports that give the same model,
+unsupported operations named, PyTorch's weights and a PyTorch-exported residual network brought in, and the
+transfer recipe (examples/transfer_video.py) run end to end."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from tinyflux import nn
+
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'tinyflux[onnx]')")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def run_in_onnxruntime(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def layer_models():
+    """(name, model, one example's shape): every layer and activation, in 1-D, 2-D and 3-D."""
+    tf.seed(0)
+    cases = []
+    for d, size in ((1, (12,)), (2, (10, 12)), (3, (6, 8, 8))):
+        k = (3,) * d
+        cases += [
+            (f"conv{d}d-pad-stride", nn.Chain(nn.Conv(k, 2, 3, tf.relu, stride=2, pad=1), nn.flatten), (2, *size)),
+            (f"conv{d}d-maxpool", nn.Chain(nn.Conv(k, 2, 3, pad=1), nn.MaxPool((2,) * d), nn.flatten), (2, *size)),
+            (f"maxpool{d}d-stride", nn.Chain(nn.MaxPool((3,) * d, stride=2), nn.flatten), (2, *size)),
+            (f"global-mean{d}d", nn.Chain(nn.Conv(k, 2, 4, tf.relu), nn.GlobalMeanPool(), nn.Dense(4, 3)),
+             (2, *size)),
+        ]
+    cases += [("dense-softmax", nn.Chain(nn.flatten, nn.Dense(12, 5, tf.relu), nn.Dense(5, 4), tf.softmax), (12,)),
+              ("dense-log-softmax", nn.Chain(nn.Dense(6, 4), tf.log_softmax), (6,)),
+              ("mnist", tf.models.mnist_convnet(), (1, 28, 28)),
+              ("video", tf.models.video_convnet(in_channels=3, classes=4, frames=8, size=(16, 16)), (3, 8, 16, 16))]
+    return cases
+
+
+@pytest.mark.parametrize("name, model, shape", layer_models(), ids=[case[0] for case in layer_models()])
+def test_every_layer_exports_runs_in_onnxruntime_and_imports_back(tmp_path, name, model, shape):
+    path = tf.onnx.export(model, tmp_path / f"{name}.onnx", shape)
+    x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)  # a batch of 3: the axis is free
+    expected = model(tf.Tensor(x)).data
+    np.testing.assert_allclose(run_in_onnxruntime(path, x), expected, rtol=1e-5, atol=1e-5)
+    proto = onnx.load(path)
+    assert proto.ir_version == tf.onnx.IR_VERSION == 8 and proto.opset_import[0].version == tf.onnx.OPSET == 13
+    back = tf.onnx.load(path)
+    assert repr(back) == repr(model)
+    np.testing.assert_array_equal(back(tf.Tensor(x)).data, expected)
+
+
+def test_what_has_no_onnx_form_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="has no ONNX form in tinyflux"):
+        tf.onnx.export(nn.Chain(nn.flatten, lambda x: x * 2), tmp_path / "x.onnx", (4,))
+    helper = onnx.helper
+    node = helper.make_node("LeakyRelu", ["input"], ["output"], name="leaky_7")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "leaky.onnx")
+    with pytest.raises(tf.onnx.OnnxImportError, match="the LeakyRelu node leaky_7 has no tinyflux form"):
+        tf.onnx.load(tmp_path / "leaky.onnx")
+
+
+def test_a_residual_network_exported_by_pytorch_imports_as_a_graph_and_trains():
+    """Conv with batch norm folded in by PyTorch, a max-pool that pads, an Add, global pooling, a dense layer."""
+    model = tf.onnx.load(DATA / "torch_resnet_block.onnx")
+    io = np.load(DATA / "torch_resnet_block_io.npz")
+    assert isinstance(model, tf.onnx.Graph)
+    np.testing.assert_allclose(model(tf.Tensor(io["x"])).data, io["y"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_in_onnxruntime(DATA / "torch_resnet_block.onnx", io["x"]), io["y"], atol=1e-5)
+    step = tf.train.Step(model, tf.logit_cross_entropy, tf.optim.Adam(model.parameters(), lr=1e-2))
+    losses = [float(step(io["x"], np.arange(4))) for _ in range(5)]
+    assert losses[-1] < losses[0]  # gradients flow through the branches
+
+
+def test_batch_norm_after_a_conv_is_folded_into_it(tmp_path):
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "scale": rng.uniform(0.5, 2, 3),
+               "offset": rng.uniform(-1, 1, 3), "mean": rng.uniform(-1, 1, 3), "var": rng.uniform(0.5, 2, 3)}
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "scale", "offset", "mean", "var"], ["b"], name="bn"),
+             helper.make_node("Relu", ["b"], ["output"], name="relu")]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("input", onnx.TensorProto.FLOAT, ["N", 2, 5, 5])],
+                              [value("output", onnx.TensorProto.FLOAT, ["N", 3, 5, 5])],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()])
+    path = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = tf.onnx.load(path)
+    assert repr(model[0]).startswith("Conv((3, 3), 2 => 3, relu, pad=1)")
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(model(tf.Tensor(x)).data, run_in_onnxruntime(path, x), rtol=1e-5, atol=1e-5)
+
+
+# -- safetensors --------------------------------------------------------------------------------------------
+def test_safetensors_round_trip_is_bit_identical(tmp_path):
+    model = tf.models.mnist_convnet()
+    tf.safetensors.save(tmp_path / "w.safetensors", model)
+    tf.seed(5)
+    other = tf.models.mnist_convnet()
+    tf.safetensors.load(tmp_path / "w.safetensors", other)
+    assert all(a.data.tobytes() == b.data.tobytes() for a, b in zip(model.parameters(), other.parameters()))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        tf.safetensors.load(tmp_path / "w.safetensors", tf.models.video_convnet())
+
+
+def torch_small_in_tinyflux():
+    return nn.Chain(nn.Conv((3, 3), 1, 4, tf.relu, pad=1), nn.MaxPool((2, 2)), nn.Conv((3, 3), 4, 8, tf.relu, pad=1),
+                    nn.MaxPool((2, 2)), nn.flatten, nn.Dense(32, 3))
+
+
+def test_a_pytorch_state_dict_loads_by_order_and_shape_and_gives_pytorchs_outputs():
+    model = torch_small_in_tinyflux()
+    pairs = tf.load_state_dict(model, DATA / "torch_small.safetensors")
+    assert pairs == [("0.weight", "0.weight"), ("0.bias", "0.bias"), ("3.weight", "2.weight"), ("3.bias", "2.bias"),
+                     ("7.weight", "5.weight"), ("7.bias", "5.bias")]  # PyTorch's ReLU modules shift its indices
+    io = np.load(DATA / "torch_small_io.npz")
+    np.testing.assert_allclose(model(tf.Tensor(io["x"])).data, io["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_state_dict_that_does_not_fit_is_refused_with_both_sides():
+    model = nn.Chain(nn.Conv((3, 3), 1, 4, tf.relu, pad=1), nn.flatten, nn.Dense(256, 3))
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model by order and shape \(6 tensors against 4 "
+                                         r"parameters\).*3.weight .*\(8, 4, 3, 3\).*\| 2.weight"):
+        tf.load_state_dict(model, DATA / "torch_small.safetensors")
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))  # nothing changed
+
+
+# -- the transfer recipe --------------------------------------------------------------------------------------
+def test_frame_features_average_a_frozen_image_model_over_time():
+    tf.seed(0)
+    image_model = nn.Chain(nn.Conv((3, 3), 3, 4, tf.relu, pad=1), nn.GlobalMeanPool())
+    features = nn.FrameFeatures(image_model)
+    clips = np.random.default_rng(0).random((2, 3, 5, 6, 6), dtype=np.float32)
+    expected = np.mean([image_model(tf.Tensor(clips[:, :, t])).data for t in range(5)], axis=0)
+    np.testing.assert_allclose(features(clips).data, expected, rtol=1e-6)
+    assert features.parameters() == [] and nn.Chain(features, nn.Dense(4, 2)).num_parameters() == 10
+
+
+def test_the_transfer_example_trains_a_head_on_a_frozen_imported_backbone(tmp_path, examples):
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
+    tf.seed(3)  # a small "pretrained" image network: no weights can be downloaded here
+    backbone = nn.Chain(nn.Conv((3, 3), 3, 4, tf.relu, pad=1), nn.MaxPool((2, 2)), nn.Conv((3, 3), 4, 8, tf.relu),
+                        nn.GlobalMeanPool())
+    tf.onnx.export(backbone, tmp_path / "backbone.onnx", (3, 16, 16))
+    clips = examples("make_shape_clips").make_set(tmp_path / "clips", train=8, test=4, frames=4, height=16, width=16)
+    command = [sys.executable, str(ROOT / "examples" / "transfer_video.py"),
+               "--backbone", str(tmp_path / "backbone.onnx"), "--video-dir", str(clips), "--frames", "4", "--size", "16", "--epochs", "2", "--batch-size", "4",
+               "--device", "cpu", "--savepath", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TINYFLUX_DATA": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert "[2]: Test accuracy: " in done.stderr and "accuracy(test_set, model) = " in done.stdout
+    saved = tf.checkpoint.read_metadata(tmp_path / "run" / "transfer.h5")
+    assert saved["classes"] == ["down", "left", "right", "up"]
+    with h5py.File(tmp_path / "run" / "transfer.h5") as f:
+        assert sorted(f["parameters"]) == ["1.bias", "1.weight"]  # the head alone: the backbone stays frozen
+
+
+def test_both_examples_export_their_saved_model(examples, fake_mnist, tmp_path):
+    mnist = examples("mnist_conv")
+    args = mnist.Args(epochs=1, batch_size=16, max_steps=2, data_dir=str(fake_mnist), savepath=str(tmp_path / "m"),
+                      device="cpu")
+    mnist.train(args)
+    exported = mnist.parse_args(["--savepath", str(tmp_path / "m"), "--export-onnx", str(tmp_path / "m.onnx"),
+                                 "--device", "cpu"])
+    mnist.main(exported)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "m.onnx", x),
+                               mnist.load_best_model(args)(tf.Tensor(x)).data, rtol=1e-5, atol=1e-5)
+    video = examples("video_conv")
+    flags = ["--frames", "8", "--size", "24", "--train-clips", "8", "--test-clips", "4", "--data-dir", str(fake_mnist),
+             "--savepath", str(tmp_path / "v"), "--device", "cpu"]
+    video.main(video.parse_args(flags + ["--epochs", "1", "--batch-size", "4"]))
+    video.main(video.parse_args(flags + ["--export-onnx", str(tmp_path / "v.onnx")]))
+    clips = np.random.default_rng(1).random((2, 1, 8, 24, 24), dtype=np.float32)
+    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "v.onnx", clips),
+                               video.load_best_model(video.parse_args(flags))(tf.Tensor(clips)).data,
+                               rtol=1e-5, atol=1e-5)

@@ -1,0 +1,334 @@
+"""Models out of tinyflux and into it, as ONNX: ``tf.onnx.export(model, path, input_shape)`` and ``tf.onnx.load(path)``.
+
+ONNX is a file format for networks that many runtimes read: ONNX Runtime on
+CPUs and on NVIDIA, AMD, Intel and Apple GPUs (its CUDA, ROCm/MIGraphX,
+OpenVINO, DirectML and CoreML builds), and the converters of most frameworks.
+A model is a graph of *nodes* (Conv, Relu, Gemm...), each reading named
+values and writing one, and *initializers*, the named weights.
+
+**Export** writes one node per tinyflux operation, in the order of the
+model, with the weights under their tinyflux names ("0.weight"):
+
+    Conv(kernel, in => out, act, stride, pad)  ->  Conv (+ Relu, Softmax or LogSoftmax)
+    MaxPool(window, stride)                    ->  MaxPool
+    Dense(in => out, act)                      ->  Gemm with transB=1 (+ the activation)
+    flatten                                    ->  Flatten(axis=1)
+    GlobalMeanPool()                           ->  GlobalAveragePool, Flatten(axis=1)
+    relu, softmax, log_softmax (in a Chain)    ->  Relu, Softmax(axis=1), LogSoftmax(axis=1)
+
+in 1-D, 2-D and 3-D alike. The batch axis is dynamic ("N"). The file uses
+IR version 8 and opset 13, which ONNX Runtime has read since its 1.10
+(2021) and the other runtimes as long: the newest IR version that onnx
+1.23 writes by default is refused by many installed runtimes.
+
+**Import** gives a tinyflux model: an ``nn.Chain`` when the graph is a
+sequence of those operations (Conv followed by Relu becomes one
+``Conv(..., relu)``; a BatchNormalization after a Conv is folded into the
+Conv's weights, exact for inference; Dropout and Identity are left out);
+otherwise, for graphs with branches such as the residual additions of
+ResNets, a :class:`Graph`, a module that evaluates the nodes one by one in
+the file's order with tinyflux's ops, so it trains and backpropagates like
+any model. An operation tinyflux cannot represent is refused with its type
+and its node's name.
+
+onnx is an optional extra: ``pip install 'tinyflux[onnx]'`` (onnx; the tests
+also run the exports in ``onnxruntime``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from . import nn
+from .backends import to_cpu_array
+from .files import write_bytes_atomically
+from .modes import no_grad
+from .tensor import Tensor, as_tensor
+from .version import __version__
+
+IR_VERSION = 8
+OPSET = 13
+MISSING = "ONNX needs the onnx package, an optional extra: pip install 'tinyflux[onnx]'"
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ModuleNotFoundError(MISSING) from None
+    return onnx
+
+
+# -- export -----------------------------------------------------------------------------------------------
+ACTIVATION_NODES = {F.relu: ("Relu", {}), F.softmax: ("Softmax", {"axis": 1}),
+                    F.log_softmax: ("LogSoftmax", {"axis": 1})}
+
+
+class _Exporter:
+    """Collects the nodes and initializers of a model, layer by layer, each reading the previous value."""
+
+    def __init__(self, onnx):
+        self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
+        self.nodes, self.initializers, self.count = [], [], 0
+
+    def node(self, op: str, inputs: list, **attributes) -> str:
+        self.count += 1
+        output = f"{op.lower()}_{self.count}"
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=f"{op}_{self.count}", **attributes))
+        return output
+
+    def weight(self, name: str, tensor: Tensor) -> str:
+        array = np.ascontiguousarray(to_cpu_array(tensor.data))
+        self.initializers.append(self.numpy_helper.from_array(array, name))
+        return name
+
+    def activation(self, function, x: str, where: str) -> str:
+        if function is None:
+            return x
+        if function not in ACTIVATION_NODES:
+            raise ValueError(f"onnx.export: {where} has the activation {getattr(function, '__name__', function)!r}, "
+                             f"which has no ONNX form here (relu, softmax, log_softmax have)")
+        op, attributes = ACTIVATION_NODES[function]
+        return self.node(op, [x], **attributes)
+
+    def add(self, layer, x: str, prefix: str) -> str:
+        """The nodes of ``layer`` reading the value ``x``; returns the name of its output."""
+        if isinstance(layer, nn.Chain):
+            for i, sub in enumerate(layer.layers):
+                x = self.add(sub, x, f"{prefix}{i}.")
+            return x
+        if isinstance(layer, nn.Conv):
+            inputs = [x, self.weight(prefix + "weight", layer.weight), self.weight(prefix + "bias", layer.bias)]
+            y = self.node("Conv", inputs, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+                          pads=list(layer.pad) * 2)  # ONNX pads: all the starts, then all the ends
+            return self.activation(layer.activation, y, layer.signature())
+        if isinstance(layer, nn.MaxPool):
+            return self.node("MaxPool", [x], kernel_shape=list(layer.window), strides=list(layer.stride))
+        if isinstance(layer, nn.Dense):
+            inputs = [x, self.weight(prefix + "weight", layer.weight), self.weight(prefix + "bias", layer.bias)]
+            return self.activation(layer.activation, self.node("Gemm", inputs, transB=1), layer.signature())
+        if isinstance(layer, nn.GlobalMeanPool):
+            return self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
+        if layer is F.flatten:
+            return self.node("Flatten", [x], axis=1)
+        if layer in ACTIVATION_NODES:
+            return self.activation(layer, x, "the chain")
+        raise ValueError(f"onnx.export: {layer!r} has no ONNX form in tinyflux; supported: Chain, Conv, MaxPool, "
+                         "Dense, GlobalMeanPool, flatten, relu, softmax, log_softmax")
+
+
+def export(model, path, input_shape: tuple) -> str:
+    """Write ``model`` to ``path`` as ONNX, for inputs of one example's shape ``input_shape`` (C, *S); returns path.
+
+    The batch axis is left dynamic. The file passes ``onnx.checker.check_model(full_check=True)``
+    before it is written (atomically: never half a file).
+    """
+    onnx = _onnx()
+    input_shape = tuple(int(n) for n in input_shape)
+    with no_grad():  # the output's shape, and a clear error now if the model does not take such inputs
+        out = model(Tensor(np.zeros((1, *input_shape), np.float32)))
+    exporter = _Exporter(onnx)
+    output = exporter.add(model, "input", "")
+    helper = onnx.helper
+    graph = helper.make_graph(
+        exporter.nodes, "tinyflux", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])], exporter.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinyflux",
+                              producer_version=__version__)
+    proto.ir_version = IR_VERSION
+    onnx.checker.check_model(proto, full_check=True)
+    write_bytes_atomically(path, proto.SerializeToString())
+    return str(path)
+
+
+# -- import -----------------------------------------------------------------------------------------------
+SUPPORTED = ("Conv", "Relu", "MaxPool", "Gemm", "Flatten", "Softmax", "LogSoftmax", "GlobalAveragePool",
+             "BatchNormalization", "Add", "Dropout", "Identity")
+
+
+class OnnxImportError(ValueError):
+    """The ONNX file holds something tinyflux cannot represent; the message names the node."""
+
+
+def _attributes(onnx, node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _check_node(node, attributes: dict) -> None:
+    """Refuse the variants of supported operations that tinyflux does not have, naming the node."""
+    where = f"{node.op_type} node {node.name or '(unnamed)'}"
+    if node.op_type not in SUPPORTED:
+        raise OnnxImportError(f"onnx.load: the {where} has no tinyflux form; supported: {', '.join(SUPPORTED)}")
+    if node.op_type in ("Conv", "MaxPool"):
+        if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise OnnxImportError(f"onnx.load: the {where} uses auto_pad; only explicit pads are supported")
+        pads = list(attributes.get("pads", []))
+        if pads[:len(pads) // 2] != pads[len(pads) // 2:]:
+            raise OnnxImportError(f"onnx.load: the {where} pads its two sides differently ({pads})")
+        if any(d != 1 for d in attributes.get("dilations", [])) or attributes.get("group", 1) != 1 or \
+                attributes.get("ceil_mode", 0):
+            raise OnnxImportError(f"onnx.load: the {where} uses dilations, groups or ceil_mode, which tinyflux "
+                                  "does not have")
+    if node.op_type == "Gemm" and (attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or
+                                   attributes.get("beta", 1.0) != 1.0):
+        raise OnnxImportError(f"onnx.load: the {where} has transA, alpha or beta, which Dense does not")
+    if node.op_type in ("Flatten", "Softmax", "LogSoftmax") and attributes.get("axis", 1) not in (1, -1):
+        raise OnnxImportError(f"onnx.load: the {where} works along axis {attributes['axis']}; only axis 1 is "
+                              "supported")
+
+
+def _conv(weight: np.ndarray, bias, attributes: dict) -> nn.Conv:
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    layer = nn.Conv(kernel, int(weight.shape[1]), int(weight.shape[0]),
+                    stride=tuple(attributes.get("strides", [1] * len(kernel))),
+                    pad=tuple(attributes.get("pads", [0] * 2 * len(kernel))[:len(kernel)]))
+    layer.weight.data = weight.astype(np.float32)
+    layer.bias.data = (np.zeros(weight.shape[0]) if bias is None else bias).astype(np.float32)
+    return layer
+
+
+def _dense(weight: np.ndarray, bias, transposed: bool) -> nn.Dense:
+    weight = weight if transposed else weight.T  # Dense keeps (out, in), as Gemm with transB=1
+    layer = nn.Dense(int(weight.shape[1]), int(weight.shape[0]))
+    layer.weight.data = np.ascontiguousarray(weight, dtype=np.float32)
+    layer.bias.data = (np.zeros(weight.shape[0]) if bias is None else bias).astype(np.float32)
+    return layer
+
+
+def _fold_batch_norm(conv: nn.Conv, scale, offset, mean, variance, eps: float) -> None:
+    """conv followed by BatchNormalization as one conv: w' = w * s, b' = (b - mean) * s + offset,
+    s = scale / sqrt(variance + eps), per output channel (exact for inference, where the statistics are fixed)."""
+    s = scale / np.sqrt(variance + eps)
+    conv.weight.data = (conv.weight.data * s.reshape((-1,) + (1,) * (conv.weight.ndim - 1))).astype(np.float32)
+    conv.bias.data = ((conv.bias.data - mean) * s + offset).astype(np.float32)
+
+
+def _as_chain(onnx, graph, weights: dict):
+    """The graph as an nn.Chain when it is one sequence of supported nodes; None when it branches."""
+    current, layers = graph.input[0].name, []
+    for node in graph.node:
+        attributes = _attributes(onnx, node)
+        _check_node(node, attributes)
+        data_inputs = [name for name in node.input if name and name not in weights]
+        if data_inputs != [current] or node.op_type == "Add":
+            return None  # a branch or a join: not a chain
+        params = [weights[name] for name in node.input[1:] if name]
+        last = layers[-1] if layers else None
+        if node.op_type == "Conv":
+            layers.append(_conv(params[0], params[1] if len(params) > 1 else None, attributes))
+        elif node.op_type == "Gemm":
+            layers.append(_dense(params[0], params[1] if len(params) > 1 else None, attributes.get("transB", 0)))
+        elif node.op_type == "BatchNormalization":
+            if not (isinstance(last, nn.Conv) and last.activation is None):
+                return None
+            _fold_batch_norm(last, *params, attributes.get("epsilon", 1e-5))
+        elif node.op_type == "Relu" and isinstance(last, (nn.Conv, nn.Dense)) and last.activation is None:
+            last.activation = F.relu
+        elif node.op_type in ("Relu", "Softmax", "LogSoftmax"):
+            layers.append({"Relu": F.relu, "Softmax": F.softmax, "LogSoftmax": F.log_softmax}[node.op_type])
+        elif node.op_type == "MaxPool":
+            if any(attributes.get("pads", [])):  # nn.MaxPool does not pad: the Graph does it with a pad op
+                return None
+            layers.append(nn.MaxPool(tuple(attributes["kernel_shape"]), tuple(attributes.get("strides", [])) or None))
+        elif node.op_type == "Flatten":
+            layers.append(F.flatten)
+        elif node.op_type == "GlobalAveragePool":
+            layers.append(nn.GlobalMeanPool())
+        current = node.output[0]  # Dropout and Identity pass their input on
+    if current != graph.output[0].name:
+        return None
+    # GlobalAveragePool keeps (N, C, 1, ...); GlobalMeanPool drops those axes, so the Flatten after it goes
+    layers = [layer for i, layer in enumerate(layers)
+              if not (layer is F.flatten and i and isinstance(layers[i - 1], nn.GlobalMeanPool))]
+    return nn.Chain(*layers)
+
+
+class Graph(nn.Module):
+    """An ONNX graph with branches (residual additions), evaluated node by node with tinyflux's ops.
+
+    Its trainable parameters are the weights and biases of its Conv and Gemm nodes, named by the
+    file's initializer names; batch-norm statistics are fixed arrays (inference), as in the file.
+    """
+
+    def __init__(self, onnx, graph, weights: dict):
+        self.nodes = []
+        self.params: dict[str, Tensor] = {}
+        trainable = set()
+        for node in graph.node:
+            attributes = _attributes(onnx, node)
+            _check_node(node, attributes)
+            if node.op_type in ("Conv", "Gemm"):
+                trainable.update(name for name in node.input[1:] if name)
+            self.nodes.append((node.op_type, list(node.input), node.output[0], attributes))
+        for name, array in weights.items():
+            self.params[name] = Tensor(np.asarray(array, np.float32), requires_grad=name in trainable)
+        self.input, self.output = graph.input[0].name, graph.output[0].name
+
+    def named_parameters(self, prefix: str = ""):
+        for name, tensor in self.params.items():
+            if tensor.requires_grad:
+                yield prefix + name, tensor
+
+    def signature(self) -> str:
+        return f"onnx.Graph({len(self.nodes)} nodes)"
+
+    def forward(self, x: Tensor) -> Tensor:
+        values = {self.input: as_tensor(x), **self.params}
+        for op, inputs, output, attributes in self.nodes:
+            args = [values[name] if name else None for name in inputs]
+            values[output] = _run(op, args, attributes)
+        return values[self.output]
+
+
+def _run(op: str, args: list, attributes: dict) -> Tensor:
+    """One node's work with tinyflux's functions."""
+    x = args[0]
+    if op == "Conv":
+        d = x.ndim - 2
+        return F.conv(x, args[1], args[2] if len(args) > 2 else None, tuple(attributes.get("strides", [1] * d)),
+                      tuple(attributes.get("pads", [0] * 2 * d)[:d]))
+    if op == "Gemm":
+        weight = args[1] if attributes.get("transB", 0) else args[1].T  # (out, in) for linear
+        return F.linear(x, weight, args[2] if len(args) > 2 else None)
+    if op == "Relu":
+        return F.relu(x)
+    if op == "MaxPool":
+        pads = list(attributes.get("pads", []))
+        if any(pads):  # padded with -inf, so that a pad never wins a window
+            x = F.pad(x, pads[:len(pads) // 2], pads[len(pads) // 2:], -np.inf)
+        return F.maxpool(x, tuple(attributes["kernel_shape"]), tuple(attributes.get("strides", [])) or None)
+    if op == "Add":
+        return x + args[1]
+    if op == "Flatten":
+        return F.flatten(x)
+    if op == "GlobalAveragePool":
+        return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+    if op == "BatchNormalization":
+        scale, offset, mean, variance = (a.data for a in args[1:5])
+        s = scale / np.sqrt(variance + attributes.get("epsilon", 1e-5))
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
+        return x * Tensor((s).reshape(shape)) + Tensor((offset - mean * s).reshape(shape))
+    if op == "Softmax":
+        return F.softmax(x)
+    if op == "LogSoftmax":
+        return F.log_softmax(x)
+    return x  # Dropout and Identity: the input, unchanged, at inference
+
+
+def load(path):
+    """The ONNX model in ``path`` as a tinyflux model: an ``nn.Chain`` for a sequence of layers, else a :class:`Graph`."""
+    onnx = _onnx()
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    graph = proto.graph
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]  # old exporters list weights as inputs
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise OnnxImportError(f"onnx.load: {path}: one input and one output expected, got "
+                              f"{[v.name for v in inputs]} and {[v.name for v in graph.output]}")
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return _as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)
+
+
+__all__ = ["Graph", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError", "export", "load"]
