@@ -1,117 +1,22 @@
-"""Layers: a layer is its parameters plus a call, as in Flux.
+"""The layers of the model-zoo network and their neighbours: Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures.
 
 ``Conv``, ``MaxPool`` and ``Dense`` hold their weights as Tensors with
-``requires_grad=True``; ``Chain`` calls its layers in order. Weights start
-Glorot-uniform, biases at zero (Flux's defaults): a weight is drawn from
-U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), which keeps the variance of
-activations roughly constant from layer to layer. For a convolution,
-fan_in = C * prod(K) and fan_out = O * prod(K).
-
-``print(model)`` mirrors the constructor and counts parameters, like Flux;
-``model.summary((1, 28, 28))`` also runs one zero input through the layers
-and lists the shape each layer gives, like Keras's ``model.summary()``.
+``requires_grad=True``; :func:`pooling_plan` is the one rule by which ``Chain``
+runs a convolution and the max-pooling after it as one op.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from . import functional as F
-from .backends import get_array_module
-from .checks import as_tuple, integer
-from .modes import no_grad
-from .tensor import Tensor, as_tensor
-
-_rng = np.random.default_rng()
-
-
-def seed(value: int) -> None:
-    """Make weight initialisation repeatable: ``tf.seed(0)`` before building a model."""
-    global _rng
-    _rng = np.random.default_rng(value)
-
-
-def glorot_uniform(shape: tuple, fan_in: int, fan_out: int) -> np.ndarray:
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return _rng.uniform(-limit, limit, size=shape).astype(np.float32)
-
-
-def _count(n: int) -> str:
-    return f"{n:_}"  # 16938 -> 16_938, as Flux prints it
-
-
-class Module:
-    """Base class: finds parameters among attributes, in the order they were assigned."""
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        for name, value in vars(self).items():
-            if isinstance(value, Tensor) and value.requires_grad:
-                yield prefix + name, value
-            elif isinstance(value, Module):
-                yield from value.named_parameters(f"{prefix}{name}.")
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Module):
-                        yield from item.named_parameters(f"{prefix}{name}.{i}.")
-
-    def parameters(self) -> list[Tensor]:
-        """The parameter Tensors, layer by layer (weight before bias)."""
-        return [p for _, p in self.named_parameters()]
-
-    def num_parameters(self) -> int:
-        return sum(p.size for p in self.parameters())
-
-    def __call__(self, x):
-        return self.forward(as_tensor(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def signature(self) -> str:
-        """The constructor call that builds this layer, e.g. ``Dense(288 => 10)``."""
-        return type(self).__name__ + "()"
-
-    def summary(self, input_shape) -> "Summary":
-        """Each layer with the shape of its output for inputs of shape (N, *input_shape), and its parameters.
-
-        ``input_shape`` leaves out the batch size N: (1, 28, 28) for one-channel
-        28x28 images, (1, 16, 32, 32) for one-channel clips of 16 frames. One
-        all-zero example goes through the layers (without recording a graph),
-        so a shape the model cannot take fails here with the layer's own error.
-        """
-        input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-        if not input_shape or not all(isinstance(n, int) and n >= 1 for n in input_shape):
-            raise ValueError(f"summary: input_shape must be positive sizes without the batch, e.g. (1, 28, 28); "
-                             f"got {input_shape}")
-        parameters = self.parameters()
-        like = parameters[0].data if parameters else np.zeros(0, np.float32)  # zeros where and as the weights are
-        rows: list[tuple[str, tuple, int]] = []
-        with no_grad():
-            self._summarize(Tensor(get_array_module(like).zeros((1,) + input_shape, dtype=like.dtype)), rows, "")
-        return Summary(input_shape, rows, len(parameters), self.num_parameters())
-
-    def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
-        y = self(x)
-        rows.append((indent + self.signature(), tuple(y.shape[1:]), self.num_parameters()))
-        return y
-
-    def __repr__(self) -> str:
-        n = self.num_parameters()
-        return self.signature() + (f"  # {_count(n)} parameters" if n else "")
-
-
-def _checked_activation(activation, layer: str):
-    """None or a function of one Tensor; a layer given, say, a number by mistake fails here, not in forward."""
-    if activation is not None and not callable(activation):
-        raise TypeError(f"{layer}: activation must be a function such as tf.relu, or None; got {activation!r}")
-    return activation
-
-
-def _activation_name(activation: Callable | None) -> str:
-    return "" if activation is None else ", " + getattr(activation, "__name__", repr(activation))
+from .. import functional as F
+from ..backends import get_array_module
+from ..checks import as_tuple, integer
+from ..modes import no_grad
+from ..tensor import Tensor, as_tensor
+from .module import Module, _activation_name, _checked_activation, _short, glorot_uniform
 
 
 class Conv(Module):
@@ -291,108 +196,4 @@ class Dense(Module):
         return y if self.activation is None else self.activation(y)
 
 
-class Chain(Module):
-    """Chain(*layers): calls each layer (or plain function, like ``flatten``) on the previous result."""
-
-    def __init__(self, *layers):
-        for i, layer in enumerate(layers):
-            if not callable(layer):
-                raise TypeError(f"Chain: layer {i} is not callable: {layer!r}")
-        self.layers = list(layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        layers, i = self.layers, 0
-        while i < len(layers):
-            layer = layers[i]
-            following = layers[i + 1] if i + 1 < len(layers) else None
-            plan = pooling_plan(layer, following)
-            if plan:
-                x = layer.forward_pooled(as_tensor(x), following, plan)  # a speed-up only
-                i += 2
-            else:
-                x = layer(x)
-                i += 1
-        return x
-
-    def named_parameters(self, prefix: str = ""):
-        """Names like PyTorch's Sequential: "0.weight", "0.bias", "2.weight", ... (index in the chain)."""
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Module):
-                yield from layer.named_parameters(f"{prefix}{i}.")
-
-    def __getitem__(self, index):
-        return self.layers[index]
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def signature(self) -> str:
-        return "Chain(...)"
-
-    def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
-        rows.append((indent + "Chain(", (), 0))  # a heading row, no shape
-        for layer in self.layers:
-            if isinstance(layer, Module):
-                x = layer._summarize(x, rows, indent + "  ")
-            else:  # a plain function such as flatten
-                x = layer(x)
-                rows.append((indent + "  " + getattr(layer, "__name__", repr(layer)), tuple(x.shape[1:]), 0))
-        rows.append((indent + ")", (), 0))
-        return x
-
-    def __repr__(self) -> str:
-        lines = []
-        for layer in self.layers:
-            if isinstance(layer, Module):
-                text = layer.signature() if not isinstance(layer, Chain) else repr(layer).replace("\n", "\n  ")
-                count = layer.num_parameters()
-                lines.append((text + ",", f"# {_count(count)} parameters" if count and not isinstance(layer, Chain)
-                              else ""))
-            else:
-                lines.append((getattr(layer, "__name__", repr(layer)) + ",", ""))
-        width = max(len(text) for text, _ in lines) if lines else 0
-        body = "\n".join(f"  {text:<{width}}  {comment}".rstrip() for text, comment in lines)
-        params = self.parameters()
-        total = f"# Total: {len(params)} arrays, {_count(self.num_parameters())} parameters"
-        return f"Chain(\n{body}\n)  {total}"
-
-
-@dataclass
-class Summary:
-    """What :meth:`Module.summary` found; shows itself as a table.
-
-    >>> Chain(Dense(4, 3, F.relu), Dense(3, 2)).summary(4)
-    Layer                  Output shape  Parameters
-    input                  (N, 4)
-    Chain(
-      Dense(4 => 3, relu)  (N, 3)                15
-      Dense(3 => 2)        (N, 2)                 8
-    )
-    Total: 4 arrays, 23 parameters
-    """
-
-    input_shape: tuple
-    rows: list  # (layer, output shape without N, number of parameters), in the order data flows
-    arrays: int  # parameter arrays (weights and biases)
-    parameters: int  # numbers in them
-
-    def __repr__(self) -> str:
-        def shape(dims: tuple) -> str:
-            return "(" + ", ".join(["N"] + [str(d) for d in dims]) + ")" if dims else ""
-
-        table = [("Layer", "Output shape", "Parameters"), ("input", shape(self.input_shape), "")]
-        table += [(name, shape(dims), _count(count) if count else "") for name, dims, count in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(2)]
-        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip() for name, dims, count in table]
-        return "\n".join(lines + [f"Total: {self.arrays} arrays, {_count(self.parameters)} parameters"])
-
-    __str__ = __repr__
-
-
-def _short(values: tuple):
-    """(1, 1) -> 1 for a compact repr; unequal values stay a tuple."""
-    return values[0] if len(set(values)) == 1 else values
-
-
-flatten = F.flatten
 _MONOTONE = (None, F.relu)  # activations that commute with max-pooling

@@ -1,0 +1,16 @@
+"""Layers: a layer is its parameters plus a call, as in Flux; ``Chain`` calls layers in order.
+
+    module.py         Module (parameters, buffers, training and evaluation modes, summary), seed, Summary
+    layers.py         Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures, and pooling_plan
+    normalization.py  BatchNorm, Dropout, AvgPool: what small data sets need
+    chain.py          Chain
+
+``flatten`` is the functional one, (N, ...) -> (N, prod(...)), usable as a layer.
+"""
+from ..functional import flatten
+from .chain import Chain
+from .layers import Conv, Dense, FrameFeatures, GlobalMeanPool, MaxPool, pooling_plan
+from .module import Module, Summary, glorot_uniform, seed
+
+__all__ = ["Chain", "Conv", "Dense", "FrameFeatures", "GlobalMeanPool", "MaxPool", "Module", "Summary", "flatten",
+           "glorot_uniform", "pooling_plan", "seed"]
