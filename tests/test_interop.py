@@ -36,8 +36,11 @@ def layer_models():
             (f"maxpool{d}d-stride", nn.Chain(nn.MaxPool((3,) * d, stride=2), nn.flatten), (2, *size)),
             (f"global-mean{d}d", nn.Chain(nn.Conv(k, 2, 4, tf.relu), nn.GlobalMeanPool(), nn.Dense(4, 3)),
              (2, *size)),
+            (f"batchnorm-avgpool{d}d", nn.Chain(nn.Conv(k, 2, 4, pad=1), nn.BatchNorm(4, tf.relu),
+                                                nn.AvgPool((2,) * d), nn.flatten), (2, *size)),
         ]
-    cases += [("dense-softmax", nn.Chain(nn.flatten, nn.Dense(12, 5, tf.relu), nn.Dense(5, 4), tf.softmax), (12,)),
+    cases += [("dropout", nn.Chain(nn.flatten, nn.Dense(12, 5, tf.relu), nn.Dropout(0.5), nn.Dense(5, 3)), (12,)),
+              ("dense-softmax", nn.Chain(nn.flatten, nn.Dense(12, 5, tf.relu), nn.Dense(5, 4), tf.softmax), (12,)),
               ("dense-log-softmax", nn.Chain(nn.Dense(6, 4), tf.log_softmax), (6,)),
               ("mnist", tf.models.mnist_convnet(), (1, 28, 28)),
               ("video", tf.models.video_convnet(in_channels=3, classes=4, frames=8, size=(16, 16)), (3, 8, 16, 16))]
@@ -46,6 +49,11 @@ def layer_models():
 
 @pytest.mark.parametrize("name, model, shape", layer_models(), ids=[case[0] for case in layer_models()])
 def test_every_layer_exports_runs_in_onnxruntime_and_imports_back(tmp_path, name, model, shape):
+    rng = np.random.default_rng(2)
+    for _, buffer in model.named_buffers():  # running statistics that are not the identity
+        if buffer.data.dtype.kind == "f":
+            buffer.data[...] = rng.uniform(0.5, 1.5, buffer.shape)
+    model.eval()  # an export is for inference: running statistics, no dropout
     path = tf.onnx.export(model, tmp_path / f"{name}.onnx", shape)
     x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)  # a batch of 3: the axis is free
     expected = model(tf.Tensor(x)).data
@@ -53,7 +61,8 @@ def test_every_layer_exports_runs_in_onnxruntime_and_imports_back(tmp_path, name
     proto = onnx.load(path)
     assert proto.ir_version == tf.onnx.IR_VERSION == 8 and proto.opset_import[0].version == tf.onnx.OPSET == 13
     back = tf.onnx.load(path)
-    assert repr(back) == repr(model)
+    shown = repr(model).replace("  Dropout(0.5),\n", "")  # dropout does nothing at inference: not exported
+    assert repr(back) == shown and not back.training
     np.testing.assert_array_equal(back(tf.Tensor(x)).data, expected)
 
 
@@ -81,7 +90,7 @@ def test_a_residual_network_exported_by_pytorch_imports_as_a_graph_and_trains():
     assert losses[-1] < losses[0]  # gradients flow through the branches
 
 
-def test_batch_norm_after_a_conv_is_folded_into_it(tmp_path):
+def test_batch_normalization_imports_as_a_batch_norm_layer(tmp_path):
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     rng = np.random.default_rng(0)
     weights = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "scale": rng.uniform(0.5, 2, 3),
@@ -96,7 +105,7 @@ def test_batch_norm_after_a_conv_is_folded_into_it(tmp_path):
     path = tmp_path / "bn.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     model = tf.onnx.load(path)
-    assert repr(model[0]).startswith("Conv((3, 3), 2 => 3, relu, pad=1)")
+    assert repr(model[0]).startswith("Conv((3, 3), 2 => 3, pad=1)") and repr(model[1]).startswith("BatchNorm(3, relu)")
     x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(model(tf.Tensor(x)).data, run_in_onnxruntime(path, x), rtol=1e-5, atol=1e-5)
 

@@ -5,6 +5,7 @@ so a checkpoint cannot run code when it is opened and other tools can read it):
 
     /                   attrs: format, tinyflux_version, model (its repr)
     /parameters/<name>  one dataset per parameter, named as model.named_parameters() says ("0.weight", ...)
+    /buffers/<name>     one per buffer (BatchNorm's running statistics...), when the model has any
     /optimizer          attrs: type, lr, t, and the rest of its hyperparameters (betas, eps...);
                         one subgroup per state kind ("m", "v") with one dataset per parameter name
     /metadata           attrs: whatever was passed as keyword arguments (epoch, accuracy, lr...)
@@ -150,6 +151,11 @@ def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
         params = f.create_group("parameters")
         for name, p in model.named_parameters():
             _add_dataset(params, name, p.data)
+        buffers = dict(model.named_buffers())
+        if buffers:  # running statistics, counters: what the layers keep besides their parameters
+            group = f.create_group("buffers")
+            for name, buffer in buffers.items():
+                _add_dataset(group, name, buffer.data)
         if optimizer is not None:
             group = f.create_group("optimizer")
             for key, value in optimizer.hyperparameters().items():
@@ -221,6 +227,8 @@ def load(path, model, optimizer=None) -> dict:
     # every check passed: only now change the model and the optimizer
     for name, p in model.named_parameters():
         p.data[...] = get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
+    for name, buffer in model.named_buffers():
+        buffer.data[...] = get_array_module(buffer.data).asarray(params[("buffers", name)])
     if optimizer is not None:
         optimizer.load_state(hyper, arrays)
     _warn_if_nan(model, path, "loaded")
@@ -299,6 +307,10 @@ def _read_checked(f, path, model, optimizer, names: dict):
     named = dict(model.named_parameters())
     params = _check_group(f.get("parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
                           checksums)
+    buffers = dict(model.named_buffers())
+    if buffers or "buffers" in f:
+        params.update({("buffers", name): value for name, value in _check_group(
+            f.get("buffers"), {n: b.data for n, b in buffers.items()}, "buffers", problems, checksums).items()})
 
     hyper, arrays = {}, {}
     if optimizer is not None:

@@ -18,6 +18,9 @@ def _move(obj, move_array):
         for p in obj.parameters():
             p.data = move_array(p.data)
             p.grad = None if p.grad is None else move_array(p.grad)
+        for _, buffer in obj.named_buffers():
+            if buffer.data.dtype.kind == "f":  # running statistics; counters stay on the host, where Python reads them
+                buffer.data = move_array(buffer.data)
         return obj
     if isinstance(obj, Tensor):
         moved = Tensor(move_array(obj.data), requires_grad=obj.requires_grad)

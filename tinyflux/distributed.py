@@ -253,6 +253,14 @@ def check_same_parameters(model, comm: Communicator) -> None:
             f"ranks {ranks} hold {d[:12]}..." for d, ranks in groups.items()))
 
 
+def average_buffers(model, comm: Communicator) -> None:
+    """Make every floating buffer (BatchNorm's running statistics) the mean of the ranks' own, on every rank."""
+    for _, buffer in model.named_buffers():
+        if buffer.data.dtype.kind == "f":
+            comm.allreduce_sum(buffer.data)
+            buffer.data /= comm.size
+
+
 def sum_over_ranks(values, comm: Communicator) -> list[float]:
     """Each number summed over all ranks (e.g. correct answers and examples counted on each rank's slice)."""
     return comm.allreduce_sum(np.asarray(values, dtype=np.float64)).tolist()

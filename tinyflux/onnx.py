@@ -12,6 +12,9 @@ model, with the weights under their tinyflux names ("0.weight"):
     Conv(kernel, in => out, act, stride, pad)  ->  Conv (+ Relu, Softmax or LogSoftmax)
     MaxPool(window, stride)                    ->  MaxPool
     Dense(in => out, act)                      ->  Gemm with transB=1 (+ the activation)
+    BatchNorm(channels, act)                   ->  BatchNormalization with the running statistics (+ act)
+    Dropout(p)                                 ->  nothing: an exported model is for inference
+    AvgPool(window)                            ->  AveragePool, strides = window
     flatten                                    ->  Flatten(axis=1)
     GlobalMeanPool()                           ->  GlobalAveragePool, Flatten(axis=1)
     relu, softmax, log_softmax (in a Chain)    ->  Relu, Softmax(axis=1), LogSoftmax(axis=1)
@@ -23,8 +26,8 @@ IR version 8 and opset 13, which ONNX Runtime has read since its 1.10
 
 **Import** gives a tinyflux model: an ``nn.Chain`` when the graph is a
 sequence of those operations (Conv followed by Relu becomes one
-``Conv(..., relu)``; a BatchNormalization after a Conv is folded into the
-Conv's weights, exact for inference; Dropout and Identity are left out);
+``Conv(..., relu)``; BatchNormalization becomes ``BatchNorm`` with the
+file's statistics; Dropout and Identity are left out);
 otherwise, for graphs with branches such as the residual additions of
 ResNets, a :class:`Graph`, a module that evaluates the nodes one by one in
 the file's order with tinyflux's ops, so it trains and backpropagates like
@@ -107,6 +110,16 @@ class _Exporter:
         if isinstance(layer, nn.Dense):
             inputs = [x, self.weight(prefix + "weight", layer.weight), self.weight(prefix + "bias", layer.bias)]
             return self.activation(layer.activation, self.node("Gemm", inputs, transB=1), layer.signature())
+        if isinstance(layer, nn.BatchNorm):
+            inputs = [x] + [self.weight(prefix + name, tensor) for name, tensor in (
+                ("weight", layer.weight), ("bias", layer.bias), ("running_mean", layer.running_mean),
+                ("running_var", layer.running_var))]
+            y = self.node("BatchNormalization", inputs, epsilon=layer.eps)
+            return self.activation(layer.activation, y, layer.signature())
+        if isinstance(layer, nn.Dropout):
+            return x
+        if isinstance(layer, nn.AvgPool):
+            return self.node("AveragePool", [x], kernel_shape=list(layer.window), strides=list(layer.window))
         if isinstance(layer, nn.GlobalMeanPool):
             return self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
         if layer is F.flatten:
@@ -114,7 +127,7 @@ class _Exporter:
         if layer in ACTIVATION_NODES:
             return self.activation(layer, x, "the chain")
         raise ValueError(f"onnx.export: {layer!r} has no ONNX form in tinyflux; supported: Chain, Conv, MaxPool, "
-                         "Dense, GlobalMeanPool, flatten, relu, softmax, log_softmax")
+                         "Dense, BatchNorm, Dropout, AvgPool, GlobalMeanPool, flatten, relu, softmax, log_softmax")
 
 
 def export(model, path, input_shape: tuple) -> str:
@@ -143,7 +156,7 @@ def export(model, path, input_shape: tuple) -> str:
 
 # -- import -----------------------------------------------------------------------------------------------
 SUPPORTED = ("Conv", "Relu", "MaxPool", "Gemm", "Flatten", "Softmax", "LogSoftmax", "GlobalAveragePool",
-             "BatchNormalization", "Add", "Dropout", "Identity")
+             "AveragePool", "BatchNormalization", "Add", "Dropout", "Identity")
 
 
 class OnnxImportError(ValueError):
@@ -172,6 +185,10 @@ def _check_node(node, attributes: dict) -> None:
     if node.op_type == "Gemm" and (attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or
                                    attributes.get("beta", 1.0) != 1.0):
         raise OnnxImportError(f"onnx.load: the {where} has transA, alpha or beta, which Dense does not")
+    if node.op_type == "AveragePool" and (list(attributes.get("strides", [])) != list(attributes["kernel_shape"]) or
+                                          any(attributes.get("pads", [])) or attributes.get("ceil_mode", 0)):
+        raise OnnxImportError(f"onnx.load: the {where} is not made of windows that tile the input (strides = "
+                              "kernel, no pads), the only average pooling tinyflux has")
     if node.op_type in ("Flatten", "Softmax", "LogSoftmax") and attributes.get("axis", 1) not in (1, -1):
         raise OnnxImportError(f"onnx.load: the {where} works along axis {attributes['axis']}; only axis 1 is "
                               "supported")
@@ -195,12 +212,12 @@ def _dense(weight: np.ndarray, bias, transposed: bool) -> nn.Dense:
     return layer
 
 
-def _fold_batch_norm(conv: nn.Conv, scale, offset, mean, variance, eps: float) -> None:
-    """conv followed by BatchNormalization as one conv: w' = w * s, b' = (b - mean) * s + offset,
-    s = scale / sqrt(variance + eps), per output channel (exact for inference, where the statistics are fixed)."""
-    s = scale / np.sqrt(variance + eps)
-    conv.weight.data = (conv.weight.data * s.reshape((-1,) + (1,) * (conv.weight.ndim - 1))).astype(np.float32)
-    conv.bias.data = ((conv.bias.data - mean) * s + offset).astype(np.float32)
+def _batch_norm(scale, offset, mean, variance, eps: float) -> nn.BatchNorm:
+    layer = nn.BatchNorm(len(scale), eps=eps)
+    for tensor, array in ((layer.weight, scale), (layer.bias, offset), (layer.running_mean, mean),
+                          (layer.running_var, variance)):
+        tensor.data = np.asarray(array, np.float32)
+    return layer
 
 
 def _as_chain(onnx, graph, weights: dict):
@@ -219,10 +236,11 @@ def _as_chain(onnx, graph, weights: dict):
         elif node.op_type == "Gemm":
             layers.append(_dense(params[0], params[1] if len(params) > 1 else None, attributes.get("transB", 0)))
         elif node.op_type == "BatchNormalization":
-            if not (isinstance(last, nn.Conv) and last.activation is None):
-                return None
-            _fold_batch_norm(last, *params, attributes.get("epsilon", 1e-5))
-        elif node.op_type == "Relu" and isinstance(last, (nn.Conv, nn.Dense)) and last.activation is None:
+            layers.append(_batch_norm(*params, attributes.get("epsilon", 1e-5)))
+        elif node.op_type == "AveragePool":
+            layers.append(nn.AvgPool(tuple(attributes["kernel_shape"])))
+        elif node.op_type == "Relu" and isinstance(last, (nn.Conv, nn.Dense, nn.BatchNorm)) and \
+                last.activation is None:
             last.activation = F.relu
         elif node.op_type in ("Relu", "Softmax", "LogSoftmax"):
             layers.append({"Relu": F.relu, "Softmax": F.softmax, "LogSoftmax": F.log_softmax}[node.op_type])
@@ -299,6 +317,8 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         return F.maxpool(x, tuple(attributes["kernel_shape"]), tuple(attributes.get("strides", [])) or None)
     if op == "Add":
         return x + args[1]
+    if op == "AveragePool":
+        return F.avgpool(x, tuple(attributes["kernel_shape"]))
     if op == "Flatten":
         return F.flatten(x)
     if op == "GlobalAveragePool":
@@ -328,7 +348,7 @@ def load(path):
                               f"{[v.name for v in inputs]} and {[v.name for v in graph.output]}")
     del graph.input[:]
     graph.input.extend(inputs)
-    return _as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)
+    return (_as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)).eval()
 
 
 __all__ = ["Graph", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError", "export", "load"]

@@ -315,6 +315,10 @@ class Adam(Optimizer):
         """t <- t + 1, then one update of every parameter that has a gradient."""
         self.attach_parameters()  # first: a replaced parameter is the error to report, not its old gradient
         self.check_gradients()
+        self._update()
+
+    def _update(self) -> None:
+        """The update itself, once the parameters are attached and the gradients checked."""
         for positions, buffer, flat_m, flat_v, hyper in self.groups:
             ops = ops_for(buffer.data)
             ops.count_step(hyper)
@@ -358,3 +362,41 @@ class Adam(Optimizer):
 
     def state_arrays(self):
         return {"m": self.m, "v": self.v}
+
+
+class AdamW(Adam):
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01): Adam with decoupled weight decay.
+
+    Before each Adam step, every parameter that has a gradient shrinks towards 0:
+    p <- p - lr * weight_decay * p (Loshchilov & Hutter, 2019; PyTorch's and Flux's
+    AdamW). Adding weight_decay * p to the gradient instead would pass the decay
+    through Adam's division by sqrt(v), which weakens it exactly for the weights
+    with large gradients; decoupled, every weight decays at the same rate. It keeps
+    weights small, which helps a network generalise from little data.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps)
+        self.weight_decay = checks.real(weight_decay, "AdamW weight_decay", minimum=0.0)
+
+    def step(self) -> None:
+        self.attach_parameters()
+        self.check_gradients()
+        shrink = 1 - self.lr * self.weight_decay
+        for p in self.params:
+            if p.grad is not None:
+                p.data *= shrink  # in place: the parameter's view of the flat buffer
+        self._update()
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "weight_decay": self.weight_decay}
+
+    def _parse_hyperparameter(self, key, value):
+        if key == "weight_decay":
+            return checks.real(value, "AdamW weight_decay", minimum=0.0)
+        return super()._parse_hyperparameter(key, value)
+
+    def load_state(self, hyper, arrays):
+        super().load_state(hyper, arrays)
+        self.weight_decay = hyper["weight_decay"]

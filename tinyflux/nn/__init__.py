@@ -11,6 +11,7 @@ from ..functional import flatten
 from .chain import Chain
 from .layers import Conv, Dense, FrameFeatures, GlobalMeanPool, MaxPool, pooling_plan
 from .module import Module, Summary, glorot_uniform, seed
+from .normalization import AvgPool, BatchNorm, Dropout
 
-__all__ = ["Chain", "Conv", "Dense", "FrameFeatures", "GlobalMeanPool", "MaxPool", "Module", "Summary", "flatten",
+__all__ = ["AvgPool", "BatchNorm", "Chain", "Conv", "Dense", "Dropout", "FrameFeatures", "GlobalMeanPool", "MaxPool", "Module", "Summary", "flatten",
            "glorot_uniform", "pooling_plan", "seed"]

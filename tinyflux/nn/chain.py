@@ -35,6 +35,11 @@ class Chain(Module):
             if isinstance(layer, Module):
                 yield from layer.named_parameters(f"{prefix}{i}.")
 
+    def named_buffers(self, prefix: str = ""):
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Module):
+                yield from layer.named_buffers(f"{prefix}{i}.")
+
     def __getitem__(self, index):
         return self.layers[index]
 

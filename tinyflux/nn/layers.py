@@ -149,12 +149,18 @@ class FrameFeatures(Module):
     """
 
     def __init__(self, image_model, mean=None, std=None):
-        self.image_model = image_model
+        self.image_model = image_model.eval()  # frozen: its batch norms use their statistics, no dropout
         self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(1, -1, 1, 1)  # (1, C, 1, 1)
         self.std = None if std is None else np.asarray(std, np.float32).reshape(1, -1, 1, 1)
 
     def named_parameters(self, prefix: str = ""):
         return iter(())  # frozen: nothing for the optimizer or the checkpoints
+
+    def named_buffers(self, prefix: str = ""):
+        return iter(())
+
+    def children(self) -> list:
+        return []  # model.train() does not reach the frozen network
 
     def signature(self) -> str:
         return f"FrameFeatures({type(self.image_model).__name__}, frozen)"

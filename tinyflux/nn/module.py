@@ -41,18 +41,55 @@ def _count(n: int) -> str:
 
 
 class Module:
-    """Base class: finds parameters among attributes, in the order they were assigned."""
+    """Base class: finds parameters, buffers and sub-layers among attributes, in the order they were assigned.
+
+    *Parameters* are the Tensors with ``requires_grad`` that the optimizer trains. *Buffers* are
+    the Tensors without it that a layer keeps from batch to batch and a checkpoint must hold
+    (BatchNorm's running statistics, Dropout's count of masks drawn). A model is in *training*
+    mode or in *evaluation* mode: ``model.train()`` and ``model.eval()`` set every layer's
+    ``training`` (BatchNorm then uses its batch's statistics or its running ones, Dropout drops or
+    passes everything). The names are PyTorch's, which Python users know; Flux's are
+    ``trainmode!`` and ``testmode!``. ``tf.train`` evaluates and predicts in evaluation mode.
+    """
+
+    training = True  # the default of every layer; train() and eval() set it on the instance
+
+    def _members(self, prefix: str):
+        """(name, value) of every attribute, and of every item of a list or tuple attribute ("layers.0")."""
+        for name, value in vars(self).items():
+            if isinstance(value, (list, tuple)):
+                yield from ((f"{prefix}{name}.{i}", item) for i, item in enumerate(value))
+            else:
+                yield prefix + name, value
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        for name, value in vars(self).items():
+        for name, value in self._members(prefix):
             if isinstance(value, Tensor) and value.requires_grad:
-                yield prefix + name, value
+                yield name, value
             elif isinstance(value, Module):
-                yield from value.named_parameters(f"{prefix}{name}.")
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Module):
-                        yield from item.named_parameters(f"{prefix}{name}.{i}.")
+                yield from value.named_parameters(name + ".")
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """The buffers, named like the parameters ("1.running_mean")."""
+        for name, value in self._members(prefix):
+            if isinstance(value, Tensor) and not value.requires_grad:
+                yield name, value
+            elif isinstance(value, Module):
+                yield from value.named_buffers(name + ".")
+
+    def children(self) -> list["Module"]:
+        return [value for _, value in self._members("") if isinstance(value, Module)]
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (or evaluation mode with ``mode=False``) for this layer and every layer in it."""
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: running statistics, no dropout. Returns the model."""
+        return self.train(False)
 
     def parameters(self) -> list[Tensor]:
         """The parameter Tensors, layer by layer (weight before bias)."""

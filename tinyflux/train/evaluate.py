@@ -24,11 +24,17 @@ EVALUATION_VALUES = 2**20  # about a million input values per chunk: 1,337 MNIST
 
 
 def predict(images, model):
-    """The class with the highest score for each example (uint8 images or clips), computed in chunks."""
+    """The class with the highest score for each example (uint8 images or clips), computed in chunks,
+    in evaluation mode (BatchNorm's running statistics, no dropout); the model's mode is put back after."""
     chunk = max(1, EVALUATION_VALUES // int(np.prod(images.shape[1:])))
-    with no_grad():
-        labels = [onecold(model(Tensor(to_float_images(images[start:start + chunk]))))
-                  for start in range(0, len(images), chunk)]
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            labels = [onecold(model(Tensor(to_float_images(images[start:start + chunk]))))
+                      for start in range(0, len(images), chunk)]
+    finally:
+        model.train(was_training)
     return get_array_module(labels[0]).concatenate(labels)
 
 

@@ -191,6 +191,7 @@ class Run:
                                 f"{nan_params}); {best}. A smaller --lr may help")
         if self.comm.size > 1:
             distributed.check_same_parameters(self.model, self.comm)  # ranks that drifted apart are an error
+            distributed.average_buffers(self.model, self.comm)  # BatchNorm's statistics of the ranks' slices
         return mean_loss
 
     def save_best(self, **metadata) -> None:
@@ -209,13 +210,14 @@ class Run:
 
 
 def load_model(path, build, on_gpu: bool = False):
-    """The model saved in ``path``: built by ``build(input_shape)`` for the shape it was trained on, then loaded."""
+    """The model saved in ``path``: built by ``build(input_shape)`` for the shape it was trained on, then loaded,
+    in evaluation mode (``model.train()`` before training it further)."""
     saved = checkpoint.read_metadata(path)
     model = build(tuple(saved["input_shape"])) if "input_shape" in saved else build()
     if on_gpu:
         model = gpu(model)
     checkpoint.load(path, model)
-    return model
+    return model.eval()
 
 
 def export_saved(settings: Settings, build) -> str:

@@ -46,6 +46,7 @@ class Step:
             optimizer = distributed.DataParallel(optimizer, self.comm)
         self.optimizer = optimizer
         self.graph = graph
+        model.train()  # batch statistics and dropout while training; tf.train.predict switches to eval and back
         self.captured = None  # the CapturedStep, made at the first call when graph is on
 
     def __call__(self, x, y):

@@ -1,0 +1,193 @@
+"""BatchNorm, Dropout, AvgPool and GlobalMeanPool in 1-D, 2-D and 3-D, training and evaluation modes, their buffers in
+checkpoints, and AdamW: forward against NumPy or nested-loop references, backward against finite differences, on
+every backend the ``xp`` fixture gives."""
+import itertools
+
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from conftest import to_numpy
+from tinyflux import distributed, nn, optim
+
+SHAPES = [(4, 3, 7), (3, 2, 5, 6), (2, 2, 4, 3, 5)]  # (N, C, *S) in 1-D, 2-D and 3-D
+
+
+def batch_norm_reference(x, gamma, beta, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean) / np.sqrt(var + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_batch_norm_in_training_normalises_each_channel_and_updates_its_statistics(xp, rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
+    layer = nn.BatchNorm(shape[1])
+    layer.weight.data = rng.uniform(0.5, 2, shape[1]).astype(np.float32)
+    layer.bias.data = rng.uniform(-1, 1, shape[1]).astype(np.float32)
+    if xp.__name__ == "cupy":
+        layer = tf.gpu(layer)
+    y = to_numpy(layer(xp.asarray(x)).data)
+    np.testing.assert_allclose(y, batch_norm_reference(x, to_numpy(layer.weight.data), to_numpy(layer.bias.data)),
+                               rtol=1e-4, atol=1e-5)
+    axes = (0,) + tuple(range(2, x.ndim))
+    m = x.size // shape[1]
+    np.testing.assert_allclose(to_numpy(layer.running_mean.data), 0.1 * x.mean(axis=axes), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer.running_var.data), 0.9 + 0.1 * x.var(axis=axes) * m / (m - 1),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_batch_norm_in_evaluation_uses_the_running_statistics(xp, rng, shape):
+    layer = nn.BatchNorm(shape[1]).eval()
+    mean, var = rng.standard_normal(shape[1]).astype(np.float32), rng.uniform(0.5, 2, shape[1]).astype(np.float32)
+    layer.running_mean.data, layer.running_var.data = mean, var
+    x = rng.standard_normal(shape).astype(np.float32)
+    if xp.__name__ == "cupy":
+        layer = tf.gpu(layer)
+    y = to_numpy(layer(xp.asarray(x)).data)
+    c = (1, -1) + (1,) * (len(shape) - 2)
+    np.testing.assert_allclose(y, (x - mean.reshape(c)) / np.sqrt(var.reshape(c) + 1e-5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(layer.running_mean.data), mean)  # evaluation changes nothing
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_batch_norm_gradients(xp, rng, shape, training):
+    x = xp.asarray(rng.standard_normal(shape))
+    gamma, beta = xp.asarray(rng.uniform(0.5, 2, shape[1])), xp.asarray(rng.standard_normal(shape[1]))
+    running = [xp.asarray(rng.standard_normal(shape[1])), xp.asarray(rng.uniform(0.5, 2, shape[1]))]
+    assert tf.gradcheck(lambda x, g, b: tf.functional.batch_norm(x, g, b, *running, training), x, gamma, beta)
+
+
+def avgpool_reference(x, window):
+    out = [s // k for s, k in zip(x.shape[2:], window)]
+    y = np.zeros(x.shape[:2] + tuple(out), x.dtype)
+    for index in itertools.product(*(range(o) for o in out)):
+        block = tuple(slice(i * k, (i + 1) * k) for i, k in zip(index, window))
+        y[(slice(None), slice(None)) + index] = x[(slice(None), slice(None)) + block].mean(axis=tuple(
+            range(2, x.ndim)))
+    return y
+
+
+@pytest.mark.parametrize("shape, window", [((2, 3, 7), (2,)), ((2, 2, 5, 6), (2, 3)), ((1, 2, 4, 5, 6), (2, 2, 3))],
+                         ids=["1d", "2d", "3d"])
+def test_avgpool_forward_and_gradients(xp, rng, shape, window):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = to_numpy(nn.AvgPool(window)(xp.asarray(x)).data)
+    np.testing.assert_allclose(y, avgpool_reference(x, window), rtol=1e-5, atol=1e-6)
+    assert tf.gradcheck(lambda x: tf.functional.avgpool(x, window), xp.asarray(x.astype(np.float64)))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_global_mean_pool_forward_and_gradients(xp, rng, shape):
+    x = rng.standard_normal(shape)
+    y = to_numpy(nn.GlobalMeanPool()(xp.asarray(x.astype(np.float32))).data)
+    np.testing.assert_allclose(y, x.mean(axis=tuple(range(2, x.ndim))), rtol=1e-5, atol=1e-6)
+    assert tf.gradcheck(lambda x: nn.GlobalMeanPool()(x), xp.asarray(x))
+
+
+def test_dropout_drops_a_fraction_scales_the_rest_and_is_off_in_evaluation(xp):
+    tf.seed(0)
+    layer = nn.Dropout(0.25)
+    x = xp.ones((200, 100), dtype=np.float32)
+    y = to_numpy(layer(x).data)
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((y == 0).mean() - 0.25) < 0.02
+    assert np.array_equal(to_numpy(layer.eval()(x).data), to_numpy(x))
+    grad_input = tf.Tensor(xp.ones((4, 5), dtype=np.float64), requires_grad=True)
+    out = layer.train()(grad_input)
+    out.sum().backward()
+    np.testing.assert_array_equal(to_numpy(grad_input.grad), to_numpy(out.data))  # d(x * mask)/dx = mask
+
+
+def test_dropout_masks_are_seeded_and_continue_from_their_count():
+    tf.seed(4)
+    first = nn.Dropout(0.5)
+    masks = [first(np.ones(8, np.float32)).data for _ in range(3)]
+    tf.seed(4)
+    again = nn.Dropout(0.5)
+    again.draws.data[0] = 2  # as a resumed run, whose checkpoint held the count
+    assert np.array_equal(again(np.ones(8, np.float32)).data, masks[2])
+    assert not np.array_equal(masks[0], masks[1])
+
+
+def test_modes_reach_every_layer_and_buffers_are_saved_and_loaded(tmp_path):
+    tf.seed(0)
+    model = nn.Chain(nn.Conv((3, 3), 1, 4, pad=1), nn.BatchNorm(4, tf.relu), nn.MaxPool((2, 2)), nn.Dropout(0.3),
+                     nn.GlobalMeanPool(), nn.Dense(4, 2))
+    assert all(layer.training for layer in model.layers if isinstance(layer, nn.Module))
+    model.eval()
+    assert not any(layer.training for layer in model.layers if isinstance(layer, nn.Module))
+    assert [name for name, _ in model.named_buffers()] == ["1.running_mean", "1.running_var", "3.draws"]
+    model.train()
+    model(np.random.default_rng(0).random((3, 1, 6, 6), dtype=np.float32))  # updates the statistics, draws a mask
+    tf.save(tmp_path / "m.h5", model)
+    tf.seed(1)
+    other = nn.Chain(nn.Conv((3, 3), 1, 4, pad=1), nn.BatchNorm(4, tf.relu), nn.MaxPool((2, 2)), nn.Dropout(0.3),
+                     nn.GlobalMeanPool(), nn.Dense(4, 2))
+    tf.load(tmp_path / "m.h5", other)
+    for (name, a), (_, b) in zip(model.named_buffers(), other.named_buffers()):
+        assert np.array_equal(a.data, b.data), name
+    assert int(other[3].draws.data[0]) == 1
+    tf.save(tmp_path / "plain.h5", nn.Chain(nn.Conv((3, 3), 1, 4, pad=1), nn.flatten))
+    with pytest.raises(tf.CheckpointError, match="missing buffers/1.running_mean"):
+        tf.load(tmp_path / "plain.h5", nn.Chain(nn.Conv((3, 3), 1, 4, pad=1), nn.BatchNorm(4)))
+
+
+def test_evaluation_in_tf_train_runs_in_evaluation_mode_and_puts_the_mode_back():
+    tf.seed(0)
+    model = nn.Chain(nn.flatten, nn.Dense(4, 3), nn.Dropout(0.9))
+    images = np.full((50, 2, 2), 200, np.uint8)
+    predicted = tf.train.predict(images, model)
+    assert model.training and len(set(predicted.tolist())) == 1  # no dropout: the same answer for equal images
+
+
+class TwoRanks(distributed.Communicator):
+    """A stand-in for a 2-rank job whose other rank holds ``other`` (for buffers: one array, summed in)."""
+
+    size = 2
+
+    def __init__(self, others):
+        self.others = iter(others)
+
+    def allreduce_sum(self, array):
+        array += next(self.others)
+        return array
+
+
+def test_the_ranks_running_statistics_are_averaged():
+    layer = nn.BatchNorm(3)
+    layer.running_mean.data[...] = [1, 2, 3]
+    layer.running_var.data[...] = [2, 2, 2]
+    distributed.average_buffers(nn.Chain(layer, nn.Dropout(0.5)), TwoRanks([np.array([3.0, 2, 1]),
+                                                                           np.array([4.0, 4, 4])]))
+    assert layer.running_mean.data.tolist() == [2, 2, 2] and layer.running_var.data.tolist() == [3, 3, 3]
+
+
+def test_adamw_decays_every_weight_before_the_adam_step_and_saves_its_decay(tmp_path):
+    p = tf.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    q = tf.Tensor(p.data.copy(), requires_grad=True)
+    decayed, plain = optim.AdamW([p], lr=0.1, weight_decay=0.5), optim.Adam([q], lr=0.1)
+    for _ in range(3):
+        p.grad, q.grad = np.array([0.1, 0.2, -0.3]), np.array([0.1, 0.2, -0.3])
+        before = q.data.copy()
+        decayed.step()
+        plain.step()
+        adam_move = q.data - before
+        q.data[...] = before * (1 - 0.1 * 0.5) + adam_move  # decoupled: shrink, then the same Adam move
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
+    model = nn.Chain(nn.Dense(2, 2))
+    opt = optim.AdamW(model.parameters(), weight_decay=0.3)
+    tf.save(tmp_path / "w.h5", model, opt)
+    other = optim.AdamW(model.parameters(), weight_decay=0.0)
+    tf.load(tmp_path / "w.h5", model, other)
+    assert other.weight_decay == 0.3
+
+
+def test_a_captured_step_refuses_adamw(gpu_path):
+    model = nn.Chain(nn.flatten, nn.Dense(4, 2))
+    with pytest.raises(tf.CaptureError, match="optim.Adam expected, got AdamW"):
+        tf.capture(model, tf.logit_cross_entropy, optim.AdamW(model.parameters()), np.zeros((2, 4), np.float32),
+                   np.array([0, 1]))

@@ -1,0 +1,118 @@
+"""Batch normalisation and average pooling, in 1-D, 2-D and 3-D; NumPy and CuPy alike (``xp``).
+
+Batch normalisation (Ioffe & Szegedy, 2015) rescales every channel c of a
+batch x (N, C, *S) to zero mean and unit variance over its m = N * prod(S)
+values, then gives it a learned scale and shift:
+
+    x_hat = (x - mean_c) / sqrt(var_c + eps),    y = gamma_c * x_hat + beta_c
+
+In training, mean_c and var_c are the batch's (var biased, divided by m) and
+running averages of them are kept (running <- (1 - momentum) running +
+momentum batch, with the unbiased variance, as PyTorch and Flux do); in
+evaluation the running ones are used, so an example's output does not depend
+on the others of its batch. The backward pass of the training form, with
+every sum over the m values of a channel:
+
+    g_beta = sum(gy),   g_gamma = sum(gy * x_hat),
+    gx = gamma / (m sqrt(var + eps)) * (m gy - g_beta - x_hat g_gamma)
+
+Average pooling with windows that tile the input (stride = window): each
+output is the mean of its window; the gradient spreads gy / prod(window)
+evenly over the window. Rows and columns past the last whole window are
+dropped, as by max-pooling.
+"""
+from __future__ import annotations
+
+import math
+
+from ..backends import get_array_module
+from ..tensor import Function, Tensor, as_tensor
+
+
+def _channel_shape(ndim: int) -> tuple:
+    return (1, -1) + (1,) * (ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
+
+
+class BatchNormFunction(Function):
+    def __init__(self, running_mean, running_var, training: bool, momentum: float, eps: float):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channels
+        shape = _channel_shape(x.ndim)
+        self.m = x.size // x.shape[1]
+        if self.training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            unbiased = var * (self.m / max(self.m - 1, 1))
+            self.running_mean *= 1 - self.momentum
+            self.running_mean += self.momentum * mean.astype(self.running_mean.dtype)
+            self.running_var *= 1 - self.momentum
+            self.running_var += self.momentum * unbiased.astype(self.running_var.dtype)
+        else:
+            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+        self.inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
+        self.x_hat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
+        self.gamma = gamma
+        return self.x_hat * gamma.reshape(shape) + beta.reshape(shape)
+
+    def backward(self, gy, needs):
+        axes = (0,) + tuple(range(2, gy.ndim))
+        shape = _channel_shape(gy.ndim)
+        g_beta = gy.sum(axis=axes)
+        g_gamma = (gy * self.x_hat).sum(axis=axes)
+        scale = (self.gamma * self.inv_std).reshape(shape)
+        if not needs[0]:
+            gx = None
+        elif self.training:  # the batch's statistics depend on every x: the two extra terms
+            gx = scale / self.m * (self.m * gy - g_beta.reshape(shape) - self.x_hat * g_gamma.reshape(shape))
+        else:
+            gx = gy * scale
+        return gx, (g_gamma if needs[1] else None), (g_beta if needs[2] else None)
+
+
+def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var, training: bool,
+               momentum: float = 0.1, eps: float = 1e-5, *, caller: str = "batch_norm") -> Tensor:
+    """Batch normalisation of x (N, C, *S) with per-channel gamma and beta (C,); updates the running
+    statistics (arrays (C,), in place) when ``training``."""
+    x = as_tensor(x)
+    if x.ndim < 2 or x.shape[1] != gamma.shape[0]:
+        raise ValueError(f"{caller}: expected input (N, {gamma.shape[0]}, ...), got shape {tuple(x.shape)}")
+    if training and x.size // x.shape[1] < 2:
+        raise ValueError(f"{caller}: a batch of one value per channel has no variance to normalise by (shape "
+                         f"{tuple(x.shape)}); use batches of 2 or more, or evaluation mode")
+    return BatchNormFunction(running_mean, running_var, training, momentum, eps).apply(x, gamma, beta)
+
+
+class AvgPoolFunction(Function):
+    def __init__(self, window: tuple):
+        self.window = window
+
+    def forward(self, x):
+        out = [size // k for size, k in zip(x.shape[2:], self.window)]
+        self.x_shape, self.out = x.shape, out
+        self.inside = (slice(None), slice(None)) + tuple(slice(0, o * k) for o, k in zip(out, self.window))
+        blocks = (x.shape[0], x.shape[1]) + tuple(n for o, k in zip(out, self.window) for n in (o, k))
+        # (N, C, O1 k1, O2 k2, ...) -> (N, C, O1, k1, O2, k2, ...): each window on axes of its own
+        windows = x[self.inside].reshape(blocks)
+        return windows.mean(axis=tuple(3 + 2 * i for i in range(len(out))))
+
+    def backward(self, gy, needs):
+        xp = get_array_module(gy)
+        spread = (gy.shape[0], gy.shape[1]) + tuple(n for o in self.out for n in (o, 1))
+        full = (gy.shape[0], gy.shape[1]) + tuple(n for o, k in zip(self.out, self.window) for n in (o, k))
+        # (N, C, O1, O2, ...) -> (N, C, O1, 1, O2, 1, ...) -> broadcast over each window -> (N, C, O1 k1, ...)
+        each = xp.broadcast_to((gy / math.prod(self.window)).reshape(spread), full)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        gx[self.inside] = each.reshape(gx[self.inside].shape)
+        return (gx,)
+
+
+def avgpool(x: Tensor, window: tuple, *, caller: str = "avgpool") -> Tensor:
+    """Mean of each window of x (N, C, *S); windows tile the input (stride = window)."""
+    x = as_tensor(x)
+    if x.ndim != 2 + len(window) or any(size < k for size, k in zip(x.shape[2:], window)):
+        raise ValueError(f"{caller}: expected input (N, C) and {len(window)} spatial axes of at least {window}, "
+                         f"got shape {tuple(x.shape)}")
+    return AvgPoolFunction(tuple(window)).apply(x)
