@@ -164,8 +164,9 @@ def test_the_transfer_example_trains_a_head_on_a_frozen_imported_backbone(tmp_pa
     tf.onnx.export(backbone, tmp_path / "backbone.onnx", (3, 16, 16))
     clips = examples("make_shape_clips").make_set(tmp_path / "clips", train=8, test=4, frames=4, height=16, width=16)
     command = [sys.executable, str(ROOT / "examples" / "transfer_video.py"),
-               "--backbone", str(tmp_path / "backbone.onnx"), "--video-dir", str(clips), "--frames", "4", "--size", "16", "--epochs", "2", "--batch-size", "4",
-               "--device", "cpu", "--savepath", str(tmp_path / "run")]
+               "--backbone", str(tmp_path / "backbone.onnx"), "--video-dir", str(clips), "--frames", "4",
+               "--size", "16", "--epochs", "2", "--batch-size", "4", "--device", "cpu",
+               "--savepath", str(tmp_path / "run")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TINYFLUX_DATA": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr

@@ -169,7 +169,7 @@ def test_predict_with_an_image_model_says_it_is_an_image_model(example, examples
     args = video.parse_args(["--predict", str(tmp_path), "--savepath", str(tmp_path / "run"),
                              "--checkpoint", "mnist_conv.h5", "--device", "cpu"])
     with pytest.raises(tf.CheckpointError, match=r"a model for input \(1, 28, 28\) without class names"):
-        video.predict_clip(args)
+        video.predict_clips(args)
 
 
 def test_a_validation_split_that_leaves_nothing_is_a_one_line_error(example, fake_mnist, tmp_path, caplog):

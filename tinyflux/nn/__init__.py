@@ -13,5 +13,5 @@ from .layers import Conv, Dense, FrameFeatures, GlobalMeanPool, MaxPool, pooling
 from .module import Module, Summary, glorot_uniform, seed
 from .normalization import AvgPool, BatchNorm, Dropout
 
-__all__ = ["AvgPool", "BatchNorm", "Chain", "Conv", "Dense", "Dropout", "FrameFeatures", "GlobalMeanPool", "MaxPool", "Module", "Summary", "flatten",
-           "glorot_uniform", "pooling_plan", "seed"]
+__all__ = ["AvgPool", "BatchNorm", "Chain", "Conv", "Dense", "Dropout", "FrameFeatures", "GlobalMeanPool", "MaxPool",
+           "Module", "Summary", "flatten", "glorot_uniform", "pooling_plan", "seed"]

@@ -7,14 +7,19 @@ several ranks each scores its own slice and the counts are summed.
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from .. import distributed
 from ..backends import get_array_module, to_cpu_array
+from ..checkpoint import CheckpointError, read_metadata
 from ..data import DatasetError, to_float_images
-from ..functional import onecold
+from ..files import write_bytes_atomically
+from ..functional import onecold, softmax
 from ..modes import no_grad
 from ..tensor import Tensor
 
@@ -84,3 +89,58 @@ def warn_if_sorted(labels, shuffle: bool) -> None:
     if not shuffle and sorted_by_class(labels):
         log.warning("the training examples are sorted by class and are not shuffled: each batch holds one class, "
                     "and the model learns little or nothing. Shuffle them (--shuffle, or shuffle=True)")
+
+
+def confusion_matrix(predicted, true, classes: int) -> np.ndarray:
+    """counts[i, j]: how many examples of class i were predicted as class j (rows: the truth)."""
+    counts = np.zeros((classes, classes), np.int64)
+    np.add.at(counts, (to_cpu_array(true).astype(np.int64), to_cpu_array(predicted).astype(np.int64)), 1)
+    return counts
+
+
+def class_report(counts: np.ndarray, names: list[str]) -> list[str]:
+    """Lines for the log: each class's accuracy (its diagonal count over its row), then the matrix itself."""
+    width = max(len("true/predicted"), *(len(name) for name in names))
+    lines = [f"{name:>{width}}: {counts[i, i] / max(counts[i].sum(), 1):.4f} of {counts[i].sum()}"
+             for i, name in enumerate(names)]
+    corner = "true/predicted"
+    lines.append(f"{corner:>{width}}  " + " ".join(f"{name[:5]:>5}" for name in names))
+    lines += [f"{name:>{width}}  " + " ".join(f"{n:>5}" for n in row) for name, row in zip(names, counts)]
+    return lines
+
+
+def clip_model_metadata(path) -> dict:
+    """The metadata of a model saved by a run on colour clips (input (3, T, H, W), class names), for prediction;
+    CheckpointError naming what the file holds otherwise (an image model, generated grey clips...)."""
+    saved = read_metadata(path)
+    shape, classes = saved.get("input_shape", []), saved.get("classes")
+    if len(shape) != 4 or shape[0] != 3 or not classes:
+        raise CheckpointError(f"{path}: a model for input {tuple(shape) or 'of unknown shape'}"
+                              f"{'' if classes else ' without class names'}; --predict needs one trained on colour "
+                              "clips (video_conv.py --video-dir)")
+    return {"network": "small", "augment": False, **saved}
+
+
+def classify_clips(model, path, decoded: tuple[int, int], classes: list[str], view=None, top: int = 3) -> list:
+    """[(clip, [(class, probability), ...]), ...]: the ``top`` classes of the clip ``path``, or of every clip in
+    the folder ``path`` (a folder of frames counts as one clip), each decoded at ``decoded`` (frames, size)."""
+    from ..data import video
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"--predict: {path} does not exist")
+    clips = [path] if path.is_file() or video.is_frame_folder(path) else video.clip_files(path)
+    rows = []
+    for clip in clips:
+        x = video.decode_clip(clip, decoded[0], (decoded[1], decoded[1]))[None]  # (1, 3, T, H, W)
+        x = view(x) if view else x
+        with no_grad():
+            probabilities = to_cpu_array(softmax(model.eval()(Tensor(to_float_images(x)))).data[0])  # (classes,)
+        rows.append((str(clip), [(classes[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top]]))
+    return rows
+
+
+def write_csv(path, header: list, rows: list) -> None:
+    """A CSV file, written whole or not at all."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *rows])
+    write_bytes_atomically(Path(path).expanduser(), buffer.getvalue().encode())

@@ -231,7 +231,7 @@ def export_saved(settings: Settings, build) -> str:
 
 
 def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, schedule=None, augment=None,
-        settings: Settings | None = None, val_name: str = "Validation", metadata: dict | None = None,
+        view=None, settings: Settings | None = None, val_name: str = "Validation", metadata: dict | None = None,
         **overrides) -> History:
     """Train ``model`` on ``data`` with every guarantee of a tinyflux run; return the history.
 
@@ -246,6 +246,8 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         loss: ``loss(scores, labels)`` -> scalar Tensor.
         schedule: a :class:`Schedule`; default conv.jl's (:class:`ModelZoo`).
         augment: ``augment(x, rng)`` -> x, applied to every float32 training batch.
+        view: ``view(images)`` -> images, applied once to examples held out by ``val_split``: the evaluation
+            form of what ``augment`` changes (``ClipAugment.center``); ``val`` given is taken as it is.
         settings: a :class:`Settings` (an example's Args); ``overrides`` set its fields by name:
             ``fit(model, (x, y), epochs=5, savepath="runs/a", resume=True)``.
         metadata: plain values saved in every checkpoint (class names...).
@@ -260,11 +262,12 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         seed(settings.seed)
         (images, labels), val = data() if callable(data) else (data, val)
         if settings.val_split:
-            (images, labels), val = split_validation(images, labels, settings.val_split, settings.seed)
-            val_name = "Validation"
+            (images, labels), (held, held_labels) = split_validation(images, labels, settings.val_split,
+                                                                     settings.seed)
+            val, val_name = ((view(held) if view else held), held_labels), "Validation"
         elif val is None:
-            val, val_name = (images, labels), "Training"
-        input_shape = example_shape(images)
+            val, val_name = ((view(images) if view else images), labels), "Training"
+        input_shape = example_shape(val[0])  # what the model sees: after augmentation, as evaluated
         if not isinstance(model, Module):
             model = model(input_shape)
         elif run.saved is None:  # a model object may come trained: say what a new run does with it
@@ -272,7 +275,7 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
                      "weights (to continue a run of fit, pass resume=True)")
         if settings.on_gpu():
             model = gpu(model)
-        model(Tensor(to_float_images(images[:1])))  # the data fits the model, before a long run starts
+        model(Tensor(to_float_images(val[0][:1])))  # the data fits the model, before a long run starts
         if optimizer is None or (callable(optimizer) and not isinstance(optimizer, Optimizer)):
             optimizer = (optimizer or (lambda params: Adam(params, lr=settings.lr)))(model.parameters())
         schedule = schedule or ModelZoo()
