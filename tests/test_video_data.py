@@ -219,3 +219,14 @@ def test_the_clip_maker_never_writes_over_existing_clips(shapes, clip_set):
     with pytest.raises(FileExistsError, match="already holds files"):
         shapes.make_set(clip_set, train=4, test=4, frames=4, height=16, width=16)
     assert sorted(p.name for p in (clip_set / "train" / "up").iterdir()) == before
+
+
+@pytest.mark.parametrize("count, frames", [(30, 8), (7, 12), (16, 16)])
+def test_decoding_only_the_chosen_frames_gives_the_clip_that_decoding_all_gives(shapes, tmp_path, count, frames):
+    """decode_clip converts only the frames it keeps and stops after the last: the same clip, faster."""
+    import av as pyav
+    rng = np.random.default_rng(count)
+    path = tmp_path / "clip.mp4"
+    shapes.write_mp4(path, rng.integers(0, 256, (count, 32, 32, 3)).astype(np.uint8))
+    every = video._decode_all_then_choose(pyav, path, frames, (16, 16))
+    assert np.array_equal(video.decode_clip(path, frames, (16, 16)), np.stack(every, axis=1))

@@ -160,20 +160,59 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
             files = _frame_files(path)
             chosen = [_decode_frame(av, files[index], size) for index in even_positions(len(files), frames)]
         else:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or "
-                                       "truncated, or holds no video (sound only?)")
-                decoded = [_rgb(frame, size) for frame in container.decode(video=0)]
-            if not decoded:
-                raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
-            chosen = [decoded[i] for i in even_positions(len(decoded), frames)]
+            chosen = _decode_chosen(av, path, frames, size)
     except DatasetError:
         raise
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
         raise DatasetError(f"{path}: FFmpeg cannot decode it, the file may be damaged or truncated "
                            f"({type(error).__name__}: {error})") from None
     return np.stack(chosen, axis=1)  # T arrays (3, H, W) -> (3, T, H, W)
+
+
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or truncated, or holds "
+                           "no video (sound only?)")
+    return container.streams.video[0]
+
+
+def _decode_chosen(av, path: Path, frames: int, size: tuple[int, int]) -> list:
+    """The ``frames`` evenly spaced frames of a video file, each converted to (3, H, W).
+
+    Every frame must still be decoded (a compressed frame is mostly a difference from the ones before
+    it), but only the chosen ones are converted and resized, decoding stops after the last of them,
+    and FFmpeg decodes with several threads. Which frames to choose needs the count first: the video
+    packets are counted without decoding them (reading the file, not decompressing it).
+    """
+    with av.open(str(path)) as container:
+        count = sum(1 for packet in container.demux(_video_stream(container, path)) if packet.size)
+    if not count:
+        raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
+    wanted = even_positions(count, frames)
+    converted: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"  # frame and slice threads, as the codec allows
+        decoded = 0
+        for index, frame in enumerate(container.decode(stream)):
+            decoded = index + 1
+            if index in wanted:
+                converted[index] = _rgb(frame, size)
+            if index >= wanted[-1]:
+                break
+    if len(converted) < len(set(wanted.tolist())):  # fewer frames than packets (a damaged file): choose again
+        if not decoded:
+            raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
+        return _decode_all_then_choose(av, path, frames, size)
+    return [converted[i] for i in wanted]
+
+
+def _decode_all_then_choose(av, path: Path, frames: int, size: tuple[int, int]) -> list:
+    with av.open(str(path)) as container:
+        every = [_rgb(frame, size) for frame in container.decode(_video_stream(container, path))]
+    if not every:
+        raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
+    return [every[i] for i in even_positions(len(every), frames)]
 
 
 def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
