@@ -90,9 +90,10 @@ STANDARD_OR_NAMED = {"numpy", "tqdm", "tinyflux"}
 
 
 def test_examples_import_only_tinyflux_the_standard_library_numpy_and_tqdm():
-    """The training examples; make_shape_clips.py, a tool that writes mp4 files, also needs PyAV."""
+    """The training examples; make_shape_clips.py and make_footage_clips.py, tools that write mp4 files, also
+    need PyAV."""
     for path in (ROOT / "examples").glob("*.py"):
-        if path.name == "make_shape_clips.py":
+        if path.name in ("make_shape_clips.py", "make_footage_clips.py"):
             continue
         tops = {name.split(".")[0] for name in imports_of(path)}
         others = {name for name in tops if name not in STANDARD_OR_NAMED and name not in sys.stdlib_module_names}
