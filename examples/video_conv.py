@@ -111,7 +111,6 @@ def class_names(args: VideoArgs) -> list[str]:
     return tf.data.video.find_clips(args.video_dir, "train")[2] if args.video_dir else tf.data.moving_digits.CLASSES
 
 
-# -- Model --------------------------------------------------------------------------
 def build_model(args: VideoArgs, input_shape=None, nclasses: int | None = None) -> nn.Chain:
     """mnist_conv's model with 3-D layers: (N, 1, 16, 32, 32) -> (N, 32, 2, 4, 4) -> 80 scores (--model small);
     or, for a few hundred clips of one's own, tf.models.video_bn_net (--model bn)."""
@@ -143,7 +142,8 @@ def load_best_model(args: VideoArgs, nclasses: int | None = None) -> nn.Chain:
 def predict_clips(args: VideoArgs, top: int = 3) -> list:
     """The ``top`` classes of the clip ``args.predict`` (or of every clip in that folder) by the saved model."""
     saved = tf.train.clip_model_metadata(os.path.join(args.savepath, args.checkpoint))  # refuses other models
-    classes, args.model, args.augment = saved["classes"], saved["network"], saved["augment"]  # as trained
+    classes, args.model, args.augment, (args.frames, args.size) = (  # as trained
+        saved["classes"], saved["network"], saved["augment"], saved["input_shape"][1:3])
     view = clip_augment(args).center if args.augment else None
     rows = tf.train.classify_clips(load_best_model(args, len(classes)), args.predict, decoded(args), classes, view, top)
     for clip, ranked in rows:
