@@ -118,12 +118,16 @@ def make_set(root, train_sources=TRAIN_SOURCES, test_sources=TEST_SOURCES, frame
     return root
 
 
-def main(argv=None) -> Path:
-    p = argparse.ArgumentParser(description="Write clips of real footage at normal and at double speed.")
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Write clips of real footage: a view panning left, right, up or down.")
     p.add_argument("root", help="an empty or new folder for <split>/<class>/<clip>.mp4")
     p.add_argument("--frames", type=int, default=16, help="frames per clip")
     p.add_argument("--size", type=int, default=64, help="frame height and width of the written clips")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
     root = make_set(args.root, frames=args.frames, size=args.size)
     counts = {split: sum(1 for _ in (root / split).rglob("*.mp4")) for split in ("train", "test")}
     print(f"wrote {counts['train']} training and {counts['test']} test clips under {root}")
