@@ -69,7 +69,25 @@ def instantiations(extern_c: bool) -> str:
                 lines.append(f"template __global__ void {name}<{ctype}>({typed});")
     if extern_c:
         lines.append('extern "C" void count_step_plain(double* hyper) { run_block([&] { count_step(hyper); }); }')
+        lines += elementwise_functions()
     return "\n".join(lines)
+
+
+def elementwise_functions() -> list[str]:
+    """Each ElementwiseKernel body of CudaOps inside the loop CuPy would write, for float and double, over
+    contiguous arrays of one shape (the caller broadcasts the inputs first)."""
+    lines = []
+    for name, body in cuda_ops.ELEMENTWISE_BODIES.items():
+        inputs, outputs = cuda_ops.ELEMENTWISE_PARAMETERS[name]
+        for ctype in ("float", "double"):
+            params = [f"const T* {n}_in" for n in inputs] + [f"T* {n}_out" for n in outputs]
+            loads = " ".join(f"const T {n} = {n}_in[i];" for n in inputs)
+            declares = " ".join(f"T {n};" for n in outputs)
+            stores = " ".join(f"{n}_out[i] = {n};" for n in outputs)
+            lines.append(f'extern "C" void {name}_{ctype}({", ".join(params).replace("T*", ctype + "*")}, '
+                         f"long long n) {{ typedef {ctype} T; for (long long i = 0; i < n; ++i) "
+                         f"{{ {loads} {declares} {{ {body}; }} {stores} }} }}")
+    return lines
 
 
 def compile_for_the_cpu(folder: Path):

@@ -3,7 +3,7 @@
 ``FakeCupy`` offers the few CuPy calls that ``CudaOps`` (tinyflux/backends/cuda_ops.py)
 and ``tf.capture`` (tinyflux/cuda_graph.py) make, on NumPy arrays: ``RawModule``
 runs the kernels compiled for the CPU (tests/cuda_emulation.py), and each
-``ElementwiseKernel`` is replaced by the NumPy line its C body spells out.
+``ElementwiseKernel`` runs its own C body, compiled for the CPU there too.
 Streams and graphs are played, not run: capture records which kernels were
 launched, and CUDA's rules (no synchronize during a capture) are asserted.
 With it, ``CudaOps(FakeCupy(...))`` runs whole training steps, eager and
@@ -17,10 +17,6 @@ import numpy as np
 from cuda_emulation import c_argument
 from tinyflux.backends import cuda_ops
 
-ELEMENTWISE_IN_NUMPY = {  # name: (inputs, outputs) -> writes the outputs; the C bodies are in cuda_ops.py
-    "tinyflux_bias_relu": lambda x, b, y: np.copyto(y, np.maximum(x + b, 0)),
-    "tinyflux_relu_backward": lambda gy, y, gx: np.copyto(gx, np.where(y > 0, gy, 0)),
-}
 
 
 class FakeStream:
@@ -134,6 +130,14 @@ class FakeCupy:
             outs = list(args[n_in:])
             assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
             if not fake.capturing:  # during capture CUDA records the launch and runs nothing
-                ELEMENTWISE_IN_NUMPY[name](*args)
+                # the C body compiled for the CPU, on contiguous copies broadcast to the output's shape
+                ctype = "float" if outs[0].dtype == np.float32 else "double"
+                inputs = [np.ascontiguousarray(np.broadcast_to(np.asarray(a, outs[0].dtype), shape))
+                          for a in args[:n_in]]
+                results = [np.empty(shape, outs[0].dtype) for _ in outs]
+                getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in inputs + results],
+                                                         c_argument(int(np.prod(shape))))
+                for out, result in zip(outs, results):
+                    out[...] = result
             return outs[0] if len(outs) == 1 else outs
         return launch

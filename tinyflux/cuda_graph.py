@@ -50,6 +50,9 @@ from .modes import capturing
 from .tensor import Tensor
 
 
+LABEL_CHECK_EVERY = 100  # GPU labels are checked at the first replay, then once every this many replays
+
+
 class CaptureError(RuntimeError):
     """The step cannot be captured as a CUDA graph; the message says why."""
 
@@ -113,8 +116,15 @@ class CapturedStep:
                 stream.begin_capture()
                 try:
                     self.loss = self._record()
-                finally:
-                    graph = stream.end_capture()
+                except Exception:
+                    # End the capture, but report what broke it: ending an invalidated capture raises
+                    # cudaErrorStreamCaptureInvalidated, which would otherwise replace the cause.
+                    try:
+                        stream.end_capture()
+                    except Exception:
+                        pass
+                    raise
+                graph = stream.end_capture()
         except Exception as error:
             raise CaptureError(
                 f"capture: CUDA could not record the step ({type(error).__name__}: {error}). During a capture "
@@ -122,6 +132,7 @@ class CapturedStep:
                 "GPU (see tinyflux/cuda_graph.py)") from error
         self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
+        self.bad_labels, self.replays = 0, 0  # out-of-range GPU labels seen, replays with GPU labels
 
     def _record(self):
         """The work the graph holds: forward, backward and the optimizer's step. Returns the loss array."""
@@ -137,6 +148,12 @@ class CapturedStep:
         loss.backward()
         return loss
 
+    def check_labels(self) -> None:
+        """Raise if any GPU labels given to the replays so far were out of range (one read from the GPU)."""
+        if int(self.bad_labels):
+            raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}; {int(self.bad_labels)} "
+                             f"labels in the last {self.replays} steps did not")
+
     def __call__(self, x, y):
         cp = self.cupy
         x = x.data if isinstance(x, Tensor) else x
@@ -145,9 +162,15 @@ class CapturedStep:
             if tuple(new.shape) != static.shape or new.dtype != static.dtype:
                 raise ValueError(f"captured step: {name} must be {static.dtype}{static.shape} as at capture, "
                                  f"got {new.dtype}{tuple(new.shape)}")
-        if isinstance(y, np.ndarray) and y.ndim == 1 and y.size and (y.min() < 0 or y.max() >= self.classes):
+        on_host = backend_name(y) == "numpy"
+        if on_host and y.ndim == 1 and y.size and (y.min() < 0 or y.max() >= self.classes):
             raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}, "
                              f"got values from {y.min()} to {y.max()}")
+        if not on_host and y.ndim == 1:  # GPU labels: counted on the GPU, read now and then
+            self.bad_labels = self.bad_labels + ((y < 0) | (y >= self.classes)).sum()  # no wait for the GPU
+            self.replays += 1
+            if self.replays % LABEL_CHECK_EVERY == 1:
+                self.check_labels()
         self.optimizer.attach_parameters()  # a parameter replaced since the last step goes back into the buffer
         self.x[...] = cp.asarray(x)  # from the host or the GPU, into the arrays the graph reads
         self.y[...] = cp.asarray(y)

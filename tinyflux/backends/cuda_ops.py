@@ -106,6 +106,15 @@ def _output_shape(sizes, kernel, stride, pad) -> tuple:
     return tuple(output_size(s, k, st, p) for s, k, st, p in zip(sizes, kernel, stride, pad))
 
 
+# The element-wise kernels' C bodies (CuPy writes the loop around each); the tests compile the same text
+# for the CPU (tests/cuda_emulation.py), so what they check is what runs on a GPU.
+ELEMENTWISE_BODIES = {
+    "tinyflux_bias_relu": "T v = x + b; y = (v > T(0) || v != v) ? v : T(0)",
+    "tinyflux_relu_backward": "gx = gy * (y > T(0) ? T(1) : T(0))",
+}
+ELEMENTWISE_PARAMETERS = {"tinyflux_bias_relu": (("x", "b"), ("y",)), "tinyflux_relu_backward": (("gy", "y"), ("gx",))}
+
+
 class CudaOps(NumpyOps):
     """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
 
@@ -206,14 +215,17 @@ class CudaOps(NumpyOps):
         """relu(x + b) with b (C,) broadcast along axis 1, in one launch; the output keeps x's memory order."""
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...)
         y = self.cupy.empty_like(x)  # same strides as x: channel-major stays channel-major
-        kernel = self._kernel("tinyflux_bias_relu", "T x, T b", "T y", "T v = x + b; y = v > T(0) ? v : T(0)")
+        # v != v is true for NaN alone: a NaN stays NaN, as NumPy's maximum(v, 0) leaves it
+        kernel = self._kernel("tinyflux_bias_relu", "T x, T b", "T y", ELEMENTWISE_BODIES["tinyflux_bias_relu"])
         kernel(x, b.reshape(shape), y)
         return y
 
     def relu_backward(self, gy, y):
         """gy where y > 0, else 0, in one launch; the result keeps y's memory order."""
         gx = self.cupy.empty_like(y)
-        self._kernel("tinyflux_relu_backward", "T gy, T y", "T gx", "gx = y > T(0) ? gy : T(0)")(gy, y, gx)
+        # gy times a 0/1 mask, as NumPy computes it: a NaN gradient stays NaN even where the mask is 0
+        self._kernel("tinyflux_relu_backward", "T gy, T y", "T gx", ELEMENTWISE_BODIES["tinyflux_relu_backward"])(
+            gy, y, gx)
         return gx
 
     def count_step(self, hyper) -> None:
@@ -221,7 +233,14 @@ class CudaOps(NumpyOps):
         self.function("count_step")((1,), (1,), (hyper,))
 
     def adam_update(self, p, g, m, v, hyper) -> None:
-        """One Adam step over p, g, m, v, in place, reading (lr, beta1, beta2, eps, t) from GPU memory."""
+        """One Adam step over p, g, m, v, in place, reading (lr, beta1, beta2, eps, t) from GPU memory.
+
+        The kernel reads g[i] as a flat array: a gradient that is a strided view (a convolution's weight
+        gradient is a transposed one) is made contiguous first, or the kernel would read the wrong numbers.
+        """
+        if g.dtype != p.dtype:
+            raise ValueError(f"adam_update: a {g.dtype} gradient for a {p.dtype} parameter")
+        g = self.cupy.ascontiguousarray(g)
         self._launch("adam", p.dtype, p.size, (p, g, m, v, hyper, np.int64(p.size)))
 
     def gemm(self, a, b):

@@ -102,7 +102,7 @@ __device__ void maxpool_body(const T* x, T* y, int* argmax, const Geometry<I> q)
             for (I kh = 0; kh < q.KH; ++kh)
                 for (I kw = 0; kw < q.KW; ++kw) {
                     const T value = corner[kd * q.XD + kh * q.XH + kw * q.XW];
-                    if (value > best) {
+                    if (value > best || (value != value && best == best)) {  // a NaN wins, as in NumPy's max
                         best = value;
                         where = (int)((kd * q.KH + kh) * q.KW + kw);
                     }
