@@ -42,8 +42,6 @@ measured times are in docs/results/h100).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import optim
 from .backends import backend_name, ops_for
 from .modes import capturing
