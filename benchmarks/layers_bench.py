@@ -128,6 +128,10 @@ def measure_adam(xp, timer, rounds, steps_per_round=20) -> dict:
             "ratio": summary_ratio(flat_times, per_parameter_times)}
 
 
+def ratio_line(label: str, r: dict) -> str:
+    return f"  ratio {label} per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}"
+
+
 def print_table(report: dict) -> None:
     print(f"tinyflux {tf.__version__} on {report['backend']}; {report['machine']}")
     print(f"BLAS: {report['blas']}")
@@ -156,28 +160,24 @@ def print_table(report: dict) -> None:
     if "ratio" in s:
         r = s["ratio"]
         print(f"  PyTorch  {format_ms(s['torch_ms'])}   {s['torch_images_per_s']:8.0f} images/s")
-        print(f"  ratio tinyflux/PyTorch per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}"
-              f" (ratio of medians {r['of_medians']:.2f})")
+        print(ratio_line("tinyflux/PyTorch", r) + f" (ratio of medians {r['of_medians']:.2f})")
     if "torch_graphed_ms" in s:
         r = s["ratio_graphed"]
         print(f"  PyTorch, whole step as one CUDA graph {format_ms(s['torch_graphed_ms'])}")
-        print(f"  ratio tinyflux/graphed PyTorch per round: min {r['min']:.2f}, median {r['median']:.2f}, "
-              f"max {r['max']:.2f}")
+        print(ratio_line("tinyflux/graphed PyTorch", r))
     if "torch_graphed_error" in s:
         print(f"  PyTorch CUDA graph: could not capture ({s['torch_graphed_error']})")
     if "tinyflux_graphed_ms" in s:
         print(f"  tinyflux, whole step as one CUDA graph (tf.capture) {format_ms(s['tinyflux_graphed_ms'])}")
     if "ratio_both_graphed" in s:
-        r = s["ratio_both_graphed"]
-        print(f"  ratio graphed tinyflux/graphed PyTorch per round: min {r['min']:.2f}, median {r['median']:.2f}, "
-              f"max {r['max']:.2f}")
+        print(ratio_line("graphed tinyflux/graphed PyTorch", s["ratio_both_graphed"]))
     if "tinyflux_graphed_error" in s:
         print(f"  tinyflux CUDA graph: could not capture ({s['tinyflux_graphed_error']})")
     if "tinyflux_without_kernels_ms" in s:
         r = s["ratio_kernels_on_off"]
         print(f"  tinyflux, eager with CuPy's operations instead of its kernels "
               f"{format_ms(s['tinyflux_without_kernels_ms'])}")
-        print(f"  ratio kernels on/off per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
+        print(ratio_line("kernels on/off", r))
     if "tinyflux_without_kernels_error" in s:
         print(f"  tinyflux without its kernels: failed ({s['tinyflux_without_kernels_error']})")
     if "peak_gpu_memory_mb" in s:
@@ -189,4 +189,4 @@ def print_table(report: dict) -> None:
             return " ".join(f"{t[key] * 1000:.1f}" for key in ("min", "median", "max"))
         print(f"\nAdam update of all 8 parameters, us (min median max): one flat buffer {us(a['flat_ms'])}, "
               f"one update per parameter {us(a['per_parameter_ms'])}")
-        print(f"  ratio flat/per parameter per round: min {r['min']:.2f}, median {r['median']:.2f}, max {r['max']:.2f}")
+        print(ratio_line("flat/per parameter", r))

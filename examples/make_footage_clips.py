@@ -13,9 +13,9 @@ of the frames (resized to 112x112) that moves 2 pixels per frame to the left, ri
 a camera panning over the scene. The four show the same footage, so no single frame tells them apart;
 only the way everything shifts from frame to frame does (against the footage's own motion). Training
 clips come from vtest, bikes and bigbuckbunny, test clips from Megamind, carphone and tree: the test
-measures footage the model has never seen. Clips are written as MPEG-4 files. (A first version asked
-whether a clip played at normal or double speed: the networks told the speeds apart on held-out
-windows of the training videos but not on the test videos, whose own motion is slower.)
+measures footage the model has never seen. Clips are written as MPEG-4 files. The panning is the
+same on every video, whatever moves in it: a speed task, say, would depend on how fast each video's
+own scene moves, which differs from the training videos to the test videos.
 """
 from __future__ import annotations
 

@@ -197,3 +197,19 @@ def test_both_examples_export_their_saved_model(examples, fake_mnist, tmp_path):
     np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "v.onnx", clips),
                                video.load_best_model(video.parse_args(flags))(tf.Tensor(clips)).data,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_export_and_predictions_never_replace_an_existing_file(examples, fake_mnist, tmp_path):
+    mnist = examples("mnist_conv")
+    args = mnist.Args(epochs=1, batch_size=16, max_steps=1, data_dir=str(fake_mnist), savepath=str(tmp_path / "m"),
+                      device="cpu")
+    mnist.train(args)
+    checkpoint = tmp_path / "m" / "mnist_conv.h5"
+    before = checkpoint.read_bytes()
+    exported = mnist.parse_args(["--savepath", str(tmp_path / "m"), "--export-onnx", str(checkpoint)])
+    with pytest.raises(tf.train.RunFolderError, match="the file exists; give a new name"):
+        mnist.main(exported)
+    assert checkpoint.read_bytes() == before
+    with pytest.raises(tf.train.RunFolderError, match="--out .* the file exists"):
+        tf.train.write_csv(checkpoint, ["a"], [[1]])
+    assert checkpoint.read_bytes() == before

@@ -191,3 +191,27 @@ def test_a_captured_step_refuses_adamw(gpu_path):
     with pytest.raises(tf.CaptureError, match="optim.Adam expected, got AdamW"):
         tf.capture(model, tf.logit_cross_entropy, optim.AdamW(model.parameters()), np.zeros((2, 4), np.float32),
                    np.array([0, 1]))
+
+
+def test_ranks_start_from_root_buffers_too():
+    """A resumed data-parallel run: rank 0 loaded the running statistics, the others must get them."""
+    broadcast = []
+
+    class Recording(distributed.Communicator):
+        def broadcast(self, array, root=0):
+            broadcast.append(array)
+            return array
+
+    model = nn.Chain(nn.Conv((3, 3), 1, 2), nn.BatchNorm(2), nn.Dropout(0.1))
+    distributed.broadcast_parameters(model, Recording())
+    buffers = [b.data for _, b in model.named_buffers()]
+    assert len(buffers) == 3 and all(any(a is b for a in broadcast) for b in buffers)
+
+
+def test_adamw_decays_only_the_parameters_that_have_a_gradient():
+    p, q = (tf.Tensor(np.ones(2), requires_grad=True) for _ in range(2))
+    opt = optim.AdamW([p, q], lr=0.1, weight_decay=0.5)
+    p.grad = np.zeros(2)  # a zero gradient: Adam moves nothing, so only the decay shows
+    opt.step()
+    np.testing.assert_allclose(p.data, 0.95)
+    assert q.data.tolist() == [1.0, 1.0]

@@ -218,9 +218,12 @@ class _Fake(Communicator):
 
 
 def broadcast_parameters(model, comm: Communicator, root: int = 0) -> None:
-    """Give every rank root's parameters (ranks that built the model with other seeds become equal)."""
+    """Give every rank root's parameters and buffers (ranks that built the model with other seeds, or that did not
+    load the checkpoint root loaded, become equal: weights, BatchNorm's statistics, Dropout's count)."""
     for p in model.parameters():
         comm.broadcast(p.data, root)
+    for _, buffer in model.named_buffers():
+        comm.broadcast(buffer.data, root)
 
 
 def broadcast_optimizer(optimizer, comm: Communicator, root: int = 0) -> None:

@@ -384,9 +384,13 @@ class AdamW(Adam):
         self.attach_parameters()
         self.check_gradients()
         shrink = 1 - self.lr * self.weight_decay
-        for p in self.params:
-            if p.grad is not None:
-                p.data *= shrink  # in place: the parameter's view of the flat buffer
+        for group in self.groups:
+            if all(self.params[i].grad is not None for i in group.positions):
+                group.parameters.data *= shrink  # the usual case: one pass over the flat buffer
+                continue
+            for i in group.positions:
+                if self.params[i].grad is not None:
+                    self.params[i].data *= shrink  # in place: the parameter's view of the flat buffer
         self._update()
 
     def hyperparameters(self):

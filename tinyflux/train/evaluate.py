@@ -22,6 +22,7 @@ from ..files import write_bytes_atomically
 from ..functional import onecold, softmax
 from ..modes import no_grad
 from ..tensor import Tensor
+from .runs import refuse_to_replace
 
 log = logging.getLogger("tinyflux.train")
 
@@ -140,7 +141,8 @@ def classify_clips(model, path, decoded: tuple[int, int], classes: list[str], vi
 
 
 def write_csv(path, header: list, rows: list) -> None:
-    """A CSV file, written whole or not at all."""
+    """A new CSV file, written whole or not at all; an existing file is never replaced."""
+    refuse_to_replace(path, "--out")
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *rows])
     write_bytes_atomically(Path(path).expanduser(), buffer.getvalue().encode())

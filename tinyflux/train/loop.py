@@ -42,7 +42,7 @@ from ..tensor import Tensor
 from .evaluate import accuracy, any_nan, example_shape, split_validation, warn_if_sorted
 from .flags import Settings, settings_of
 from .report import History
-from .runs import DivergedError, RunFolder, RunFolderError, deferred_interrupt, restore
+from .runs import DivergedError, RunFolder, RunFolderError, deferred_interrupt, refuse_to_replace, restore
 from .schedule import ModelZoo
 from .step import Step
 
@@ -223,6 +223,7 @@ def load_model(path, build, on_gpu: bool = False):
 def export_saved(settings: Settings, build) -> str:
     """``--export-onnx FILE``: the best model saved in the run folder, rebuilt by ``build(input_shape)``, as ONNX."""
     from .. import onnx  # the onnx package is an optional extra: imported only when exporting
+    refuse_to_replace(settings.export_onnx, "--export-onnx")
     path = f"{settings.savepath}/{settings.checkpoint}"
     model = load_model(path, build)
     written = onnx.export(model, settings.export_onnx, checkpoint.read_metadata(path)["input_shape"])
@@ -241,7 +242,8 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         data: (images, labels), uint8 (N, [C,] *S) and integers (N,); or a function returning
             ((images, labels), val), called once the run folder has been checked.
         val: (images, labels) that choose the best model and drive the schedule (``val_name`` in the log);
-            None: ``val_split`` of the data is held out, or without it the training data is scored.
+            with ``val_split`` the held-out examples do that instead (``val`` is then left for a final test);
+            with neither, the training data is scored.
         optimizer: an optimizer over ``model.parameters()``, or ``make(params)``; default Adam at lr.
         loss: ``loss(scores, labels)`` -> scalar Tensor.
         schedule: a :class:`Schedule`; default conv.jl's (:class:`ModelZoo`).

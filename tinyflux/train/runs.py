@@ -229,6 +229,12 @@ class RunFolder:
         checkpoint.save(self.best, model, optimizer, **metadata)
 
 
+def refuse_to_replace(path, flag: str) -> None:
+    """A command writes a new file there, never over one that exists (a checkpoint given by mistake, say)."""
+    if Path(path).expanduser().exists():
+        raise RunFolderError(f"{flag} {path}: the file exists; give a new name, or delete it first")
+
+
 def restore(saved: dict, schedule, history, noise) -> None:
     """Give the schedule, the history and the noise generator the state that :meth:`RunFolder.save_state` saved."""
     schedule.load_state(json.loads(saved["schedule"]))
