@@ -2,7 +2,8 @@
 
 ``FakeCupy`` offers the few CuPy calls that ``CudaOps`` (tinyflux/backends/cuda_ops.py)
 and ``tf.capture`` (tinyflux/cuda_graph.py) make, on NumPy arrays: ``RawModule``
-runs the kernels compiled for the CPU (tests/cuda_emulation.py), and each
+runs the kernels compiled for the CPU (tests/cuda_emulation.py), with the grid and
+block sizes CudaOps launches them with, and each
 ``ElementwiseKernel`` runs its own C body, compiled for the CPU there too.
 Streams and graphs are played, not run: capture records which kernels were
 launched, and CUDA's rules (no synchronize during a capture) are asserted.
@@ -14,9 +15,14 @@ import types
 
 import numpy as np
 
-from cuda_emulation import c_argument
+from cuda_emulation import c_argument, launch as launch_kernel
 from tinyflux.backends import cuda_ops
 
+
+
+def poison(dtype):
+    """What a new array of this type is filled with: a value no kernel should leave behind."""
+    return np.nan if np.issubdtype(dtype, np.floating) else -1
 
 
 class FakeStream:
@@ -81,14 +87,20 @@ class FakeCupy:
         self.cuda = Cuda
 
     def empty(self, shape, dtype=float):
-        # during capture no kernel runs, so arrays stay as made: zeros keep NumPy's later steps free of NaN warnings
-        array = np.zeros(shape, dtype) if self.capturing else np.empty(shape, dtype)
+        # during capture no kernel runs, so arrays stay as made: zeros keep NumPy's later steps free of NaN warnings.
+        # Otherwise the memory is poisoned (NaN, or -1 for integers) instead of left as it was: a freed array of the
+        # same size often holds the right answer already, and would hide a kernel that skips elements.
+        array = np.zeros(shape, dtype) if self.capturing else np.full(shape, poison(dtype), dtype)
         if self.allocator is not None:  # CuPy would take the memory from the allocator in use
             self.allocator(array.nbytes)
         return array
 
     def empty_like(self, array):
-        return self.empty(array.shape, array.dtype) if self.capturing else np.empty_like(array)
+        if self.capturing:
+            return self.empty(array.shape, array.dtype)
+        made = np.empty_like(array)  # keeps the memory order of array, as CuPy's does
+        made[...] = poison(array.dtype)
+        return made
 
     def get_default_memory_pool(self):
         return types.SimpleNamespace(malloc=lambda size: object())
@@ -108,16 +120,14 @@ class FakeCupy:
                 name, ctype = expression.rstrip(">").split("<") if "<" in expression else (expression, "plain")
 
                 def launch(grid, block, args):
-                    threads = 1 if ctype == "plain" else cuda_ops.GEMM_TILE ** 2 if name == "gemm" else \
-                        cuda_ops.THREADS
-                    assert block == (threads,) and grid[0] >= 1
+                    assert len(grid) == len(block) == 1 and 1 <= grid[0] and 1 <= block[0] <= 1024  # CUDA's limits
                     fake._record(name)
                     if fake.capturing:
                         return  # CUDA records the launch into the graph and runs nothing
                     for array in args:  # only the inputs of im2col, maxpool and the GEMMs may be strided views
                         assert not isinstance(array, np.ndarray) or array.flags.c_contiguous or \
                             name in ("im2col", "maxpool", "gemm")
-                    getattr(fake.library, f"{name}_{ctype}")(*[c_argument(a) for a in args])
+                    launch_kernel(fake.library, name, int(grid[0]), int(block[0]), *args)
                 return launch
         return Module()
 

@@ -2,12 +2,15 @@
 
 The kernel source is compiled three ways:
 
-- with the machine's C++ compiler for a block of four CPU threads
-  (tests/cuda_emulation.py); the results must equal the NumPy implementations
-  bit for bit (or to rounding where the order of a sum may differ). This checks
-  all the index arithmetic, both index widths, and the GEMM's tiles and splits.
+- with the machine's C++ compiler, launched with the grid and block sizes
+  CudaOps uses (tests/cuda_emulation.py); the results must equal the NumPy
+  implementations bit for bit (or to rounding where the order of a sum may
+  differ). This checks all the index arithmetic, both index widths, and the
+  GEMM's tiles and splits; tests/test_kernel_launches.py adds inputs of
+  hundreds of blocks and checks that broken kernels fail.
 - with nvcc for an H100 (sm_90), where nvcc is installed: valid CUDA.
-- with hipcc for an AMD MI200 (gfx90a), where hipcc is installed: valid HIP.
+- with hipcc for an AMD MI200 (gfx90a) and a Radeon RX 6000 card (gfx1030),
+  where hipcc is installed: valid HIP.
 
 What none of this checks is CuPy itself on a real GPU (compiling with NVRTC,
 launching, its element-wise kernels); tests/test_parity.py does that where a
@@ -26,6 +29,7 @@ from tinyflux.modes import capturing
 from cuda_emulation import SIGNATURES, call, instantiations
 from tinyflux import backends, optim
 from tinyflux.backends import cuda_ops, numpy_ops
+from tinyflux.backends.cuda_ops import RocmOps
 
 
 def strides(array):
@@ -135,23 +139,23 @@ def test_maxpool_ties_pick_the_first_maximum_in_row_major_order(emulated):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_matches_numpy_on_plain_and_transposed_views_whole_or_split(emulated, dtype):
     rng = np.random.default_rng(2)
-    a_plain, b_plain = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((7, 3)).astype(dtype)
-    a_transposed = rng.standard_normal((7, 5)).astype(dtype).T  # (5, 7) view of (7, 5) memory
-    b_transposed = rng.standard_normal((3, 7)).astype(dtype).T
+    a_plain, b_plain = rng.standard_normal((37, 70)).astype(dtype), rng.standard_normal((70, 45)).astype(dtype)
+    a_transposed = rng.standard_normal((70, 37)).astype(dtype).T  # (37, 70) view of (70, 37) memory
+    b_transposed = rng.standard_normal((45, 70)).astype(dtype).T
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     for a in (a_plain, a_transposed):
         for b in (b_plain, b_transposed):
-            # 5 x 3 outputs in 2 x 2 tiles: the last row and column of tiles stick out of the matrix
-            for splits, chunk in ((1, 7), (2, 4), (4, 2)):  # k = 7 whole, or cut into ranges
-                out = np.full((splits, 5, 3), np.nan, dtype)
-                sizes = np.array([5, 3, 7, *strides(a), *strides(b), splits, chunk], dtype=np.int64)
+            # 37 x 45 outputs in 3 x 3 tiles of 16 x 16: the last row and column of tiles stick out of the matrix
+            for splits, chunk in ((1, 70), (2, 48), (5, 16)):  # k = 70 whole, or cut into ranges
+                out = np.full((splits, 37, 45), np.nan, dtype)
+                sizes = np.array([37, 45, 70, *strides(a), *strides(b), splits, chunk], dtype=np.int64)
                 call(emulated, "gemm", a, b, out, sizes)
                 ranges = [slice(i * chunk, (i + 1) * chunk) for i in range(splits)]
                 for part, k in zip(out, ranges):
                     np.testing.assert_allclose(part, a[:, k] @ b[k], rtol=tolerance, atol=tolerance)
-                c = np.full((5, 3), np.nan, dtype)
+                c = np.full((37, 45), np.nan, dtype)
                 call(emulated, "sum_splits", out, c, splits, c.size)
-                np.testing.assert_allclose(c, a @ b, rtol=tolerance)
+                np.testing.assert_allclose(c, a @ b, rtol=tolerance, atol=tolerance)
 
 
 def test_gemm_cuts_long_sums_into_whole_tiles():
@@ -214,13 +218,14 @@ def test_the_source_compiles_as_cuda_for_an_h100(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("hipcc") is None, reason="hipcc is not installed (apt-get install hipcc)")
-def test_the_source_compiles_as_hip_for_an_amd_gpu(tmp_path):
-    """The same kernels are valid HIP for an AMD MI200 (gfx90a). This says nothing about running them:
-    no AMD GPU has."""
+@pytest.mark.parametrize("architecture", ["gfx90a", "gfx1030"])  # an MI200 data-centre card; a Radeon RX 6000
+def test_the_source_compiles_as_hip_for_an_amd_gpu(tmp_path, architecture):
+    """The same kernels, with the options RocmOps gives hipRTC, are valid HIP for both kinds of AMD GPU. This says
+    nothing about running them: no AMD GPU has."""
     (tmp_path / "kernels.hip").write_text("#include <hip/hip_runtime.h>\n" + source_with_instances())
-    result = subprocess.run(["hipcc", "-std=c++17", "--offload-arch=gfx90a", "-c", "-o", str(tmp_path / "kernels.o"),
-                             str(tmp_path / "kernels.hip")], capture_output=True, text=True,
-                            env={**os.environ, "HIP_PLATFORM": "amd"})
+    result = subprocess.run(["hipcc", *RocmOps.compile_options, f"--offload-arch={architecture}", "-c",
+                             "-o", str(tmp_path / "kernels.o"), str(tmp_path / "kernels.hip")],
+                            capture_output=True, text=True, env={**os.environ, "HIP_PLATFORM": "amd"})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "kernels.o").stat().st_size > 0
 
@@ -262,3 +267,30 @@ def test_a_registered_backend_is_asked_first(monkeypatch):
     backends.register(lambda array: isinstance(array, Marked), lambda array: ops)
     assert backends.ops_for(np.zeros(3).view(Marked)) is ops
     assert backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
+
+
+@pytest.mark.parametrize("is_hip, expected", [(False, cuda_ops.CudaOps), (True, RocmOps)], ids=["cuda", "rocm"])
+def test_cupy_arrays_get_rocm_ops_on_cupys_rocm_build(monkeypatch, emulated, is_hip, expected):
+    """CuPy's ROCm build keeps the cupy name and says is_hip; its kernels are compiled with RocmOps's options."""
+    from fake_cupy import FakeCupy
+    fake = FakeCupy(emulated)
+    fake.cuda.runtime = type("Runtime", (), {"is_hip": is_hip})
+    compiled_with = []
+    make_module = fake.RawModule
+
+    def raw_module(code, options, name_expressions):
+        compiled_with.append(options)
+        return make_module(code, options, name_expressions)
+
+    monkeypatch.setattr(fake, "RawModule", raw_module)
+    monkeypatch.setattr(backends, "cupy", fake)
+    monkeypatch.setattr(backends, "_cuda_ops", None)
+    ops = backends.kernel_ops()
+    assert type(ops) is expected and backends.kernel_ops() is ops
+    hyper = np.zeros(5)
+    ops.count_step(hyper)  # the first launch compiles the module
+    assert hyper[4] == 1 and compiled_with == [expected.compile_options]
+
+
+def test_the_source_has_no_include_lines_which_cupy_removes_on_hip():
+    assert "#include" not in cuda_ops.source()

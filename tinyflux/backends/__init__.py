@@ -9,6 +9,7 @@ their interface), and hands the hot operations to an *ops object*:
 
     NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
     CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
+    RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's options)
 
 The array libraries themselves (which one an array belongs to, moving
 arrays, whether a GPU answers) are in ``arrays.py``, the one module that
@@ -20,10 +21,9 @@ CUDA-graph capture (``modes.capture``), which needs them.
 A new backend is a subclass and a registration. Its ops class overrides the
 operations it does its own way (everything else falls back to the NumPy-style
 code, run by its array library), and ``register`` tells ``ops_for`` which
-arrays are its, ahead of the built-in ones. For example, CuPy's ROCm build for
-AMD GPUs keeps the ``cupy`` name and compiles ``kernels.cu`` with hipRTC, so
-it would need only ``class RocmOps(CudaOps)`` with the compiler options HIP
-wants, registered for CuPy arrays when ``cupy.cuda.runtime.is_hip`` is true.
+arrays are its, ahead of the built-in ones. CuPy's ROCm build for AMD GPUs
+keeps the ``cupy`` name, so ``kernel_ops`` picks ``RocmOps`` for CuPy arrays
+when ``cupy.cuda.runtime.is_hip`` is true.
 """
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ _registered: list = []  # (recognises(array) -> bool, ops_for_it(array) -> ops),
 
 
 def kernel_ops():
-    """The one CudaOps object for CuPy arrays (it keeps the compiled kernels)."""
+    """The one CudaOps object for CuPy arrays (it keeps the compiled kernels): RocmOps on CuPy's ROCm build."""
     global _cuda_ops
     if _cuda_ops is None:
-        from .cuda_ops import CudaOps
-        _cuda_ops = CudaOps(cupy)
+        from .cuda_ops import CudaOps, RocmOps
+        on_rocm = cupy is not None and cupy.cuda.runtime.is_hip
+        _cuda_ops = (RocmOps if on_rocm else CudaOps)(cupy)
     return _cuda_ops
 
 

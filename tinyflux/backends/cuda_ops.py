@@ -42,6 +42,7 @@ GEOMETRY = ("N", "C", "D", "H", "W", "KD", "KH", "KW", "OD", "OH", "OW",
 NARROW_LIMIT = 2**31 - 2**25  # below INT_MAX by more than a grid-stride step (65535 blocks x 256 threads)
 
 THREADS = 256  # per block; the grid-stride loops cover the rest
+MAX_BLOCKS = 65535  # per launch: the grid-stride loops wrap past it (the limit of a CUDA grid's y and z, kept for x)
 GEMM_TILE = 16  # gemm's tiles are GEMM_TILE x GEMM_TILE outputs, one block of GEMM_TILE**2 threads each
 GEMM_BLOCKS = 528  # gemm splits long sums until it has about this many blocks: 4 per H100 multiprocessor
 GEMM_MAX_SPLITS = 64  # and into at most this many ranges, which sum_splits then adds up
@@ -58,8 +59,7 @@ def source() -> str:
               "    __device__ explicit Geometry(const long long* g)\n        : "
               + ", ".join(f"{name}((I)g[{i}])" for i, name in enumerate(GEOMETRY)) + " {}\n};\n"
               f"#define G_NARROW g[{GEOMETRY.index('NARROW')}]\n")
-    # (#ifndef: the CPU emulation in the tests compiles smaller tiles)
-    constants = f"#define THREADS {THREADS}\n#ifndef GEMM_TILE\n#define GEMM_TILE {GEMM_TILE}\n#endif\n"
+    constants = f"#define THREADS {THREADS}\n#define GEMM_TILE {GEMM_TILE}\n"
     return struct + constants + KERNEL_FILE.read_text(encoding="utf-8")
 
 
@@ -93,6 +93,16 @@ def gemm_splits(m: int, n: int, k: int) -> tuple:
     return max(1, -(-k // chunk)), chunk
 
 
+def grid_stride_blocks(total: int) -> int:
+    """Blocks for a grid-stride kernel over ``total`` elements: one thread each, up to MAX_BLOCKS blocks."""
+    return max(1, min(-(-total // THREADS), MAX_BLOCKS))  # ceiling division, capped: the loop strides on
+
+
+def gemm_blocks(m: int, n: int, splits: int) -> int:
+    """Blocks for gemm: one per (tile of the output, range of k), up to MAX_BLOCKS (its loop strides on)."""
+    return max(1, min(-(-m // GEMM_TILE) * -(-n // GEMM_TILE) * splits, MAX_BLOCKS))
+
+
 def _element_strides(array) -> list:
     return [s // array.itemsize for s in array.strides]
 
@@ -122,6 +132,8 @@ class CudaOps(NumpyOps):
     # block layout of NumpyOps.im2col_pooled saves CPU memory traffic and has no kernel here
     pools_in_columns = False
 
+    compile_options = ("-std=c++17",)  # for NVRTC, through cupy.RawModule
+
     def __init__(self, cupy_module):
         self.cupy = cupy_module
         self._module = None  # the compiled kernels, on first use
@@ -136,7 +148,7 @@ class CudaOps(NumpyOps):
         """The compiled kernel ``name<float>`` or ``name<double>`` (``name`` for a plain one, dtype None)."""
         if self._module is None:
             expressions = [f"{k}<{t}>" for k in KERNELS for t in CTYPES.values()] + list(PLAIN_KERNELS)
-            self._module = self.cupy.RawModule(code=self.source(), options=("-std=c++17",),
+            self._module = self.cupy.RawModule(code=self.source(), options=self.compile_options,
                                              name_expressions=expressions)
         if dtype is None:
             return self._module.get_function(name)
@@ -157,8 +169,7 @@ class CudaOps(NumpyOps):
         return self._device(key, lambda: geometry(*key[1:]))
 
     def _launch(self, name: str, dtype, total: int, args) -> None:
-        blocks = max(1, min(-(-total // THREADS), 65535))  # ceiling division, capped: the loop strides on
-        self.function(name, dtype)((blocks,), (THREADS,), args)
+        self.function(name, dtype)((grid_stride_blocks(total),), (THREADS,), args)
 
     def _kernel(self, name: str, inputs: str, outputs: str, body: str):
         """An element-wise kernel: CuPy writes the loop, we write one line of its body."""
@@ -255,8 +266,32 @@ class CudaOps(NumpyOps):
         if c.size == 0:
             return c
         out = c if splits == 1 else self.cupy.empty((splits, m, n), dtype=a.dtype)  # partial sums, one per range
-        tasks = -(-m // GEMM_TILE) * -(-n // GEMM_TILE) * splits
-        self.function("gemm", a.dtype)((min(tasks, 65535),), (GEMM_TILE * GEMM_TILE,), (a, b, out, sizes))
+        self.function("gemm", a.dtype)((gemm_blocks(m, n, splits),), (GEMM_TILE * GEMM_TILE,), (a, b, out, sizes))
         if splits > 1:
             self._launch("sum_splits", a.dtype, c.size, (out, c, np.int64(splits), np.int64(c.size)))
         return c
+
+
+class RocmOps(CudaOps):
+    """CudaOps for AMD GPUs, through CuPy's ROCm build, where ``cupy.cuda.runtime.is_hip`` is true.
+
+    That build keeps CuPy's names and compiles the same ``kernels.cu`` with
+    hipRTC (AMD's clang) instead of NVRTC, so only the compiler's side
+    differs. What makes the text portable: it uses no warp-level
+    intrinsics (an AMD wavefront has 64 threads, not 32), no ``#include``
+    (CuPy removes them before hipRTC, which cannot follow include paths in
+    older ROCm), and blocks of 256 threads, which AMD GPUs allow.
+
+    - The options: hipRTC takes clang's spelling, ``-std=c++17`` as for
+      NVRTC, and picks the GPU's architecture itself. CuPy adds
+      ``-fcuda-flush-denormals-to-zero`` on HIP, so numbers below 1.2e-38 in
+      float32 become 0 there and not on NVIDIA GPUs or with NumPy.
+    - CUDA graphs (``--graph``) are HIP graphs there: not tried.
+
+    What has run: the suite compiles the kernels with these options with
+    ``hipcc`` for an MI200 (gfx90a) and a Radeon RX 6000 (gfx1030). No AMD
+    GPU has run them; until one has, ``TINYFLUX_CUDA_KERNELS=0`` (CuPy's own
+    operations only) is the safer first run, and the two should agree.
+    """
+
+    compile_options = ("-std=c++17",)  # for hipRTC (and hipcc in the tests)
