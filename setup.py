@@ -16,6 +16,8 @@ setup(
         # NCCL for multi-GPU data parallelism: CuPy loads it from these wheels when present
         "nccl12": ["nvidia-nccl-cu12"],
         "nccl13": ["nvidia-nccl-cu13"],
+        # Intel GPUs (--device xpu): dpnp and dpctl; the wheels bring SYCL, MKL and an OpenCL runtime (about 2.9 GB)
+        "xpu": ["dpnp>=0.20"],
         # several processes: mpi4py, with the site's MPI on a cluster or `pip install mpich` on one machine;
         # threadpoolctl shares the cores out between the ranks
         "mpi": ["mpi4py>=3.1", "threadpoolctl>=3"],

@@ -117,5 +117,56 @@ def captured():
     print(f"replay: {(time.perf_counter() - start) / 200 * 1e3:.3f} ms per step (mean of 200)")
 
 
+def adam_with_an_unused_parameter(device, use_kernels):
+    """Bug 1 of issue 24: three Adam steps where one parameter has no gradient, so that Adam updates each
+    parameter on its own and hands the kernel a convolution's strided weight gradient."""
+    tf.modes.own_kernels = use_kernels
+    tf.seed(0)
+    model = mnist_model()
+    unused = tf.Tensor(np.ones(5, np.float32), requires_grad=True)
+    if device == "gpu":
+        model, unused = tf.gpu(model), tf.gpu(unused)
+        unused.requires_grad = True
+    opt = optim.Adam(model.parameters() + [unused], lr=3e-3)
+    xp = cp if device == "gpu" else np
+    x, y = xp.asarray(images[:8]), xp.asarray(labels[:8])
+    for _ in range(3):
+        tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
+        opt.step()
+        opt.zero_grad()
+    return [backends.to_cpu_array(p.data) for p in model.parameters()]
+
+
+@part("bug 1 probe: Adam with a parameter without gradient, GPU against NumPy, kernels on and off")
+def unused_parameter():
+    expected = adam_with_an_unused_parameter("cpu", False)
+    for use_kernels in (True, False):
+        got = adam_with_an_unused_parameter("gpu", use_kernels)
+        error = max(float(np.max(np.abs(a - b))) for a, b in zip(got, expected))
+        print(f"kernels {'on' if use_kernels else 'off'}: largest parameter difference {error:.2e}")
+        assert error < 1e-4, "Adam's update differs from NumPy's"
+
+
+@part("bug 3 probe: a loss that reads a float inside tf.capture reports its own error")
+def capture_error_cause():
+    tf.seed(0)
+    model = tf.gpu(mnist_model())
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    x, y = cp.asarray(images), cp.asarray(labels)
+
+    def loss_reading_a_float(logits, labels):
+        loss = tf.logit_cross_entropy(logits, labels)
+        print("  the loss read inside the capture:", float(loss.data))  # a host read: CUDA refuses it in a capture
+        return loss
+
+    try:
+        tf.capture(model, loss_reading_a_float, opt, x, y)
+    except tf.CaptureError as error:
+        print("CaptureError:", error)
+        assert "Invalidated" not in str(error).split("\n")[0], "the first line names the invalidated capture"
+    else:
+        raise AssertionError("a host read inside a capture went through")
+
+
 print("smoke: failed parts:", failures or "none")
 sys.exit(1 if failures else 0)

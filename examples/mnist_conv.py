@@ -63,7 +63,7 @@ def get_processed_data(args: Args):
     """Training and test sets as uint8 arrays, on the device the model will use."""
     train_images, train_labels = tf.data.load(args.dataset, "train", root=args.data_dir)
     test_images, test_labels = tf.data.load(args.dataset, "test", root=args.data_dir)
-    move = tf.gpu if args.on_gpu() else tf.cpu
+    move = args.to_device  # tf.gpu, tf.xpu or tf.cpu, as --device says
     return (move(train_images), move(train_labels)), (move(test_images), move(test_labels))
 
 
@@ -105,7 +105,7 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.trai
     """conv.jl's train(): the model-zoo loop, in a run folder that it locks, saves every epoch and can resume."""
     with tf.train.Run(args) as run:  # refuses a folder in use or holding another run, before loading data
         tf.seed(args.seed)
-        noise = tf.train.RandomStream(args.seed, args.on_gpu())
+        noise = tf.train.RandomStream.for_run(args)
         log.info("Loading data set")
         (train_images, train_labels), (eval_images, eval_labels) = get_data(args)
         eval_name = "Test"  # the test set chooses the model, as the original does...
@@ -118,9 +118,7 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.trai
 
         log.info("Building model...")
         input_shape = tf.train.example_shape(train_images)  # the model is built for the data's shape
-        model = build(args, input_shape)
-        if args.on_gpu():
-            model = tf.gpu(model)
+        model = args.to_device(build(args, input_shape))  # tf.gpu, tf.xpu or tf.cpu, as --device says
         # Warm-up, as the original "precompiles": nothing to compile in Python, but a long run should not
         # start with data that does not fit the model.
         model(tf.Tensor(tf.data.to_float_images(train_images[:args.batch_size])))
@@ -153,7 +151,7 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.trai
 # -- Test ---------------------------------------------------------------------------
 def load_best_model(args: Args, build=build_model) -> nn.Chain:
     """Rebuild the model for the shape it was trained on, then load the saved best weights into it."""
-    return tf.train.load_model(checkpoint_path(args), lambda *shape: build(args, *shape), args.on_gpu())
+    return tf.train.load_model(checkpoint_path(args), lambda *shape: build(args, *shape), args.to_device)
 
 
 def test(args: Args, get_data=get_processed_data, build=build_model) -> float:

@@ -98,7 +98,7 @@ def get_processed_data(args: VideoArgs):
         test_clips, test_labels = tf.data.moving_digits.clips("test", args.test_clips, args.frames, args.size,
                                                               args.dataset, args.data_dir, args.seed)
         train_clips, test_clips = train_clips[:, None], test_clips[:, None]  # (N, T, H, W) -> (N, 1, T, H, W)
-    move = tf.gpu if args.on_gpu() else tf.cpu
+    move = args.to_device  # tf.gpu, tf.xpu or tf.cpu, as --device says
     return (move(train_clips), move(train_labels)), (move(test_clips), move(test_labels))
 
 
@@ -136,7 +136,7 @@ def add_noise(x, rng):  # for generated digits: Gaussian noise of standard devia
 
 def load_best_model(args: VideoArgs, nclasses: int | None = None) -> nn.Chain:
     path = os.path.join(args.savepath, args.checkpoint)
-    return tf.train.load_model(path, lambda *shape: build_model(args, *shape, nclasses), args.on_gpu())
+    return tf.train.load_model(path, lambda *shape: build_model(args, *shape, nclasses), args.to_device)
 
 
 def predict_clips(args: VideoArgs, top: int = 3) -> list:

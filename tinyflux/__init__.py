@@ -20,7 +20,7 @@ from .version import __version__
 
 from . import backends, checkpoint, data, distributed, functional, models, nn, onnx, optim, plots, safetensors, train
 from .backends import available_backends
-from .device import cpu, gpu
+from .device import cpu, gpu, xpu
 from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot,
                          relu, softmax)
 from .gradcheck import GradcheckError, gradcheck

@@ -1,13 +1,18 @@
-"""Moving arrays, Tensors and models between the CPU (NumPy) and a GPU (CuPy), like Flux's gpu/cpu.
+"""Moving arrays, Tensors and models between the CPU (NumPy) and a GPU (CuPy or dpnp), like Flux's gpu/cpu.
 
 ``model = tf.gpu(model)`` moves a model's parameters onto the GPU (in place,
 returning the model); ``x = tf.gpu(x)`` returns a moved copy of an array or
 Tensor. Without a usable GPU, ``gpu`` logs one warning and returns its
 argument unchanged, so the same script runs on any machine.
+
+``tf.xpu`` does the same with dpnp, for Intel GPUs ("xpu" is PyTorch's name
+for them, which Intel's own PyTorch extension uses). It refuses to run
+without dpnp: a user who asks for an Intel device should not silently
+train on the CPU's NumPy instead.
 """
 from __future__ import annotations
 
-from .backends import cupy_available, to_cpu_array, to_gpu_array, warn_no_gpu_once
+from .backends import cupy_available, dpnp_module, to_cpu_array, to_gpu_array, to_xpu_array, warn_no_gpu_once
 from .tensor import Tensor
 
 
@@ -42,6 +47,14 @@ def gpu(obj):
         warn_no_gpu_once()
         return obj
     return _move(obj, to_gpu_array)
+
+
+def xpu(obj):
+    """Move ``obj`` (array, Tensor, Module, list) to dpnp's default SYCL device (an Intel GPU, or the CPU's
+    OpenCL device); RuntimeError without dpnp."""
+    if dpnp_module() is None:
+        raise RuntimeError("tf.xpu: dpnp is not installed or finds no SYCL device (pip install 'tinyflux[xpu]')")
+    return _move(obj, to_xpu_array)
 
 
 def cpu(obj):

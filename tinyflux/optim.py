@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import checks
-from .backends import backend_name, get_array_module, ops_for
+from .backends import backend_name, get_array_module, has_float64, ops_for
 from .backends.numpy_ops import HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_LR, HYPER_T
 from .tensor import Tensor
 
@@ -238,7 +238,7 @@ class AdamGroup(NamedTuple):
     parameters: ParameterBuffer  # their values (and gradients), end to end
     m: object  # running mean of the gradients, laid out like parameters.data
     v: object  # running mean of the squared gradients, likewise
-    hyper: object  # float64 (lr, beta1, beta2, eps, t): what the update reads, on the same device
+    hyper: object  # (lr, beta1, beta2, eps, t), float64 where the device has it: what the update reads
 
 
 class Adam(Optimizer):
@@ -276,7 +276,10 @@ class Adam(Optimizer):
             flat_m, flat_v = xp.zeros_like(buffer.data), xp.zeros_like(buffer.data)
             for i, m, v in zip(positions, buffer.split(flat_m), buffer.split(flat_v)):
                 self.m[i], self.v[i] = m, v
-            hyper = xp.array([self.lr, *betas, eps, 0], dtype=xp.float64)
+            # float64 where the device has it (NumPy rounds 1 - beta2 in float64 too); else the parameters' dtype,
+            # in which t counts exactly up to 2**24 steps
+            hyper_dtype = xp.float64 if has_float64(buffer.data) else buffer.data.dtype
+            hyper = xp.array([self.lr, *betas, eps, 0], dtype=hyper_dtype)
             self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v, hyper))
         self._betas, self._eps = betas, eps
 

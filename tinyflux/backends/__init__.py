@@ -10,6 +10,7 @@ their interface), and hands the hot operations to an *ops object*:
     NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
     CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
     RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's options)
+    DpnpOps    (dpnp_ops.py)   NumPy-style code on dpnp arrays (Intel GPUs through SYCL); a subclass of NumpyOps
 
 The array libraries themselves (which one an array belongs to, moving
 arrays, whether a GPU answers) are in ``arrays.py``, the one module that
@@ -30,8 +31,9 @@ from __future__ import annotations
 from typing import Callable
 
 from ..modes import modes
-from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, get_array_module,
-                     is_gpu_array, keep_freed_memory, to_cpu_array, to_gpu_array, warn_no_gpu_once)
+from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, dpnp_module,
+                     get_array_module, has_float64, is_gpu_array, is_xpu_array, keep_freed_memory, to_cpu_array,
+                     to_gpu_array, to_xpu_array, warn_no_gpu_once)
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 NUMPY_OPS = NumpyOps()
@@ -67,7 +69,20 @@ def _cupy_ops(array):
 
 
 register(is_gpu_array, _cupy_ops)
+_dpnp_ops = None
+
+
+def _xpu_ops(array):
+    global _dpnp_ops
+    if _dpnp_ops is None:
+        from .dpnp_ops import DpnpOps
+        _dpnp_ops = DpnpOps()
+    return _dpnp_ops
+
+
+register(is_xpu_array, _xpu_ops)
 
 __all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
-           "cupy_available", "get_array_module", "is_gpu_array", "keep_freed_memory", "kernel_ops", "ops_for",
-           "register", "to_cpu_array", "to_gpu_array", "warn_no_gpu_once"]
+           "cupy_available", "dpnp_module", "get_array_module", "has_float64", "is_gpu_array", "is_xpu_array",
+           "keep_freed_memory", "kernel_ops", "ops_for", "register", "to_cpu_array", "to_gpu_array", "to_xpu_array",
+           "warn_no_gpu_once"]

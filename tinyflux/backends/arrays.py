@@ -1,7 +1,11 @@
-"""Which library an array belongs to, and moving arrays between them: the only import of CuPy in tinyflux.
+"""Which library an array belongs to, and moving arrays between them: the only import of CuPy and dpnp in tinyflux.
 
-CuPy is optional: it is used only when it is installed *and* a GPU answers.
-Everything else in tinyflux asks these functions instead of importing CuPy.
+CuPy (NVIDIA GPUs, and AMD GPUs through its ROCm build) is optional: it is
+used only when it is installed *and* a GPU answers. dpnp (Intel's NumPy for
+SYCL devices: Intel GPUs, and the CPU through OpenCL) is imported only when a
+run asks for it (``--device xpu``, ``tf.xpu``): importing it starts the SYCL
+runtime, which takes seconds that a CPU run should not pay. Everything else
+in tinyflux asks these functions instead of importing either.
 """
 from __future__ import annotations
 
@@ -34,41 +38,81 @@ def cupy_available() -> bool:
     return _gpu_checked
 
 
+_dpnp = None  # the dpnp module once a run asked for it
+
+
+def dpnp_module():
+    """dpnp, imported on first use, if it is installed and finds a SYCL device; else None."""
+    global _dpnp
+    if _dpnp is None:
+        try:
+            import dpctl
+            import dpnp
+            _dpnp = dpnp if dpctl.get_devices() else False
+        except Exception:  # not installed, or no OpenCL/Level Zero runtime with a device
+            _dpnp = False
+    return _dpnp or None
+
+
 def array_module(name: str) -> types.ModuleType:
-    """The module for a backend name: ``"numpy"`` or ``"cupy"``."""
+    """The module for a backend name: ``"numpy"``, ``"cupy"`` or ``"dpnp"``."""
     if name == "numpy":
         return np
     if name == "cupy":
         if not cupy_available():
             raise RuntimeError("backend 'cupy' requested, but CuPy is not installed or no CUDA GPU answers")
         return cupy
-    raise ValueError(f"unknown backend {name!r}: expected 'numpy' or 'cupy'")
+    if name == "dpnp":
+        if dpnp_module() is None:
+            raise RuntimeError("backend 'dpnp' requested, but dpnp is not installed or finds no SYCL device "
+                               "(pip install 'tinyflux[xpu]')")
+        return dpnp_module()
+    raise ValueError(f"unknown backend {name!r}: expected 'numpy', 'cupy' or 'dpnp'")
 
 
 def is_gpu_array(array) -> bool:
     return cupy is not None and isinstance(array, cupy.ndarray)
 
 
+def is_xpu_array(array) -> bool:
+    """Whether ``array`` is a dpnp array; asked by its type's module name, so that asking never imports dpnp."""
+    return type(array).__module__.startswith("dpnp.")
+
+
 def get_array_module(array) -> types.ModuleType:
-    """``cupy`` for a CuPy array, ``numpy`` for anything else."""
-    return cupy if is_gpu_array(array) else np
+    """``cupy`` for a CuPy array, ``dpnp`` for a dpnp array, ``numpy`` for anything else."""
+    if is_gpu_array(array):
+        return cupy
+    return dpnp_module() if is_xpu_array(array) else np
 
 
 def backend_name(array) -> str:
-    """``"cupy"`` or ``"numpy"``: used in error messages about mixed backends."""
-    return "cupy" if is_gpu_array(array) else "numpy"
+    """``"cupy"``, ``"dpnp"`` or ``"numpy"``: used in error messages about mixed backends."""
+    return "cupy" if is_gpu_array(array) else "dpnp" if is_xpu_array(array) else "numpy"
+
+
+def has_float64(array) -> bool:
+    """Whether the device of ``array`` computes in float64: Intel's Arc GPUs, for one, do not."""
+    return bool(array.sycl_device.has_aspect_fp64) if is_xpu_array(array) else True
 
 
 def to_cpu_array(array):
     """A NumPy array with the same contents (no copy when it already is one)."""
     if is_gpu_array(array):
         return cupy.asnumpy(array)
+    if is_xpu_array(array):
+        return dpnp_module().asnumpy(array)
     return np.asarray(array)
 
 
 def to_gpu_array(array):
     """A CuPy array with the same contents; the caller checked cupy_available()."""
     return cupy.asarray(array)
+
+
+def to_xpu_array(array):
+    """A dpnp array with the same contents, on dpnp's default SYCL device; the caller checked dpnp_module()."""
+    return dpnp_module().asarray(to_cpu_array(array) if is_gpu_array(array) else array)
 
 
 def nccl():
@@ -81,7 +125,8 @@ def nccl():
 
 
 def available_backends() -> list[str]:
-    """Names of the array libraries usable here: always ``"numpy"``, plus ``"cupy"``."""
+    """Names of the array libraries usable here: always ``"numpy"``, plus ``"cupy"`` with a CUDA GPU (dpnp is
+    not listed: it is imported only when a run asks for it)."""
     return ["numpy", "cupy"] if cupy_available() else ["numpy"]
 
 

@@ -321,14 +321,17 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
     if k == 1:
         return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
     y = xp.maximum(views[0], views[1])  # a new array in x's memory order (channel-major after a conv)
-    argmax = xp.empty_like(y, dtype=xp.uint8)  # offset of the maximum in each window
-    xp.greater(views[1], views[0], out=argmax)  # 1 where offset 1 wins; strict, so ties keep offset 0
-    for offset in range(2, k):
+    # offset of the maximum in each window: 1 where offset 1 wins; strict, so ties keep offset 0. A bool result
+    # seen as uint8 (no copy): dpnp accepts only a bool output for a comparison
+    wins = xp.empty_like(y, dtype=bool)
+    xp.greater(views[1], views[0], out=wins)
+    argmax = wins.view(xp.uint8)
+    for offset in range(2, k):  # windows of 3 or more; new arrays, because dpnp has no in-place maximum(y, v, out=y)
         better = views[offset] > y
-        xp.maximum(y, views[offset], out=y)
+        y = xp.maximum(y, views[offset])
         # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
         # max(argmax, better * offset). (np.copyto(argmax, offset, where=better) is much slower.)
-        xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset), out=argmax)
+        argmax = xp.maximum(argmax, better.view(xp.uint8) * xp.uint8(offset))
     return y, argmax
 
 

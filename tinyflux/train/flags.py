@@ -29,7 +29,8 @@ import typing
 from dataclasses import dataclass
 
 from .. import distributed, plots
-from ..backends import cupy_available
+from ..backends import cupy_available, dpnp_module
+from ..device import cpu, gpu, xpu
 
 
 def flag(default, help: str, *, choices: list | None = None, resumable: bool = False, metavar: str | None = None):
@@ -103,8 +104,8 @@ class Settings:
     batch_size: int = flag(32, "examples per training step")
     savepath: str = flag("./", "folder of the run: the best model and the run state", resumable=True)
     checkpoint: str = flag("model.h5", "file name of the best model in --savepath", resumable=True)
-    device: str = flag("auto", "auto uses a CUDA GPU when CuPy finds one", choices=["auto", "cpu", "gpu"],
-                       resumable=True)
+    device: str = flag("auto", "auto uses a CUDA GPU when CuPy finds one; xpu is an Intel GPU through dpnp",
+                       choices=["auto", "cpu", "gpu", "xpu"], resumable=True)
     seed: int = flag(0, "seed for the initial weights, the noise, the shuffling and the validation split")
     shuffle: bool = flag(False, "shuffle the training set every epoch")
     max_steps: int | None = flag(None, "stop each epoch after this many batches (quick runs)")
@@ -129,6 +130,17 @@ class Settings:
         if self.device == "gpu" and not cupy_available():
             raise ValueError("--device gpu: no usable CUDA GPU (is CuPy installed? pip install 'tinyflux[cuda12]')")
         return self.device == "gpu" or (self.device == "auto" and cupy_available())
+
+    def on_xpu(self) -> bool:
+        """Whether this run uses dpnp's SYCL device (an Intel GPU): --device xpu, never chosen by auto."""
+        if self.device == "xpu" and dpnp_module() is None:
+            raise ValueError("--device xpu: dpnp is not installed or finds no SYCL device "
+                             "(pip install 'tinyflux[xpu]')")
+        return self.device == "xpu"
+
+    def to_device(self, obj):
+        """``obj`` (arrays, a model) moved to this run's device: tf.xpu, tf.gpu or tf.cpu."""
+        return xpu(obj) if self.on_xpu() else gpu(obj) if self.on_gpu() else cpu(obj)
 
     def check(self) -> None:
         """Refuse values that would fail later, before a long run starts (ValueError naming the flag)."""
@@ -157,6 +169,10 @@ class Settings:
         if self.plots is not None and not plots.available():
             raise ValueError(f"--plots: {plots.MISSING}")
         self.on_gpu()  # --device gpu without a GPU
-        if self.graph and (self.device == "cpu" or not cupy_available()):
+        self.on_xpu()  # --device xpu without dpnp
+        if self.distributed and self.device == "xpu":
+            raise ValueError("--distributed with --device xpu: not supported (its collectives are MPI on the host "
+                             "or NCCL on CUDA GPUs)")
+        if self.graph and (self.device in ("cpu", "xpu") or not cupy_available()):
             raise ValueError(f"--graph: CUDA graphs need a CUDA GPU, and this run is on the CPU "
                              f"(--device {self.device})")

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import checkpoint, distributed
-from ..backends import array_module
+from ..backends import array_module, to_xpu_array
 from ..data import batches, num_batches, to_float_images
 from ..device import gpu
 from ..functional import logit_cross_entropy
@@ -55,18 +55,25 @@ class RandomStream:
     On the CPU one NumPy generator, seeded once, serves the whole run, and its
     state is saved with the run state. CuPy's generators cannot be saved, so on a
     GPU each epoch draws from a generator seeded by (seed, epoch), which a
-    resumed run rebuilds.
+    resumed run rebuilds. On dpnp's device (``--device xpu``) the CPU's
+    generator draws and its arrays are moved (:class:`DrawnOnHost`): the same
+    numbers as a CPU run, and a state that is saved as on the CPU.
     """
 
-    def __init__(self, seed: int, on_gpu: bool = False):
-        self.seed, self.on_gpu = seed, on_gpu
+    def __init__(self, seed: int, on_gpu: bool = False, on_xpu: bool = False):
+        self.seed, self.on_gpu, self.on_xpu = seed, on_gpu, on_xpu
         self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def for_run(cls, settings: Settings) -> "RandomStream":
+        """The stream for a run with these settings, on its device."""
+        return cls(settings.seed, settings.on_gpu(), settings.on_xpu())
 
     def for_epoch(self, epoch: int):
         """The generator to draw this epoch's noise from."""
         if self.on_gpu:
             self.rng = array_module("cupy").random.default_rng([self.seed, epoch])
-        return self.rng
+        return DrawnOnHost(self.rng) if self.on_xpu else self.rng
 
     def state(self) -> str:
         """The CPU generator's state as JSON; "" on a GPU."""
@@ -75,6 +82,27 @@ class RandomStream:
     def load_state(self, state: str) -> None:
         if state and not self.on_gpu:  # a state saved by a CPU run (a GPU run reseeds every epoch)
             self.rng.bit_generator.state = json.loads(state)
+
+
+class DrawnOnHost:
+    """A NumPy generator whose arrays go to dpnp's device (dpnp refuses to mix its arrays with NumPy's);
+    single numbers (a crop's corner, a coin flip) stay Python numbers on the host."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        return self._moved(self.rng.standard_normal(size, dtype=dtype))
+
+    def random(self, size=None, dtype=np.float64):
+        return self._moved(self.rng.random(size, dtype=dtype))
+
+    def integers(self, low, high=None, size=None, dtype=np.int64):
+        return self._moved(self.rng.integers(low, high, size, dtype=dtype))
+
+    @staticmethod
+    def _moved(drawn):
+        return to_xpu_array(drawn) if isinstance(drawn, np.ndarray) else drawn
 
 
 class Run:
@@ -209,12 +237,16 @@ class Run:
                                    stopped=stopped, **self.metadata)
 
 
-def load_model(path, build, on_gpu: bool = False):
+def load_model(path, build, device=False):
     """The model saved in ``path``: built by ``build(input_shape)`` for the shape it was trained on, then loaded,
-    in evaluation mode (``model.train()`` before training it further)."""
+    in evaluation mode (``model.train()`` before training it further).
+
+    ``device``: True for the GPU, or a function that moves the model (``settings.to_device``)."""
     saved = checkpoint.read_metadata(path)
     model = build(tuple(saved["input_shape"])) if "input_shape" in saved else build()
-    if on_gpu:
+    if callable(device):
+        model = device(model)
+    elif device:
         model = gpu(model)
     checkpoint.load(path, model)
     return model.eval()
@@ -275,13 +307,14 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         elif run.saved is None:  # a model object may come trained: say what a new run does with it
             log.info(f"A new run in {settings.savepath}: epoch 1 and a new optimizer, from the model's current "
                      "weights (to continue a run of fit, pass resume=True)")
-        if settings.on_gpu():
-            model = gpu(model)
+        model = settings.to_device(model)
+        images, labels = settings.to_device(images), settings.to_device(labels)
+        val = (settings.to_device(val[0]), settings.to_device(val[1]))
         model(Tensor(to_float_images(val[0][:1])))  # the data fits the model, before a long run starts
         if optimizer is None or (callable(optimizer) and not isinstance(optimizer, Optimizer)):
             optimizer = (optimizer or (lambda params: Adam(params, lr=settings.lr)))(model.parameters())
         schedule = schedule or ModelZoo()
-        noise = RandomStream(settings.seed, settings.on_gpu())
+        noise = RandomStream.for_run(settings)
         history = run.start(model, optimizer, schedule, noise, **(metadata or {}), input_shape=list(input_shape))
         step = Step(model, loss, optimizer, run.comm, settings.graph)
         for epoch in run.epochs(settings.epochs):
