@@ -33,7 +33,8 @@ setup(
         # onnxruntime runs an exported model (on CPUs, or with its GPU builds on other vendors' GPUs)
         "onnx": ["onnx>=1.14", "safetensors>=0.4"],
         "onnxruntime": ["onnxruntime>=1.16"],
-        "notebook": ["jupytext>=1.14"],  # docs/make_notebook.py: the walkthrough as a notebook
+        # docs/make_notebook.py writes the walkthrough as a notebook (jupytext); Jupyter Notebook opens it
+        "notebook": ["jupytext>=1.14", "notebook>=7"],
     },
     license="MIT",
 )

@@ -1,14 +1,21 @@
-"""The walkthrough as a Jupyter notebook you can run cell by cell (needs jupytext: pip install jupytext).
+"""The walkthrough as a Jupyter notebook you can run cell by cell.
 
-    python docs/make_notebook.py            # writes docs/walkthrough.ipynb; open it with Jupyter from docs/
+    pip install -e '.[notebook]'            # jupytext, and Jupyter Notebook (the notebook package, with its
+                                            # Python kernel, ipykernel)
+    python docs/make_notebook.py            # writes docs/walkthrough.ipynb
+    jupyter notebook docs/walkthrough.ipynb
 
 jupytext reads docs/walkthrough.md as a notebook: its text becomes Markdown
 cells and its Python blocks code cells. Three kinds of Python block need a
 change to run in a notebook, and this script makes it:
 
 - the Python sessions (``>>>`` lines with the output they print) become
-  plain code; the expected output is kept as a comment, and a session that
-  shows an error runs inside ``try``/``except`` and prints it;
+  plain code without the output, so that the reader predicts it and then
+  runs the cell; a session that shows an error runs inside
+  ``try``/``except`` and prints it;
+- the exercises' answers (inside ``<details>`` in the page) are code cells
+  whose source and output Jupyter shows folded until the reader opens them
+  (the cell metadata ``jupyter.source_hidden`` and ``outputs_hidden``);
 - a fragment quoted from inside a function of an example (the loop body, say)
   cannot run on its own, and a quote of the library (``# tinyflux/...``) is
   already imported: both stay visible, as Markdown;
@@ -33,7 +40,7 @@ from mnist_conv import *'''
 
 
 def session_as_code(text: str) -> str:
-    """A ``>>>`` session as plain code: its output as comments, an expected error caught and printed."""
+    """A ``>>>`` session as plain code without its output; an expected error caught and printed."""
     lines = []
     for example in doctest.DocTestParser().get_examples(text):
         source = example.source.rstrip("\n")
@@ -42,7 +49,6 @@ def session_as_code(text: str) -> str:
             lines.append(f"try:\n{body}\nexcept Exception as error:\n    print(type(error).__name__ + ':', error)")
         else:
             lines.append(source)
-            lines += ["# " + line for line in example.want.rstrip("\n").splitlines()]
     return "\n".join(lines)
 
 
@@ -52,10 +58,12 @@ def notebook(markdown: Path = HERE / "walkthrough.md"):
     from nbformat.v4 import new_code_cell, new_markdown_cell
 
     book = jupytext.read(markdown, fmt="md")
-    cells, video_setup_done = [new_code_cell(SETUP)], False
+    cells, video_setup_done, in_answer = [new_code_cell(SETUP)], False, False
     for cell in book.cells:
         if cell.cell_type != "code":
             cells.append(cell)
+            if "<details>" in cell.source or "</details>" in cell.source:  # an answer opens (or closes) here
+                in_answer = cell.source.rfind("<details>") > cell.source.rfind("</details>")
             continue
         text = cell.source
         if text.startswith("# tinyflux/"):
@@ -73,7 +81,11 @@ def notebook(markdown: Path = HERE / "walkthrough.md"):
             cells.append(new_code_cell(session_as_code(text)))
         else:
             cells.append(cell)
+        if in_answer:  # folded until the reader opens it
+            cells[-1].metadata["jupyter"] = {"source_hidden": True, "outputs_hidden": True}
     book.cells = cells
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["language_info"] = {"name": "python"}
     return book
 
 

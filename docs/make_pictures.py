@@ -19,7 +19,7 @@ from tinyflux.functional.convolution import im2col
 
 IMAGES = Path(__file__).resolve().parent / "images"
 NAMES = ("explain_conv_sliding", "explain_conv_channels", "explain_im2col", "explain_maxpool",
-         "explain_shapes", "explain_backward")
+         "explain_shapes", "explain_backward", "explain_receptive_field")
 
 
 def _pyplot():
@@ -65,8 +65,11 @@ def _rectangle(corner, face):
 
 
 def conv_sliding(plt, folder):
-    """A 3x3 kernel sliding over a 4x4 image padded to 6x6: three of its 16 positions, and the output it fills."""
-    image = np.arange(1, 17).reshape(4, 4)
+    """A 3x3 kernel sliding over a 4x4 image padded to 6x6: three of its 16 positions, and the output it fills.
+
+    The image is np.arange(16), 0 to 15, as in the walkthrough's sessions, so a reader can check one against the other.
+    """
+    image = np.arange(16).reshape(4, 4)
     padded = np.zeros((6, 6), int)
     padded[1:5, 1:5] = image
     out = tf.conv(tf.Tensor(image[None, None].astype(np.float32)), tf.Tensor(np.ones((1, 1, 3, 3), np.float32)),
@@ -81,16 +84,16 @@ def conv_sliding(plt, folder):
     for r, c in ((0, 0), (0, 1), (2, 3)):
         filled[r, c] = str(out[r, c])
     _grid(axes[3], filled, title="the 4x4 output")
-    figure.suptitle("A 3x3 kernel of ones slides over a 4x4 image padded with zeros (grey); each output is the sum of "
-                    "the orange patch")
+    figure.suptitle("A 3x3 kernel of ones slides over the 4x4 image 0..15, padded with zeros (grey); each output is "
+                    "the sum of the orange patch")
     figure.tight_layout()
     return _save(figure, folder, "explain_conv_sliding")
 
 
 def conv_channels(plt, folder):
     """One filter of the second MNIST layer reads all 16 input channels: 16 x 3 x 3 weights and a bias."""
-    figure, axes = plt.subplots(figsize=(9, 3.2))
-    axes.set_xlim(0, 11.5)
+    figure, axes = plt.subplots(figsize=(10, 3.2))
+    axes.set_xlim(0, 13)
     axes.set_ylim(0, 4)
     axes.axis("off")
     for k in range(16):  # the 16 input maps, stacked with an offset
@@ -103,6 +106,10 @@ def conv_channels(plt, folder):
     axes.text(8.0, 1.4, "32 filters: 32 x (16*9) + 32 = 4,640 parameters", ha="center", weight="bold")
     count = tf.nn.Conv((3, 3), 16, 32).num_parameters()
     axes.text(8.0, 0.8, f"(nn.Conv((3, 3), 16, 32).num_parameters() = {count:,})", ha="center", color="#555555")
+    axes.add_patch(_skewed(11.3, 0.9, 0.9, "#cfe3f5"))  # one of the 32 output maps, and the value this filter wrote
+    axes.add_patch(_skewed(11.55, 1.2, 0.22, "#f8b34a"))
+    axes.text(11.85, 0.7, "output map 1 of 32,\n14x14: one value", ha="center", va="top")
+    axes.annotate("", xy=(11.6, 1.55), xytext=(10.9, 2.4), arrowprops={"arrowstyle": "->"})
     return _save(figure, folder, "explain_conv_channels")
 
 
@@ -137,12 +144,12 @@ def maxpool_picture(plt, folder):
     gradient = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
     (y * tf.Tensor(gradient[None, None])).sum().backward()
     winners = x.grad[0, 0] != 0
-    figure, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    _grid(axes[0], values.astype(int).astype(str), winners, title="input: the winner of each 2x2 window")
+    figure, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    _grid(axes[0], values.astype(int).astype(str), winners, title="input: the winner\nof each 2x2 window")
     _grid(axes[1], y.numpy()[0, 0].astype(int).astype(str), title="output: the maxima")
     _grid(axes[2], np.where(winners, x.grad[0, 0], 0).round(1).astype(str), winners,
           title="gradient back: 0.1, 0.2, 0.3, 0.4\nto the winners, 0 elsewhere")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.82)  # room for the two-line titles
     return _save(figure, folder, "explain_maxpool")
 
 
@@ -199,11 +206,38 @@ def backward_picture(plt, folder):
     return _save(figure, folder, "explain_backward")
 
 
+def receptive_field_picture(plt, folder):
+    """Along one axis (time, or a row of pixels): which cells of each layer one output of the top layer depends
+    on, for two blocks of a 3-wide padded convolution and a 2-wide pool over 16 inputs."""
+    layers = ["input", "conv 3", "pool 2", "conv 3", "pool 2"]
+    sizes = [16, 16, 8, 8, 4]
+    spans = [(1, 1)]  # top down: the cells (first, last) of each layer that output 1 of the top layer reads
+    for name, size in zip(reversed(layers[1:]), reversed(sizes[:-1])):
+        first, last = spans[-1]
+        first, last = (first - 1, last + 1) if name == "conv 3" else (2 * first, 2 * last + 1)
+        spans.append((max(first, 0), min(last, size - 1)))  # a conv widens by one each side; a pool doubles
+    spans.reverse()  # spans[d]: the cells of layer d
+    figure, axes = plt.subplots(figsize=(9, 3.4))
+    axes.set_xlim(-2.5, 16)
+    axes.set_ylim(-0.4, len(layers))
+    axes.axis("off")
+    for depth, (name, size, (first, last)) in enumerate(zip(layers, sizes, spans)):
+        width = 16 / size  # a pooled layer's cell covers 2, then 4 inputs
+        for i in range(size):
+            axes.add_patch(plt.Rectangle((i * width, depth), width, 0.8, edgecolor="#555555",
+                                         facecolor="#f8b34a" if first <= i <= last else "white"))
+        axes.text(-0.3, depth + 0.4, name, ha="right", va="center")
+    first, last = spans[0]
+    axes.set_title(f"One output of the last pool (top) depends on the orange cells below: inputs {first} to {last}, "
+                   f"{last - first + 1} of 16")
+    return _save(figure, folder, "explain_receptive_field")
+
+
 def make_all(folder: Path = IMAGES) -> list[Path]:
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     paths = [draw(plt, folder) for draw in (conv_sliding, conv_channels, im2col_picture, maxpool_picture,
-                                            shapes_picture, backward_picture)]
+                                            shapes_picture, backward_picture, receptive_field_picture)]
     plt.close("all")
     return paths
 

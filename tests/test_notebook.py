@@ -38,6 +38,13 @@ def test_the_walkthrough_runs_as_a_notebook_from_top_to_bottom(tmp_path):
     nbformat.write(make_notebook.notebook(), path)
     book = json.loads(path.read_text())
     assert book["cells"][0]["cell_type"] == "code" and "from mnist_conv import *" in "".join(book["cells"][0]["source"])
+    assert book["metadata"]["kernelspec"]["name"] == "python3"  # Jupyter opens it with a Python kernel, unasked
+    code = [cell for cell in book["cells"] if cell["cell_type"] == "code"]
+    hidden = [cell for cell in code if cell["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert len(hidden) == (ROOT / "docs" / "walkthrough.md").read_text().count("<summary>Answer</summary>")
+    # a session's expected output is not written into its cell: the reader predicts it, then runs the cell
+    session = next("".join(cell["source"]) for cell in code if "args.lr, args.epochs, args.batch_size" in "".join(cell["source"]))
+    assert "(0.003, 5, 128)" not in session
     done = subprocess.run([sys.executable, "-c", RUN_CELLS, str(path)], cwd=ROOT / "docs", capture_output=True,
                           text=True, timeout=600, env={"PATH": "", "HOME": str(tmp_path), "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stderr[-3000:]

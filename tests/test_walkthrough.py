@@ -97,3 +97,16 @@ def test_walkthrough_runs(examples):
         namespaces[current].update(test.globs)  # names the session defined are there for the next blocks
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
+
+
+def test_the_core_path_is_marked_short_and_starts_by_building_it_yourself():
+    """Part I, the core path a beginner finishes, stays at most 7,000 words (code and answers included); it
+    opens with the scalar autograd, and the loop-written convolution exercise is in it (run above)."""
+    text = WALKTHROUGH.read_text(encoding="utf-8")
+    core, further = text.split("\n# Part II: going further\n")
+    assert "\n# Part I: the core path\n" in core
+    assert len(core.split()) <= 7000, f"the core path has {len(core.split())} words"
+    sections = re.findall(r"^## (\d+)\. (.+)$", core, re.MULTILINE)
+    assert sections[0] == ("1", "Build it yourself first: autograd in 30 lines")
+    assert "def loop_conv_backward" in core and "def loop_maxpool_backward" in core
+    assert [int(number) for number, _ in sections] == list(range(1, len(sections) + 1))
