@@ -39,6 +39,8 @@ from step_bench import measure_training_step
 from sweep_bench import measure_sweep, print_sweep
 from timing import Timer, blas_info, blas_threads, torch
 
+PROFILED_STEPS = (("MNIST", 128), ("video", 8), ("video", 32))  # --profile: (model, batch)
+
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Convolution and MNIST training-step benchmark, with PyTorch beside it.")
@@ -102,12 +104,15 @@ def main(argv=None) -> dict:
     if args.sweep:
         return show(measure_sweep(xp, timer, args.rounds, args.steps, use_torch, torch_device), args.json,
                     print_sweep)
-    if args.profile:
+    if args.profile:  # the MNIST step at batch 128, and the 3-D video model's at batch 8 and 32
         sgemm = measure_sgemm(xp, timer, args.rounds)
-        profile = profile_training_step(xp, timer) | {"sgemm_gflops": sgemm["gflops_median"]}
         if not args.json:
             print(f"sgemm 2048x2048 {sgemm['gflops_median']:.0f} GFLOP/s (median)")
-        return show(profile, args.json, print_profile, args.backend)
+        profiles = [profile_training_step(xp, timer, batch=batch, model_name=name) | {"sgemm_gflops":
+                                                                                     sgemm["gflops_median"]}
+                    for name, batch in PROFILED_STEPS]
+        return show(profiles, args.json, lambda all_profiles, backend: [print_profile(one, backend)
+                                                                        for one in all_profiles], args.backend)
 
     layers = list(MNIST_LAYERS)
     if args.shape:

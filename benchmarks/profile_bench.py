@@ -17,7 +17,13 @@ OPS_PROFILED = ("im2col", "col2im", "im2col_pooled", "col2im_pooled", "maxpool",
                 "maxpool_blocks_backward", "bias_relu", "relu_backward")  # and matmul, by shape
 
 
-def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
+MODELS = {  # name: (build, one example's shape, classes)
+    "MNIST": (mnist_model, (1, 28, 28), 10),
+    "video": (lambda: tf.models.video_convnet(3, 4, 16, (32, 32)), (3, 16, 32, 32), 4),  # colour clips, 4 classes
+}
+
+
+def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_name: str = "MNIST") -> dict:
     """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward,
     and inside the backend's hot operations (each matrix product by shape, with its GFLOP/s).
 
@@ -67,10 +73,11 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
     wrap(matmul_owner, "matmul", inside, matmul_key)
     try:
         rng = np.random.default_rng(0)
-        x = xp.asarray(rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32))
-        y = xp.asarray(rng.integers(0, 10, batch))
+        build, shape, classes = MODELS[model_name]
+        x = xp.asarray(rng.uniform(0, 1, (batch, *shape)).astype(np.float32))
+        y = xp.asarray(rng.integers(0, classes, batch))
         tf.seed(0)
-        model = mnist_model() if xp is np else tf.gpu(mnist_model())
+        model = build() if xp is np else tf.gpu(build())
         train_step = tf.train.Step(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3))
         for _ in range(3):
             train_step(x, y)
@@ -84,12 +91,14 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128) -> dict:
     parts["other (Python, autograd loop)"] = total * 1e3 - sum(parts.values())
     ops_ms = {key: value / steps * 1e3 for key, value in sorted(inside.items(), key=lambda kv: -kv[1])}
     gflops = {key: flops[key] / (ops_ms[key] * 1e-3) / 1e9 for key in flops}
-    return {"step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms, "matmul_gflops": gflops}
+    return {"model": model_name, "batch": batch, "step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms,
+            "matmul_gflops": gflops}
 
 
 def print_profile(profile: dict, backend: str) -> None:
     step_ms, sgemm = profile["step_ms"], profile["sgemm_gflops"]
-    print(f"tinyflux MNIST training step on {backend}: {step_ms:.1f} ms (mean of 30 steps)")
+    print(f"tinyflux {profile.get('model', 'MNIST')} training step, batch {profile.get('batch', 128)}, on {backend}: "
+          f"{step_ms:.1f} ms (mean of 30 steps)")
     for key, value in profile["parts_ms"].items():
         print(f"  {key:32} {value:7.2f} ms  {value / step_ms:5.1%}")
     print("inside the ops (ms per step, share of the step; matrix products with GFLOP/s and share of sgemm's):")

@@ -11,13 +11,17 @@ import numpy as np
 import tinyflux as tf
 from tinyflux import optim
 from tinyflux.models import mnist_convnet as mnist_model
-from timing import format_ms, summary, summary_ratio, torch, torch_mnist_model, torch_training_step, torch_video_model
+from timing import (format_ms, summary, summary_ratio, torch, torch_colour_video_model, torch_mnist_model,
+                    torch_training_step, torch_video_model)
 
 SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, classes)
     ("MNIST", 32, mnist_model, torch_mnist_model, (1, 28, 28), 10),
     ("MNIST", 128, mnist_model, torch_mnist_model, (1, 28, 28), 10),
     ("MNIST", 512, mnist_model, torch_mnist_model, (1, 28, 28), 10),
     ("video", 32, tf.models.video_convnet, torch_video_model, (1, 16, 32, 32), 80),
+    # the 3-D model on colour clips with 4 classes, at the small batches own clips train with
+    ("video3", 8, lambda: tf.models.video_convnet(3, 4), torch_colour_video_model, (3, 16, 32, 32), 4),
+    ("video3", 32, lambda: tf.models.video_convnet(3, 4), torch_colour_video_model, (3, 16, 32, 32), 4),
 ]
 
 
@@ -60,7 +64,7 @@ def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device) -
 def print_sweep(results: list) -> None:
     print("Training step (forward, backward, Adam) by model and batch; ms per step min / median / max:")
     for e in results:
-        line = (f"  {e['model']:5} batch {e['batch']:3}: tinyflux {format_ms(e['tinyflux_ms'])} "
+        line = (f"  {e['model']:6} batch {e['batch']:3}: tinyflux {format_ms(e['tinyflux_ms'])} "
                 f"{e['tinyflux_images_per_s']:7.0f} images/s")
         if "ratio" in e:
             r = e["ratio"]

@@ -90,11 +90,12 @@ def blas_threads() -> int:
         return os.cpu_count()
 
 
-def torch_convnet(device, dims: int = 2, widths=(16, 32, 32), features: int = 288, classes: int = 10):
+def torch_convnet(device, dims: int = 2, widths=(16, 32, 32), features: int = 288, classes: int = 10,
+                  in_channels: int = 1):
     """The tinyflux networks of tinyflux.models in PyTorch: three 3x3(x3) convolutions with ReLU and 2x pooling,
     then a dense layer (2-D: the MNIST model; 3-D with widths 8, 16, 32: the video model)."""
     conv, pool = (torch.nn.Conv2d, torch.nn.MaxPool2d) if dims == 2 else (torch.nn.Conv3d, torch.nn.MaxPool3d)
-    layers, channels = [], 1
+    layers, channels = [], in_channels
     for width in widths:
         layers += [conv(channels, width, 3, padding=1), torch.nn.ReLU(), pool(2)]
         channels = width
@@ -107,6 +108,11 @@ def torch_mnist_model(device):
 
 def torch_video_model(device):
     return torch_convnet(device, dims=3, widths=(8, 16, 32), features=1024, classes=80)
+
+
+def torch_colour_video_model(device):
+    """The video model for colour clips (3x16x32x32) and 4 classes, as on a user's own clips."""
+    return torch_convnet(device, dims=3, widths=(8, 16, 32), features=1024, classes=4, in_channels=3)
 
 
 def torch_training_step(model, opt, x, y):

@@ -17,7 +17,10 @@ def load_benchmark(name):
 
 def test_the_profile_splits_the_step_into_functions_and_backend_ops(capsys):
     conv_bench = load_benchmark("conv_bench")
-    profile = conv_bench.main(["--profile", "--rounds", "1", "--pause", "0"])
+    profiles = conv_bench.main(["--profile", "--rounds", "1", "--pause", "0"])
+    assert [(p["model"], p["batch"]) for p in profiles] == [("MNIST", 128), ("video", 8), ("video", 32)]
+    assert "matmul (8x81) @ (81x147968)" in profiles[1]["ops_ms"]  # the first 3-D layer on colour clips, batch 8
+    profile = profiles[0]
     ops = profile["ops_ms"]
     # the model runs each convolution with its pooling as one op, so these are what the step spends time in
     for name in ("im2col_pooled", "col2im_pooled", "maxpool_blocks", "maxpool_blocks_backward", "bias_relu"):
@@ -60,7 +63,7 @@ def test_the_default_report_and_the_sweep_run_on_one_round(capsys):
     assert "sgemm 2048x2048" in capsys.readouterr().out
     sweep = conv_bench.main(["--sweep", "--rounds", "1", "--steps", "1", "--pause", "0", "--no-torch"])
     assert [(entry["model"], entry["batch"]) for entry in sweep] == [("MNIST", 32), ("MNIST", 128), ("MNIST", 512),
-                                                                    ("video", 32)]
+                                                                    ("video", 32), ("video3", 8), ("video3", 32)]
 
 
 def test_bad_arguments_are_refused_with_what_was_expected(capsys):
