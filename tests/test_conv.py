@@ -294,3 +294,33 @@ def test_page_aligned_buffers_start_on_a_page():
         assert zeros.ctypes.data % PAGE == 0 and zeros.shape == shape and zeros.dtype == dtype
         assert not zeros.any()
         assert page_aligned(np, shape, dtype).ctypes.data % PAGE == 0
+
+
+def test_big_buffers_are_reused_once_nothing_uses_them_and_released_when_shapes_change():
+    from tinyflux.backends.buffers import RECYCLE_BYTES, BufferPool
+    pool = BufferPool()
+    first = pool.take(RECYCLE_BYTES)
+    first_address = first.ctypes.data
+    view = first[100:200]  # an array that uses the buffer, as the columns of a step do
+    del first
+    second = pool.take(RECYCLE_BYTES)
+    assert second.ctypes.data != first_address  # still in use: never handed out twice
+    del view
+    again = pool.take(RECYCLE_BYTES)
+    assert again.ctypes.data == first_address and len(pool.buffers) == 2  # free again: reused, nothing new
+    del again, second
+    other = pool.take(2 * RECYCLE_BYTES)  # another size: the two free buffers go back, one new one comes
+    assert len(pool.buffers) == 1 and pool.buffers[0] is other
+
+
+def test_page_aligned_arrays_from_the_pool_hold_what_is_written_and_zeros_when_asked():
+    from tinyflux.backends.buffers import RECYCLE_BYTES, page_aligned
+    shape = (RECYCLE_BYTES // 4,)
+    a = page_aligned(np, shape, np.float32)
+    a[:] = 7
+    b = page_aligned(np, shape, np.float32, zeros=True)  # a is alive: b is another buffer
+    assert not np.shares_memory(a, b) and b.max() == 0 and a.min() == 7
+    address = a.ctypes.data
+    del a
+    c = page_aligned(np, shape, np.float32, zeros=True)  # a's buffer again, zeroed
+    assert c.ctypes.data == address and c.max() == 0

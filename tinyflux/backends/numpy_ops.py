@@ -25,36 +25,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .arrays import get_array_module
-
-
-PAGE = 4096  # bytes
+from .buffers import PAGE, page_aligned  # noqa: F401 (PAGE: for the tests)
 
 # Where Adam's numbers stand in its ``hyper`` array, float64 (lr, beta1, beta2, eps, t); kernels.cu reads the same order
 HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_T = range(5)
-
-
-def page_aligned(xp, shape: tuple, dtype, zeros: bool = False):
-    """A new NumPy array (empty, or zero-filled) whose data starts on a 4096-byte page boundary.
-
-    Why: a copy between two buffers runs several times slower when the
-    destination starts just past the source modulo 4096 bytes (0 to 64 bytes):
-    the CPU compares only the low 12 address bits to decide whether a load must
-    wait for an earlier store ("4K aliasing"), so every load waits. The
-    allocator often places big buffers exactly so (both at the same page offset
-    plus a header), which hits the long contiguous copies of :func:`im2col_pooled`
-    hardest. With every big buffer on a page boundary, the offsets
-    between source and destination depend only on the geometry. Other array
-    libraries (CuPy) get a plain allocation.
-    """
-    if xp is not np:
-        return xp.zeros(shape, dtype=dtype) if zeros else xp.empty(shape, dtype=dtype)
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + PAGE, dtype=np.uint8)
-    start = -raw.ctypes.data % PAGE
-    array = raw[start:start + nbytes].view(dtype).reshape(shape)
-    if zeros:
-        array.fill(0)
-    return array
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
