@@ -21,8 +21,9 @@ from tinyflux.backends import cuda_ops
 
 
 def poison(dtype):
-    """What a new array of this type is filled with: a value no kernel should leave behind."""
-    return np.nan if np.issubdtype(dtype, np.floating) else -1
+    """What a new array of this type is filled with: a value no kernel should leave behind (NaN; for integers
+    the largest value, which no index or count of these kernels reaches)."""
+    return np.nan if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
 
 
 class FakeStream:

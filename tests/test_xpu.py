@@ -86,3 +86,11 @@ def test_noise_for_dpnp_is_drawn_on_the_host_and_moved(monkeypatch):
     # the same numbers as a CPU run with the same seed, and a state saved as on the CPU
     np.testing.assert_array_equal(noise, np.random.default_rng(3).standard_normal((2, 4), dtype=np.float32))
     assert stream.state() != ""
+
+
+def test_graph_and_distributed_are_refused_on_xpu_with_the_reason(monkeypatch):
+    monkeypatch.setattr(arrays, "_dpnp", np)  # as if dpnp were there: the settings are checked, nothing runs
+    with pytest.raises(ValueError, match=r"--graph: CUDA graphs need a CUDA GPU, and this run is on an Intel GPU"):
+        tf.train.Settings(device="xpu", graph=True).check()
+    with pytest.raises(ValueError, match=r"--distributed with --device xpu: not supported"):
+        tf.train.Settings(device="xpu", distributed=True).check()

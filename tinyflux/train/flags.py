@@ -174,5 +174,6 @@ class Settings:
             raise ValueError("--distributed with --device xpu: not supported (its collectives are MPI on the host "
                              "or NCCL on CUDA GPUs)")
         if self.graph and (self.device in ("cpu", "xpu") or not cupy_available()):
-            raise ValueError(f"--graph: CUDA graphs need a CUDA GPU, and this run is on the CPU "
+            where = "an Intel GPU through dpnp" if self.device == "xpu" else "the CPU"
+            raise ValueError(f"--graph: CUDA graphs need a CUDA GPU, and this run is on {where} "
                              f"(--device {self.device})")

@@ -308,8 +308,9 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
             log.info(f"A new run in {settings.savepath}: epoch 1 and a new optimizer, from the model's current "
                      "weights (to continue a run of fit, pass resume=True)")
         model = settings.to_device(model)
-        images, labels = settings.to_device(images), settings.to_device(labels)
-        val = (settings.to_device(val[0]), settings.to_device(val[1]))
+        if settings.on_gpu() or settings.on_xpu():  # on the CPU the data stays as given (an h5py dataset, say)
+            images, labels = settings.to_device(images), settings.to_device(labels)
+            val = (settings.to_device(val[0]), settings.to_device(val[1]))
         model(Tensor(to_float_images(val[0][:1])))  # the data fits the model, before a long run starts
         if optimizer is None or (callable(optimizer) and not isinstance(optimizer, Optimizer)):
             optimizer = (optimizer or (lambda params: Adam(params, lr=settings.lr)))(model.parameters())
