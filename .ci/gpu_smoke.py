@@ -126,7 +126,6 @@ def adam_with_an_unused_parameter(device, use_kernels):
     unused = tf.Tensor(np.ones(5, np.float32), requires_grad=True)
     if device == "gpu":
         model, unused = tf.gpu(model), tf.gpu(unused)
-        unused.requires_grad = True
     opt = optim.Adam(model.parameters() + [unused], lr=3e-3)
     xp = cp if device == "gpu" else np
     x, y = xp.asarray(images[:8]), xp.asarray(labels[:8])

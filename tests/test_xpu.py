@@ -94,3 +94,9 @@ def test_graph_and_distributed_are_refused_on_xpu_with_the_reason(monkeypatch):
         tf.train.Settings(device="xpu", graph=True).check()
     with pytest.raises(ValueError, match=r"--distributed with --device xpu: not supported"):
         tf.train.Settings(device="xpu", distributed=True).check()
+
+
+def test_load_model_refuses_a_device_it_cannot_use(tmp_path):
+    """A device name such as "cpu" would be true, and silently mean the GPU: it is refused before the file is read."""
+    with pytest.raises(TypeError, match=r"load_model: device must be True, False or a function .*got 'cpu'"):
+        tf.train.load_model(tmp_path / "missing.h5", tf.models.mnist_convnet, "cpu")

@@ -13,10 +13,10 @@ Two things make a big copy slow that have nothing to do with the copy:
 - **Fresh pages.** glibc gives every block above 32 MiB back to the kernel
   when it is freed (``keep_freed_memory`` in arrays.py cannot raise that
   limit), so the next step's columns arrive as new pages, which the kernel
-  zeroes on first touch: for the video model's first layer at batch 32
-  (192 MB of columns) that costs about as much as the copy itself. So
-  buffers from ``RECYCLE_BYTES`` up are kept in a pool and handed out again
-  when a later request has the same size and nothing uses them any more.
+  zeroes on first touch: every step writes such a buffer twice, once with
+  zeros and once with the columns. So buffers from ``RECYCLE_BYTES`` up are
+  kept in a pool and handed out again when a later request has the same size
+  and nothing uses them any more.
 
 The pool never grows past what one step holds at once: a request that no
 free buffer fits first releases every free buffer (the shapes have changed,

@@ -132,7 +132,7 @@ class CudaOps(NumpyOps):
     # block layout of NumpyOps.im2col_pooled saves CPU memory traffic and has no kernel here
     pools_in_columns = False
 
-    compile_options = ("-std=c++17",)  # for NVRTC, through cupy.RawModule
+    compile_options = ("-std=c++17",)  # for NVRTC through cupy.RawModule, and for hipRTC (RocmOps)
 
     def __init__(self, cupy_module):
         self.cupy = cupy_module
@@ -282,8 +282,9 @@ class RocmOps(CudaOps):
     (CuPy removes them before hipRTC, which cannot follow include paths in
     older ROCm), and blocks of 256 threads, which AMD GPUs allow.
 
-    - The options: hipRTC takes clang's spelling, ``-std=c++17`` as for
-      NVRTC, and picks the GPU's architecture itself. CuPy adds
+    - The options: ``compile_options``, inherited, since hipRTC takes the
+      same ``-std=c++17`` as NVRTC and picks the GPU's architecture itself
+      (the tests pass them to hipcc). CuPy adds
       ``-fcuda-flush-denormals-to-zero`` on HIP, so numbers below 1.2e-38 in
       float32 become 0 there and not on NVIDIA GPUs or with NumPy.
     - CUDA graphs (``--graph``) are HIP graphs there: not tried.
@@ -293,5 +294,3 @@ class RocmOps(CudaOps):
     GPU has run them; until one has, ``TINYFLUX_CUDA_KERNELS=0`` (CuPy's own
     operations only) is the safer first run, and the two should agree.
     """
-
-    compile_options = ("-std=c++17",)  # for hipRTC (and hipcc in the tests)

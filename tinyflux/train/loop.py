@@ -242,6 +242,9 @@ def load_model(path, build, device=False):
     in evaluation mode (``model.train()`` before training it further).
 
     ``device``: True for the GPU, or a function that moves the model (``settings.to_device``)."""
+    if not (isinstance(device, bool) or callable(device)):
+        raise TypeError(f"load_model: device must be True, False or a function that moves the model "
+                        f"(settings.to_device), got {device!r}")
     saved = checkpoint.read_metadata(path)
     model = build(tuple(saved["input_shape"])) if "input_shape" in saved else build()
     if callable(device):
