@@ -22,10 +22,14 @@ setup(
         # threadpoolctl shares the cores out between the ranks
         "mpi": ["mpi4py>=3.1", "threadpoolctl>=3"],
         # the tests draw the plots (matplotlib), write and read video files (av), start 2-rank MPI jobs
-        # (mpi4py, with the mpich wheel's mpiexec), run the walkthrough as a notebook (jupytext), and export
-        # models to ONNX and run them in ONNX Runtime (onnx, onnxruntime, safetensors)
+        # (mpi4py, with the mpich wheel's mpiexec), run the walkthrough as a notebook (jupytext), export
+        # models to ONNX and run them in ONNX Runtime (onnx, onnxruntime, safetensors), and compare the
+        # Numba kernels with the NumPy code (numba)
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
-                 "threadpoolctl>=3", "jupytext>=1.14", "onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4"],
+                 "threadpoolctl>=3", "jupytext>=1.14", "onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4",
+                 "numba>=0.59"],
+        # Numba compiles tinyflux's CPU kernels (tinyflux/backends/numba_ops.py): the 3-D convolution-pooling
+        "fast": ["numba>=0.59"],
         "bench": ["threadpoolctl>=3"],
         "plot": ["matplotlib>=3.6"],
         "video": ["av>=12"],  # PyAV: FFmpeg's decoders, for tinyflux.data.video_folder

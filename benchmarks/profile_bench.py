@@ -14,7 +14,8 @@ from tinyflux.backends import ops_for
 from tinyflux.models import mnist_convnet as mnist_model
 
 OPS_PROFILED = ("im2col", "col2im", "im2col_pooled", "col2im_pooled", "maxpool", "maxpool_backward", "maxpool_blocks",
-                "maxpool_blocks_backward", "bias_relu", "relu_backward")  # and matmul, by shape
+                "maxpool_blocks_backward", "bias_relu", "relu_backward", "conv_pool",
+                "conv_pool_backward")  # and matmul, by shape
 
 
 MODELS = {  # name: (build, one example's shape, classes)

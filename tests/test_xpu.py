@@ -26,7 +26,7 @@ def test_dpnp_arrays_are_recognised_without_importing_dpnp(monkeypatch):
     x = np.zeros(3).view(FakeDpnpArray)
     assert arrays.is_xpu_array(x) and not arrays.is_xpu_array(np.zeros(3))
     assert backends.backend_name(x) == "dpnp"
-    assert isinstance(backends.ops_for(x), DpnpOps) and backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
+    assert isinstance(backends.ops_for(x), DpnpOps) and backends.ops_for(np.zeros(3)) is backends.cpu_ops()
 
 
 def test_dpnp_ops_bias_relu_matches_numpy_and_keeps_nan():

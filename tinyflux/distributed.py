@@ -44,6 +44,7 @@ import os
 
 import numpy as np
 
+from . import backends
 from .backends import array_module, backend_name, get_array_module, is_gpu_array, to_cpu_array
 from .backends.arrays import nccl
 
@@ -176,13 +177,14 @@ def select_gpu(comm: Communicator) -> int:
 
 
 def limit_blas_threads(comm: Communicator) -> int | None:
-    """Give each rank on this machine an equal share of the cores for BLAS (ranks x threads <= cores).
+    """Give each rank on this machine an equal share of the cores for BLAS and for tinyflux's CPU kernels.
 
     Returns the number of threads, or None where threadpoolctl is missing
     (pip install 'tinyflux[mpi]'), after a warning: oversubscribed cores make
     every rank slower.
     """
     threads = max(1, (os.cpu_count() or 1) // comm.local_size)
+    backends.cpu_ops().limit_threads(threads)  # Numba's kernels (numba_ops.py), where they run
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

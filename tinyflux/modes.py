@@ -1,4 +1,4 @@
-"""How operations run right now: one object, ``modes``, for the three switches tinyflux has.
+"""How operations run right now: one object, ``modes``, for the four switches tinyflux has.
 
 - ``modes.grad``: whether operations record the graph that ``backward()``
   needs. Off inside ``with tf.no_grad():`` (evaluation: less memory, faster).
@@ -10,6 +10,10 @@
   kernels (``tinyflux/backends/cuda_ops.py``) or through the NumPy-style code
   that CuPy runs as it is. Read once, from the environment variable
   ``TINYFLUX_CUDA_KERNELS`` (``0`` turns them off), when tinyflux is imported.
+- ``modes.cpu_kernels``: whether NumPy arrays go through tinyflux's Numba
+  kernels where it has them (``tinyflux/backends/numba_ops.py``), when Numba
+  is installed. ``TINYFLUX_CPU_KERNELS=0`` turns them off: then the NumPy code,
+  the reference, runs everything.
 
 Each switch is a plain attribute: ``modes.own_kernels = False`` works too.
 The context managers below set one for a block and put it back afterwards,
@@ -27,6 +31,7 @@ class Modes:
     grad: bool = True
     capture: bool = False
     own_kernels: bool = os.environ.get("TINYFLUX_CUDA_KERNELS", "1") != "0"
+    cpu_kernels: bool = os.environ.get("TINYFLUX_CPU_KERNELS", "1") != "0"
 
 
 modes = Modes()

@@ -8,6 +8,7 @@ their interface), and hands the hot operations to an *ops object*:
     columns = ops.im2col(x, kernel, stride, pad)
 
     NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
+    NumbaOps   (numba_ops.py)  NumpyOps plus Numba kernels for NumPy arrays, where Numba is installed
     CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
     RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's options)
     DpnpOps    (dpnp_ops.py)   NumPy-style code on dpnp arrays (Intel GPUs through SYCL); a subclass of NumpyOps
@@ -17,7 +18,10 @@ arrays, whether a GPU answers) are in ``arrays.py``, the one module that
 imports CuPy. The choice is made here and nowhere else: no op has a branch on the kind of
 array. For CuPy arrays it follows ``modes.own_kernels`` (the environment
 variable ``TINYFLUX_CUDA_KERNELS=0`` turns the kernels off), except during a
-CUDA-graph capture (``modes.capture``), which needs them.
+CUDA-graph capture (``modes.capture``), which needs them. For NumPy arrays
+it follows ``modes.cpu_kernels`` and whether Numba can be imported: Numba is
+an optional extra (``tinyflux[fast]``), so without it NumPy arrays get
+``NumpyOps``, and importing tinyflux never imports Numba.
 
 A new backend is a subclass and a registration. Its ops class overrides the
 operations it does its own way (everything else falls back to the NumPy-style
@@ -29,6 +33,8 @@ when ``cupy.cuda.runtime.is_hip`` is true.
 from __future__ import annotations
 
 from typing import Callable
+
+import numpy as np
 
 from ..modes import modes
 from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, dpnp_module,
@@ -61,7 +67,25 @@ def ops_for(array):
     for recognises, ops_for_it in _registered:
         if recognises(array):
             return ops_for_it(array)
-    return NUMPY_OPS
+    return cpu_ops() if isinstance(array, np.ndarray) else NUMPY_OPS
+
+
+_numba_ops = None  # made on first use, False where Numba cannot be imported
+
+
+def cpu_ops():
+    """The ops for NumPy arrays: NumbaOps when Numba is installed and ``modes.cpu_kernels`` is on, else NumpyOps."""
+    global _numba_ops
+    if not modes.cpu_kernels:
+        return NUMPY_OPS
+    if _numba_ops is None:
+        try:
+            from .numba_ops import NumbaOps
+        except ImportError:  # no Numba (pip install 'tinyflux[fast]'): the NumPy code does everything
+            _numba_ops = False
+        else:
+            _numba_ops = NumbaOps()
+    return _numba_ops or NUMPY_OPS
 
 
 def _cupy_ops(array):
@@ -83,6 +107,7 @@ def _xpu_ops(array):
 register(is_xpu_array, _xpu_ops)
 
 __all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
+           "cpu_ops",
            "cupy_available", "dpnp_module", "get_array_module", "has_float64", "is_gpu_array", "is_xpu_array",
            "keep_freed_memory", "kernel_ops", "ops_for", "register", "to_cpu_array", "to_gpu_array", "to_xpu_array",
            "warn_no_gpu_once"]

@@ -359,6 +359,13 @@ class NumpyOps:
     """The hot operations in NumPy-style code (which CuPy also runs, slice by slice)."""
 
     pools_in_columns = True  # im2col_pooled and maxpool_blocks: a convolution and its pooling as one op
+
+    def direct_conv_pool(self, x_shape: tuple, w_shape: tuple, window: tuple) -> bool:
+        """Whether this backend computes a convolution-pooling directly (NumbaOps) instead of with columns."""
+        return False
+
+    def limit_threads(self, threads: int) -> None:
+        """Threads for this backend's own kernels: none here (BLAS has its own limit, see distributed.py)."""
     cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
     def matmul(self, a, b):

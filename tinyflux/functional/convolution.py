@@ -128,11 +128,16 @@ class ConvMaxPoolFunction(Function):
 
     def forward(self, x, w):
         self.ops = ops = ops_for(x)
+        self.w = w
+        # a backend with a direct kernel for this shape (NumbaOps for 3-D pooling) keeps no columns at all
+        self.direct = ops.direct_conv_pool(x.shape, w.shape, self.window)
+        if self.direct:
+            pooled, self.saved = ops.conv_pool(x, w, self.pad, self.window)  # (N, O, *U)
+            return pooled
         o = w.shape[0]
         d = w.ndim - 2
         self.col, self.geometry = ops.im2col_pooled(x, tuple(w.shape[2:]), self.pad, self.window)
         self.col_mat = self.col.reshape(math.prod(w.shape[1:]), -1)  # (C, *K, *k, E) -> (C*prod(K), k^d*E)
-        self.w = w
         y = ops.matmul(w.reshape(o, -1), self.col_mat)  # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
         y = y.reshape((o,) + self.window + self.geometry.extended)  # -> (O, *k, U1, N, L2, ...)
         pooled, self.passes = ops.maxpool_blocks(y, d)  # (O, U1, N, L2, ...)
@@ -144,6 +149,8 @@ class ConvMaxPoolFunction(Function):
         return (slice(None), slice(None), slice(None)) + tuple(slice(0, u) for u in self.geometry.pooled[1:])
 
     def backward(self, gy, needs):
+        if self.direct:
+            return self.ops.conv_pool_backward(gy, self.w, self.saved, needs)
         w, ops, geometry = self.w, self.ops, self.geometry
         o = w.shape[0]
         d = w.ndim - 2

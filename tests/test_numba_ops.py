@@ -1,0 +1,151 @@
+"""The Numba kernels (tinyflux/backends/numba_ops.py) against the NumPy path, which is the reference."""
+import numpy as np
+import pytest
+
+import tinyflux as tf
+from tinyflux import backends
+from tinyflux.functional.convolution import ConvMaxPoolFunction
+
+numba = pytest.importorskip("numba", reason="Numba is not installed (pip install 'tinyflux[fast]')")
+from tinyflux.backends.numba_ops import NumbaOps  # noqa: E402 (only where Numba is)
+
+DIRECT_CASES = [
+    # (input spatial sizes, kernel, pad, window): windows of 8 or more positions, which take the kernels
+    ((16, 32, 32), (3, 3, 3), (1, 1, 1), (2, 2, 2)),  # the video model's first layer
+    ((6, 7, 5), (3, 3, 3), (1, 1, 1), (2, 2, 2)),  # the last frame, row and column in no window
+    ((5, 6, 6), (2, 3, 1), (0, 2, 1), (2, 2, 3)),  # unequal kernel, padding and window
+    ((9, 10), (3, 3), (1, 1), (3, 3)),  # 2-D, lifted to a clip of one frame
+    ((20,), (5,), (2,), (8,)),  # 1-D
+    ((3, 5), (2, 2), (3, 0), (4, 2)),  # more padding than input on one side
+]
+
+
+def run_conv_pool(x, w, pad, window, kernels: bool, grad_x=True):
+    """(y, gx, gw, whether the kernels ran) of conv_maxpool with Numba's kernels on or off."""
+    previous = tf.modes.cpu_kernels
+    tf.modes.cpu_kernels = kernels
+    try:
+        xt, wt = tf.Tensor(x, requires_grad=grad_x), tf.Tensor(w, requires_grad=True)
+        y = tf.conv_maxpool(xt, wt, pad, window)
+        y.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(x.dtype))  # every output its own gradient
+        return y.data, xt.grad, wt.grad, y.creator.direct
+    finally:
+        tf.modes.cpu_kernels = previous
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
+    x = rng.standard_normal((3, 2) + sizes).astype(dtype)
+    w = rng.standard_normal((5, 2) + kernel).astype(dtype)
+    *fast, ran_direct = run_conv_pool(x, w, pad, window, kernels=True)
+    *reference, ran_columns = run_conv_pool(x, w, pad, window, kernels=False)
+    assert ran_direct and not ran_columns
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    for name, got, expected in zip(("y", "gx", "gw"), fast, reference):
+        assert got.dtype == dtype and got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max(),
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES[1:])
+def test_kernels_gradcheck(rng, sizes, kernel, pad, window):
+    x = rng.standard_normal((2, 2) + sizes)
+    w = rng.standard_normal((3, 2) + kernel)
+    assert tf.gradcheck(lambda x, w: tf.conv_maxpool(x, w, pad, window), x, w)
+    assert tf.conv_maxpool(tf.Tensor(x), tf.Tensor(w, requires_grad=True), pad, window).creator.direct
+
+
+def test_ties_send_the_gradient_to_the_first_offset_as_the_numpy_path_does(rng):
+    x = rng.integers(-1, 2, (2, 3, 6, 6, 6)).astype(np.float64)  # small integers: most windows tie
+    w = rng.integers(-1, 2, (4, 3, 3, 3, 3)).astype(np.float64)
+    for got, expected in zip(run_conv_pool(x, w, (1,) * 3, (2,) * 3, True)[:3],
+                             run_conv_pool(x, w, (1,) * 3, (2,) * 3, False)[:3]):
+        # a gradient sent to another offset of a tied window would be off by O(1), not by rounding
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_first_layer_computes_no_input_gradient_and_odd_layouts_work(rng):
+    x = rng.standard_normal((4, 3, 8, 8, 2)).astype(np.float32).transpose(0, 4, 1, 2, 3)  # (4, 2, 3, 8, 8) view
+    w = rng.standard_normal((6, 2, 3, 3, 3)).astype(np.float32)
+    y, gx, gw, _ = run_conv_pool(x, w, (1,) * 3, (2,) * 3, True, grad_x=False)
+    y_ref, _, gw_ref, _ = run_conv_pool(np.ascontiguousarray(x), w, (1,) * 3, (2,) * 3, False, grad_x=False)
+    assert gx is None
+    np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(gw, gw_ref, rtol=2e-5, atol=2e-5 * np.abs(gw_ref).max())
+
+
+def test_results_do_not_depend_on_the_number_of_threads(rng):
+    x = rng.standard_normal((3, 3, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3, 3)).astype(np.float32)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run_conv_pool(x, w, (1,) * 3, (2,) * 3, True)[:3]
+        numba.set_num_threads(threads)
+        many = run_conv_pool(x, w, (1,) * 3, (2,) * 3, True)[:3]
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(one, many):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_a_video_model_trains_the_same_with_and_without_the_kernels(rng):
+    clips = rng.uniform(0, 1, (4, 3, 16, 32, 32)).astype(np.float32)  # the model's clip size
+    labels = np.array([0, 1, 2, 3])
+    runs = []
+    for kernels in (True, False):
+        tf.modes.cpu_kernels = kernels
+        try:
+            tf.seed(0)
+            model = tf.models.video_convnet(3, 4)
+            step = tf.train.Step(model, tf.logit_cross_entropy, tf.optim.Adam(model.parameters(), lr=1e-3))
+            losses = [float(step(clips, labels)) for _ in range(5)]
+            runs.append((losses, [p.data.copy() for p in model.parameters()]))
+        finally:
+            tf.modes.cpu_kernels = True
+    (losses, params), (losses_ref, params_ref) = runs
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-5)
+    for p, p_ref in zip(params, params_ref):
+        np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_the_switch_and_a_missing_numba_give_the_numpy_ops(monkeypatch):
+    monkeypatch.setattr(tf.modes, "cpu_kernels", True)
+    assert isinstance(backends.ops_for(np.zeros(3)), NumbaOps)
+    monkeypatch.setattr(tf.modes, "cpu_kernels", False)
+    assert backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
+    monkeypatch.setattr(tf.modes, "cpu_kernels", True)
+    monkeypatch.setattr(backends, "_numba_ops", None)  # not yet tried
+    monkeypatch.setitem(__import__("sys").modules, "tinyflux.backends.numba_ops", None)  # an import that fails
+    assert backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
+    assert not backends.NUMPY_OPS.direct_conv_pool((1, 1, 4, 4, 4), (1, 1, 3, 3, 3), (2, 2, 2))
+
+
+def test_small_windows_keep_the_columns():
+    """2x2 windows: the GEMMs of the NumPy path were faster (docs/results/cpu_speed_round3)."""
+    ops = NumbaOps()
+    assert not ops.direct_conv_pool((128, 1, 28, 28), (16, 1, 3, 3), (2, 2))
+    assert ops.direct_conv_pool((8, 3, 16, 32, 32), (8, 3, 3, 3, 3), (2, 2, 2))
+
+
+def test_one_clip_and_a_direct_function_object(rng):
+    x = rng.standard_normal((1, 1, 4, 6, 6))
+    w = rng.standard_normal((2, 1, 3, 3, 3))
+    function = ConvMaxPoolFunction((1, 1, 1), (2, 2, 2))
+    y = function.forward(x, w)
+    assert function.direct and y.shape == (1, 2, 2, 3, 3)
+
+
+def test_each_process_of_a_distributed_run_gets_its_share_of_threads(monkeypatch):
+    import os
+    from types import SimpleNamespace
+    threads = numba.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 8)
+    set_to = []
+    monkeypatch.setattr(numba, "set_num_threads", set_to.append)
+    tf.distributed.limit_blas_threads(SimpleNamespace(local_size=4))  # 4 ranks on an 8-core machine
+    assert set_to == [2]
+    assert numba.get_num_threads() == threads  # (set_num_threads was replaced: nothing changed for real)

@@ -1,0 +1,221 @@
+"""CPU kernels compiled by Numba: a convolution and the max-pooling after it, computed directly.
+
+``NumbaOps`` is ``NumpyOps`` plus this one operation. ``backends.ops_for``
+gives it to NumPy arrays when Numba is installed (``pip install
+'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
+not ``0``. Without Numba everything runs as before: the NumPy code is the
+reference, and the tests compare the two (``tests/test_numba_ops.py``).
+
+Why a kernel of our own. With columns (``ConvMaxPoolFunction``'s NumPy path)
+the input is copied C*prod(K) times and multiplied with the weights: for the
+video model's first layer (3 channels, a 3x3x3 kernel, 8 outputs) that is 81
+copies of each clip, and a product of 81 rows by 8, which moves far more
+memory than it computes on. Here each output is summed straight from the
+input, and only the pooled maximum and which window offset won are stored:
+
+    y[n, o, q] = sum over (c, k) of w[o, c, k] * x_padded[n, c, q + k]
+    pooled[n, o, u] = max over window offsets r of y[n, o, m*u + r]      (windows of m)
+
+The backward pass gains most: only each window's winner q* = m*u + r* got a
+gradient, so one output in prod(m) (1 in 8 for 2x2x2 windows) counts, and
+the kernels visit those alone, where the NumPy path's products multiply
+every position, zeros included:
+
+    gw[o, c, k]             += gy[n, o, u] * x_padded[n, c, q* + k]
+    gx_padded[n, c, q* + k] += gy[n, o, u] * w[o, c, k]
+
+Every shape is lifted to 3-D (an image is a clip of one frame, with a kernel
+and window of 1 along time), so one kernel of each kind serves 1-D, 2-D and
+3-D. In the flattened padded clip (C, T, H, W) a kernel term (c, a, b, e) is
+a fixed distance from the output it serves, ``offsets[j]``, and a window
+offset r is another, ``window_offsets[r]``: the backward loops add them to
+the window's first position instead of computing four indices per term.
+
+Each output is summed by one thread in a fixed order, so the results do not
+depend on the number of threads, and a resumed run repeats its numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .numpy_ops import NumpyOps, memory_order, output_size
+
+
+# fastmath "contract" alone: a * b + c may become one fused multiply-add (rounded once); no reordering of sums
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _forward(x, w, window, pooled, winner):
+    """pooled, winner (N, O, U1, U2, U3) from x (N, C, T, H, W) padded and w (O, C, KT, KH, KW)."""
+    n_clips, n_in, _, _, width = x.shape
+    n_out, _, k_t, k_h, k_w = w.shape
+    _, _, u_t, u_h, u_w = pooled.shape
+    win_t, win_h, win_w = window
+    rows, cols = u_h * win_h, u_w * win_w  # the outputs some pooling window reads
+    # Each frame of outputs is computed as one flat run over the padded width, (rows, W) flattened: kernel
+    # offset (b, e) then reads one contiguous run of the input frame, starting at b*W + e. The last K_W - 1
+    # numbers of each output row are not outputs (they straddle two input rows) and are never read.
+    length = (rows - 1) * width + cols
+    frames = x.reshape(n_clips, n_in, x.shape[2], -1)  # (N, C, T, H*W): each frame flat
+    # one job per (clip, pooled frame): enough jobs for every core also at batch 1
+    for job in numba.prange(n_clips * u_t):
+        n, u = job // u_t, job % u_t
+        conv = np.empty((win_t, rows * width), dtype=x.dtype)  # one output channel's frames, flat
+        for o in range(n_out):
+            conv[:] = 0
+            for dt in range(win_t):
+                target = conv[dt]
+                for c in range(n_in):
+                    for a in range(k_t):
+                        frame = frames[n, c, u * win_t + dt + a]
+                        for b in range(k_h):
+                            for e in range(k_w):
+                                weight = w[o, c, a, b, e]
+                                source = frame[b * width + e:]
+                                for i in range(length):  # SIMD multiply-adds over the run
+                                    target[i] += weight * source[i]
+            for h in range(u_h):
+                for q in range(u_w):
+                    best, won, r = conv[0, h * win_h * width + q * win_w], 0, 0
+                    for dt in range(win_t):
+                        for dh in range(win_h):
+                            for dq in range(win_w):
+                                value = conv[dt, (h * win_h + dh) * width + q * win_w + dq]
+                                if value > best:  # strict: on a tie the first offset in row-major order wins
+                                    best, won = value, r
+                                r += 1
+                    pooled[n, o, u, h, q] = best
+                    winner[n, o, u, h, q] = won
+
+
+@numba.njit(parallel=True, cache=True)
+def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
+    """gw_rows (O, C*prod(K)) from the pooled gradient gy and the winners (N, O, U1, U2, U3)."""
+    n_clips, _, _, height, width = x.shape
+    _, n_out, u_t, u_h, u_w = gy.shape
+    win_t, win_h, win_w = window
+    clips = x.reshape(n_clips, -1)  # (N, C*T*H*W)
+    for o in numba.prange(n_out):  # each output channel writes its own row: no two threads add to one number
+        row = np.zeros(len(offsets), dtype=gw_rows.dtype)
+        for n in range(n_clips):
+            for t in range(u_t):
+                for h in range(u_h):
+                    for q in range(u_w):
+                        g = gy[n, o, t, h, q]
+                        if g == 0:  # a ReLU after the pooling often zeroes it: nothing to add
+                            continue
+                        corner = (t * win_t * height + h * win_h) * width + q * win_w  # the window's first output
+                        start = corner + window_offsets[winner[n, o, t, h, q]]  # its winner
+                        for j in range(len(offsets)):
+                            row[j] += g * clips[n, start + offsets[j]]
+        gw_rows[o] = row
+
+
+@numba.njit(parallel=True, cache=True)
+def _input_grad(gy, winner, w_cols, offsets, window_offsets, window, gx):
+    """gx (N, C, T, H, W) padded, zero on entry: each winner's gradient times the weights, added back."""
+    n_clips, _, _, height, width = gx.shape
+    _, n_out, u_t, u_h, u_w = gy.shape
+    win_t, win_h, win_w = window
+    grads = gx.reshape(n_clips, -1)  # (N, C*T*H*W), a view: the sums land in gx
+    for n in numba.prange(n_clips):  # each clip writes its own gradient
+        clip = grads[n]
+        for o in range(n_out):
+            for t in range(u_t):
+                for h in range(u_h):
+                    for q in range(u_w):
+                        g = gy[n, o, t, h, q]
+                        if g == 0:
+                            continue
+                        corner = (t * win_t * height + h * win_h) * width + q * win_w  # the window's first output
+                        start = corner + window_offsets[winner[n, o, t, h, q]]  # its winner
+                        for j in range(len(offsets)):
+                            clip[start + offsets[j]] += g * w_cols[o, j]
+
+
+class DirectSaved(NamedTuple):
+    """What :meth:`NumbaOps.conv_pool` keeps for its backward pass (sizes lifted to 3-D)."""
+
+    x_padded: np.ndarray  # (N, C, T, H, W) with the padding
+    winner: np.ndarray  # (N, O, U1, U2, U3), uint8: which window offset won, in row-major order
+    offsets: np.ndarray  # (C*prod(K),): where each kernel term (c, a, b, e) reads, from the window's position
+    window_offsets: np.ndarray  # (prod(window),): where each window offset is, from the window's first position
+    window: tuple  # (3,)
+    pad: tuple  # (3,)
+    x_shape: tuple  # (N, C, *S) of the input
+    x_order: tuple  # the input's axes from the outermost in memory; its gradient gets the same
+
+
+def _lift(sizes: tuple, fill: int) -> tuple:
+    """Sizes of 1, 2 or 3 spatial axes as 3: leading axes of ``fill`` (1 for sizes and windows, 0 for padding)."""
+    return (fill,) * (3 - len(sizes)) + tuple(sizes)
+
+
+class NumbaOps(NumpyOps):
+    """NumpyOps, with the convolution-pooling of a layer done by the kernels above where that is faster."""
+
+    def limit_threads(self, threads: int) -> None:
+        """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+    def direct_conv_pool(self, x_shape: tuple, w_shape: tuple, window: tuple) -> bool:
+        """Whether :meth:`conv_pool` runs instead of columns and a GEMM: for windows of 8 positions or more.
+
+        The forward pass costs about what columns and a GEMM cost; the backward pass
+        visits one output in prod(window), so it wins by more the larger the window.
+        With 2x2 windows (4 positions) the GEMMs of the NumPy path were faster.
+        """
+        return math.prod(window) >= 8
+
+    def conv_pool(self, x, w, pad: tuple, window: tuple):
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution without bias."""
+        d = w.ndim - 2
+        n, c = x.shape[:2]
+        o = w.shape[0]
+        kernel3, pad3, window3 = _lift(w.shape[2:], 1), _lift(pad, 0), _lift(window, 1)
+        padded = tuple(s + 2 * p for s, p in zip(_lift(x.shape[2:], 1), pad3))
+        x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
+        inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, _lift(x.shape[2:], 1)))
+        x_padded[inside] = x.reshape((n, c) + _lift(x.shape[2:], 1))  # (N, C, *S) -> (N, C, T, H, W)
+        pooled3 = tuple(output_size(s, kn, 1, p) // k for s, kn, p, k in
+                        zip(_lift(x.shape[2:], 1), kernel3, pad3, window3))
+        offsets = _flat_offsets((c,) + kernel3, padded)
+        window_offsets = _flat_offsets((1,) + window3, padded)
+        pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
+        winner = np.empty((n, o) + pooled3, dtype=np.uint8)
+        _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
+        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x))
+        return pooled.reshape((n, o) + pooled3[3 - d:]), saved  # (N, O, U1, U2, U3) -> (N, O, *U)
+
+    def conv_pool_backward(self, gy, w, saved: DirectSaved, needs: tuple):
+        """(gx (N, C, *S) or None, gw (O, C, *K) or None) from the pooled gradient gy (N, O, *U)."""
+        n, o = gy.shape[:2]
+        gy3 = np.ascontiguousarray(gy.reshape(saved.winner.shape))  # (N, O, *U) -> (N, O, U1, U2, U3)
+        window3 = np.array(saved.window)
+        gx = gw = None
+        if needs[0]:
+            gx_padded = np.zeros_like(saved.x_padded)  # (N, C, T+2p, H+2p, W+2p)
+            w_cols = np.ascontiguousarray(w.reshape(o, -1))  # (O, C, *K) -> (O, C*prod(K))
+            _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3, gx_padded)
+            sizes3 = _lift(saved.x_shape[2:], 1)
+            inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
+            # in the input's memory order, as col2im_pooled returns it (see there)
+            order = saved.x_order
+            gx = np.empty(tuple(saved.x_shape[axis] for axis in order), dtype=gy.dtype)  # x's axes in memory order
+            gx = gx.transpose(tuple(order.index(axis) for axis in range(len(order))))  # -> (N, C, *S) view
+            gx[...] = gx_padded[inside].reshape(saved.x_shape)  # (N, C, T, H, W) -> (N, C, *S)
+        if needs[1]:
+            gw_rows = np.empty((o, len(saved.offsets)), dtype=w.dtype)
+            _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets, window3, gw_rows)
+            gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
+        return gx, gw
+
+
+def _flat_offsets(sizes: tuple, padded: tuple) -> np.ndarray:
+    """The distance in a flattened padded clip (C, T, H, W) of every index in ``sizes`` (row-major order)."""
+    strides = (math.prod(padded),) + tuple(math.prod(padded[i + 1:]) for i in range(3))  # (T*H*W, H*W, W, 1)
+    grids = np.indices(sizes).reshape(len(sizes), -1)  # (4, prod(sizes)): every (c, a, b, e)
+    return np.asarray(strides, dtype=np.int64) @ grids
+
