@@ -149,3 +149,12 @@ def test_each_process_of_a_distributed_run_gets_its_share_of_threads(monkeypatch
     tf.distributed.limit_blas_threads(SimpleNamespace(local_size=4))  # 4 ranks on an 8-core machine
     assert set_to == [2]
     assert numba.get_num_threads() == threads  # (set_num_threads was replaced: nothing changed for real)
+
+
+def test_windows_of_more_than_256_positions_keep_their_winners(rng):
+    """7x9x6 = 378 window offsets: more than a byte holds."""
+    x = rng.standard_normal((1, 1, 8, 9, 7))
+    w = rng.standard_normal((2, 1, 2, 3, 2))
+    for got, expected in zip(run_conv_pool(x, w, (0, 1, 0), (7, 9, 6), True)[:3],
+                             run_conv_pool(x, w, (0, 1, 0), (7, 9, 6), False)[:3]):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

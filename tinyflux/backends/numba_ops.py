@@ -139,7 +139,7 @@ class DirectSaved(NamedTuple):
     """What :meth:`NumbaOps.conv_pool` keeps for its backward pass (sizes lifted to 3-D)."""
 
     x_padded: np.ndarray  # (N, C, T, H, W) with the padding
-    winner: np.ndarray  # (N, O, U1, U2, U3), uint8: which window offset won, in row-major order
+    winner: np.ndarray  # (N, O, U1, U2, U3): which window offset won, in row-major order (a byte up to 256)
     offsets: np.ndarray  # (C*prod(K),): where each kernel term (c, a, b, e) reads, from the window's position
     window_offsets: np.ndarray  # (prod(window),): where each window offset is, from the window's first position
     window: tuple  # (3,)
@@ -184,7 +184,7 @@ class NumbaOps(NumpyOps):
         offsets = _flat_offsets((c,) + kernel3, padded)
         window_offsets = _flat_offsets((1,) + window3, padded)
         pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
-        winner = np.empty((n, o) + pooled3, dtype=np.uint8)
+        winner = np.empty((n, o) + pooled3, dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
         _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
         saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x))
         return pooled.reshape((n, o) + pooled3[3 - d:]), saved  # (N, O, U1, U2, U3) -> (N, O, *U)
