@@ -158,3 +158,36 @@ def test_windows_of_more_than_256_positions_keep_their_winners(rng):
     for got, expected in zip(run_conv_pool(x, w, (0, 1, 0), (7, 9, 6), True)[:3],
                              run_conv_pool(x, w, (0, 1, 0), (7, 9, 6), False)[:3]):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_after_a_kernel_products_run_on_one_blas_thread(monkeypatch):
+    """OpenBLAS's threads spin after each product and would take the kernels' cores."""
+    seen = []
+    original = backends.NumpyOps.matmul
+
+    def watched(self, a, b):
+        seen.append(blas_threads())
+        return original(self, a, b)
+
+    monkeypatch.setattr(backends.NumpyOps, "matmul", watched)
+    ops, a = NumbaOps(), np.ones((4, 4), np.float32)
+    before = blas_threads()
+    ops.matmul(a, a)
+    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), (1,) * 3, (2,) * 3)
+    np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
+    assert seen == [before, [1] * len(before)] and blas_threads() == before  # and put back afterwards
+
+
+def test_without_threadpoolctl_products_still_run_and_say_why_they_may_be_slow(monkeypatch, caplog):
+    monkeypatch.setitem(__import__("sys").modules, "threadpoolctl", None)  # an import that fails
+    ops, a = NumbaOps(), np.ones((4, 4), np.float32)
+    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), (1,) * 3, (2,) * 3)
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
+        np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
+    assert sum("threadpoolctl is not installed" in r.message for r in caplog.records) == 1

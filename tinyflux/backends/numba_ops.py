@@ -36,6 +36,7 @@ depend on the number of threads, and a resumed run repeats its numbers.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
@@ -43,6 +44,8 @@ import numba
 import numpy as np
 
 from .numpy_ops import NumpyOps, memory_order, output_size
+
+log = logging.getLogger("tinyflux")
 
 
 # fastmath "contract" alone: a * b + c may become one fused multiply-add (rounded once); no reordering of sums
@@ -154,7 +157,29 @@ def _lift(sizes: tuple, fill: int) -> tuple:
 
 
 class NumbaOps(NumpyOps):
-    """NumpyOps, with the convolution-pooling of a layer done by the kernels above where that is faster."""
+    """NumpyOps, with the convolution-pooling of a layer done by the kernels above where that is faster.
+
+    Once a kernel has run, matrix products run on one BLAS thread. After each product
+    OpenBLAS keeps its other threads spinning for about 0.1 s, waiting for the next one; the
+    kernels' threads, started meanwhile, then shared the cores with them, and a video step
+    with an 80-class dense layer took 1.6 times as long. The products left beside these
+    kernels (dense layers) are small; a model of columns and products alone (MNIST) never
+    runs a kernel and keeps every BLAS thread.
+    """
+
+    def __init__(self):
+        self.kernels_ran = False
+        self._blas = None  # threadpoolctl's handle on the BLAS libraries, made on first use
+
+    def matmul(self, a, b):
+        if not self.kernels_ran:
+            return super().matmul(a, b)
+        if self._blas is None:
+            self._blas = _blas_controls()
+        if not self._blas:
+            return super().matmul(a, b)
+        with self._blas.limit(limits=1):
+            return super().matmul(a, b)
 
     def limit_threads(self, threads: int) -> None:
         """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
@@ -186,6 +211,7 @@ class NumbaOps(NumpyOps):
         pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
         winner = np.empty((n, o) + pooled3, dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
         _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
+        self.kernels_ran = True
         saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x))
         return pooled.reshape((n, o) + pooled3[3 - d:]), saved  # (N, O, U1, U2, U3) -> (N, O, *U)
 
@@ -211,6 +237,17 @@ class NumbaOps(NumpyOps):
             _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets, window3, gw_rows)
             gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
         return gx, gw
+
+
+def _blas_controls():
+    """threadpoolctl's handle on the loaded BLAS libraries, or False (after a warning) without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        log.warning("threadpoolctl is not installed: BLAS threads may slow down tinyflux's Numba kernels "
+                    "(pip install 'tinyflux[fast]')")
+        return False
+    return ThreadpoolController().select(user_api="blas")
 
 
 def _flat_offsets(sizes: tuple, padded: tuple) -> np.ndarray:
