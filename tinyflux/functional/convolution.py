@@ -121,6 +121,10 @@ class ConvMaxPoolFunction(Function):
     blocks (``ops.maxpool_blocks``) instead of every other element. Backward runs
     the same steps in reverse: the pooled gradient goes to the winning block,
     then the two GEMMs and col2im of :class:`ConvFunction`.
+
+    A backend may instead compute the whole op directly, without columns, where
+    its ``direct_conv_pool`` says so: ``NumbaOps`` does for 2x2x2 windows and
+    larger (``tinyflux/backends/numba_ops.py`` explains why it is faster there).
     """
 
     def __init__(self, pad: tuple, window: tuple):
