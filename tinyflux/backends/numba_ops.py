@@ -160,11 +160,12 @@ class NumbaOps(NumpyOps):
     """NumpyOps, with the convolution-pooling of a layer done by the kernels above where that is faster.
 
     Once a kernel has run, matrix products run on one BLAS thread. After each product
-    OpenBLAS keeps its other threads spinning for about 0.1 s, waiting for the next one; the
+    OpenBLAS keeps its other threads spinning for a while, waiting for the next one; the
     kernels' threads, started meanwhile, then shared the cores with them, and a video step
-    with an 80-class dense layer took 1.6 times as long. The products left beside these
-    kernels (dense layers) are small; a model of columns and products alone (MNIST) never
-    runs a kernel and keeps every BLAS thread.
+    whose dense layer was big enough for two BLAS threads got much slower
+    (docs/results/cpu_speed_round3). The products left beside these kernels (dense layers)
+    are small; a model of columns and products alone (MNIST) never runs a kernel and keeps
+    every BLAS thread.
     """
 
     def __init__(self):
