@@ -120,14 +120,14 @@ def test_the_switch_and_a_missing_numba_give_the_numpy_ops(monkeypatch):
     monkeypatch.setattr(backends, "_numba_ops", None)  # not yet tried
     monkeypatch.setitem(__import__("sys").modules, "tinyflux.backends.numba_ops", None)  # an import that fails
     assert backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
-    assert not backends.NUMPY_OPS.direct_conv_pool((1, 1, 4, 4, 4), (1, 1, 3, 3, 3), (2, 2, 2))
+    assert not backends.NUMPY_OPS.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
 
 
 def test_small_windows_keep_the_columns():
     """2x2 windows: the GEMMs of the NumPy path were faster (docs/results/cpu_speed_round3)."""
     ops = NumbaOps()
-    assert not ops.direct_conv_pool((128, 1, 28, 28), (16, 1, 3, 3), (2, 2))
-    assert ops.direct_conv_pool((8, 3, 16, 32, 32), (8, 3, 3, 3, 3), (2, 2, 2))
+    assert not ops.direct_conv_pool(np.dtype(np.float32), (2, 2))
+    assert ops.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
 
 
 def test_one_clip_and_a_direct_function_object(rng):
@@ -191,3 +191,15 @@ def test_without_threadpoolctl_products_still_run_and_say_why_they_may_be_slow(m
         np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
         np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
     assert sum("threadpoolctl is not installed" in r.message for r in caplog.records) == 1
+
+
+def test_float16_keeps_the_numpy_path(rng):
+    """The kernels are compiled for float32 and float64; another dtype must not reach them (Numba would
+    fail with a bare NotImplementedError)."""
+    x = rng.standard_normal((2, 1, 4, 6, 6)).astype(np.float16)
+    w = rng.standard_normal((3, 1, 3, 3, 3)).astype(np.float16)
+    y, gx, gw, ran_direct = run_conv_pool(x, w, (1,) * 3, (2,) * 3, True)
+    y_ref, gx_ref, gw_ref, _ = run_conv_pool(x, w, (1,) * 3, (2,) * 3, False)
+    assert not ran_direct and y.dtype == np.float16
+    for got, expected in ((y, y_ref), (gx, gx_ref), (gw, gw_ref)):
+        np.testing.assert_array_equal(got, expected)

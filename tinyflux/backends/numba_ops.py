@@ -3,7 +3,7 @@
 ``NumbaOps`` is ``NumpyOps`` plus this one operation. ``backends.ops_for``
 gives it to NumPy arrays when Numba is installed (``pip install
 'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
-not ``0``. Without Numba everything runs as before: the NumPy code is the
+not ``0``. Without Numba the NumPy code runs everything: it is the
 reference, and the tests compare the two (``tests/test_numba_ops.py``).
 
 Why a kernel of our own. With columns (``ConvMaxPoolFunction``'s NumPy path)
@@ -186,14 +186,15 @@ class NumbaOps(NumpyOps):
         """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
-    def direct_conv_pool(self, x_shape: tuple, w_shape: tuple, window: tuple) -> bool:
-        """Whether :meth:`conv_pool` runs instead of columns and a GEMM: for windows of 8 positions or more.
+    def direct_conv_pool(self, dtype, window: tuple) -> bool:
+        """Whether :meth:`conv_pool` runs instead of columns and a GEMM: for windows of 8 positions or more,
+        in float32 or float64 (the kernels are compiled for those; float16 and others keep the NumPy path).
 
         The forward pass costs about what columns and a GEMM cost; the backward pass
         visits one output in prod(window), so it wins by more the larger the window.
         With 2x2 windows (4 positions) the GEMMs of the NumPy path were faster.
         """
-        return math.prod(window) >= 8
+        return math.prod(window) >= 8 and dtype in (np.float32, np.float64)
 
     def conv_pool(self, x, w, pad: tuple, window: tuple):
         """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution without bias."""

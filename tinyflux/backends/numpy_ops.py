@@ -360,8 +360,9 @@ class NumpyOps:
 
     pools_in_columns = True  # im2col_pooled and maxpool_blocks: a convolution and its pooling as one op
 
-    def direct_conv_pool(self, x_shape: tuple, w_shape: tuple, window: tuple) -> bool:
-        """Whether this backend computes a convolution-pooling directly (NumbaOps) instead of with columns."""
+    def direct_conv_pool(self, dtype, window: tuple) -> bool:
+        """Whether this backend computes a convolution-pooling of this dtype and pooling window directly
+        (NumbaOps) instead of with columns."""
         return False
 
     def limit_threads(self, threads: int) -> None:

@@ -134,7 +134,7 @@ class ConvMaxPoolFunction(Function):
         self.ops = ops = ops_for(x)
         self.w = w
         # a backend with a direct kernel for this shape (NumbaOps for 3-D pooling) keeps no columns at all
-        self.direct = ops.direct_conv_pool(x.shape, w.shape, self.window)
+        self.direct = ops.direct_conv_pool(x.dtype, self.window)
         if self.direct:
             pooled, self.saved = ops.conv_pool(x, w, self.pad, self.window)  # (N, O, *U)
             return pooled
