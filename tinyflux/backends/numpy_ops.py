@@ -26,24 +26,13 @@ import numpy as np
 
 from .arrays import get_array_module
 from .buffers import PAGE, page_aligned  # noqa: F401 (PAGE: for the tests)
+# the index arithmetic, also named here because other modules and the tests import it from this one
+from .geometry import (PoolGeometry, _batch_second, _flat_start, _phase_runs, _pooled_offsets,  # noqa: F401
+                       _window, channels_first, index_along, memory_order, output_size,  # noqa: F401
+                       pool_geometry, pooled_inside, pooled_to_batch_first)  # noqa: F401
 
 # Where Adam's numbers stand in its ``hyper`` array, float64 (lr, beta1, beta2, eps, t); kernels.cu reads the same order
 HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_T = range(5)
-
-
-def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Number of kernel positions along one axis: floor((size + 2*pad - kernel) / stride) + 1."""
-    return (size + 2 * pad - kernel) // stride + 1
-
-
-def _window(offset: int, out: int, stride: int) -> slice:
-    """The slice of input positions that kernel offset ``offset`` reads for all ``out`` outputs."""
-    return slice(offset, offset + stride * (out - 1) + 1, stride)
-
-
-def channels_first(ndim_spatial: int) -> tuple:
-    """Axes that swap N and C: (N, C, *S) <-> (C, N, *S); the permutation is its own inverse."""
-    return (1, 0) + tuple(range(2, 2 + ndim_spatial))
 
 
 def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
@@ -142,93 +131,17 @@ def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 
-def _flat_start(offset: tuple, padded_sizes: list) -> int:
-    """Where kernel offset (k1, k2, ...) starts in a flattened padded image: k1*S2*S3 + k2*S3 + k3."""
-    start, step = 0, 1
-    for k, size in zip(reversed(offset), reversed(padded_sizes)):
-        start += k * step
-        step *= size
-    return start
-
-
-class PoolGeometry(NamedTuple):
-    """Sizes for a stride-1 convolution whose output goes straight into max-pooling (see im2col_pooled)."""
-
-    x_shape: tuple  # (N, C, *S) of the input
-    kernel: tuple  # K
-    pad: tuple
-    window: tuple  # k, the pooling window, also its stride
-    pooled: tuple  # U = floor(Q / k) pooled outputs per axis, Q = S + 2p - K + 1 the convolution's outputs
-    plane: tuple  # (L1 + 1, N, L2, ...): one phase plane, the whole batch side by side along the second axis
-    extended: tuple  # (U1, N, L2, ...): the positions computed for each window offset
-    x_order: tuple  # the input's axes from the outermost in memory to the innermost; its gradient gets the same
-
-
-def memory_order(x) -> tuple:
-    """The axes of x from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous array."""
-    return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
-
-
-def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple, x_order: tuple = None) -> PoolGeometry:
-    """The plane and output sizes of :func:`im2col_pooled` for an input of shape ``x_shape``."""
-    n = x_shape[0]
-    pooled = tuple(output_size(sz, kn, 1, p) // k for sz, kn, p, k in zip(x_shape[2:], kernel, pad, window))
-    # a plane must reach index u + j for every pooled output u and every shift j = (r + kk) // k
-    lengths = [u + (k - 1 + kn - 1) // k for u, kn, k in zip(pooled, kernel, window)]
-    # +1: the spare row that keeps the last flat slice inside the buffer, as in im2col_shifted
-    plane = (lengths[0] + 1, n, *lengths[1:])
-    return PoolGeometry(tuple(x_shape), tuple(kernel), tuple(pad), tuple(window), pooled, plane,
-                        (pooled[0], n, *lengths[1:]), x_order or tuple(range(len(x_shape))))
-
-
-def _phase_run(phase: int, k: int, pad: int, size: int, length: int):
-    """Where the input values of one phase plane are: (plane slice, input slice), or None if it holds none.
-
-    Plane ``phase`` holds padded positions phase, phase + k, phase + 2k, ...; padded
-    position t is input position t - pad, which exists for 0 <= t - pad < size.
-    """
-    first = max(0, -(-(pad - phase) // k))  # the first plane index past the padding: ceil((pad - phase) / k)
-    start = phase + k * first - pad  # the input position it holds
-    count = min(length - first, -(-(size - start) // k))
-    if count <= 0:
-        return None
-    return slice(first, first + count), slice(start, start + k * (count - 1) + 1, k)
-
-
-def _phase_runs(geometry: PoolGeometry):
-    """For each phase (one offset per axis, 0 <= a < k) that holds input: its plane index and input index.
-
-    The plane index applies to the planes array (C, *k, L1 + 1, N, L2, ...), the input
-    index to the channel-major input (C, N, *S); the input part it selects, transposed
-    by :func:`_batch_second`, has the shape of the plane part.
-    """
-    sizes = geometry.x_shape[2:]
-    lengths = (geometry.plane[0] - 1,) + geometry.plane[2:]  # the spare row never holds input
-    everything = slice(None)
-    for phase in itertools.product(*(range(k) for k in geometry.window)):
-        runs = [_phase_run(a, k, p, sz, n) for a, k, p, sz, n in zip(phase, geometry.window, geometry.pad, sizes,
-                                                                       lengths)]
-        if all(runs):
-            plane_part = (everything,) + phase + (runs[0][0], everything) + tuple(plane for plane, _ in runs[1:])
-            yield plane_part, (everything, everything) + tuple(source for _, source in runs)
-
-
-def _batch_second(ndim: int) -> tuple:
-    """Axes that swap N and the first spatial axis: (C, N, S1, ...) <-> (C, S1, N, ...); its own inverse."""
-    return (0, 2, 1) + tuple(range(3, ndim))
-
-
-def _pooled_offsets(geometry: PoolGeometry):
-    """Each (kernel offset kk, window offset r) with the phase plane and the flat start that it reads.
-
-    Output position q = k*u + r reads padded position q + kk = k*(u + j) + phase with
-    phase = (r + kk) % k and j = (r + kk) // k: the plane of that phase, shifted by j.
-    """
-    for kk in itertools.product(*(range(n) for n in geometry.kernel)):
-        for r in itertools.product(*(range(k) for k in geometry.window)):
-            phase = tuple((a + b) % k for a, b, k in zip(r, kk, geometry.window))
-            shift = tuple((a + b) // k for a, b, k in zip(r, kk, geometry.window))
-            yield kk, r, phase, _flat_start(shift[:1] + (0,) + shift[1:], geometry.plane)  # no shift along N
+def phase_planes(x, geometry: PoolGeometry):
+    """The padded input x (N, C, *S) split into its k**d phase planes (see :func:`im2col_pooled`), each flattened:
+    (C, *k, F) with F = prod(geometry.plane)."""
+    xp = get_array_module(x)
+    d = len(geometry.kernel)
+    c = geometry.x_shape[1]
+    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
+    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
+    for plane_part, source in _phase_runs(geometry):
+        planes[plane_part] = x_cn[source].transpose(_batch_second(d + 2))  # (C, N, S1', ...) -> (C, S1', N, ...)
+    return planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
 
 
 def im2col_pooled(x, geometry: PoolGeometry):
@@ -251,13 +164,8 @@ def im2col_pooled(x, geometry: PoolGeometry):
         col: (C, *K, *k, E) with E = prod(geometry.extended) positions, (U1, N, L2, ...).
     """
     xp = get_array_module(x)
-    d = len(geometry.kernel)
     c = geometry.x_shape[1]
-    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
-    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
-    for plane_part, source in _phase_runs(geometry):
-        planes[plane_part] = x_cn[source].transpose(_batch_second(d + 2))  # (C, N, S1', ...) -> (C, S1', N, ...)
-    flat = planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
+    flat = phase_planes(x, geometry)  # (C, *k, F)
     length = math.prod(geometry.extended)
     col = page_aligned(xp, (c,) + geometry.kernel + geometry.window + (length,), x.dtype)
     for kk, r, phase, start in _pooled_offsets(geometry):
@@ -268,23 +176,43 @@ def im2col_pooled(x, geometry: PoolGeometry):
 def col2im_pooled(gcol, geometry: PoolGeometry):
     """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), laid out in memory as the input."""
     xp = get_array_module(gcol)
-    d = len(geometry.kernel)
     c = geometry.x_shape[1]
     length = gcol.shape[-1]
     flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
     for kk, r, phase, start in _pooled_offsets(geometry):
         flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
+    return gradient_from_planes(flat, geometry)
+
+
+def gradient_from_planes(flat, geometry: PoolGeometry):
+    """Adjoint of :func:`phase_planes`: the gradient of the phase planes, flat (C, *k, F), back to gx (N, C, *S),
+    laid out in memory as the input was."""
+    xp = get_array_module(flat)
+    d = len(geometry.kernel)
+    c = geometry.x_shape[1]
     planes = flat.reshape((c,) + geometry.window + geometry.plane)  # (C, *k, F) -> (C, *k, L1 + 1, N, L2, ...)
     # gx in the input's memory order: the ReLU before this layer multiplies it element by element with
     # its own output, which has that order, and NumPy runs such a product many times faster when the
     # two arrays are laid out alike
     order = geometry.x_order
-    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=gcol.dtype)  # x's axes in memory order
+    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=flat.dtype)  # x's axes in memory order
     gx = gx.transpose(tuple(order.index(axis) for axis in range(d + 2)))  # -> (N, C, *S) view
     gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view; inputs no window reads keep 0
     for plane_part, source in _phase_runs(geometry):
         gx_cn[source] = planes[plane_part].transpose(_batch_second(d + 2))  # (C, S1', N, ...) -> (C, N, S1', ...)
     return gx
+
+
+def extended_gradient(gy, geometry: PoolGeometry):
+    """The pooled gradient gy (N, O, U1, U2, ...) as (O, U1, N, L2, ...), the layout of the pooled outputs
+    computed, with 0 at the extra positions (no window's output)."""
+    xp = get_array_module(gy)
+    d = len(geometry.kernel)
+    gy_ext = xp.empty((gy.shape[1],) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
+    gy_ext[pooled_inside(geometry)] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ..) -> (O, U1, N, ..)
+    for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ...
+        gy_ext[index_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
+    return gy_ext
 
 
 def _maxpool_1d(x, axis: int, k: int, s: int):
@@ -327,11 +255,6 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
         else:
             target += gy * (argmax == offset)
     return gx
-
-
-def index_along(axis: int, index, ndim: int) -> tuple:
-    """An indexing tuple that applies ``index`` to one axis and takes everything on the others."""
-    return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)
 
 
 class Columns(NamedTuple):
