@@ -241,6 +241,24 @@ def test_conv_maxpool_equals_conv_then_maxpool(xp, rng, sizes, kernel, pad, wind
 
 
 @pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES[:6])
+def test_conv_maxpool_with_bias_relu_equals_pooling_relu_of_conv(xp, rng, sizes, kernel, pad, window):
+    """bias_relu=b: relu(maxpool(conv(x, w)) + b), the same as maxpool(relu(conv(x, w, b))), gradients too."""
+    x, w = rng.standard_normal((2, 3) + sizes), rng.standard_normal((4, 3) + kernel)
+    b = np.array([0.5, -1.0, 0.0, -30.0])  # the last channel is all zeros after the ReLU
+    results = []
+    for fused in (True, False):
+        xt, wt, bt = (tf.Tensor(xp.asarray(a), requires_grad=True) for a in (x, w, b))
+        if fused:
+            y = tf.conv_maxpool(xt, wt, pad, window, bias_relu=bt)
+        else:
+            y = tf.maxpool(tf.relu(tf.conv(xt, wt, bt, 1, pad)), window)
+        y.backward(xp.asarray(np.arange(y.size, dtype=np.float64).reshape(y.shape) % 7 - 3))
+        results.append([to_numpy(a) for a in (y.data, xt.grad, wt.grad, bt.grad)])
+    for name, got, expected in zip(("y", "gx", "gw", "gb"), *results):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES[:6])
 def test_conv_maxpool_gradcheck(rng, sizes, kernel, pad, window):
     x = rng.standard_normal((2, 2) + sizes)
     w = rng.standard_normal((3, 2) + kernel)

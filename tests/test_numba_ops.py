@@ -7,7 +7,8 @@ from tinyflux import backends
 from tinyflux.functional.convolution import ConvMaxPoolFunction
 
 numba = pytest.importorskip("numba", reason="Numba is not installed (pip install 'tinyflux[fast]')")
-from tinyflux.backends.numba_ops import NumbaOps  # noqa: E402 (only where Numba is)
+from tinyflux.backends import numba_blocks  # noqa: E402 (only where Numba is)
+from tinyflux.backends.numba_ops import NumbaOps  # noqa: E402
 
 DIRECT_CASES = [
     # (input spatial sizes, kernel, pad, window): windows of 8 or more positions, which take the kernels
@@ -123,11 +124,115 @@ def test_the_switch_and_a_missing_numba_give_the_numpy_ops(monkeypatch):
     assert not backends.NUMPY_OPS.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
 
 
-def test_small_windows_keep_the_columns():
-    """2x2 windows: the GEMMs of the NumPy path were faster (docs/results/cpu_speed_round3)."""
+BLOCK_CASES = [
+    # (input spatial sizes, kernel, pad, window): windows of fewer than 8 positions, which take numba_blocks
+    ((28, 28), (3, 3), (1, 1), (2, 2)),  # MNIST's first layer
+    ((7, 7), (3, 3), (1, 1), (2, 2)),  # MNIST's third: the last row and column in no window
+    ((9, 11), (2, 3), (0, 2), (2, 3)),  # unequal kernel, padding and window
+    ((17,), (5,), (2,), (3,)),  # 1-D
+    ((4, 6, 5), (3, 3, 3), (1, 1, 1), (1, 2, 2)),  # 3-D with a 1x2x2 window
+]
+
+
+def run_with_bias(x, w, b, pad, window, kernels: bool):
+    """(y, gx, gw, gb, the op's saved state) of conv_maxpool(..., bias_relu=b) with Numba's kernels on or off."""
+    previous = tf.modes.cpu_kernels
+    tf.modes.cpu_kernels = kernels
+    try:
+        xt, wt, bt = (tf.Tensor(a, requires_grad=True) for a in (x, w, b))
+        y = tf.conv_maxpool(xt, wt, pad, window, bias_relu=bt)
+        y.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(x.dtype))
+        return y.data, xt.grad, wt.grad, bt.grad, getattr(y.creator, "saved", None)
+    finally:
+        tf.modes.cpu_kernels = previous
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
+    x = rng.standard_normal((5, 3) + sizes).astype(dtype)
+    w = rng.standard_normal((4, 3) + kernel).astype(dtype)
+    *fast, ran_direct = run_conv_pool(x, w, pad, window, kernels=True)
+    *reference, ran_columns = run_conv_pool(x, w, pad, window, kernels=False)
+    assert ran_direct and not ran_columns
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    for name, got, expected in zip(("y", "gx", "gw"), fast, reference):
+        assert got.dtype == dtype and got.shape == expected.shape and got.strides == expected.strides, name
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max(),
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES[1:] + DIRECT_CASES[1:3])
+def test_bias_and_relu_inside_the_op_match_the_numpy_path(rng, sizes, kernel, pad, window):
+    """Both Numba paths (blocks, and the direct kernels for big windows) against the NumPy path, which runs
+    the same ops as BiasReLU after the pooling."""
+    x = rng.standard_normal((4, 2) + sizes)
+    w = rng.standard_normal((3, 2) + kernel)
+    b = np.array([0.5, -1.0, -30.0])  # some outputs below zero after the bias, some above
+    *fast, saved = run_with_bias(x, w, b, pad, window, kernels=True)
+    *reference, _ = run_with_bias(x, w, b, pad, window, kernels=False)
+    assert saved is not None and (fast[0] == 0).any() and (fast[0] > 0).any()
+    for name, got, expected in zip(("y", "gx", "gw", "gb"), fast, reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES[1:])
+def test_blocks_gradcheck(rng, sizes, kernel, pad, window):
+    x = rng.standard_normal((2, 2) + sizes)
+    w = rng.standard_normal((3, 2) + kernel)
+    b = rng.standard_normal(3)
+    assert tf.gradcheck(lambda x, w, b: tf.conv_maxpool(x, w, pad, window, bias_relu=b), x, w, b)
+    y = tf.conv_maxpool(tf.Tensor(x), tf.Tensor(w, requires_grad=True), pad, window, bias_relu=tf.Tensor(b))
+    assert isinstance(y.creator.saved, numba_blocks.BlockSaved)
+
+
+def test_many_blocks_on_one_and_on_two_threads_give_the_numbers_of_one_block(rng, monkeypatch):
+    """Blocks of a few positions, an uneven last one, several per thread: the same sums up to rounding."""
+    x = rng.standard_normal((16, 3, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    whole = run_conv_pool(x, w, (1, 1), (2, 2), kernels=True)
+    monkeypatch.setattr(numba_blocks, "BLOCK_BYTES", 27 * 4 * 4 * 7)  # 7 positions of columns (fewest 64)
+    assert len(numba_blocks._blocks(5 * 16 * 5, 27 * 4, 4, 1)) > 4  # (E of this layer: U1 * N * L2)
+    threads = numba.get_num_threads()
+    for lanes in (1, 2):
+        numba.set_num_threads(min(lanes, numba.config.NUMBA_NUM_THREADS))
+        try:
+            blocked = run_conv_pool(x, w, (1, 1), (2, 2), kernels=True)
+        finally:
+            numba.set_num_threads(threads)
+        for got, expected in zip(blocked[:3], whole[:3]):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_chain_with_relu_gives_the_same_model_with_kernels_on_and_off(rng):
+    """nn.Chain puts a Conv's bias and ReLU inside the convolution-pooling op; the bias gets its gradient."""
+    x = rng.standard_normal((8, 1, 12, 12)).astype(np.float32)
+    results = []
+    for kernels in (True, False):
+        previous = tf.modes.cpu_kernels
+        tf.modes.cpu_kernels = kernels
+        try:
+            tf.seed(3)
+            model = tf.nn.Chain(tf.nn.Conv((3, 3), 1, 4, tf.relu, pad=1), tf.nn.MaxPool((2, 2)), tf.nn.flatten)
+            model[0].bias.data[:] = [0.2, -0.2, 0.1, -0.1]
+            y = model(x)
+            y.sum().backward()
+            results.append((y.data, model[0].weight.grad, model[0].bias.grad))
+        finally:
+            tf.modes.cpu_kernels = previous
+    assert np.abs(results[0][2]).max() > 0
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_which_windows_take_which_path():
+    """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path."""
     ops = NumbaOps()
-    assert not ops.direct_conv_pool(np.dtype(np.float32), (2, 2))
-    assert ops.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
+    assert ops.direct_conv_pool(np.dtype(np.float32), (2, 2))
+    assert ops.direct_conv_pool(np.dtype(np.float64), (2, 2, 2))
+    assert not ops.direct_conv_pool(np.dtype(np.float16), (2, 2))
+    _, saved = ops.conv_pool(np.ones((1, 1, 6, 6), np.float32), np.ones((2, 1, 3, 3), np.float32), (1, 1), (2, 2))
+    assert isinstance(saved, numba_blocks.BlockSaved)
 
 
 def test_one_clip_and_a_direct_function_object(rng):

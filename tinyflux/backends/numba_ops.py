@@ -1,6 +1,8 @@
 """CPU kernels compiled by Numba: a convolution and the max-pooling after it, computed directly.
 
-``NumbaOps`` is ``NumpyOps`` plus this one operation. ``backends.ops_for``
+``NumbaOps`` is ``NumpyOps`` plus this one operation (and, for pooling
+windows of fewer than 8 positions, the same operation with columns in
+cache-sized blocks: ``numba_blocks.py``). ``backends.ops_for``
 gives it to NumPy arrays when Numba is installed (``pip install
 'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
 not ``0``. Without Numba the NumPy code runs everything: it is the
@@ -36,6 +38,7 @@ depend on the number of threads, and a resumed run repeats its numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import NamedTuple
@@ -43,6 +46,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from . import numba_blocks
 from .numpy_ops import NumpyOps, memory_order, output_size
 
 log = logging.getLogger("tinyflux")
@@ -149,6 +153,7 @@ class DirectSaved(NamedTuple):
     pad: tuple  # (3,)
     x_shape: tuple  # (N, C, *S) of the input
     x_order: tuple  # the input's axes from the outermost in memory; its gradient gets the same
+    activated: object = None  # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
 
 
 def _lift(sizes: tuple, fill: int) -> tuple:
@@ -157,15 +162,14 @@ def _lift(sizes: tuple, fill: int) -> tuple:
 
 
 class NumbaOps(NumpyOps):
-    """NumpyOps, with the convolution-pooling of a layer done by the kernels above where that is faster.
+    """NumpyOps, with the convolution-pooling of a layer done by Numba's kernels.
 
     Once a kernel has run, matrix products run on one BLAS thread. After each product
     OpenBLAS keeps its other threads spinning for a while, waiting for the next one; the
     kernels' threads, started meanwhile, then shared the cores with them, and a video step
     whose dense layer was big enough for two BLAS threads got much slower
     (docs/results/cpu_speed_round3). The products left beside these kernels (dense layers)
-    are small; a model of columns and products alone (MNIST) never runs a kernel and keeps
-    every BLAS thread.
+    are small, and those of ``numba_blocks`` run on one BLAS thread per lane.
     """
 
     def __init__(self):
@@ -175,29 +179,37 @@ class NumbaOps(NumpyOps):
     def matmul(self, a, b):
         if not self.kernels_ran:
             return super().matmul(a, b)
+        with self._one_blas_thread():
+            return super().matmul(a, b)
+
+    def _one_blas_thread(self):
+        """A context in which BLAS runs on one thread (nothing changes without threadpoolctl)."""
         if self._blas is None:
             self._blas = _blas_controls()
-        if not self._blas:
-            return super().matmul(a, b)
-        with self._blas.limit(limits=1):
-            return super().matmul(a, b)
+        return self._blas.limit(limits=1) if self._blas else contextlib.nullcontext()
 
     def limit_threads(self, threads: int) -> None:
         """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
     def direct_conv_pool(self, dtype, window: tuple) -> bool:
-        """Whether :meth:`conv_pool` runs instead of columns and a GEMM: for windows of 8 positions or more,
-        in float32 or float64 (the kernels are compiled for those; float16 and others keep the NumPy path).
+        """Whether :meth:`conv_pool` runs instead of NumPy's columns: in float32 and float64 (the kernels are
+        compiled for those; float16 and others keep the NumPy path).
 
-        The forward pass costs about what columns and a GEMM cost; the backward pass
-        visits one output in prod(window), so it wins by more the larger the window.
-        With 2x2 windows (4 positions) the GEMMs of the NumPy path were faster.
+        Windows of 8 positions or more go to the direct kernels above: their forward pass
+        costs about what columns and a GEMM cost, and their backward pass visits one output
+        in prod(window). With smaller windows (MNIST's 2x2) the GEMMs are faster, and
+        ``numba_blocks`` runs them on columns one cache-sized block at a time.
         """
-        return math.prod(window) >= 8 and dtype in (np.float32, np.float64)
+        return dtype in (np.float32, np.float64)
 
-    def conv_pool(self, x, w, pad: tuple, window: tuple):
-        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution without bias."""
+    def conv_pool(self, x, w, pad: tuple, window: tuple, bias=None):
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution without bias; with a
+        ``bias`` (O,), relu(maxpool(conv(x, w)) + bias)."""
+        self.kernels_ran = True
+        if math.prod(window) < 8:
+            with self._one_blas_thread():
+                return numba_blocks.conv_pool_blocks(x, w, pad, window, numba.get_num_threads(), bias)
         d = w.ndim - 2
         n, c = x.shape[:2]
         o = w.shape[0]
@@ -213,12 +225,22 @@ class NumbaOps(NumpyOps):
         pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
         winner = np.empty((n, o) + pooled3, dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
         _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
-        self.kernels_ran = True
-        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x))
-        return pooled.reshape((n, o) + pooled3[3 - d:]), saved  # (N, O, U1, U2, U3) -> (N, O, *U)
+        pooled = pooled.reshape((n, o) + pooled3[3 - d:])  # (N, O, U1, U2, U3) -> (N, O, *U)
+        activated = None if bias is None else self.bias_relu(pooled, bias)
+        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x),
+                            activated)
+        return (pooled if bias is None else activated), saved
 
     def conv_pool_backward(self, gy, w, saved: DirectSaved, needs: tuple):
-        """(gx (N, C, *S) or None, gw (O, C, *K) or None) from the pooled gradient gy (N, O, *U)."""
+        """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a bias, from
+        the gradient gy (N, O, *U) of its output."""
+        if isinstance(saved, numba_blocks.BlockSaved):
+            with self._one_blas_thread():
+                return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
+        gb = None
+        if saved.activated is not None:  # as BiasReLU.backward
+            gy = self.relu_backward(gy, saved.activated)
+            gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if needs[2] else None  # sum over all but channels
         n, o = gy.shape[:2]
         gy3 = np.ascontiguousarray(gy.reshape(saved.winner.shape))  # (N, O, *U) -> (N, O, U1, U2, U3)
         window3 = np.array(saved.window)
@@ -238,7 +260,7 @@ class NumbaOps(NumpyOps):
             gw_rows = np.empty((o, len(saved.offsets)), dtype=w.dtype)
             _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets, window3, gw_rows)
             gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
-        return gx, gw
+        return (gx, gw) if saved.activated is None else (gx, gw, gb)
 
 
 def _blas_controls():

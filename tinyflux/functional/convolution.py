@@ -54,8 +54,10 @@ import math
 from ..backends import get_array_module, ops_for
 # im2col and col2im (plain and shifted) are NumPy's ops, named here too because this docstring explains them
 from ..backends.numpy_ops import (index_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
-                                  im2col_shifted, output_size)
+                                  im2col_shifted, output_size, extended_gradient, pooled_inside,
+                                  pooled_to_batch_first)
 from ..checks import as_tuple, check_input
+from .activations import bias_relu as bias_relu_op
 from ..tensor import Function, Tensor, as_tensor
 
 
@@ -113,30 +115,36 @@ class ConvFunction(Function):
 
 
 class ConvMaxPoolFunction(Function):
-    """A stride-1 convolution (no bias) and the max-pooling after it, as one op: ``maxpool(conv(x, w))``.
+    """A stride-1 convolution and the max-pooling after it, as one op: ``maxpool(conv(x, w))``, or with a
+    bias b, ``relu(maxpool(conv(x, w)) + b)`` (which equals maxpool(relu(conv(x, w, b)))).
 
-    Same numbers as the two ops one after the other, with the columns ordered by
+    Same numbers as the ops one after the other, with the columns ordered by
     pooling-window offset (``ops.im2col_pooled``): the GEMM's output then holds
     each window offset as one contiguous block, and the pooling compares whole
     blocks (``ops.maxpool_blocks``) instead of every other element. Backward runs
     the same steps in reverse: the pooled gradient goes to the winning block,
     then the two GEMMs and col2im of :class:`ConvFunction`.
 
-    A backend may instead compute the whole op directly, without columns, where
-    its ``direct_conv_pool`` says so: ``NumbaOps`` does for 2x2x2 windows and
-    larger (``tinyflux/backends/numba_ops.py`` explains why it is faster there).
+    A backend may instead compute the whole op itself, where its
+    ``direct_conv_pool`` says so: ``NumbaOps`` does, directly for 2x2x2 windows
+    and larger (``tinyflux/backends/numba_ops.py`` explains why it is faster
+    there) and with columns in cache-sized blocks for smaller ones
+    (``numba_blocks.py``). The bias and ReLU come into the op for such a
+    backend: on the pooled buffer it writes, they are one more pass instead of
+    an op of their own over a strided view.
     """
 
     def __init__(self, pad: tuple, window: tuple):
         self.pad, self.window = pad, window
 
-    def forward(self, x, w):
+    def forward(self, x, w, b=None):
         self.ops = ops = ops_for(x)
         self.w = w
-        # a backend with a direct kernel for this shape (NumbaOps for 3-D pooling) keeps no columns at all
+        self.with_bias = b is not None
+        # a backend with its own kernel for this dtype and window (NumbaOps) keeps no whole-batch columns
         self.direct = ops.direct_conv_pool(x.dtype, self.window)
         if self.direct:
-            pooled, self.saved = ops.conv_pool(x, w, self.pad, self.window)  # (N, O, *U)
+            pooled, self.saved = ops.conv_pool(x, w, self.pad, self.window, b)  # (N, O, *U)
             return pooled
         o = w.shape[0]
         d = w.ndim - 2
@@ -145,24 +153,23 @@ class ConvMaxPoolFunction(Function):
         y = ops.matmul(w.reshape(o, -1), self.col_mat)  # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
         y = y.reshape((o,) + self.window + self.geometry.extended)  # -> (O, *k, U1, N, L2, ...)
         pooled, self.passes = ops.maxpool_blocks(y, d)  # (O, U1, N, L2, ...)
-        inside = pooled[self._inside()]  # (O, U1, N, U2, ...)
-        return inside.transpose(_pooled_to_batch_first(d))  # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
-
-    def _inside(self) -> tuple:
-        """Index of the pooled outputs in (O, U1, N, L2, ...): the extra positions past U2, ... left out."""
-        return (slice(None), slice(None), slice(None)) + tuple(slice(0, u) for u in self.geometry.pooled[1:])
+        inside = pooled[pooled_inside(self.geometry)]  # (O, U1, N, U2, ...)
+        pooled = inside.transpose(pooled_to_batch_first(d))  # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
+        if b is None:
+            return pooled
+        self.activated = ops.bias_relu(pooled, b)  # the numbers BiasReLU gives
+        return self.activated
 
     def backward(self, gy, needs):
         if self.direct:
             return self.ops.conv_pool_backward(gy, self.w, self.saved, needs)
         w, ops, geometry = self.w, self.ops, self.geometry
         o = w.shape[0]
-        d = w.ndim - 2
-        xp = get_array_module(gy)
-        gy_ext = xp.empty((o,) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
-        gy_ext[self._inside()] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ...) -> (O, U1, N, ...)
-        for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ... (no window's output)
-            gy_ext[index_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
+        gb = None
+        if self.with_bias:  # as BiasReLU.backward
+            gy = ops.relu_backward(gy, self.activated)
+            gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if needs[2] else None  # sum over all but channels
+        gy_ext = extended_gradient(gy, geometry)  # (N, O, U1, U2, ...) -> (O, U1, N, L2, ...), 0 at extra positions
         gy_mat = ops.maxpool_blocks_backward(gy_ext, self.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
         gx = gw = None
         if needs[0]:
@@ -172,12 +179,7 @@ class ConvMaxPoolFunction(Function):
             # (C*prod(K), k^d*E) @ (k^d*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K),
             # the orientation ConvFunction.backward uses
             gw = ops.matmul(self.col_mat, gy_mat.T).T.reshape(w.shape)
-        return gx, gw
-
-
-def _pooled_to_batch_first(d: int) -> tuple:
-    """Axes from (O, U1, N, U2, ...) to (N, O, U1, U2, ...); (1, 2, 0, 3, ...) goes back."""
-    return (2, 0, 1) + tuple(range(3, d + 2))
+        return (gx, gw, gb) if self.with_bias else (gx, gw)
 
 
 class MaxPoolFunction(Function):
@@ -227,23 +229,28 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, call
     return ConvFunction(stride, pad).apply(*inputs)
 
 
-def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, caller: str = "conv") -> Tensor:
-    """``maxpool(conv(x, w, None, 1, pad), window)``: a stride-1 convolution without bias, then max-pooling.
+def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, bias_relu: Tensor | None = None,
+                 caller: str = "conv") -> Tensor:
+    """``maxpool(conv(x, w, None, 1, pad), window)``: a stride-1 convolution without bias, then max-pooling;
+    with ``bias_relu`` = b (O,), ``relu(that + b)``, which equals maxpool(relu(conv(x, w, b))).
 
     One :class:`ConvMaxPoolFunction` where the backend has it (``ops.pools_in_columns``),
-    else the two ops; the result is the same either way.
+    else the ops one after the other; the result is the same either way.
     """
     x = as_tensor(x)
     d = w.ndim - 2
     window = as_tuple(window, d, f"{caller} pooling window", minimum=1)
     if not getattr(ops_for(x.data), "pools_in_columns", False):
-        return maxpool(conv(x, w, None, 1, pad, caller=caller), window, caller=caller)
+        pooled = maxpool(conv(x, w, None, 1, pad, caller=caller), window, caller=caller)
+        return pooled if bias_relu is None else bias_relu_op(pooled, bias_relu)
     pad = _checked_conv_input(x, w, pad, caller)
     for sz, k, p, pool in zip(x.shape[2:], w.shape[2:], pad, window):
         if sz + 2 * p - k + 1 < pool:
             raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} gives a "
                              f"convolution output smaller than the pooling window {window}")
-    return ConvMaxPoolFunction(pad, window).apply(x, w)
+    if bias_relu is None:
+        return ConvMaxPoolFunction(pad, window).apply(x, w)
+    return ConvMaxPoolFunction(pad, window).apply(x, w, bias_relu)
 
 
 def maxpool(x: Tensor, window, stride=None, *, caller: str = "maxpool") -> Tensor:

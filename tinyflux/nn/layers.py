@@ -61,6 +61,8 @@ class Conv(Module):
 
     def forward_pooled(self, x: Tensor, pool: "MaxPool", plan: str) -> Tensor:
         """Same result as ``pool(self(x))``, cheaper, by the ``plan`` that :func:`pooling_plan` chose."""
+        if plan == "one op" and self.activation is F.relu:  # the bias and ReLU inside the op
+            return F.conv_maxpool(x, self.weight, self.pad, pool.window, bias_relu=self.bias, caller=self.signature())
         if plan == "one op":
             y = F.conv_maxpool(x, self.weight, self.pad, pool.window, caller=self.signature())
         else:  # "pool first"

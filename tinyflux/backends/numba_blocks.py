@@ -1,0 +1,282 @@
+"""A convolution and its max-pooling with columns, one cache-sized block of positions at a time (Numba).
+
+This is ``ConvMaxPoolFunction``'s columns path (``numpy_ops.im2col_pooled``,
+one GEMM, ``maxpool_blocks``) cut along the E positions of the columns. With
+W = w.reshape(O, C*prod(K)) and the columns of positions e0..e1 only:
+
+    forward:   col_b = columns(planes, e0..e1)        (C*prod(K), R, B)   R = k**d window offsets
+               y_b   = W @ col_b                       (O, R, B)
+               pooled[:, e0..e1], winner[:, e0..e1] = max and argmax over R
+    backward:  gy_b  = each pooled gradient at its winner's offset, 0 elsewhere       (O, R, B)
+               gw   += col_b @ gy_b^T                  (col_b built again from the planes)
+               gplanes += the columns of W^T @ gy_b, added back where they were read
+
+Why blocks. The whole-batch columns are tens of MB (MNIST's second layer:
+144 rows by 28,672), so they are written to memory, read back by the GEMM,
+and read again by the weight gradient; ``gcol`` likewise. A block of B
+positions (a few hundred kB of columns) stays in the processor's cache from
+its copy to its product to its pooling, and the full-size columns, GEMM
+output and ``gcol`` are never written at all. The same cut in NumPy cost more
+than it saved: each block is 36 slice copies (3x3 kernel, 2x2 window) and as
+many adds, one Python call each. Here each is one compiled loop.
+
+Why threads. The copies and the pooling are one core's work in NumPy, and
+only the GEMMs used both. Here the blocks are dealt out to ``lanes`` Python
+threads, each running its own blocks' copies, products (on one BLAS thread)
+and pooling; Numba's kernels release the GIL (``nogil``), as NumPy's matmul
+does. Each lane adds its weight and input gradients into buffers of its own,
+summed in lane order at the end, so the last bits of those two gradients
+depend on the number of lanes, which is the number of threads (a run resumed
+on the same machine repeats its numbers).
+
+With a bias b the op returns relu(pooled + b) (``nn.Chain`` asks for that
+after a Conv with ReLU): one pass over the contiguous pooled buffer, where a
+BiasReLU op of its own would work on the strided (N, O, U1, U2) view of it.
+Backward then starts with the ReLU's gradient and the bias's, gb = the sum
+of the masked gradient per channel.
+
+The kernels loop over slices element by element instead of assigning whole
+slices (``target[:] = source``): Numba made SIMD code of the loops only.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .buffers import page_aligned
+from .numpy_ops import (PoolGeometry, _pooled_offsets, extended_gradient, gradient_from_planes, memory_order,
+                        phase_planes, pool_geometry, pooled_inside, pooled_to_batch_first)
+
+BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
+
+
+@numba.njit(nogil=True, cache=True)
+def _columns(flat, table, e0, e1, col):
+    """col (C*K, R, e1 - e0): the columns of positions e0..e1, read from the flat phase planes (C, R, F).
+
+    ``table`` has one row (kernel offset kk, window offset r, phase, start) per pair, all as flat indices:
+    column row c*K + kk at window offset r is plane (c, phase) from ``start``, as in im2col_pooled.
+    """
+    channels = flat.shape[0]
+    kernel = col.shape[0] // channels
+    for i in range(table.shape[0]):
+        kk, r, phase, start = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+        for c in range(channels):
+            source, target = flat[c, phase, start + e0:start + e1], col[c * kernel + kk, r]
+            for j in range(e1 - e0):  # a loop over two slices: SIMD code (``target[:] = source`` was 4x slower)
+                target[j] = source[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_columns(gcol, table, e0, e1, gflat):
+    """The adjoint of :func:`_columns`: each column of gcol (C*K, R, e1 - e0) added back to its plane position."""
+    channels = gflat.shape[0]
+    kernel = gcol.shape[0] // channels
+    for i in range(table.shape[0]):
+        kk, r, phase, start = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+        for c in range(channels):
+            source, target = gcol[c * kernel + kk, r], gflat[c, phase, start + e0:start + e1]
+            for j in range(e1 - e0):
+                target[j] += source[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _pool(y, e0, pooled, winner, won):
+    """pooled, winner (O, E) at positions e0..e0+B: the largest of y (O, R, B) over its R window offsets, and
+    which one (the first on ties, as NumpyOps.maxpool_blocks picks). ``won`` (B,) int32 is scratch.
+
+    Written as selects over whole rows, not as "if larger: store": every store happens, so the loop over i
+    becomes SIMD code, and no branch depends on the data (random data would mispredict half of them). The
+    winner is counted in int32 first: with a byte beside the float compare, LLVM did not make SIMD code of it.
+    """
+    length = y.shape[2]
+    for o in range(y.shape[0]):
+        best, first, target = pooled[o, e0:e0 + length], y[o, 0], winner[o, e0:e0 + length]
+        for i in range(length):
+            best[i] = first[i]
+            won[i] = 0
+        for r in range(1, y.shape[1]):
+            row = y[o, r]
+            for i in range(length):
+                larger = row[i] > best[i]  # strict: a tie keeps the earlier offset
+                best[i] = row[i] if larger else best[i]
+                won[i] = r if larger else won[i]
+        for i in range(length):
+            target[i] = won[i]
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpool(gy, winner, e0, gy_block):
+    """gy_block (O, R, B): each gradient of gy (O, E) at positions e0..e0+B at its winner's window offset,
+    0 at the others."""
+    zero = gy_block.dtype.type(0)
+    length = gy_block.shape[2]
+    for o in range(gy.shape[0]):
+        grads, won = gy[o, e0:e0 + length], winner[o, e0:e0 + length]
+        for r in range(gy_block.shape[1]):
+            target = gy_block[o, r]
+            for i in range(length):
+                target[i] = grads[i] if won[i] == r else zero
+
+
+@numba.njit(nogil=True, cache=True)
+def _bias_relu(pooled, bias):
+    """pooled (O, E) = relu(pooled + bias[o]), in place."""
+    zero = pooled.dtype.type(0)
+    for o in range(pooled.shape[0]):
+        row, b = pooled[o], bias[o]
+        for i in range(row.shape[0]):
+            value = row[i] + b
+            row[i] = value if value > zero else zero
+
+
+@numba.njit(nogil=True, cache=True)
+def _relu_grad(gy, activated, gb):
+    """gy (O, E) *= (activated > 0) in place; gb (O,) = its sum per channel."""
+    zero = gy.dtype.type(0)
+    for o in range(gy.shape[0]):
+        row, on = gy[o], activated[o]
+        total = zero
+        for i in range(row.shape[0]):
+            value = row[i] if on[i] > zero else zero
+            row[i] = value
+            total += value
+        gb[o] = total
+
+
+class BlockSaved(NamedTuple):
+    """What :func:`conv_pool_blocks` keeps for its backward pass."""
+
+    flat: np.ndarray  # (C, R, F): the phase planes of the padded input
+    winner: np.ndarray  # (O, E): which window offset won
+    table: np.ndarray  # (pairs, 4): (kk, r, phase, start) per kernel and window offset, see _columns
+    geometry: PoolGeometry
+    activated: object = None  # (O, E): relu(pooled + bias) when the op adds a bias and a ReLU, else None
+
+
+def _table(geometry: PoolGeometry) -> np.ndarray:
+    """_pooled_offsets as an array, with each tuple offset flattened to one index (row-major)."""
+    kernel_index = np.arange(math.prod(geometry.kernel)).reshape(geometry.kernel)
+    window_index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
+    rows = [(kernel_index[kk], window_index[r], window_index[phase], start)
+            for kk, r, phase, start in _pooled_offsets(geometry)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def _blocks(length: int, rows: int, itemsize: int, lanes: int) -> list:
+    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each, and at least two per lane where the
+    positions allow (so that no lane waits long for the last one)."""
+    size = max(64, BLOCK_BYTES // (rows * itemsize))
+    size = min(size, -(-length // (2 * lanes)))
+    size = max(1, size)
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+class BlockRunner:
+    """Runs one function per lane, lane 0 on the calling thread and the others on a small thread pool."""
+
+    def __init__(self):
+        self.pool = None
+        self.workers = 0
+
+    def run(self, work, lanes: int) -> list:
+        """[work(0), work(1), ..., work(lanes - 1)], the first on this thread."""
+        if lanes > 1 and self.workers < lanes - 1:
+            self.pool = ThreadPoolExecutor(lanes - 1, thread_name_prefix="tinyflux-block")
+            self.workers = lanes - 1
+        futures = [self.pool.submit(work, lane) for lane in range(1, lanes)]
+        first = work(0)
+        return [first] + [future.result() for future in futures]
+
+
+RUNNER = BlockRunner()
+
+
+def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
+    """(pooled (N, O, *U) view, saved): maxpool(conv(x, w)), stride 1, no bias, block by block on ``lanes``
+    threads; with a ``bias`` (O,), relu(that + bias). The caller runs it with BLAS on one thread."""
+    o, d = w.shape[0], w.ndim - 2
+    geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))
+    flat = phase_planes(x, geometry)  # (C, *k, F)
+    c, windows = flat.shape[0], math.prod(window)
+    flat = flat.reshape(c, windows, -1)  # (C, *k, F) -> (C, R, F)
+    table = _table(geometry)
+    length = math.prod(geometry.extended)
+    rows = c * math.prod(geometry.kernel)
+    w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
+    pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
+    winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
+    blocks = _blocks(length, rows * windows, x.itemsize, lanes)
+    lanes = min(lanes, len(blocks))
+
+    def work(lane):
+        size = max(e1 - e0 for e0, e1 in blocks)
+        col_buffer, y_buffer = np.empty(rows * windows * size, x.dtype), np.empty(o * windows * size, x.dtype)
+        won = np.empty(size, dtype=np.int32)
+        for e0, e1 in blocks[lane::lanes]:
+            col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows, e1 - e0)
+            _columns(flat, table, e0, e1, col)
+            y = y_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
+            np.matmul(w_rows, col.reshape(rows, -1), out=y)  # (O, C*prod(K)) @ (C*prod(K), R*B) -> (O, R*B)
+            _pool(y.reshape(o, windows, e1 - e0), e0, pooled, winner, won)
+
+    RUNNER.run(work, lanes)
+    if bias is not None:
+        _bias_relu(pooled, bias)
+    saved = BlockSaved(flat, winner, table, geometry, pooled if bias is not None else None)
+    pooled = pooled.reshape((o,) + geometry.extended)  # (O, E) -> (O, U1, N, L2, ...)
+    inside = pooled[pooled_inside(geometry)]  # (O, U1, N, U2, ...)
+    return inside.transpose(pooled_to_batch_first(d)), saved
+
+
+def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int):
+    """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a bias, from
+    the gradient gy (N, O, *U) of its output."""
+    flat, winner, table, geometry, activated = saved
+    o = w.shape[0]
+    c, windows = flat.shape[:2]
+    rows = c * math.prod(geometry.kernel)
+    w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
+    gy_ext = extended_gradient(gy, geometry).reshape(o, -1)  # (O, U1, N, L2, ...) -> (O, E)
+    gb = None
+    if activated is not None:  # the ReLU's gradient first; the extra positions hold 0 in gy_ext
+        gb = np.empty(o, dtype=gy.dtype)
+        _relu_grad(gy_ext, activated, gb)
+        gb = gb if needs[2] else None
+    blocks = _blocks(gy_ext.shape[1], rows * windows, gy.itemsize, lanes)
+    lanes = min(lanes, len(blocks))
+
+    def work(lane):
+        gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None  # this lane's sum, (C*prod(K), O)
+        gflat = np.zeros_like(flat) if needs[0] else None  # (C, R, F)
+        size = max(e1 - e0 for e0, e1 in blocks)
+        col_buffer, gy_buffer = np.empty(rows * windows * size, gy.dtype), np.empty(o * windows * size, gy.dtype)
+        for e0, e1 in blocks[lane::lanes]:
+            gy_rows = gy_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
+            _unpool(gy_ext, winner, e0, gy_rows.reshape(o, windows, e1 - e0))
+            col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows * (e1 - e0))
+            if needs[1]:
+                _columns(flat, table, e0, e1, col.reshape(rows, windows, e1 - e0))
+                gw_rows += col @ gy_rows.T  # (C*prod(K), R*B) @ (R*B, O)
+            if needs[0]:
+                np.matmul(w_rows.T, gy_rows, out=col)  # gcol: (C*prod(K), O) @ (O, R*B), into the columns' buffer
+                _add_columns(col.reshape(rows, windows, e1 - e0), table, e0, e1, gflat)
+        return gw_rows, gflat
+
+    sums = RUNNER.run(work, lanes)
+    gx = gw = None
+    if needs[0]:
+        gflat = sums[0][1]
+        for _, more in sums[1:]:
+            gflat += more
+        gx = gradient_from_planes(gflat.reshape((c,) + geometry.window + (-1,)), geometry)  # -> (N, C, *S)
+    if needs[1]:
+        gw_rows = sums[0][0]
+        for more, _ in sums[1:]:
+            gw_rows += more
+        gw = gw_rows.T.reshape(w.shape)  # (C*prod(K), O) -> (O, C*prod(K)) -> (O, C, *K)
+    return (gx, gw) if activated is None else (gx, gw, gb)
