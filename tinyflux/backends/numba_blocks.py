@@ -40,6 +40,7 @@ slices (``target[:] = source``): Numba made SIMD code of the loops only.
 """
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -48,8 +49,8 @@ import numba
 import numpy as np
 
 from .buffers import page_aligned
-from .numpy_ops import (PoolGeometry, _pooled_offsets, extended_gradient, gradient_from_planes, memory_order,
-                        phase_planes, pool_geometry, pooled_inside, pooled_to_batch_first)
+from .numpy_ops import (PoolGeometry, _pooled_offsets, copy_from_planes, copy_into_planes, extended_gradient,
+                        input_gradient, memory_order, pool_geometry, pooled_inside, pooled_to_batch_first)
 
 BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
 
@@ -135,17 +136,13 @@ def _bias_relu(pooled, bias):
 
 
 @numba.njit(nogil=True, cache=True)
-def _relu_grad(gy, activated, gb):
-    """gy (O, E) *= (activated > 0) in place; gb (O,) = its sum per channel."""
+def _relu_grad(gy, activated):
+    """gy (O, E) *= (activated > 0), in place."""
     zero = gy.dtype.type(0)
     for o in range(gy.shape[0]):
         row, on = gy[o], activated[o]
-        total = zero
         for i in range(row.shape[0]):
-            value = row[i] if on[i] > zero else zero
-            row[i] = value
-            total += value
-        gb[o] = total
+            row[i] = row[i] if on[i] > zero else zero
 
 
 class BlockSaved(NamedTuple):
@@ -158,13 +155,17 @@ class BlockSaved(NamedTuple):
     activated: object = None  # (O, E): relu(pooled + bias) when the op adds a bias and a ReLU, else None
 
 
+@functools.lru_cache(maxsize=64)
 def _table(geometry: PoolGeometry) -> np.ndarray:
-    """_pooled_offsets as an array, with each tuple offset flattened to one index (row-major)."""
+    """_pooled_offsets as an array, with each tuple offset flattened to one index (row-major); kept for the
+    geometries seen last (building it in Python cost about a millisecond per MNIST step)."""
     kernel_index = np.arange(math.prod(geometry.kernel)).reshape(geometry.kernel)
     window_index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
     rows = [(kernel_index[kk], window_index[r], window_index[phase], start)
             for kk, r, phase, start in _pooled_offsets(geometry)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    table.flags.writeable = False  # shared by every call with this geometry
+    return table
 
 
 def _blocks(length: int, rows: int, itemsize: int, lanes: int) -> list:
@@ -174,6 +175,11 @@ def _blocks(length: int, rows: int, itemsize: int, lanes: int) -> list:
     size = min(size, -(-length // (2 * lanes)))
     size = max(1, size)
     return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _share(count: int, lane: int, lanes: int) -> slice:
+    """Lane ``lane``'s share of ``count`` channels, in one run."""
+    return slice(count * lane // lanes, count * (lane + 1) // lanes)
 
 
 class BlockRunner:
@@ -201,9 +207,11 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     threads; with a ``bias`` (O,), relu(that + bias). The caller runs it with BLAS on one thread."""
     o, d = w.shape[0], w.ndim - 2
     geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))
-    flat = phase_planes(x, geometry)  # (C, *k, F)
-    c, windows = flat.shape[0], math.prod(window)
-    flat = flat.reshape(c, windows, -1)  # (C, *k, F) -> (C, R, F)
+    c, windows = x.shape[1], math.prod(window)
+    planes = page_aligned(np, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, ..)
+    copy_lanes = min(lanes, c)  # the copies into the planes, a share of the channels per lane
+    RUNNER.run(lambda lane: copy_into_planes(x, geometry, planes, _share(c, lane, copy_lanes)), copy_lanes)
+    flat = planes.reshape(c, windows, -1)  # (C, *k, L1+1, N, L2, ...) -> (C, R, F)
     table = _table(geometry)
     length = math.prod(geometry.extended)
     rows = c * math.prod(geometry.kernel)
@@ -244,9 +252,8 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     gy_ext = extended_gradient(gy, geometry).reshape(o, -1)  # (O, U1, N, L2, ...) -> (O, E)
     gb = None
     if activated is not None:  # the ReLU's gradient first; the extra positions hold 0 in gy_ext
-        gb = np.empty(o, dtype=gy.dtype)
-        _relu_grad(gy_ext, activated, gb)
-        gb = gb if needs[2] else None
+        _relu_grad(gy_ext, activated)
+        gb = gy_ext.sum(axis=1) if needs[2] else None
     blocks = _blocks(gy_ext.shape[1], rows * windows, gy.itemsize, lanes)
     lanes = min(lanes, len(blocks))
 
@@ -270,10 +277,17 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     sums = RUNNER.run(work, lanes)
     gx = gw = None
     if needs[0]:
-        gflat = sums[0][1]
-        for _, more in sums[1:]:
-            gflat += more
-        gx = gradient_from_planes(gflat.reshape((c,) + geometry.window + (-1,)), geometry)  # -> (N, C, *S)
+        gx = input_gradient(geometry, gy.dtype, np)  # (N, C, *S), zeros
+
+        def add_lanes_and_copy(lane):  # this lane's share of the channels: the lanes' sums, then into gx
+            channels = _share(c, lane, copy_lanes)
+            total = sums[0][1]
+            for _, more in sums[1:]:
+                total[channels] += more[channels]
+            copy_from_planes(total, geometry, gx, channels)
+
+        copy_lanes = min(lanes, c)
+        RUNNER.run(add_lanes_and_copy, copy_lanes)
     if needs[1]:
         gw_rows = sums[0][0]
         for more, _ in sums[1:]:

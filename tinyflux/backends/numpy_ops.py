@@ -135,13 +135,20 @@ def phase_planes(x, geometry: PoolGeometry):
     """The padded input x (N, C, *S) split into its k**d phase planes (see :func:`im2col_pooled`), each flattened:
     (C, *k, F) with F = prod(geometry.plane)."""
     xp = get_array_module(x)
-    d = len(geometry.kernel)
     c = geometry.x_shape[1]
-    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
     planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
-    for plane_part, source in _phase_runs(geometry):
-        planes[plane_part] = x_cn[source].transpose(_batch_second(d + 2))  # (C, N, S1', ...) -> (C, S1', N, ...)
+    copy_into_planes(x, geometry, planes)
     return planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
+
+
+def copy_into_planes(x, geometry: PoolGeometry, planes, channels=slice(None)) -> None:
+    """Copy the input x (N, C, *S) into the zero-filled phase planes (C, *k, L1+1, N, L2, ...): the ``channels``
+    given (all by default; a thread can fill its share)."""
+    d = len(geometry.kernel)
+    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
+    for plane_part, source in _phase_runs(geometry):
+        # (C, N, S1', ...) -> (C, S1', N, ...)
+        planes[(channels,) + plane_part[1:]] = x_cn[(channels,) + source[1:]].transpose(_batch_second(d + 2))
 
 
 def im2col_pooled(x, geometry: PoolGeometry):
@@ -187,20 +194,32 @@ def col2im_pooled(gcol, geometry: PoolGeometry):
 def gradient_from_planes(flat, geometry: PoolGeometry):
     """Adjoint of :func:`phase_planes`: the gradient of the phase planes, flat (C, *k, F), back to gx (N, C, *S),
     laid out in memory as the input was."""
-    xp = get_array_module(flat)
-    d = len(geometry.kernel)
-    c = geometry.x_shape[1]
-    planes = flat.reshape((c,) + geometry.window + geometry.plane)  # (C, *k, F) -> (C, *k, L1 + 1, N, L2, ...)
-    # gx in the input's memory order: the ReLU before this layer multiplies it element by element with
-    # its own output, which has that order, and NumPy runs such a product many times faster when the
-    # two arrays are laid out alike
-    order = geometry.x_order
-    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=flat.dtype)  # x's axes in memory order
-    gx = gx.transpose(tuple(order.index(axis) for axis in range(d + 2)))  # -> (N, C, *S) view
-    gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view; inputs no window reads keep 0
-    for plane_part, source in _phase_runs(geometry):
-        gx_cn[source] = planes[plane_part].transpose(_batch_second(d + 2))  # (C, S1', N, ...) -> (C, N, S1', ...)
+    gx = input_gradient(geometry, flat.dtype, get_array_module(flat))
+    copy_from_planes(flat, geometry, gx)
     return gx
+
+
+def input_gradient(geometry: PoolGeometry, dtype, xp):
+    """Zeros of the input's shape (N, C, *S) and memory order: inputs that no window reads keep 0.
+
+    The input's memory order because the ReLU before this layer multiplies this gradient element by
+    element with its own output, which has that order, and NumPy runs such a product many times faster
+    when the two arrays are laid out alike.
+    """
+    order = geometry.x_order
+    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=dtype)  # x's axes in memory order
+    return gx.transpose(tuple(order.index(axis) for axis in range(len(order))))  # -> (N, C, *S) view
+
+
+def copy_from_planes(flat, geometry: PoolGeometry, gx, channels=slice(None)) -> None:
+    """Adjoint of :func:`copy_into_planes`: the plane gradient flat (C, *k, F) into gx (N, C, *S), for the
+    ``channels`` given."""
+    d = len(geometry.kernel)
+    planes = flat.reshape((geometry.x_shape[1],) + geometry.window + geometry.plane)  # -> (C, *k, L1+1, N, L2, ..)
+    gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view
+    for plane_part, source in _phase_runs(geometry):
+        # (C, S1', N, ...) -> (C, N, S1', ...)
+        gx_cn[(channels,) + source[1:]] = planes[(channels,) + plane_part[1:]].transpose(_batch_second(d + 2))
 
 
 def extended_gradient(gy, geometry: PoolGeometry):
