@@ -1,4 +1,4 @@
-"""The Numba kernels (tinyflux/backends/numba_ops.py) against the NumPy path, which is the reference."""
+"""The Numba kernels (tinyflux/backends/numba_ops.py, numba_blocks.py) against the NumPy path, the reference."""
 import numpy as np
 import pytest
 
@@ -21,22 +21,41 @@ DIRECT_CASES = [
 ]
 
 
-def run_conv_pool(x, w, pad, window, kernels: bool, grad_x=True):
-    """(y, gx, gw, whether the kernels ran) of conv_maxpool with Numba's kernels on or off."""
+def run_op(x, w, pad, window, kernels: bool, grad_x=True, b=None):
+    """((y, gx, gw, gb), the op's Function) of conv_maxpool, with a bias and ReLU where b is given, with
+    Numba's kernels on or off."""
     previous = tf.modes.cpu_kernels
     tf.modes.cpu_kernels = kernels
     try:
         xt, wt = tf.Tensor(x, requires_grad=grad_x), tf.Tensor(w, requires_grad=True)
-        y = tf.conv_maxpool(xt, wt, pad, window)
+        bt = None if b is None else tf.Tensor(b, requires_grad=True)
+        y = tf.conv_maxpool(xt, wt, pad, window, bias_relu=bt)
         y.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(x.dtype))  # every output its own gradient
-        return y.data, xt.grad, wt.grad, y.creator.direct
+        return (y.data, xt.grad, wt.grad, None if bt is None else bt.grad), y.creator
     finally:
         tf.modes.cpu_kernels = previous
 
 
-@pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES)
+def run_conv_pool(x, w, pad, window, kernels: bool, grad_x=True):
+    """(y, gx, gw, whether the kernels ran) of conv_maxpool with Numba's kernels on or off."""
+    (y, gx, gw, _), function = run_op(x, w, pad, window, kernels, grad_x)
+    return y, gx, gw, function.direct
+
+
+BLOCK_CASES = [
+    # (input spatial sizes, kernel, pad, window): windows of fewer than 8 positions, which take numba_blocks
+    ((28, 28), (3, 3), (1, 1), (2, 2)),  # MNIST's first layer
+    ((7, 7), (3, 3), (1, 1), (2, 2)),  # MNIST's third: the last row and column in no window
+    ((9, 11), (2, 3), (0, 2), (2, 3)),  # unequal kernel, padding and window
+    ((17,), (5,), (2,), (3,)),  # 1-D
+    ((4, 6, 5), (3, 3, 3), (1, 1, 1), (1, 2, 2)),  # 3-D with a 1x2x2 window
+]
+
+
+@pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES + BLOCK_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
+    """The direct kernels (windows of 8 and more) and the blocks (smaller windows) against NumPy."""
     x = rng.standard_normal((3, 2) + sizes).astype(dtype)
     w = rng.standard_normal((5, 2) + kernel).astype(dtype)
     *fast, ran_direct = run_conv_pool(x, w, pad, window, kernels=True)
@@ -47,6 +66,7 @@ def test_kernels_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
         assert got.dtype == dtype and got.shape == expected.shape, name
         np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max(),
                                    err_msg=name)
+    assert fast[1].strides == reference[1].strides  # gx in the input's memory order on every path
 
 
 @pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES[1:])
@@ -124,44 +144,6 @@ def test_the_switch_and_a_missing_numba_give_the_numpy_ops(monkeypatch):
     assert not backends.NUMPY_OPS.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
 
 
-BLOCK_CASES = [
-    # (input spatial sizes, kernel, pad, window): windows of fewer than 8 positions, which take numba_blocks
-    ((28, 28), (3, 3), (1, 1), (2, 2)),  # MNIST's first layer
-    ((7, 7), (3, 3), (1, 1), (2, 2)),  # MNIST's third: the last row and column in no window
-    ((9, 11), (2, 3), (0, 2), (2, 3)),  # unequal kernel, padding and window
-    ((17,), (5,), (2,), (3,)),  # 1-D
-    ((4, 6, 5), (3, 3, 3), (1, 1, 1), (1, 2, 2)),  # 3-D with a 1x2x2 window
-]
-
-
-def run_with_bias(x, w, b, pad, window, kernels: bool):
-    """(y, gx, gw, gb, the op's saved state) of conv_maxpool(..., bias_relu=b) with Numba's kernels on or off."""
-    previous = tf.modes.cpu_kernels
-    tf.modes.cpu_kernels = kernels
-    try:
-        xt, wt, bt = (tf.Tensor(a, requires_grad=True) for a in (x, w, b))
-        y = tf.conv_maxpool(xt, wt, pad, window, bias_relu=bt)
-        y.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(x.dtype))
-        return y.data, xt.grad, wt.grad, bt.grad, getattr(y.creator, "saved", None)
-    finally:
-        tf.modes.cpu_kernels = previous
-
-
-@pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_blocks_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
-    x = rng.standard_normal((5, 3) + sizes).astype(dtype)
-    w = rng.standard_normal((4, 3) + kernel).astype(dtype)
-    *fast, ran_direct = run_conv_pool(x, w, pad, window, kernels=True)
-    *reference, ran_columns = run_conv_pool(x, w, pad, window, kernels=False)
-    assert ran_direct and not ran_columns
-    tolerance = 2e-5 if dtype == np.float32 else 1e-12
-    for name, got, expected in zip(("y", "gx", "gw"), fast, reference):
-        assert got.dtype == dtype and got.shape == expected.shape and got.strides == expected.strides, name
-        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max(),
-                                   err_msg=name)
-
-
 @pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES[1:] + DIRECT_CASES[1:3])
 def test_bias_and_relu_inside_the_op_match_the_numpy_path(rng, sizes, kernel, pad, window):
     """Both Numba paths (blocks, and the direct kernels for big windows) against the NumPy path, which runs
@@ -169,9 +151,9 @@ def test_bias_and_relu_inside_the_op_match_the_numpy_path(rng, sizes, kernel, pa
     x = rng.standard_normal((4, 2) + sizes)
     w = rng.standard_normal((3, 2) + kernel)
     b = np.array([0.5, -1.0, -30.0])  # some outputs below zero after the bias, some above
-    *fast, saved = run_with_bias(x, w, b, pad, window, kernels=True)
-    *reference, _ = run_with_bias(x, w, b, pad, window, kernels=False)
-    assert saved is not None and (fast[0] == 0).any() and (fast[0] > 0).any()
+    fast, function = run_op(x, w, pad, window, True, b=b)
+    reference, _ = run_op(x, w, pad, window, False, b=b)
+    assert function.direct and (fast[0] == 0).any() and (fast[0] > 0).any()
     for name, got, expected in zip(("y", "gx", "gw", "gb"), fast, reference):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
 
