@@ -108,4 +108,7 @@ def print_profile(profile: dict, backend: str) -> None:
         extra = f"  {rate:6.1f} GFLOP/s {rate / sgemm:5.1%}" if rate else ""
         print(f"  {key:40} {value:7.2f} ms  {value / step_ms:5.1%}{extra}")
     pooling = sum(v for k, v in profile["ops_ms"].items() if k.startswith("maxpool"))
-    print(f"  max-pooling forward and backward together: {pooling:.2f} ms, {pooling / step_ms:.1%} of the step")
+    if pooling:
+        print(f"  max-pooling forward and backward together: {pooling:.2f} ms, {pooling / step_ms:.1%} of the step")
+    else:  # NumbaOps: the pooling runs inside conv_pool and conv_pool_backward, not timed apart
+        print("  max-pooling: inside conv_pool and conv_pool_backward")

@@ -34,7 +34,9 @@ offset r is another, ``window_offsets[r]``: the backward loops add them to
 the window's first position instead of computing four indices per term.
 
 Each output is summed by one thread in a fixed order, so the results do not
-depend on the number of threads, and a resumed run repeats its numbers.
+depend on the number of threads, and a resumed run repeats its numbers
+(``numba_blocks`` adds its threads' sums at the end: there the last bits do
+depend on the number of threads).
 """
 from __future__ import annotations
 
