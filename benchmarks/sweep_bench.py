@@ -27,7 +27,8 @@ SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, c
 
 def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device) -> list:
     """The training step (forward, backward, Adam) of each model and batch in SWEEP, tinyflux and PyTorch
-    interleaved round by round: images per second and per-round ratios, to see how the cost grows."""
+    interleaved round by round, each going first every other round: images per second and per-round
+    ratios, to see how the cost grows."""
     results = []
     for name, batch, build, torch_build, shape, classes in SWEEP:
         rng = np.random.default_rng(0)
@@ -48,8 +49,8 @@ def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device) -
         for _ in range(2):  # warm up
             for _, step in steps:
                 step()
-        for _ in range(rounds):
-            for side, step in steps:
+        for i in range(rounds):
+            for side, step in (steps if i % 2 == 0 else steps[::-1]):  # each side goes first every other round
                 times[side].append(timer(step, steps_per_round))
         entry = {"model": name, "batch": batch, "tinyflux_ms": summary(times["tinyflux"]),
                  "tinyflux_images_per_s": batch / statistics.median(times["tinyflux"])}
