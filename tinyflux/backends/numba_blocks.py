@@ -24,10 +24,12 @@ Why threads. The copies and the pooling are one core's work in NumPy, and
 only the GEMMs used both. Here the blocks are dealt out to ``lanes`` Python
 threads, each running its own blocks' copies, products (on one BLAS thread)
 and pooling; Numba's kernels release the GIL (``nogil``), as NumPy's matmul
-does. Each lane adds its weight and input gradients into buffers of its own,
-summed in lane order at the end, so the last bits of those two gradients
-depend on the number of lanes, which is the number of threads (a run resumed
-on the same machine repeats its numbers).
+does. The phase planes are filled before the blocks, and the input gradient
+copied out of them after, each lane taking a share of the channels. Each
+lane adds its weight and input gradients into buffers of its own, summed in
+lane order at the end, so the last bits of those two gradients depend on the
+number of lanes, which is the number of threads (a run resumed on the same
+machine repeats its numbers).
 
 With a bias b the op returns relu(pooled + b) (``nn.Chain`` asks for that
 after a Conv with ReLU): one pass over the contiguous pooled buffer, where a
