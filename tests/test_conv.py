@@ -258,6 +258,16 @@ def test_conv_maxpool_with_bias_relu_equals_pooling_relu_of_conv(xp, rng, sizes,
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+def test_conv_maxpool_refuses_a_bias_that_does_not_fit_the_weights(rng):
+    x = tf.Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    w = tf.Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"expected a bias of shape \(4,\), one number per output channel, "
+                                         r"got shape \(3,\)"):
+        tf.conv_maxpool(x, w, 1, 2, bias_relu=np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="expected a numpy float32 bias like the weights, got a numpy float64 one"):
+        tf.conv_maxpool(x, w, 1, 2, bias_relu=np.zeros(4))
+
+
 @pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES[:6])
 def test_conv_maxpool_gradcheck(rng, sizes, kernel, pad, window):
     x = rng.standard_normal((2, 2) + sizes)

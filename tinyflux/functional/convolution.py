@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 
 from ..backends import get_array_module, ops_for
+from ..backends.arrays import backend_name
 # im2col and col2im (plain and shifted) are NumPy's ops, named here too because this docstring explains them
 from ..backends.numpy_ops import (index_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
                                   im2col_shifted, output_size, extended_gradient, pooled_inside,
@@ -212,6 +213,17 @@ def _checked_conv_input(x: Tensor, w: Tensor, pad, caller: str) -> tuple:
     return pad
 
 
+def _check_bias(b: Tensor, w: Tensor, caller: str) -> None:
+    """Refuse a bias that is not one number per output channel, or not of the weights' dtype and device
+    (the kernels that add it read b[o] for every output channel o)."""
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"{caller}: expected a bias of shape ({w.shape[0]},), one number per output channel, "
+                         f"got shape {tuple(b.shape)}")
+    if b.dtype != w.dtype or backend_name(b.data) != backend_name(w.data):
+        raise TypeError(f"{caller}: expected a {backend_name(w.data)} {w.dtype} bias like the weights, "
+                        f"got a {backend_name(b.data)} {b.dtype} one")
+
+
 def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, caller: str = "conv") -> Tensor:
     """N-d convolution (cross-correlation) of ``x`` with ``w``.
 
@@ -240,6 +252,9 @@ def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, bias_relu: Tensor | N
     x = as_tensor(x)
     d = w.ndim - 2
     window = as_tuple(window, d, f"{caller} pooling window", minimum=1)
+    if bias_relu is not None:
+        bias_relu = as_tensor(bias_relu)
+        _check_bias(bias_relu, w, caller)
     if not getattr(ops_for(x.data), "pools_in_columns", False):
         pooled = maxpool(conv(x, w, None, 1, pad, caller=caller), window, caller=caller)
         return pooled if bias_relu is None else bias_relu_op(pooled, bias_relu)
