@@ -28,7 +28,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
                  "threadpoolctl>=3", "jupytext>=1.14", "onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4",
                  "numba>=0.59"],
-        # Numba compiles tinyflux's CPU kernels (tinyflux/backends/numba_ops.py): the 3-D convolution-pooling;
+        # Numba compiles tinyflux's CPU kernels (tinyflux/backends/numba_ops.py, numba_blocks.py): the
+        # convolution-pooling layers;
         # threadpoolctl keeps BLAS's threads from taking the cores the kernels run on
         "fast": ["numba>=0.59", "threadpoolctl>=3"],
         "bench": ["threadpoolctl>=3"],

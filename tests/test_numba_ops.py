@@ -207,6 +207,21 @@ def test_a_chain_with_relu_gives_the_same_model_with_kernels_on_and_off(rng):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("sizes,kernel,pad,window", [DIRECT_CASES[0], BLOCK_CASES[0]])
+def test_a_nan_in_the_input_reaches_the_output_as_on_the_numpy_path(rng, sizes, kernel, pad, window):
+    """A diverged model must show NaN, not have it hidden by the pooling's compare or the ReLU."""
+    x = rng.standard_normal((2, 2) + sizes).astype(np.float32)
+    x[1, 0][(0,) * len(sizes)] = np.nan
+    w = rng.standard_normal((3, 2) + kernel).astype(np.float32)
+    b = np.array([0.5, -1.0, -30.0], np.float32)
+    for kernels in (True, False):
+        (y, *_), _ = run_op(x, w, pad, window, kernels, b=b)
+        assert np.isnan(y[1]).any() and not np.isnan(y[0]).any(), kernels
+    (fast, *_), _ = run_op(x, w, pad, window, True, b=b)
+    (reference, *_), _ = run_op(x, w, pad, window, False, b=b)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(reference))
+
+
 def test_which_windows_take_which_path():
     """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path."""
     ops = NumbaOps()

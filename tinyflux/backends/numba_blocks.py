@@ -70,7 +70,7 @@ def _columns(flat, table, e0, e1, col):
         kk, r, phase, start = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
         for c in range(channels):
             source, target = flat[c, phase, start + e0:start + e1], col[c * kernel + kk, r]
-            for j in range(e1 - e0):  # a loop over two slices: SIMD code (``target[:] = source`` was 4x slower)
+            for j in range(e1 - e0):  # a loop over two slices: Numba makes SIMD code of it, not of target[:] = ..
                 target[j] = source[j]
 
 
@@ -105,7 +105,8 @@ def _pool(y, e0, pooled, winner, won):
         for r in range(1, y.shape[1]):
             row = y[o, r]
             for i in range(length):
-                larger = row[i] > best[i]  # strict: a tie keeps the earlier offset
+                # strict: a tie keeps the earlier offset; a NaN wins and stays, as np.maximum keeps it
+                larger = row[i] > best[i] or row[i] != row[i]
                 best[i] = row[i] if larger else best[i]
                 won[i] = r if larger else won[i]
         for i in range(length):
@@ -134,7 +135,7 @@ def _bias_relu(pooled, bias):
         row, b = pooled[o], bias[o]
         for i in range(row.shape[0]):
             value = row[i] + b
-            row[i] = value if value > zero else zero
+            row[i] = value if value > zero or value != value else zero  # NaN stays NaN, as in NumPy
 
 
 @numba.njit(nogil=True, cache=True)
@@ -160,7 +161,7 @@ class BlockSaved(NamedTuple):
 @functools.lru_cache(maxsize=64)
 def _table(geometry: PoolGeometry) -> np.ndarray:
     """_pooled_offsets as an array, with each tuple offset flattened to one index (row-major); kept for the
-    geometries seen last (building it in Python cost about a millisecond per MNIST step)."""
+    geometries seen last, since building it in Python is slow beside the kernels that read it."""
     kernel_index = np.arange(math.prod(geometry.kernel)).reshape(geometry.kernel)
     window_index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
     rows = [(kernel_index[kk], window_index[r], window_index[phase], start)

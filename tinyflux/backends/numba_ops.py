@@ -92,7 +92,9 @@ def _forward(x, w, window, pooled, winner):
                         for dh in range(win_h):
                             for dq in range(win_w):
                                 value = conv[dt, (h * win_h + dh) * width + q * win_w + dq]
-                                if value > best:  # strict: on a tie the first offset in row-major order wins
+                                # strict: on a tie the first offset in row-major order wins; a NaN wins
+                                # and stays, as np.maximum keeps it
+                                if value > best or value != value:
                                     best, won = value, r
                                 r += 1
                     pooled[n, o, u, h, q] = best
@@ -241,8 +243,7 @@ class NumbaOps(NumpyOps):
                 return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
         gb = None
         if saved.activated is not None:  # as BiasReLU.backward
-            gy = self.relu_backward(gy, saved.activated)
-            gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if needs[2] else None  # sum over all but channels
+            gy, gb = self.bias_relu_backward(gy, saved.activated, needs[2])
         n, o = gy.shape[:2]
         gy3 = np.ascontiguousarray(gy.reshape(saved.winner.shape))  # (N, O, *U) -> (N, O, U1, U2, U3)
         window3 = np.array(saved.window)

@@ -389,6 +389,13 @@ class NumpyOps:
         get_array_module(x).maximum(y, 0, out=y)
         return y
 
+    def bias_relu_backward(self, gy, y, bias_needed: bool = True):
+        """(gx, gb) for y = relu(x + b): gx = gy where y > 0, else 0; gb its sum over all axes but channels
+        (None when the bias needs no gradient)."""
+        gx = self.relu_backward(gy, y)
+        gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if bias_needed else None
+        return gx, gb
+
     def relu_backward(self, gy, y):
         """The gradient through a ReLU whose output was y: gy where y > 0, else 0."""
         # multiplying by a boolean mask is several times faster than np.where(y > 0, gy, 0)

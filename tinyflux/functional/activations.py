@@ -34,9 +34,7 @@ class BiasReLU(Function):
         return self.y
 
     def backward(self, gy, needs):
-        gx = self.ops.relu_backward(gy, self.y)
-        gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if needs[1] else None  # sum over all but channels
-        return gx, gb
+        return self.ops.bias_relu_backward(gy, self.y, needs[1])
 
 
 class Softmax(Function):

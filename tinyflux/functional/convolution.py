@@ -168,8 +168,7 @@ class ConvMaxPoolFunction(Function):
         o = w.shape[0]
         gb = None
         if self.with_bias:  # as BiasReLU.backward
-            gy = ops.relu_backward(gy, self.activated)
-            gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if needs[2] else None  # sum over all but channels
+            gy, gb = ops.bias_relu_backward(gy, self.activated, needs[2])
         gy_ext = extended_gradient(gy, geometry)  # (N, O, U1, U2, ...) -> (O, U1, N, L2, ...), 0 at extra positions
         gy_mat = ops.maxpool_blocks_backward(gy_ext, self.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
         gx = gw = None
