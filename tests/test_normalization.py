@@ -215,3 +215,55 @@ def test_adamw_decays_only_the_parameters_that_have_a_gradient():
     opt.step()
     np.testing.assert_allclose(p.data, 0.95)
     assert q.data.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_instance_norm_rescales_each_channel_of_each_example_alone(xp, rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.1, 5, shape[:2] + (1,) * (len(shape) - 2))
+    x += rng.uniform(-3, 3, shape[:2] + (1,) * (len(shape) - 2))  # a tint and a contrast per example and channel
+    axes = tuple(range(2, len(shape)))
+    reference = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5)
+    layer = nn.InstanceNorm(shape[1])
+    for mode in (layer.train(), layer.eval()):  # no statistics kept: both modes compute the same
+        np.testing.assert_allclose(to_numpy(mode(xp.asarray(x)).data), reference, rtol=1e-4, atol=1e-5)
+    alone = to_numpy(layer(xp.asarray(x[:1])).data)  # an example's output does not depend on the others
+    np.testing.assert_allclose(alone, reference[:1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["1d", "2d", "3d"])
+def test_instance_norm_gradients(xp, rng, shape):
+    x = xp.asarray(rng.standard_normal(shape) * 2 + 1)
+    assert tf.gradcheck(lambda x: tf.functional.instance_norm(x), x)
+
+
+def test_instance_norm_refuses_the_wrong_channels_or_a_single_position():
+    with pytest.raises(ValueError, match=r"InstanceNorm\(3\): expected input \(N, 3, \*S\), got shape \(2, 4, 5\)"):
+        nn.InstanceNorm(3)(np.zeros((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match="at least two positions per channel"):
+        nn.InstanceNorm(3)(np.zeros((2, 3, 1, 1), np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        nn.InstanceNorm(0)
+
+
+def adaptive_reference(x, grid):
+    """PyTorch's rule, written out: cell i of an axis of n positions covers floor(i n / k) .. ceil((i + 1) n / k)."""
+    out = np.zeros(x.shape[:2] + tuple(grid), x.dtype)
+    for index in itertools.product(*(range(k) for k in grid)):
+        cell = tuple(slice(i * n // k, -(-(i + 1) * n // k)) for i, n, k in zip(index, x.shape[2:], grid))
+        out[(slice(None), slice(None)) + index] = x[(slice(None), slice(None)) + cell].mean(
+            axis=tuple(range(2, x.ndim)))
+    return out
+
+
+@pytest.mark.parametrize("shape, grid", [((2, 3, 7), (3,)), ((2, 2, 5, 6), (2, 2)), ((2, 2, 5, 7, 6), (1, 2, 2)),
+                                         ((1, 2, 4, 4, 4), (4, 4, 4))], ids=["1d", "2d", "3d", "identity"])
+def test_adaptive_mean_pool_against_a_reference_and_finite_differences(xp, rng, shape, grid):
+    x = rng.standard_normal(shape)
+    layer = nn.AdaptiveMeanPool(grid)
+    np.testing.assert_allclose(to_numpy(layer(xp.asarray(x)).data), adaptive_reference(x, grid), rtol=1e-12)
+    assert tf.gradcheck(lambda x: tf.functional.adaptive_avgpool(x, grid), xp.asarray(x))
+
+
+def test_adaptive_mean_pool_refuses_inputs_smaller_than_its_grid():
+    with pytest.raises(ValueError, match=r"AdaptiveMeanPool\(\(2, 2\)\): expected input .* got shape \(1, 1, 1, 4\)"):
+        nn.AdaptiveMeanPool((2, 2))(np.zeros((1, 1, 1, 4), np.float32))

@@ -13,8 +13,10 @@ model, with the weights under their tinyflux names ("0.weight"):
     MaxPool(window, stride)                    ->  MaxPool
     Dense(in => out, act)                      ->  Gemm with transB=1 (+ the activation)
     BatchNorm(channels, act)                   ->  BatchNormalization with the running statistics (+ act)
+    InstanceNorm(channels)                     ->  InstanceNormalization, scale 1, bias 0
     Dropout(p)                                 ->  nothing: an exported model is for inference
     AvgPool(window)                            ->  AveragePool, strides = window
+    AdaptiveMeanPool(grid)                     ->  AveragePool for the exported input size (cells that tile it)
     flatten                                    ->  Flatten(axis=1)
     GlobalMeanPool()                           ->  GlobalAveragePool, Flatten(axis=1)
     relu, softmax, log_softmax (in a Chain)    ->  Relu, Softmax(axis=1), LogSoftmax(axis=1)
@@ -70,9 +72,10 @@ ACTIVATION_NODES = {F.relu: ("Relu", {}), F.softmax: ("Softmax", {"axis": 1}),
 class _Exporter:
     """Collects the nodes and initializers of a model, layer by layer, each reading the previous value."""
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, sample: Tensor):
         self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
         self.nodes, self.initializers, self.count = [], [], 0
+        self.sample = sample  # an input carried through the layers as they are added: each one's input shape
 
     def node(self, op: str, inputs: list, **attributes) -> str:
         self.count += 1
@@ -80,8 +83,8 @@ class _Exporter:
         self.nodes.append(self.helper.make_node(op, inputs, [output], name=f"{op}_{self.count}", **attributes))
         return output
 
-    def weight(self, name: str, tensor: Tensor) -> str:
-        array = np.ascontiguousarray(to_cpu_array(tensor.data))
+    def weight(self, name: str, tensor) -> str:
+        array = np.ascontiguousarray(to_cpu_array(tensor.data if isinstance(tensor, Tensor) else tensor))
         self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
@@ -100,6 +103,14 @@ class _Exporter:
             for i, sub in enumerate(layer.layers):
                 x = self.add(sub, x, f"{prefix}{i}.")
             return x
+        shape, self.sample = self.sample.shape, layer(self.sample)
+        if isinstance(layer, nn.AdaptiveMeanPool):  # ONNX has no adaptive pooling: windows for this input size
+            if any(size % k for size, k in zip(shape[2:], layer.grid)):
+                raise ValueError(f"onnx.export: {layer.signature()} on inputs of size {tuple(shape[2:])}: ONNX has "
+                                 "no adaptive pooling, and cells that overlap have no AveragePool form; export for "
+                                 "a size that the grid divides")
+            window = [size // k for size, k in zip(shape[2:], layer.grid)]
+            return self.node("AveragePool", [x], kernel_shape=window, strides=window)
         if isinstance(layer, nn.Conv):
             inputs = [x, self.weight(prefix + "weight", layer.weight), self.weight(prefix + "bias", layer.bias)]
             y = self.node("Conv", inputs, kernel_shape=list(layer.kernel), strides=list(layer.stride),
@@ -116,6 +127,10 @@ class _Exporter:
                 ("running_var", layer.running_var))]
             y = self.node("BatchNormalization", inputs, epsilon=layer.eps)
             return self.activation(layer.activation, y, layer.signature())
+        if isinstance(layer, nn.InstanceNorm):  # ONNX's has a scale and a bias; this one none: 1 and 0
+            inputs = [x, self.weight(prefix + "scale", np.ones(layer.channels, np.float32)),
+                      self.weight(prefix + "offset", np.zeros(layer.channels, np.float32))]
+            return self.node("InstanceNormalization", inputs, epsilon=layer.eps)
         if isinstance(layer, nn.Dropout):
             return x
         if isinstance(layer, nn.AvgPool):
@@ -127,7 +142,8 @@ class _Exporter:
         if layer in ACTIVATION_NODES:
             return self.activation(layer, x, "the chain")
         raise ValueError(f"onnx.export: {layer!r} has no ONNX form in tinyflux; supported: Chain, Conv, MaxPool, "
-                         "Dense, BatchNorm, Dropout, AvgPool, GlobalMeanPool, flatten, relu, softmax, log_softmax")
+                         "Dense, BatchNorm, InstanceNorm, Dropout, AvgPool, AdaptiveMeanPool, GlobalMeanPool, flatten, "
+                         "relu, softmax, log_softmax")
 
 
 def export(model, path, input_shape: tuple) -> str:
@@ -140,8 +156,9 @@ def export(model, path, input_shape: tuple) -> str:
     input_shape = tuple(int(n) for n in input_shape)
     with no_grad():  # the output's shape, and a clear error now if the model does not take such inputs
         out = model(Tensor(np.zeros((1, *input_shape), np.float32)))
-    exporter = _Exporter(onnx)
-    output = exporter.add(model, "input", "")
+    with no_grad():
+        exporter = _Exporter(onnx, Tensor(np.zeros((1, *input_shape), np.float32)))
+        output = exporter.add(model, "input", "")
     helper = onnx.helper
     value = helper.make_tensor_value_info
     graph = helper.make_graph(exporter.nodes, "tinyflux", [value("input", onnx.TensorProto.FLOAT, ["N", *input_shape])],
@@ -156,7 +173,7 @@ def export(model, path, input_shape: tuple) -> str:
 
 # -- import -----------------------------------------------------------------------------------------------
 SUPPORTED = ("Conv", "Relu", "MaxPool", "Gemm", "Flatten", "Softmax", "LogSoftmax", "GlobalAveragePool",
-             "AveragePool", "BatchNormalization", "Add", "Dropout", "Identity")
+             "AveragePool", "BatchNormalization", "InstanceNormalization", "Add", "Dropout", "Identity")
 
 
 class OnnxImportError(ValueError):
@@ -237,6 +254,10 @@ def _as_chain(onnx, graph, weights: dict):
             layers.append(_dense(params[0], params[1] if len(params) > 1 else None, attributes.get("transB", 0)))
         elif node.op_type == "BatchNormalization":
             layers.append(_batch_norm(*params, attributes.get("epsilon", 1e-5)))
+        elif node.op_type == "InstanceNormalization":
+            if not (np.all(params[0] == 1) and np.all(params[1] == 0)):
+                return None  # a learned scale or bias: the Graph computes it
+            layers.append(nn.InstanceNorm(len(params[0]), eps=attributes.get("epsilon", 1e-5)))
         elif node.op_type == "AveragePool":
             layers.append(nn.AvgPool(tuple(attributes["kernel_shape"])))
         elif node.op_type == "Relu" and isinstance(last, (nn.Conv, nn.Dense, nn.BatchNorm)) and \
@@ -328,6 +349,10 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         s = scale / np.sqrt(variance + attributes.get("epsilon", 1e-5))
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
         return x * Tensor((s).reshape(shape)) + Tensor((offset - mean * s).reshape(shape))
+    if op == "InstanceNormalization":
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
+        scale, offset = (Tensor(a.data.reshape(shape)) for a in args[1:3])
+        return F.instance_norm(x, attributes.get("epsilon", 1e-5)) * scale + offset
     if op == "Softmax":
         return F.softmax(x)
     if op == "LogSoftmax":

@@ -1,4 +1,4 @@
-"""Batch normalisation and average pooling, in 1-D, 2-D and 3-D; NumPy and CuPy alike (``xp``).
+"""Batch and instance normalisation and average pooling (fixed and adaptive), in 1-D, 2-D and 3-D; NumPy and CuPy alike (``xp``).
 
 Batch normalisation (Ioffe & Szegedy, 2015) rescales every channel c of a
 batch x (N, C, *S) to zero mean and unit variance over its m = N * prod(S)
@@ -16,13 +16,21 @@ every sum over the m values of a channel:
     g_beta = sum(gy),   g_gamma = sum(gy * x_hat),
     gx = gamma / (m sqrt(var + eps)) * (m gy - g_beta - x_hat g_gamma)
 
-Average pooling with windows that tile the input (stride = window): each
+Instance normalisation (Ulyanov et al., 2016) is the same rescaling done for
+each example and channel apart, over that channel's positions S alone, with
+no learned scale and no running statistics: every clip reaches the network
+with zero mean and unit variance in each colour, whatever its tint, light and
+contrast. Its backward pass is batch normalisation's training form with the
+sums over the m = prod(S) positions of one example's channel, and gamma = 1.
+
+ that tile the input (stride = window): each
 output is the mean of its window; the gradient spreads gy / prod(window)
 evenly over the window. Rows and columns past the last whole window are
 dropped, as by max-pooling.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..backends import get_array_module
@@ -85,6 +93,35 @@ def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var
     return BatchNormFunction(running_mean, running_var, training, momentum, eps).apply(x, gamma, beta)
 
 
+class InstanceNormFunction(Function):
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        axes = tuple(range(2, x.ndim))  # the positions of one example's channel
+        self.m = math.prod(x.shape[2:])
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)  # (N, C, 1, ...)
+        self.inv_std = 1 / xp.sqrt(var + self.eps)
+        self.x_hat = (x - mean) * self.inv_std
+        return self.x_hat
+
+    def backward(self, gy, needs):
+        axes = tuple(range(2, gy.ndim))
+        g_sum = gy.sum(axis=axes, keepdims=True)  # (N, C, 1, ...)
+        g_dot = (gy * self.x_hat).sum(axis=axes, keepdims=True)
+        return (self.inv_std / self.m * (self.m * gy - g_sum - self.x_hat * g_dot),)
+
+
+def instance_norm(x: Tensor, eps: float = 1e-5, *, caller: str = "instance_norm") -> Tensor:
+    """Each channel of each example of x (N, C, *S) rescaled to zero mean and unit variance over its positions."""
+    x = as_tensor(x)
+    if x.ndim < 3 or math.prod(x.shape[2:]) < 2:
+        raise ValueError(f"{caller}: expected input (N, C, *S) with at least two positions per channel, "
+                         f"got shape {tuple(x.shape)}")
+    return InstanceNormFunction(eps).apply(x)
+
+
 class AvgPoolFunction(Function):
     def __init__(self, window: tuple):
         self.window = window
@@ -107,6 +144,44 @@ class AvgPoolFunction(Function):
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         gx[self.inside] = each.reshape(gx[self.inside].shape)
         return (gx,)
+
+
+def grid_cells(sizes: tuple, grid: tuple) -> list[tuple]:
+    """The slices of every cell of an adaptive pooling of ``sizes`` into ``grid``, in row-major order."""
+    bounds = [[slice(i * n // k, -(-(i + 1) * n // k)) for i in range(k)] for n, k in zip(sizes, grid)]
+    return list(itertools.product(*bounds))
+
+
+class AdaptiveAvgPoolFunction(Function):
+    def __init__(self, grid: tuple):
+        self.grid = grid
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x_shape = x.shape
+        self.cells = grid_cells(x.shape[2:], self.grid)
+        axes = tuple(range(2, x.ndim))
+        means = [x[(slice(None), slice(None)) + cell].mean(axis=axes) for cell in self.cells]  # each (N, C)
+        return xp.stack(means, axis=-1).reshape(x.shape[:2] + self.grid)  # (N, C, cells) -> (N, C, *grid)
+
+    def backward(self, gy, needs):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        per_cell = gy.reshape(gy.shape[:2] + (-1,))  # (N, C, *grid) -> (N, C, cells)
+        for i, cell in enumerate(self.cells):
+            count = math.prod(s.stop - s.start for s in cell)
+            spread = (gy.shape[0], gy.shape[1]) + (1,) * len(cell)  # (N, C) -> (N, C, 1, ...): over the cell
+            gx[(slice(None), slice(None)) + cell] += (per_cell[..., i] / count).reshape(spread)
+        return (gx,)
+
+
+def adaptive_avgpool(x: Tensor, grid: tuple, *, caller: str = "adaptive_avgpool") -> Tensor:
+    """x (N, C, *S) averaged over a grid of ``grid`` cells per spatial axis: (N, C, *grid), whatever S is."""
+    x = as_tensor(x)
+    if x.ndim != 2 + len(grid) or any(size < k for size, k in zip(x.shape[2:], grid)):
+        raise ValueError(f"{caller}: expected input (N, C) and {len(grid)} spatial axes of at least {grid}, "
+                         f"got shape {tuple(x.shape)}")
+    return AdaptiveAvgPoolFunction(tuple(grid)).apply(x)
 
 
 def avgpool(x: Tensor, window: tuple, *, caller: str = "avgpool") -> Tensor:

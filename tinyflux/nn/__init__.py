@@ -2,7 +2,7 @@
 
     module.py         Module (parameters, buffers, training and evaluation modes, summary), seed, Summary
     layers.py         Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures, and pooling_plan
-    normalization.py  BatchNorm, Dropout, AvgPool: what small data sets need
+    normalization.py  BatchNorm, InstanceNorm, Dropout, AvgPool, AdaptiveMeanPool: what small data sets need
     chain.py          Chain
 
 ``flatten`` is the functional one, (N, ...) -> (N, prod(...)), usable as a layer.
@@ -11,7 +11,8 @@ from ..functional import flatten
 from .chain import Chain
 from .layers import Conv, Dense, FrameFeatures, GlobalMeanPool, MaxPool, pooling_plan
 from .module import Module, Summary, glorot_uniform, seed
-from .normalization import AvgPool, BatchNorm, Dropout
+from .normalization import AdaptiveMeanPool, AvgPool, BatchNorm, Dropout, InstanceNorm
 
-__all__ = ["AvgPool", "BatchNorm", "Chain", "Conv", "Dense", "Dropout", "FrameFeatures", "GlobalMeanPool", "MaxPool",
+__all__ = ["AdaptiveMeanPool", "AvgPool", "BatchNorm", "Chain", "Conv", "Dense", "Dropout", "FrameFeatures", "GlobalMeanPool",
+           "InstanceNorm", "MaxPool",
            "Module", "Summary", "flatten", "glorot_uniform", "pooling_plan", "seed"]

@@ -12,7 +12,13 @@
   by (the layer's seed, the number of masks drawn so far): the seed is drawn
   from ``tf.seed``'s generator when the layer is built, and the count is a
   buffer, so a resumed run draws the same masks as an uninterrupted one.
-- ``AvgPool(window)`` averages windows that tile the input.
+- ``InstanceNorm(channels)`` rescales each channel of each example to zero
+  mean and unit variance over its own positions; first in a video model, it
+  takes away what differs from clip to clip without telling the classes
+  apart (the colour of the light, the brightness, the contrast).
+- ``AvgPool(window)`` averages windows that tile the input;
+  ``AdaptiveMeanPool(grid)`` averages a fixed grid of cells, whatever the
+  input's size (Flux's ``AdaptiveMeanPool``, PyTorch's ``AdaptiveAvgPool3d``).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 from .. import functional as F  # noqa: F401 (the doctests use F.relu)
 from ..backends import get_array_module
 from ..checks import as_tuple, integer, real
-from ..functional.normalization import avgpool, batch_norm
+from ..functional.normalization import adaptive_avgpool, avgpool, batch_norm, instance_norm
 from ..tensor import Tensor, as_tensor
 from . import module
 from .module import Module, _activation_name, _checked_activation
@@ -82,6 +88,31 @@ class Dropout(Module):
         return x * Tensor(keep.astype(x.dtype) * x.data.dtype.type(1 / (1 - self.p)))
 
 
+class InstanceNorm(Module):
+    """InstanceNorm(channels, *, eps=1e-5): each channel of each example to zero mean and unit variance.
+
+    No parameters and no running statistics (PyTorch's ``InstanceNorm3d(channels)`` with its
+    defaults): training and evaluation compute the same thing, one example at a time.
+
+    >>> InstanceNorm(3)
+    InstanceNorm(3)  # 0 parameters
+    """
+
+    def __init__(self, channels: int, *, eps: float = 1e-5):
+        self.channels = integer(channels, "InstanceNorm channels", minimum=1)
+        self.eps = real(eps, "InstanceNorm eps", minimum=0.0)
+
+    def signature(self) -> str:
+        return f"InstanceNorm({self.channels})"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = as_tensor(x)
+        if x.ndim < 3 or x.shape[1] != self.channels:
+            raise ValueError(f"{self.signature()}: expected input (N, {self.channels}, *S), got shape "
+                             f"{tuple(x.shape)}")
+        return instance_norm(x, self.eps, caller=self.signature())
+
+
 class AvgPool(Module):
     """AvgPool(window): the mean of each window; the windows tile the input (stride = window).
 
@@ -103,4 +134,29 @@ class AvgPool(Module):
         return avgpool(x, self.window, caller=self.signature())
 
 
-__all__ = ["AvgPool", "BatchNorm", "Dropout"]
+__all__ = ["AdaptiveMeanPool", "AvgPool", "BatchNorm", "Dropout", "InstanceNorm"]
+
+
+class AdaptiveMeanPool(Module):
+    """AdaptiveMeanPool(grid): (N, C, *S) -> (N, C, *grid), each output the mean of one cell of a grid laid over S.
+
+    Any input size gives the same output size, as with ``GlobalMeanPool`` (which is ``grid`` of ones
+    without the size-1 axes); a grid such as (1, 2, 2) on clips keeps where in the picture a
+    feature was (which quarter), averaged over time.
+
+    >>> AdaptiveMeanPool((1, 2, 2))(Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 1, 4, 4))).data
+    array([[[[[ 2.5,  4.5],
+              [10.5, 12.5]]]]], dtype=float32)
+    """
+
+    def __init__(self, grid: tuple):
+        d = len(grid) if isinstance(grid, (tuple, list)) else 1
+        if d not in (1, 2, 3):
+            raise ValueError(f"AdaptiveMeanPool: grid must have 1, 2 or 3 sizes, got {grid}")
+        self.grid = as_tuple(grid, d, "AdaptiveMeanPool grid", minimum=1)
+
+    def signature(self) -> str:
+        return f"AdaptiveMeanPool({self.grid})"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adaptive_avgpool(x, self.grid, caller=self.signature())
