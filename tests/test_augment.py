@@ -12,15 +12,20 @@ def numbered_clips(batch=3, frames=12, size=10):
     return np.broadcast_to(clip, (batch, 2, frames, size, size)).copy()
 
 
-def test_views_are_crops_of_frames_at_one_stride():
-    augment = ClipAugment(frames=4, height=6, width=5, jitter=0)
-    views = augment(numbered_clips(), np.random.default_rng(0))
-    assert views.shape == (3, 2, 4, 6, 5)
+@pytest.mark.parametrize("max_stride", [1, 2])
+def test_views_are_crops_of_frames_at_one_stride(max_stride):
+    augment = ClipAugment(frames=4, height=6, width=5, jitter=0, max_stride=max_stride)
+    views = augment(numbered_clips(batch=20), np.random.default_rng(0))
+    assert views.shape == (20, 2, 4, 6, 5)
+    strides, firsts = set(), set()
     for view in views[:, 0]:  # (4, 6, 5)
         frames, rows, columns = view[:, 0, 0] // 10000, view[0, :, 0] // 100 % 100, view[0, 0, :] % 100
-        assert len(set(np.diff(frames))) == 1 and np.diff(frames)[0] in (1, 2)  # one stride, 1 or 2
+        assert len(set(np.diff(frames))) == 1  # one stride
+        strides.add(int(np.diff(frames)[0]))
+        firsts.add(int(frames[0]))
         assert np.array_equal(np.diff(rows), np.ones(5)) and np.array_equal(np.diff(columns), np.ones(4))
         assert frames[-1] < 12 and rows[-1] < 10 and columns[-1] < 10
+    assert strides == set(range(1, max_stride + 1)) and len(firsts) > 1  # by default the speed of motion is kept
 
 
 def test_views_are_repeatable_from_the_generator_and_differ_between_clips():
@@ -47,12 +52,25 @@ def test_light_jitter_keeps_values_in_range_and_changes_each_clip():
     assert not np.allclose(views, clips)
 
 
-def test_the_evaluation_view_is_the_central_crop_spanning_the_clip():
-    augment = ClipAugment(frames=4, height=6, width=6)
+def test_the_evaluation_view_is_the_central_crop_of_the_middle_frames():
+    augment = ClipAugment(frames=4, height=6, width=6, max_stride=2)
     view = augment.center(numbered_clips(frames=8))
     assert view.shape == (3, 2, 4, 6, 6)
     assert (view[0, 0, :, 0, 0] // 10000).tolist() == [0, 2, 4, 6]  # the largest stride that fits
+    assert (ClipAugment(4, 6, 6).center(numbered_clips(frames=8))[0, 0, :, 0, 0] // 10000).tolist() == [2, 3, 4, 5]
     assert view[0, 0, 0, 0, 0] % 10000 == 2 * 100 + 2  # rows and columns 2..7 of 10
     assert decoded_size(32) == 37 and decoded_size(48) == 56
     with pytest.raises(ValueError, match="clips of 3 frames, fewer than the 4 asked for"):
         augment.center(numbered_clips(frames=3))
+
+
+def test_the_view_says_how_to_decode_and_is_kept_with_a_model():
+    augment = ClipAugment(frames=16, height=48, width=40, flip=True)
+    assert augment.decoded() == (20, 56, 46)  # 16 frames and a quarter more; 15% more pixels
+    assert ClipAugment(16, 48, 48, max_stride=2).decoded()[0] == 36
+    assert ClipAugment.from_saved(augment.saved(), 1, 1, 1) == augment
+    old = ClipAugment.from_saved(True, 16, 32, 32)  # models saved before the view was kept: its view then
+    assert old.decoded() == (32, 37, 37) and old.max_stride == 2
+    for damaged in ('{"frames": 4}', "{", 3):
+        with pytest.raises(ValueError, match="expected the text of ClipAugment.saved"):
+            ClipAugment.from_saved(damaged, 16, 32, 32)

@@ -6,21 +6,28 @@ the network learn what the classes have in common instead. For video:
 
 - **where**: a random spatial crop of a clip decoded a little larger than
   the network's input (a camera held a bit to the side);
-- **when**: a random first frame, and a random stride (every frame, or every
-  second one: a trick done a little faster) among frames decoded densely;
+- **when**: a random first frame among a few more frames than the network
+  takes, decoded at the same rate as the evaluation view's, so that motion
+  keeps its speed. A random stride (``max_stride=2``: every frame or every
+  second one, a trick done a little faster) is there to ask for, only
+  where speed tells no class apart: it makes slow motion look fast;
 - **light**: brightness and contrast changed by a random factor per clip;
 - **mirror**: a horizontal flip, only when the user says his classes do not
   depend on left and right (off by default: a flip turns "left" into "right").
 
 :class:`ClipAugment` does all four on a float batch (B, C, T, H, W) in [0, 1],
 on the device the batch is on, with the generator the training loop passes
-(``tf.train.RandomStream``: seeded and resumable). ``center(x)`` gives the
-evaluation view of clips decoded the same way: the central crop, and frames
-from the first at the largest stride, spanning the clip as evenly as the
-training views do on average.
+(``tf.train.RandomStream``: seeded and resumable). ``decoded()`` says at how
+many frames and pixels to decode clips for it, and ``center(x)`` gives the
+evaluation view of clips decoded so: the central crop, and the middle frames
+at the largest stride, where the training views are on average.
+``saved()`` and ``from_saved`` keep the view with a model, so that
+predictions see clips as training did.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,17 +41,44 @@ class ClipAugment:
 
     Args:
         frames, height, width: what the network takes.
-        max_stride: the largest frame stride drawn (1: consecutive frames only).
+        max_stride: the largest frame stride drawn (1: consecutive frames only, the speed of motion kept).
         jitter: brightness and contrast move by a factor in [1 - jitter, 1 + jitter].
         flip: mirror half of the clips left to right.
+        spare: frames decoded beyond ``max_stride * frames``, as a fraction of ``frames``: room for the
+            first frame to move.
+        margin: pixels decoded beyond the view, as a fraction of its height and width.
     """
 
     frames: int
     height: int
     width: int
-    max_stride: int = 2
+    max_stride: int = 1
     jitter: float = 0.2
     flip: bool = False
+    spare: float = 0.25
+    margin: float = 0.15
+
+    def decoded(self) -> tuple[int, int, int]:
+        """(frames, height, width) to decode clips at, so that views can move in time and space."""
+        return (self.max_stride * self.frames + int(self.spare * self.frames), decoded_size(self.height, self.margin),
+                decoded_size(self.width, self.margin))
+
+    def saved(self) -> str:
+        """The settings as JSON text, to keep with a model (checkpoint metadata holds strings, not dicts)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_saved(cls, saved, frames: int, height: int, width: int) -> "ClipAugment":
+        """The view a model was trained with: ``saved()``'s text; or ``True``, from a tinyflux that kept no
+        settings with its models, whose views were decoded at twice the frames with strides 1 or 2."""
+        if saved is True:
+            return cls(frames, height, width, max_stride=2, spare=0.0)
+        try:
+            settings = json.loads(saved)
+            return cls(**settings)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"ClipAugment.from_saved: expected the text of ClipAugment.saved() or True, got "
+                             f"{saved!r} ({error})") from None
 
     def __call__(self, x, rng):
         xp = get_array_module(x)
@@ -75,12 +109,13 @@ class ClipAugment:
         return max(1, min(self.max_stride, (available - 1) // max(self.frames - 1, 1)))
 
     def center(self, clips):
-        """The evaluation view of uint8 or float clips (N, C, T0, H0, W0): the central crop, frames at the
-        largest stride from the first."""
+        """The evaluation view of uint8 or float clips (N, C, T0, H0, W0): the central crop, the middle frames
+        at the largest stride."""
         _, _, available, tall, wide = clips.shape
         stride = self._largest_stride(available)
-        top, left = (tall - self.height) // 2, (wide - self.width) // 2
-        view = clips[:, :, :(self.frames - 1) * stride + 1:stride, top:top + self.height, left:left + self.width]
+        span = (self.frames - 1) * stride + 1  # frames from the view's first to its last
+        first, top, left = (available - span) // 2, (tall - self.height) // 2, (wide - self.width) // 2
+        view = clips[:, :, first:first + span:stride, top:top + self.height, left:left + self.width]
         return get_array_module(clips).ascontiguousarray(view)
 
 

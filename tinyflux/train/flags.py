@@ -65,7 +65,8 @@ def make_parser(settings_class: type, description: str) -> argparse.ArgumentPars
         name = "--" + field.name.replace("_", "-")
         kind, _ = _flag_type(hints[field.name])
         if kind is bool:
-            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            # a switch that is on, or decided later (None), can be turned off: --no-augment
+            action = "store_true" if field.default is False else argparse.BooleanOptionalAction
             parser.add_argument(name, action=action, default=field.default, help=meta["help"])
         else:
             parser.add_argument(name, type=kind, default=field.default, help=meta["help"], choices=meta["choices"],
