@@ -1,15 +1,13 @@
 """Tell which digit moves which way in short video clips, with 3-D convolutions; then the same for your own clips.
 
-The step from examples/mnist_conv.py to video. A video batch is (N, C, T, H, W), with T frames;
-a 3-D convolution slides a (3, 3, 3) kernel over time as well as height and width, so every output
-sees 3 consecutive frames and can respond to motion, which no single frame shows. What changes:
-the data (``tf.data.moving_digits``: MNIST digits sliding in one of 8 directions; 80 classes), the
-layers (Conv((3, 3, 3)), MaxPool((2, 2, 2))), and the loop: one call, ``tf.train.fit``.
-
-Your own clips, DIR/train/<class>/<clip> and DIR/test/<class>/<clip> (video files or frame folders):
-``--video-dir DIR`` switches to what a few hundred clips need (a batch-norm model with global
-pooling and dropout, AdamW, augmentation, shuffling, lr 1e-3, batch 8, 30 epochs; each overridable),
-and ``--predict CLIP_OR_FOLDER`` names the classes of new clips with the saved model.
+The step from examples/mnist_conv.py to video: a batch is (N, C, T, H, W), with T frames; a 3-D convolution
+slides a (3, 3, 3) kernel over time as well as height and width, so every output sees 3 consecutive frames
+and can respond to motion, which no single frame shows. What changes: the data (``tf.data.moving_digits``:
+MNIST digits sliding in one of 8 directions; 80 classes), the layers (Conv((3, 3, 3)), MaxPool((2, 2, 2))),
+and the loop: one call, ``tf.train.fit``. ``--video-dir DIR`` trains on your clips, DIR/train/<class>/<clip>
+and DIR/test/<class>/<clip> (video files or frame folders), with what a few hundred clips need (each clip's
+colours standardised, a batch-norm model with global pooling and dropout, AdamW, augmentation, shuffling,
+lr 1e-3, batch 8, 30 epochs; each overridable); ``--predict CLIP_OR_FOLDER`` names the classes of new clips.
 
     python examples/video_conv.py --epochs 1 --max-steps 20 --train-clips 1000   # a quick check
     python examples/video_conv.py --video-dir clips --size 48 --val-split 0.2 --savepath runs/clips
@@ -40,8 +38,10 @@ class VideoArgs(tf.train.Settings):
     epochs: int | None = flag(None, "passes over the training clips; unset: 10 generated, 30 own", resumable=True)
     model: str = flag("auto", "small: the MNIST model in 3-D; bn: batch norm blocks, global pooling and dropout, for "
                               "a few hundred clips; auto: bn for --video-dir", choices=["auto", "small", "bn"])
-    augment: bool | None = flag(None, "random crops, frame offsets and strides, light; unset: on for --video-dir")
-    flip: bool = flag(False, "with --augment, also mirror clips (only if no class depends on left and right)")
+    augment: bool | None = flag(None, "random crops, first frames and light; unset: on for --video-dir")
+    max_stride: int = flag(1, "with --augment: views skip frames, up to this stride (only where speed is no class)")
+    flip: bool = flag(False, "with --augment, also mirror clips: never where a class is a stance or screen direction")
+    standardize: bool = flag(True, "bn model: first each clip's colours to mean 0, variance 1 (tint, light, contrast)")
     checkpoint: str = flag("video_conv.h5", "file name of the best model in --savepath", resumable=True)
     shuffle: bool = flag(True, "shuffle the training clips every epoch (own clips come sorted by class)")
     dataset: str = flag("mnist", "digits of the generated clips", choices=["mnist", "fashion-mnist"])
@@ -81,7 +81,7 @@ def parse_args(argv=None) -> VideoArgs:
 
 # -- Data ---------------------------------------------------------------------------
 def decoded(args: VideoArgs) -> tuple[int, int]:  # with --augment: more frames and pixels, to draw views from
-    return (2 * args.frames, tf.data.augment.decoded_size(args.size)) if args.augment else (args.frames, args.size)
+    return clip_augment(args).decoded()[:2] if args.augment else (args.frames, args.size)
 
 
 def get_processed_data(args: VideoArgs):
@@ -103,7 +103,7 @@ def get_processed_data(args: VideoArgs):
 
 
 def clip_augment(args: VideoArgs) -> tf.data.augment.ClipAugment:
-    return tf.data.augment.ClipAugment(args.frames, args.size, args.size, flip=args.flip)
+    return tf.data.augment.ClipAugment(args.frames, args.size, args.size, args.max_stride, flip=args.flip)
 
 
 def class_names(args: VideoArgs) -> list[str]:
@@ -117,7 +117,7 @@ def build_model(args: VideoArgs, input_shape=None, nclasses: int | None = None) 
     channels, frames, height, width = input_shape or (1, args.frames, args.size, args.size)
     nclasses = nclasses or len(class_names(args))
     if args.model == "bn":
-        return tf.models.video_bn_net(channels, nclasses)
+        return tf.models.video_bn_net(channels, nclasses, standardize=args.standardize)
     features = 32 * (frames // 8) * (height // 8) * (width // 8)  # after three 2x2x2 pools; 32 * 2 * 4 * 4 = 1024
     return nn.Chain(
         nn.Conv((3, 3, 3), channels, 8, tf.relu, pad=1),  # each output sees 3 frames of 3x3 pixels
@@ -139,19 +139,20 @@ def load_best_model(args: VideoArgs, nclasses: int | None = None) -> nn.Chain:
     return tf.train.load_model(path, lambda *shape: build_model(args, *shape, nclasses), args.to_device)
 
 
+def as_trained(args: VideoArgs, saved: dict) -> list[str] | None:  # network and clip shape as saved; its classes
+    args.model, (args.frames, args.size) = saved["network"], saved["input_shape"][1:3]
+    args.standardize = saved.get("standardize", False)  # models saved before it existed had no InstanceNorm
+    return saved.get("classes")
+
+
 def predict_clips(args: VideoArgs, top: int = 3) -> list:
     """The ``top`` classes of the clip ``args.predict`` (or of every clip in that folder) by the saved model."""
     saved = tf.train.clip_model_metadata(os.path.join(args.savepath, args.checkpoint))  # refuses other models
-    classes, args.model, args.augment, (args.frames, args.size) = (  # as trained
-        saved["classes"], saved["network"], saved["augment"], saved["input_shape"][1:3])
-    view = clip_augment(args).center if args.augment else None
-    rows = tf.train.classify_clips(load_best_model(args, len(classes)), args.predict, decoded(args), classes, view, top)
-    for clip, ranked in rows:
-        print(f"{clip}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
-    if args.out:
-        tf.train.write_csv(args.out, ["clip", *(f"{kind}{i + 1}" for i in range(top) for kind in ("class", "p"))],
-                           [[clip, *(value for pair in ranked for value in pair)] for clip, ranked in rows])
-    return rows
+    classes, shape = as_trained(args, saved), (args.frames, args.size, args.size)
+    view = tf.data.augment.ClipAugment.from_saved(saved["augment"], *shape) if saved["augment"] else None
+    rows = tf.train.classify_clips(load_best_model(args, len(classes)), args.predict,
+                                   view.decoded()[:2] if view else shape[:2], classes, view and view.center, top)
+    return tf.train.show_ranked(rows, args.out)  # one line per clip; a CSV file with --out
 
 
 def test(args: VideoArgs) -> float:
@@ -180,15 +181,21 @@ def make_plots(args: VideoArgs, history: tf.train.History, classes: list[str]) -
 
 
 def main(args: VideoArgs):
-    if args.predict or args.export_onnx:  # no training: the model saved in --savepath, used or exported
-        return predict_clips(args) if args.predict else tf.train.export_saved(args, lambda *s: build_model(args, *s))
+    if args.predict:  # no training: the model saved in --savepath, used or exported (built as it was trained)
+        return predict_clips(args)
+    if args.export_onnx:
+        saved = tf.checkpoint.read_metadata(os.path.join(args.savepath, args.checkpoint))
+        classes = as_trained(args, {"network": "small", **saved})  # models of generated clips: "small"
+        return tf.train.export_saved(args, lambda *s: build_model(args, *s, len(classes) if classes else None))
     classes = class_names(args)
     optimizer = (lambda params: tf.optim.AdamW(params, args.lr)) if args.model == "bn" else None  # weight decay
     history = tf.train.fit(lambda shape: build_model(args, shape, len(classes)), lambda: get_processed_data(args),
                            settings=args, optimizer=optimizer, val_name="Test",
                            augment=clip_augment(args) if args.augment else add_noise,
                            view=clip_augment(args).center if args.augment else None,
-                           metadata={"classes": classes, "network": args.model, "augment": args.augment})
+                           metadata={"classes": classes, "network": args.model,
+                                     "augment": args.augment and clip_augment(args).saved(),
+                                     "standardize": args.standardize and args.model == "bn"})
     if tf.train.is_rank_zero(args):  # --distributed: rank 0 tests and draws
         test(args)
         if args.plots:

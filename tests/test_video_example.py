@@ -109,8 +109,7 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     saved = tf.checkpoint.read_metadata(tmp_path / "run" / "video_conv.h5")
     assert saved["classes"] == ["down", "left", "right", "up"] and saved["input_shape"] == [3, 8, 16, 16]
 
-    assert saved["network"] == "bn" and saved["augment"]  # the defaults for clips of one's own
-    assert "true/predicted" in capsys.readouterr().out or True
+    assert saved["network"] == "bn" and saved["augment"] and saved["standardize"]  # the defaults for own clips
 
     clip = root / "test" / "down" / "clip0003.mp4"  # clip i moves in direction i % 4: left, right, up, down
     predict = video.parse_args(["--predict", str(clip), "--savepath", str(tmp_path / "run"), "--device", "cpu"])
@@ -126,6 +125,24 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     lines = (tmp_path / "answers.csv").read_text().splitlines()
     assert len(rows) == 1 and lines[0] == "clip,class1,p1,class2,p2,class3,p3" and len(lines) == 2
     assert lines[1].startswith(str(root / "test" / "up")) and rows[0][1][0][0] in lines[1]
+
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'tinyflux[onnxruntime]')")
+    from test_interop import run_in_onnxruntime  # --export-onnx builds the model as trained, without --video-dir
+    video.main(video.parse_args(["--savepath", str(tmp_path / "run"), "--export-onnx", str(tmp_path / "clips.onnx")]))
+    x = np.random.default_rng(0).random((2, 3, 8, 16, 16), dtype=np.float32)
+    trained = video.load_best_model(predict, len(saved["classes"]))
+    assert isinstance(trained[0], tf.nn.InstanceNorm)
+    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "clips.onnx", x), trained(tf.Tensor(x)).data,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_every_own_clips_default_can_be_turned_off(video):
+    own = ["--video-dir", "clips"]
+    on = video.parse_args(own)
+    off = video.parse_args(own + ["--no-augment", "--no-standardize", "--no-shuffle", "--model", "small"])
+    assert (on.augment, on.standardize, on.shuffle, on.model) == (True, True, True, "bn")
+    assert (off.augment, off.standardize, off.shuffle, off.model) == (False, False, False, "small")
+    assert not video.parse_args([]).augment  # generated digits: no augmentation unless asked
 
 
 def test_predict_with_a_model_of_generated_clips_says_why_not(video, fake_mnist, tmp_path):

@@ -26,7 +26,8 @@ Layout, one module per concern so that each reads on its own:
     report.py    History, Flux-style log lines, exit codes and the Ctrl-C message of a command
 """
 from .evaluate import (accuracy, any_nan, class_report, classify_clips, clip_model_metadata, confusion_matrix,
-                       example_shape, predict, sorted_by_class, split_validation, warn_if_sorted, write_csv)
+                       example_shape, predict, show_ranked, sorted_by_class, split_validation, warn_if_sorted,
+                       write_csv)
 from .flags import Settings, flag, make_parser, parse, settings_of
 from .loop import RandomStream, Run, export_saved, fit, load_model
 from .report import FluxStyle, History, interrupted_message, is_rank_zero, run_command, setup_logging
@@ -39,4 +40,4 @@ __all__ = ["DivergedError", "FluxStyle", "History", "ModelZoo", "RandomStream", 
            "clip_model_metadata", "confusion_matrix", "deferred_interrupt", "example_shape", "export_saved", "fit",
            "flag", "interrupted_message", "is_rank_zero", "load_model", "make_parser", "parse", "predict",
            "run_command", "settings_of", "setup_logging", "sorted_by_class", "split_validation", "warn_if_sorted",
-           "write_csv"]
+           "show_ranked", "write_csv"]

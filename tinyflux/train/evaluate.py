@@ -140,6 +140,18 @@ def classify_clips(model, path, decoded: tuple[int, int], classes: list[str], vi
     return rows
 
 
+def show_ranked(rows: list, out=None) -> list:
+    """Print ``classify_clips``' rows, one line per clip, and write them to the CSV file ``out`` when given;
+    returns the rows."""
+    top = max((len(ranked) for _, ranked in rows), default=0)
+    for clip, ranked in rows:
+        print(f"{clip}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
+    if out:
+        write_csv(out, ["clip", *(f"{kind}{i + 1}" for i in range(top) for kind in ("class", "p"))],
+                  [[clip, *(value for pair in ranked for value in pair)] for clip, ranked in rows])
+    return rows
+
+
 def write_csv(path, header: list, rows: list) -> None:
     """A new CSV file, written whole or not at all; an existing file is never replaced."""
     refuse_to_replace(path, "--out")
