@@ -113,6 +113,40 @@ def test_a_residual_network_exported_by_pytorch_imports_as_a_graph_and_trains():
     assert losses[-1] < losses[0]  # gradients flow through the branches
 
 
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_a_3d_resnet_exported_by_pytorch_both_ways_imports_and_fine_tunes(exporter):
+    """tests/data/make_torch_video_fixture.py: torchvision's video ResNets in small (a (3, 7, 7) stem with stride
+    (1, 2, 2), residual blocks, one with stride 2 and a 1x1x1 shortcut, one of (2+1)-D convolutions); the
+    legacy exporter writes GlobalAveragePool and Flatten, the dynamo one (opset 18+) ReduceMean and Reshape."""
+    path = DATA / f"torch_video_resnet_{exporter}.onnx"
+    io = np.load(DATA / "torch_video_resnet_io.npz")
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert {"ReduceMean", "Reshape"} <= ops if exporter == "dynamo" else {"GlobalAveragePool", "Flatten"} <= ops
+    model = tf.onnx.load(path)
+    np.testing.assert_allclose(model(tf.Tensor(io["x"])).data, io["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_in_onnxruntime(path, io["x"]), io["y"], rtol=1e-4, atol=1e-5)
+    frozen = {name: tensor.data.copy() for name, tensor in model.named_parameters()}
+    model.train()
+    step = tf.train.Step(model, tf.logit_cross_entropy, tf.optim.Adam(model.parameters(), lr=1e-2))
+    losses = [float(step(io["x"], np.arange(2))) for _ in range(5)]
+    assert losses[-1] < losses[0]  # fine-tuning moves the loss: gradients reach every Conv through the branches
+    assert all(not np.array_equal(frozen[name], tensor.data) for name, tensor in model.named_parameters())
+
+
+def test_onnx_max_pool_without_strides_moves_one_position_at_a_time(tmp_path):
+    """ONNX's default stride is 1, not the window (a bug of the importer until round 4)."""
+    helper = onnx.helper
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("MaxPool", ["input"], ["output"], kernel_shape=[2, 2], name="pool")],
+                              "g", [value("input", onnx.TensorProto.FLOAT, ["N", 1, 4, 5])],
+                              [value("output", onnx.TensorProto.FLOAT, ["N", 1, 3, 4])])
+    onnx.save(make_model(graph), tmp_path / "pool.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 5)).astype(np.float32)
+    model = tf.onnx.load(tmp_path / "pool.onnx")
+    assert repr(model.layers[0]) == "MaxPool((2, 2), stride=1)"
+    np.testing.assert_array_equal(model(tf.Tensor(x)).data, run_in_onnxruntime(tmp_path / "pool.onnx", x))
+
+
 def test_batch_normalization_imports_as_a_batch_norm_layer(tmp_path):
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     rng = np.random.default_rng(0)

@@ -173,7 +173,10 @@ def export(model, path, input_shape: tuple) -> str:
 
 # -- import -----------------------------------------------------------------------------------------------
 SUPPORTED = ("Conv", "Relu", "MaxPool", "Gemm", "Flatten", "Softmax", "LogSoftmax", "GlobalAveragePool",
-             "AveragePool", "BatchNormalization", "InstanceNormalization", "Add", "Dropout", "Identity")
+             "AveragePool", "BatchNormalization", "InstanceNormalization", "Add", "Dropout", "Identity", "ReduceMean",
+             "Reshape")
+# Today's PyTorch exporter (dynamo, opset 18 and up) writes AdaptiveAvgPool as ReduceMean, whose axes are then an
+# input, and Flatten as Reshape to a shape given as an input: such graphs are read as a Graph, node by node.
 
 
 class OnnxImportError(ValueError):
@@ -244,8 +247,8 @@ def _as_chain(onnx, graph, weights: dict):
         attributes = _attributes(onnx, node)
         _check_node(node, attributes)
         data_inputs = [name for name in node.input if name and name not in weights]
-        if data_inputs != [current] or node.op_type == "Add":
-            return None  # a branch or a join: not a chain
+        if data_inputs != [current] or node.op_type in ("Add", "ReduceMean", "Reshape"):
+            return None  # a branch or a join, or shapes that only the Graph follows: not a chain
         params = [weights[name] for name in node.input[1:] if name]
         last = layers[-1] if layers else None
         if node.op_type == "Conv":
@@ -268,7 +271,8 @@ def _as_chain(onnx, graph, weights: dict):
         elif node.op_type == "MaxPool":
             if any(attributes.get("pads", [])):  # nn.MaxPool does not pad: the Graph does it with a pad op
                 return None
-            layers.append(nn.MaxPool(tuple(attributes["kernel_shape"]), tuple(attributes.get("strides", [])) or None))
+            window = tuple(attributes["kernel_shape"])
+            layers.append(nn.MaxPool(window, tuple(attributes.get("strides", [1] * len(window)))))  # ONNX's default
         elif node.op_type == "Flatten":
             layers.append(F.flatten)
         elif node.op_type == "GlobalAveragePool":
@@ -299,8 +303,12 @@ class Graph(nn.Module):
             if node.op_type in ("Conv", "Gemm"):
                 trainable.update(name for name in node.input[1:] if name)
             self.nodes.append((node.op_type, list(node.input), node.output[0], attributes))
+        self.constants = {}  # integer initializers (ReduceMean's axes, Reshape's shape): read, never trained
         for name, array in weights.items():
-            self.params[name] = Tensor(np.asarray(array, np.float32), requires_grad=name in trainable)
+            if np.asarray(array).dtype.kind in "iub":
+                self.constants[name] = np.asarray(array)
+            else:
+                self.params[name] = Tensor(np.asarray(array, np.float32), requires_grad=name in trainable)
         self.input, self.output = graph.input[0].name, graph.output[0].name
 
     def named_parameters(self, prefix: str = ""):
@@ -312,7 +320,7 @@ class Graph(nn.Module):
         return f"onnx.Graph({len(self.nodes)} nodes)"
 
     def forward(self, x: Tensor) -> Tensor:
-        values = {self.input: as_tensor(x), **self.params}
+        values = {self.input: as_tensor(x), **self.params, **self.constants}
         for op, inputs, output, attributes in self.nodes:
             args = [values[name] if name else None for name in inputs]
             values[output] = _run(op, args, attributes)
@@ -335,7 +343,8 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         pads = list(attributes.get("pads", []))
         if any(pads):  # padded with -inf, so that a pad never wins a window
             x = F.pad(x, pads[:len(pads) // 2], pads[len(pads) // 2:], -np.inf)
-        return F.maxpool(x, tuple(attributes["kernel_shape"]), tuple(attributes.get("strides", [])) or None)
+        window = tuple(attributes["kernel_shape"])
+        return F.maxpool(x, window, tuple(attributes.get("strides", [1] * len(window))))  # ONNX's default stride: 1
     if op == "Add":
         return x + args[1]
     if op == "AveragePool":
@@ -353,6 +362,17 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
         scale, offset = (Tensor(a.data.reshape(shape)) for a in args[1:3])
         return F.instance_norm(x, attributes.get("epsilon", 1e-5)) * scale + offset
+    if op == "ReduceMean":
+        axes = attributes.get("axes", args[1] if len(args) > 1 and args[1] is not None else [])  # opset 18: an input
+        axes = [int(a) % x.ndim for a in np.asarray(axes).ravel()]
+        if not axes and attributes.get("noop_with_empty_axes", 0):
+            return x
+        return x.mean(axis=tuple(axes) or None, keepdims=bool(attributes.get("keepdims", 1)))
+    if op == "Reshape":
+        shape = [int(n) for n in np.asarray(args[1]).ravel()]
+        if not attributes.get("allowzero", 0):  # 0 copies the input's size on that axis
+            shape = [x.shape[i] if n == 0 else n for i, n in enumerate(shape)]
+        return F.reshape(x, tuple(shape))
     if op == "Softmax":
         return F.softmax(x)
     if op == "LogSoftmax":
