@@ -202,38 +202,6 @@ def test_a_state_dict_that_does_not_fit_is_refused_with_both_sides():
     assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))  # nothing changed
 
 
-# -- the transfer recipe --------------------------------------------------------------------------------------
-def test_frame_features_average_a_frozen_image_model_over_time():
-    tf.seed(0)
-    image_model = nn.Chain(nn.Conv((3, 3), 3, 4, tf.relu, pad=1), nn.GlobalMeanPool())
-    features = nn.FrameFeatures(image_model)
-    clips = np.random.default_rng(0).random((2, 3, 5, 6, 6), dtype=np.float32)
-    expected = np.mean([image_model(tf.Tensor(clips[:, :, t])).data for t in range(5)], axis=0)
-    np.testing.assert_allclose(features(clips).data, expected, rtol=1e-6)
-    assert features.parameters() == [] and nn.Chain(features, nn.Dense(4, 2)).num_parameters() == 10
-
-
-def test_the_transfer_example_trains_a_head_on_a_frozen_imported_backbone(tmp_path, examples):
-    pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
-    tf.seed(3)  # a small "pretrained" image network: no weights can be downloaded here
-    backbone = nn.Chain(nn.Conv((3, 3), 3, 4, tf.relu, pad=1), nn.MaxPool((2, 2)), nn.Conv((3, 3), 4, 8, tf.relu),
-                        nn.GlobalMeanPool())
-    tf.onnx.export(backbone, tmp_path / "backbone.onnx", (3, 16, 16))
-    clips = examples("make_shape_clips").make_set(tmp_path / "clips", train=8, test=4, frames=4, height=16, width=16)
-    command = [sys.executable, str(ROOT / "examples" / "transfer_video.py"),
-               "--backbone", str(tmp_path / "backbone.onnx"), "--video-dir", str(clips), "--frames", "4",
-               "--size", "16", "--epochs", "2", "--batch-size", "4", "--device", "cpu",
-               "--savepath", str(tmp_path / "run")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TINYFLUX_DATA": str(tmp_path / "cache")})
-    assert done.returncode == 0, done.stderr
-    assert "[2]: Test accuracy: " in done.stderr and "accuracy(test_set, model) = " in done.stdout
-    saved = tf.checkpoint.read_metadata(tmp_path / "run" / "transfer.h5")
-    assert saved["classes"] == ["down", "left", "right", "up"]
-    with h5py.File(tmp_path / "run" / "transfer.h5") as f:
-        assert sorted(f["parameters"]) == ["1.bias", "1.weight"]  # the head alone: the backbone stays frozen
-
-
 def test_both_examples_export_their_saved_model(examples, fake_mnist, tmp_path):
     mnist = examples("mnist_conv")
     args = mnist.Args(epochs=1, batch_size=16, max_steps=2, data_dir=str(fake_mnist), savepath=str(tmp_path / "m"),

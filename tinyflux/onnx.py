@@ -380,6 +380,17 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
     return x  # Dropout and Identity: the input, unchanged, at inference
 
 
+def input_shape(path) -> tuple:
+    """The shape of the input of the ONNX model in ``path``: an int per fixed axis, a name per dynamic one."""
+    onnx = _onnx()
+    graph = onnx.load(str(path)).graph
+    weights = {init.name for init in graph.initializer}
+    [value] = [value for value in graph.input if value.name not in weights][:1] or [None]
+    if value is None:
+        raise OnnxImportError(f"onnx.input_shape: {path}: the graph has no input")
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim)
+
+
 def load(path):
     """The ONNX model in ``path`` as a tinyflux model, in evaluation mode: an ``nn.Chain`` for a sequence of
     layers, else a :class:`Graph`."""
@@ -397,4 +408,4 @@ def load(path):
     return (_as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)).eval()
 
 
-__all__ = ["Graph", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError", "export", "load"]
+__all__ = ["Graph", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError", "export", "input_shape", "load"]

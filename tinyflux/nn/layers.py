@@ -138,49 +138,6 @@ class GlobalMeanPool(Module):
         return x.mean(axis=tuple(range(2, x.ndim)))  # (N, C, *S) -> (N, C)
 
 
-class FrameFeatures(Module):
-    """FrameFeatures(image_model, mean=None, std=None): a frozen image network applied to every frame of a clip,
-    its features averaged over time: (N, C, T, H, W) -> (N, F).
-
-    For a small video data set, a network trained on millions of images (brought in with
-    ``tf.onnx.load``) already knows edges, textures and objects; only a small head on its
-    features is trained. ``image_model`` maps (B, C, H, W) to (B, F); it is frozen: it has no
-    parameters as far as the optimizer and the checkpoints are concerned, and runs without a
-    graph. ``mean`` and ``std`` (one number per channel) normalise the frames first, as the
-    network was trained (ImageNet: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)).
-    """
-
-    def __init__(self, image_model, mean=None, std=None):
-        self.image_model = image_model.eval()  # frozen: its batch norms use their statistics, no dropout
-        self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(1, -1, 1, 1)  # (1, C, 1, 1)
-        self.std = None if std is None else np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-
-    def named_parameters(self, prefix: str = ""):
-        return iter(())  # frozen: nothing for the optimizer or the checkpoints
-
-    def named_buffers(self, prefix: str = ""):
-        return iter(())
-
-    def children(self) -> list:
-        return []  # model.train() does not reach the frozen network
-
-    def signature(self) -> str:
-        return f"FrameFeatures({type(self.image_model).__name__}, frozen)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        clips = as_tensor(x).data
-        if clips.ndim != 5:
-            raise ValueError(f"{self.signature()}: expected clips (N, C, T, H, W), got shape {tuple(clips.shape)}")
-        n, c, t, h, w = clips.shape
-        xp = get_array_module(clips)
-        frames = clips.transpose(0, 2, 1, 3, 4).reshape(n * t, c, h, w)  # (N, C, T, H, W) -> (N T, C, H, W)
-        if self.mean is not None:
-            frames = (frames - xp.asarray(self.mean)) / xp.asarray(self.std)
-        with no_grad():
-            features = self.image_model(Tensor(frames)).data  # (N T, F)
-        return Tensor(features.reshape(n, t, -1).mean(axis=1))  # (N T, F) -> (N, T, F) -> (N, F)
-
-
 class Dense(Module):
     """Dense(in, out, activation=None): ``y = activation(x @ weight.T + bias)``, weight (out, in).
 
