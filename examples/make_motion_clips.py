@@ -1,6 +1,6 @@
 """Write small video sets where motion is the only cue: direction, speed, rotation, a moving background, uneven lengths.
 
-    python examples/make_motion_clips.py DIR --kind direction      # 4 classes, 50 + 15 clips each, mp4
+    python examples/make_motion_clips.py DIR --kind direction      # 200 training and 60 test clips, mp4
     python examples/make_motion_clips.py DIR --kind all            # every kind, in DIR/<kind>/
 
 A skateboard trick is a motion: no single frame tells a kickflip from a heelflip. These sets
@@ -16,7 +16,9 @@ frame to frame tells the classes apart.
   random direction, so that the class is how the object moves, not how everything moves;
 - ``uneven``: the ``direction`` task with clips from 10 to 40 frames long.
 
-Each set is written as DIR/<split>/<class>/<clip>.mp4 (or folders of PNG frames with
+Every set has 200 training and 60 test clips in all, whatever its number of classes (50 and 15 per
+class for the four directions, 100 and 30 for two speeds), 48x48, 20 frames. Each is written as
+DIR/<split>/<class>/<clip>.mp4 (or folders of PNG frames with
 ``--as-frames``), the layout ``examples/video_conv.py --video-dir`` reads.
 """
 from __future__ import annotations
@@ -119,17 +121,18 @@ def draw_clip(rng, kind: str, name: str, frames: int, height: int, width: int) -
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
-def make_set(root, kind: str, train: int = 50, test: int = 15, frames: int = 20, size: int = 48,
+def make_set(root, kind: str, train: int = 200, test: int = 60, frames: int = 20, size: int = 48,
              as_frames: bool = False, seed: int = 0) -> Path:
-    """Write ``train`` and ``test`` clips per class of the set ``kind`` under ``root``."""
+    """Write ``train`` and ``test`` clips of the set ``kind`` under ``root``, spread evenly over its classes."""
     root = Path(root)
     for split in ("train", "test"):  # never overwrite someone's clips that happen to carry the same names
         if (root / split).exists() and any((root / split).iterdir()):
             raise FileExistsError(f"{root / split} already holds files: write the set into a new folder")
     rng = np.random.default_rng(seed)
+    names = CLASSES[kind]
     for split, count in (("train", train), ("test", test)):
-        for i in range(count):
-            for name in CLASSES[kind]:
+        for i in range(-(-count // len(names))):  # a clip of every class in turn, count in all
+            for name in names[:count - i * len(names)]:
                 length = int(rng.integers(10, 41)) if kind == "uneven" else frames
                 video = draw_clip(rng, kind, name, length, size, size)
                 target = root / split / name / f"clip{i:04d}"
@@ -141,15 +144,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="folder to write DIR/<split>/<class>/<clip> into (with --kind all: DIR/<kind>/)")
     parser.add_argument("--kind", default="direction", choices=[*KINDS, "all"], help="which motion tells the classes")
-    parser.add_argument("--train", type=int, default=50, help="training clips per class")
-    parser.add_argument("--test", type=int, default=15, help="test clips per class")
+    parser.add_argument("--train", type=int, default=200, help="training clips in all, spread over the classes")
+    parser.add_argument("--test", type=int, default=60, help="test clips in all, spread over the classes")
     parser.add_argument("--frames", type=int, default=20, help="frames per clip (uneven: 10 to 40 whatever this is)")
     parser.add_argument("--size", type=int, default=48, help="frame height and width in pixels")
     parser.add_argument("--as-frames", action="store_true", help="write folders of PNG frames instead of mp4")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random clips")
     options = parser.parse_args(argv)
-    if options.train < 1 or options.test < 1 or options.frames < 8 or options.size < 24:
-        parser.error("need --train, --test >= 1, --frames >= 8 and --size >= 24")
+    if options.train < 4 or options.test < 4 or options.frames < 8 or options.size < 24:
+        parser.error("need --train, --test >= 4 (a clip of every class), --frames >= 8 and --size >= 24")
     return options
 
 
@@ -159,4 +162,4 @@ if __name__ == "__main__":
         folder = Path(options.root) / kind if options.kind == "all" else Path(options.root)
         make_set(folder, kind, options.train, options.test, options.frames, options.size, options.as_frames,
                  options.seed)
-        print(f"wrote {options.train} training and {options.test} test clips per class of {kind} under {folder}")
+        print(f"wrote {options.train} training and {options.test} test clips of {kind} under {folder}")

@@ -57,8 +57,9 @@ def test_the_bar_turns_the_way_of_its_class(motion):
 def test_a_set_is_written_in_the_layout_video_folder_reads(motion, tmp_path):
     pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
     import tinyflux as tf
-    root = motion.make_set(tmp_path / "speed", "speed", train=2, test=1, frames=8, size=24)
+    root = motion.make_set(tmp_path / "speed", "speed", train=4, test=3, frames=8, size=24)
     paths, labels, classes = tf.data.video.find_clips(root, "train")
     assert classes == ["fast", "slow"] and len(paths) == 4 and sorted(labels) == [0, 0, 1, 1]
+    assert len(tf.data.video.find_clips(root, "test")[0]) == 3  # in all, not per class
     with pytest.raises(FileExistsError, match="already holds files"):
         motion.make_set(root, "speed", train=1, test=1, frames=8, size=24)
