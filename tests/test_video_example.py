@@ -1,5 +1,6 @@
 """examples/video_conv.py: the moving-digit clips, their cache, the 3-D model, and a short run of the shared loop;
 real clips through --video-dir and --predict."""
+import json
 import logging
 
 import numpy as np
@@ -134,6 +135,10 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     assert isinstance(trained[0], tf.nn.InstanceNorm)
     np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "clips.onnx", x), trained(tf.Tensor(x)).data,
                                rtol=1e-4, atol=1e-5)
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(tmp_path / "clips.onnx"), providers=["CPUExecutionProvider"])
+    kept = session.get_modelmeta().custom_metadata_map  # what a program running the file needs to know
+    assert json.loads(kept["classes"]) == saved["classes"] and json.loads(kept["input_shape"]) == [3, 8, 16, 16]
 
 
 def test_every_own_clips_default_can_be_turned_off(video):

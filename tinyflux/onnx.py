@@ -146,11 +146,13 @@ class _Exporter:
                          "relu, softmax, log_softmax")
 
 
-def export(model, path, input_shape: tuple) -> str:
+def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str:
     """Write ``model`` to ``path`` as ONNX, for inputs of one example's shape ``input_shape`` (C, *S); returns path.
 
-    The batch axis is left dynamic. The file passes ``onnx.checker.check_model(full_check=True)``
-    before it is written (atomically: never half a file).
+    The batch axis is left dynamic. ``metadata`` (names to strings: the class names as JSON, say) goes into
+    the file's metadata_props, which ``onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map``
+    reads. The file passes ``onnx.checker.check_model(full_check=True)`` before it is written (atomically:
+    never half a file).
     """
     onnx = _onnx()
     input_shape = tuple(int(n) for n in input_shape)
@@ -166,6 +168,10 @@ def export(model, path, input_shape: tuple) -> str:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinyflux",
                               producer_version=__version__)
     proto.ir_version = IR_VERSION
+    for key, text in (metadata or {}).items():
+        if not isinstance(text, str):
+            raise TypeError(f"onnx.export: metadata {key!r} must be a string (JSON for lists), got {type(text).__name__}")
+        proto.metadata_props.add(key=str(key), value=text)
     onnx.checker.check_model(proto, full_check=True)
     write_bytes_atomically(path, proto.SerializeToString())
     return str(path)

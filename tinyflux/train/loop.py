@@ -261,7 +261,9 @@ def export_saved(settings: Settings, build) -> str:
     refuse_to_replace(settings.export_onnx, "--export-onnx")
     path = f"{settings.savepath}/{settings.checkpoint}"
     model = load_model(path, build)
-    written = onnx.export(model, settings.export_onnx, checkpoint.read_metadata(path)["input_shape"])
+    saved = checkpoint.read_metadata(path)
+    kept = {key: json.dumps(value) for key, value in saved.items() if key in ("classes", "input_shape")}
+    written = onnx.export(model, settings.export_onnx, saved["input_shape"], metadata=kept)  # class names, as JSON
     log.info(f"Exported the model of {path} to {written} (ONNX opset {onnx.OPSET}, IR version {onnx.IR_VERSION})")
     return written
 
