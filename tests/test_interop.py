@@ -79,6 +79,21 @@ def test_every_layer_exports_runs_in_onnxruntime_and_imports_back(tmp_path, name
     np.testing.assert_array_equal(back(tf.Tensor(x)).data, expected)
 
 
+def test_clip_length_and_size_stay_free_where_the_model_allows(tmp_path):
+    tf.seed(0)
+    free = nn.Chain(nn.Conv((3, 3, 3), 3, 4, tf.relu, pad=1), nn.MaxPool((2, 2, 2)), nn.GlobalMeanPool(),
+                    nn.Dense(4, 2))
+    tf.onnx.export(free, tmp_path / "free.onnx", (3, 8, 16, 16))
+    assert tf.onnx.input_shape(tmp_path / "free.onnx") == ("N", 3, "S1", "S2", "S3")
+    longer = np.random.default_rng(0).random((2, 3, 12, 20, 24), dtype=np.float32)  # not the size exported
+    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "free.onnx", longer), free(tf.Tensor(longer)).data,
+                               rtol=1e-5, atol=1e-6)
+    for fixed in (tf.models.video_convnet(3, 4, 8, (16, 16)), tf.models.video_bn_net(3, 4)):  # Dense on a flatten;
+        tf.onnx.export(fixed, tmp_path / "fixed.onnx", (3, 8, 16, 16))                        # quarter means
+        assert tf.onnx.input_shape(tmp_path / "fixed.onnx") == ("N", 3, 8, 16, 16)
+        (tmp_path / "fixed.onnx").unlink()
+
+
 def test_an_adaptive_pooling_whose_cells_overlap_is_refused_naming_the_size(tmp_path):
     model = nn.Chain(nn.AdaptiveMeanPool((2, 2)), nn.flatten)
     tf.onnx.export(model, tmp_path / "even.onnx", (3, 6, 4))

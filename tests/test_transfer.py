@@ -116,12 +116,17 @@ def test_the_transfer_example_trains_a_head_on_a_frozen_image_backbone(tmp_path,
 
 def test_the_transfer_example_on_a_3d_backbone_frozen_and_fine_tuned(tmp_path, examples):
     pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
-    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'tinyflux[onnx]')")
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'tinyflux[onnx]')")
     clips = examples("make_shape_clips").make_set(tmp_path / "clips", train=8, test=4, frames=8, height=24, width=24)
     backbone = DATA / "torch_video_resnet_legacy.onnx"  # (B, 3, 8, 24, 24) -> 5 scores, PyTorch's random weights
     frozen, _ = run_transfer(tmp_path, backbone, clips, "--frames", "8", "--size", "24", "--kinetics")
     assert frozen == ["1.bias", "1.weight"]
     tuned, losses = run_transfer(tmp_path, backbone, clips, "--frames", "8", "--size", "24", "--kinetics",
                                  "--fine-tune")
-    assert len(tuned) > 10 and any(name.startswith("0.1.") for name in tuned)  # the backbone's weights are trained
-    assert losses[-1] < losses[0]
+    assert len(tuned) > 10 and any(name.startswith("0.1.") for name in tuned)  # the backbone's weights are saved
+    original = {init.name: onnx.numpy_helper.to_array(init) for init in onnx.load(backbone).graph.initializer}
+    with h5py.File(tmp_path / "run" / "transfer.h5") as f:
+        changed = [name for name in tuned if name.startswith("0.1.") and
+                   not np.array_equal(f["parameters"][name][()], original[name[len("0.1."):]])]
+    assert len(changed) == len([name for name in tuned if name.startswith("0.1.")])  # and trained, every one
+    assert min(losses[1:]) < losses[0], losses

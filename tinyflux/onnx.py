@@ -149,7 +149,10 @@ class _Exporter:
 def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str:
     """Write ``model`` to ``path`` as ONNX, for inputs of one example's shape ``input_shape`` (C, *S); returns path.
 
-    The batch axis is left dynamic. ``metadata`` (names to strings: the class names as JSON, say) goes into
+    The batch axis is left dynamic, and so are the spatial axes (clip length, height, width) when the model
+    gives outputs of the same shape for other sizes and has no layer exported for one size (a global
+    mean ends in the same features for any size; flatten before Dense or AdaptiveMeanPool do not).
+    ``metadata`` (names to strings: the class names as JSON, say) goes into
     the file's metadata_props, which ``onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map``
     reads. The file passes ``onnx.checker.check_model(full_check=True)`` before it is written (atomically:
     never half a file).
@@ -161,9 +164,12 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
     with no_grad():
         exporter = _Exporter(onnx, Tensor(np.zeros((1, *input_shape), np.float32)))
         output = exporter.add(model, "input", "")
+    spatial = [f"S{i + 1}" for i in range(len(input_shape) - 1)] if _takes_any_size(model, input_shape, out.shape) \
+        else list(input_shape[1:])
     helper = onnx.helper
     value = helper.make_tensor_value_info
-    graph = helper.make_graph(exporter.nodes, "tinyflux", [value("input", onnx.TensorProto.FLOAT, ["N", *input_shape])],
+    graph = helper.make_graph(exporter.nodes, "tinyflux",
+                              [value("input", onnx.TensorProto.FLOAT, ["N", input_shape[0], *spatial])],
                               [value(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])], exporter.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinyflux",
                               producer_version=__version__)
@@ -175,6 +181,22 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
     onnx.checker.check_model(proto, full_check=True)
     write_bytes_atomically(path, proto.SerializeToString())
     return str(path)
+
+
+def _takes_any_size(model, input_shape: tuple, out_shape: tuple) -> bool:
+    """Whether the exported graph serves inputs of any spatial size: no layer exported for one size, and the
+    model gives outputs of the same shape for inputs 8 larger on every spatial axis."""
+    def leaves(layer):
+        return [leaf for sub in layer.layers for leaf in leaves(sub)] if isinstance(layer, nn.Chain) else [layer]
+
+    if len(input_shape) < 2 or any(isinstance(layer, nn.AdaptiveMeanPool) for layer in leaves(model)):
+        return False
+    larger = (input_shape[0], *(n + 8 for n in input_shape[1:]))
+    try:
+        with no_grad():
+            return tuple(model(Tensor(np.zeros((1, *larger), np.float32))).shape) == tuple(out_shape)
+    except ValueError:  # a Dense that wants the features of one size
+        return False
 
 
 # -- import -----------------------------------------------------------------------------------------------
