@@ -189,8 +189,10 @@ def main(args: VideoArgs):
         return tf.train.export_saved(args, lambda *s: build_model(args, *s, len(classes) if classes else None))
     classes = class_names(args)
     optimizer = (lambda params: tf.optim.AdamW(params, args.lr)) if args.model == "bn" else None  # weight decay
+    # own clips: a few dozen validation clips reach 100% long before the model has learned, so no early exit
+    schedule = tf.train.ModelZoo(target=float("inf")) if args.video_dir else None
     history = tf.train.fit(lambda shape: build_model(args, shape, len(classes)), lambda: get_processed_data(args),
-                           settings=args, optimizer=optimizer, val_name="Test",
+                           settings=args, optimizer=optimizer, schedule=schedule, val_name="Test",
                            augment=clip_augment(args) if args.augment else add_noise,
                            view=clip_augment(args).center if args.augment else None,
                            metadata={"classes": classes, "network": args.model,
