@@ -253,3 +253,45 @@ def test_export_and_predictions_never_replace_an_existing_file(examples, fake_mn
     with pytest.raises(tf.train.RunFolderError, match="--out .* the file exists"):
         tf.train.write_csv(checkpoint, ["a"], [[1]])
     assert checkpoint.read_bytes() == before
+
+
+def one_node_model(tmp_path, op, input_shape, output_shape, **attributes):
+    helper = onnx.helper
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node(op, ["input"], ["output"], name=op.lower(), **attributes)], "g",
+                              [value("input", onnx.TensorProto.FLOAT, input_shape)],
+                              [value("output", onnx.TensorProto.FLOAT, output_shape)])
+    path = tmp_path / f"{op}.onnx"
+    onnx.save(make_model(graph), path)
+    return path
+
+
+def test_flatten_and_softmax_follow_onnx_axes_and_defaults(tmp_path):
+    """Flatten(axis=-1) keeps the last axis apart; Softmax without an axis works along the last one from opset 13
+    (both were read as axis 1 until round 4)."""
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 4)).astype(np.float32)
+    flatten = one_node_model(tmp_path, "Flatten", [2, 2, 3, 4], [12, 4], axis=-1)
+    np.testing.assert_array_equal(tf.onnx.load(flatten)(tf.Tensor(x)).data, run_in_onnxruntime(flatten, x))
+    scores = x.reshape(2, 24)
+    softmax = one_node_model(tmp_path, "Softmax", ["N", 24], ["N", 24])  # no axis: -1 at opset 13
+    np.testing.assert_allclose(tf.onnx.load(softmax)(tf.Tensor(scores)).data, run_in_onnxruntime(softmax, scores),
+                               rtol=1e-6)
+    over_last = one_node_model(tmp_path, "LogSoftmax", [2, 2, 3, 4], [2, 2, 3, 4])
+    with pytest.raises(tf.onnx.OnnxImportError, match="LogSoftmax along axis -1 of a 4-D value"):
+        tf.onnx.load(over_last)(tf.Tensor(x))
+
+
+def test_batch_normalization_in_training_mode_is_refused(tmp_path):
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    names = ["scale", "offset", "mean", "var"]
+    node = helper.make_node("BatchNormalization", ["input", *names], ["output"], name="bn", training_mode=1)
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([node], "g", [value("input", onnx.TensorProto.FLOAT, ["N", 3, 4])],
+                              [value("output", onnx.TensorProto.FLOAT, ["N", 3, 4])],
+                              [numpy_helper.from_array(np.ones(3, np.float32), name) for name in names])
+    path = tmp_path / "bn.onnx"
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], producer_name="test")
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    with pytest.raises(tf.onnx.OnnxImportError, match="BatchNormalization node bn has training_mode=1"):
+        tf.onnx.load(path)

@@ -41,6 +41,8 @@ also run the exports in ``onnxruntime``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import functional as F
@@ -237,9 +239,9 @@ def _check_node(node, attributes: dict) -> None:
                                           any(attributes.get("pads", [])) or attributes.get("ceil_mode", 0)):
         raise OnnxImportError(f"onnx.load: the {where} is not made of windows that tile the input (strides = "
                               "kernel, no pads), the only average pooling tinyflux has")
-    if node.op_type in ("Flatten", "Softmax", "LogSoftmax") and attributes.get("axis", 1) not in (1, -1):
-        raise OnnxImportError(f"onnx.load: the {where} works along axis {attributes['axis']}; only axis 1 is "
-                              "supported")
+    if node.op_type == "BatchNormalization" and attributes.get("training_mode", 0):
+        raise OnnxImportError(f"onnx.load: the {where} has training_mode=1 (batch statistics at inference); "
+                              "tinyflux imports models for inference, with the running statistics")
 
 
 def _conv(weight: np.ndarray, bias, attributes: dict) -> nn.Conv:
@@ -294,6 +296,8 @@ def _as_chain(onnx, graph, weights: dict):
         elif node.op_type == "Relu" and isinstance(last, (nn.Conv, nn.Dense, nn.BatchNorm)) and \
                 last.activation is None:
             last.activation = F.relu
+        elif node.op_type in ("Flatten", "Softmax", "LogSoftmax") and attributes["axis"] != 1:
+            return None  # another axis (-1 is the last, axis 1 only for 2-D values): the Graph follows shapes
         elif node.op_type in ("Relu", "Softmax", "LogSoftmax"):
             layers.append({"Relu": F.relu, "Softmax": F.softmax, "LogSoftmax": F.log_softmax}[node.op_type])
         elif node.op_type == "MaxPool":
@@ -378,7 +382,9 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
     if op == "AveragePool":
         return F.avgpool(x, tuple(attributes["kernel_shape"]))
     if op == "Flatten":
-        return F.flatten(x)
+        axis = attributes["axis"] + (x.ndim if attributes["axis"] < 0 else 0)  # in [0, ndim]: -1 leaves the last
+        # (d0 ... d(axis-1), d(axis) ... d(ndim-1)) -> (d0 ... d(axis-1), d(axis) ... d(ndim-1)) as two axes
+        return F.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
     if op == "GlobalAveragePool":
         return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
     if op == "BatchNormalization":
@@ -401,10 +407,11 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         if not attributes.get("allowzero", 0):  # 0 copies the input's size on that axis
             shape = [x.shape[i] if n == 0 else n for i, n in enumerate(shape)]
         return F.reshape(x, tuple(shape))
-    if op == "Softmax":
-        return F.softmax(x)
-    if op == "LogSoftmax":
-        return F.log_softmax(x)
+    if op in ("Softmax", "LogSoftmax"):
+        if attributes["axis"] % x.ndim != 1:
+            raise OnnxImportError(f"onnx.Graph: {op} along axis {attributes['axis']} of a {x.ndim}-D value; "
+                                  "tinyflux's works along axis 1")
+        return F.softmax(x) if op == "Softmax" else F.log_softmax(x)
     return x  # Dropout and Identity: the input, unchanged, at inference
 
 
@@ -433,6 +440,11 @@ def load(path):
                               f"{[v.name for v in inputs]} and {[v.name for v in graph.output]}")
     del graph.input[:]
     graph.input.extend(inputs)
+    opset = max((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), default=OPSET)
+    for node in graph.node:  # the defaults written in: Softmax's axis was 1 before opset 13, -1 since
+        if node.op_type in ("Flatten", "Softmax", "LogSoftmax") and "axis" not in [a.name for a in node.attribute]:
+            default = -1 if node.op_type != "Flatten" and opset >= 13 else 1
+            node.attribute.append(onnx.helper.make_attribute("axis", default))
     return (_as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)).eval()
 
 
