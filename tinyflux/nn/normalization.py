@@ -95,7 +95,7 @@ class InstanceNorm(Module):
     defaults): training and evaluation compute the same thing, one example at a time.
 
     >>> InstanceNorm(3)
-    InstanceNorm(3)  # 0 parameters
+    InstanceNorm(3)
     """
 
     def __init__(self, channels: int, *, eps: float = 1e-5):
