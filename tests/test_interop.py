@@ -149,7 +149,7 @@ def test_a_3d_resnet_exported_by_pytorch_both_ways_imports_and_fine_tunes(export
 
 
 def test_onnx_max_pool_without_strides_moves_one_position_at_a_time(tmp_path):
-    """ONNX's default stride is 1, not the window (a bug of the importer until round 4)."""
+    """ONNX's default stride is 1, not the window."""
     helper = onnx.helper
     value = helper.make_tensor_value_info
     graph = helper.make_graph([helper.make_node("MaxPool", ["input"], ["output"], kernel_shape=[2, 2], name="pool")],
@@ -268,7 +268,7 @@ def one_node_model(tmp_path, op, input_shape, output_shape, **attributes):
 
 def test_flatten_and_softmax_follow_onnx_axes_and_defaults(tmp_path):
     """Flatten(axis=-1) keeps the last axis apart; Softmax without an axis works along the last one from opset 13
-    (both were read as axis 1 until round 4)."""
+    (neither is axis 1 there)."""
     x = np.random.default_rng(0).standard_normal((2, 2, 3, 4)).astype(np.float32)
     flatten = one_node_model(tmp_path, "Flatten", [2, 2, 3, 4], [12, 4], axis=-1)
     np.testing.assert_array_equal(tf.onnx.load(flatten)(tf.Tensor(x)).data, run_in_onnxruntime(flatten, x))

@@ -8,13 +8,20 @@ The temporary name is ``.<name>.<pid>.<random>.part``. A process killed
 mid-write (kill -9, power loss) cannot delete its own temporary file; the
 process id in the name lets a later writer tell such leftovers (their
 process is gone) from a write still in progress (:func:`remove_stale_parts`).
+Cached arrays carry the SHA-256 of their values (:func:`checked_npz_bytes`), so that a damaged cache
+file is found and recomputed, never used (:func:`read_checked_npz`).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 PART_SUFFIX = ".part"
 
@@ -103,3 +110,29 @@ def remove_stale_parts(folder, target_suffix: str = "") -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+class ChecksumError(ValueError):
+    """A cached file whose values are not those it was written with."""
+
+
+def checked_npz_bytes(name: str, array: np.ndarray) -> bytes:
+    """An .npz file's bytes holding ``array`` under ``name`` and the SHA-256 of its values, for a cache."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: array}, sha256=np.array(hashlib.sha256(array.tobytes()).hexdigest()))
+    return buffer.getvalue()
+
+
+def read_checked_npz(path, name: str) -> np.ndarray:
+    """The array that :func:`checked_npz_bytes` stored in ``path``; FileNotFoundError when there is none, and
+    ValueError when the file is damaged, ChecksumError (a ValueError) when its values fail their checksum."""
+    try:
+        with np.load(path) as stored:
+            array, digest = stored[name], str(stored["sha256"])
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(type(error).__name__) from None
+    if hashlib.sha256(array.tobytes()).hexdigest() != digest:
+        raise ChecksumError("the values fail their checksum")
+    return array

@@ -161,11 +161,10 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
     """
     onnx = _onnx()
     input_shape = tuple(int(n) for n in input_shape)
-    with no_grad():  # the output's shape, and a clear error now if the model does not take such inputs
-        out = model(Tensor(np.zeros((1, *input_shape), np.float32)))
-    with no_grad():
+    with no_grad():  # one pass through the layers: each one's input shape, and a clear error if one refuses it
         exporter = _Exporter(onnx, Tensor(np.zeros((1, *input_shape), np.float32)))
         output = exporter.add(model, "input", "")
+    out = exporter.sample  # the model's output for one example
     spatial = [f"S{i + 1}" for i in range(len(input_shape) - 1)] if _takes_any_size(model, input_shape, out.shape) \
         else list(input_shape[1:])
     helper = onnx.helper
@@ -383,7 +382,7 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
         return F.avgpool(x, tuple(attributes["kernel_shape"]))
     if op == "Flatten":
         axis = attributes["axis"] + (x.ndim if attributes["axis"] < 0 else 0)  # in [0, ndim]: -1 leaves the last
-        # (d0 ... d(axis-1), d(axis) ... d(ndim-1)) -> (d0 ... d(axis-1), d(axis) ... d(ndim-1)) as two axes
+        # (d0, ..., d(ndim-1)) -> (d0 * ... * d(axis-1), d(axis) * ... * d(ndim-1))
         return F.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
     if op == "GlobalAveragePool":
         return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)

@@ -35,17 +35,15 @@ carry FFmpeg, so nothing else needs installing).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..checks import as_tuple, integer
-from ..files import write_bytes_atomically
+from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, write_bytes_atomically
 from .datasets import cache_dir
 from .idx import DatasetError
 
@@ -231,23 +229,23 @@ log = logging.getLogger("tinyflux.data")
 def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
     """The clip cached in ``path`` if it is whole and its checksum matches; None otherwise (decode it again)."""
     try:
-        with np.load(path) as stored:
-            clip, digest = stored["clip"], str(stored["sha256"])
+        clip = read_checked_npz(path, "clip")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        log.warning("%s: a damaged cached clip (%s); decoding the clip again", path, type(error).__name__)
-        return None
-    if clip.shape != shape or clip.dtype != np.uint8 or hashlib.sha256(clip.tobytes()).hexdigest() != digest:
+    except ChecksumError:
         log.warning("%s: a cached clip that fails its checksum; decoding the clip again", path)
+        return None
+    except ValueError as error:
+        log.warning("%s: a damaged cached clip (%s); decoding the clip again", path, error)
+        return None
+    if clip.shape != shape or clip.dtype != np.uint8:
+        log.warning("%s: a cached clip of another shape or type; decoding the clip again", path)
         return None
     return clip
 
 
 def _cache_bytes(clip: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, clip=clip, sha256=np.array(hashlib.sha256(clip.tobytes()).hexdigest()))
-    return buffer.getvalue()
+    return checked_npz_bytes("clip", clip)
 
 
 def _check_fits_in_memory(count: int, frames: int, size: tuple[int, int], split: str) -> None:

@@ -24,13 +24,12 @@ head then costs a look-up per clip instead of the network's forward pass. ``cach
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import zipfile
 
 import numpy as np
 
 from ..backends import get_array_module, to_cpu_array
+from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, write_bytes_atomically
 from ..modes import no_grad
 from ..tensor import Tensor, as_tensor
 from .module import Module
@@ -108,24 +107,19 @@ class _Frozen(Module):
     def _from_disk(self, key: str) -> bool:
         path = self._path(key)
         try:
-            with np.load(path) as stored:
-                features, digest = stored["features"], str(stored["sha256"])
+            self._memory[key] = read_checked_npz(path, "features")
         except FileNotFoundError:
             return False
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-            log.warning("%s: damaged cached features (%s); computing them again", path, type(error).__name__)
-            return False
-        if hashlib.sha256(features.tobytes()).hexdigest() != digest:
+        except ChecksumError:
             log.warning("%s: cached features that fail their checksum; computing them again", path)
             return False
-        self._memory[key] = features
+        except ValueError as error:
+            log.warning("%s: damaged cached features (%s); computing them again", path, error)
+            return False
         return True
 
     def _to_disk(self, key: str, features: np.ndarray) -> None:
-        from ..files import write_bytes_atomically
-        buffer = io.BytesIO()
-        np.savez(buffer, features=features, sha256=np.array(hashlib.sha256(features.tobytes()).hexdigest()))
-        write_bytes_atomically(self._path(key), buffer.getvalue())
+        write_bytes_atomically(self._path(key), checked_npz_bytes("features", features))
 
 
 class FrameFeatures(_Frozen):
