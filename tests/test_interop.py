@@ -211,10 +211,67 @@ def test_a_pytorch_state_dict_loads_by_order_and_shape_and_gives_pytorchs_output
 def test_a_state_dict_that_does_not_fit_is_refused_with_both_sides():
     model = nn.Chain(nn.Conv((3, 3), 1, 4, tf.relu, pad=1), nn.flatten, nn.Dense(256, 3))
     before = [p.data.copy() for p in model.parameters()]
-    with pytest.raises(ValueError, match=r"(?s)does not fit the model by order and shape \(6 tensors against 4 "
-                                         r"parameters\).*3.weight .*\(8, 4, 3, 3\).*\| 2.weight"):
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model by order and shape \(6 weights and biases "
+                                         r"against 4\).*3.weight .*\(8, 4, 3, 3\).*\| 2.weight"):
         tf.load_state_dict(model, DATA / "torch_small.safetensors")
     assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))  # nothing changed
+
+
+def torch_encdec_in_tinyflux():
+    def block(activation=tf.relu):
+        return [nn.Conv((3, 3), 4, 4, pad=1), nn.BatchNorm(4, activation)]
+    return nn.Chain(*block(), *block(), *block(), nn.Conv((3, 3), 4, 4, pad=1), nn.flatten, nn.Dense(4 * 6 * 6, 3))
+
+
+def test_a_state_dict_with_words_in_its_names_is_refused_without_its_module_order():
+    model = torch_encdec_in_tinyflux()
+    before = [t.data.copy() for t in model.parameters()]
+    with pytest.raises(ValueError, match=r"does not keep the order.*decoder\.0\.bias.*order=list"):
+        tf.load_state_dict(model, DATA / "torch_encdec.safetensors")
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("given", ["order", "mapping"])
+def test_a_state_dict_with_batch_norm_and_same_shape_layers_gives_pytorchs_outputs(given):
+    io = np.load(DATA / "torch_encdec_io.npz")
+    order = [str(name) for name in io["order"]]
+    model = torch_encdec_in_tinyflux()
+    if given == "order":
+        pairs = tf.load_state_dict(model, DATA / "torch_encdec.safetensors", order=order)
+    else:
+        arrays = tf.safetensors._read(DATA / "torch_encdec.safetensors")
+        pairs = tf.load_state_dict(model, {name: arrays[name] for name in order})
+    assert pairs[0] == ("encoder.0.weight", "0.weight") and pairs[8] == ("decoder.0.weight", "4.weight")
+    assert ("encoder.1.running_mean", "1.running_mean") in pairs and ("decoder.1.running_var", "5.running_var") in pairs
+    assert not np.allclose(model[1].running_mean.data, 0)  # the statistics came with the weights
+    np.testing.assert_allclose(model.eval()(tf.Tensor(io["x"])).data, io["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_an_order_that_leaves_out_a_name_is_refused():
+    order = [str(name) for name in np.load(DATA / "torch_encdec_io.npz")["order"]]
+    with pytest.raises(ValueError, match="order= does not name head.bias"):
+        tf.load_state_dict(torch_encdec_in_tinyflux(), DATA / "torch_encdec.safetensors", order=order[:-1])
+
+
+def test_safetensors_keep_batch_norm_statistics_and_warn_of_nan(tmp_path):
+    model = torch_encdec_in_tinyflux()
+    model[1].running_mean.data[...] = np.arange(4)
+    model[3].running_var.data[...] = 7
+    tf.safetensors.save(tmp_path / "w.safetensors", model)
+    other = torch_encdec_in_tinyflux()
+    tf.safetensors.load(tmp_path / "w.safetensors", other)
+    assert all(a.data.tobytes() == b.data.tobytes() for (_, a), (_, b) in zip(model.named_buffers(),
+                                                                              other.named_buffers()))
+    import safetensors.numpy
+    arrays = {name: t.data for name, t in model.named_parameters()}  # as an older tinyflux wrote it
+    (tmp_path / "old.safetensors").write_bytes(safetensors.numpy.save(arrays))
+    with pytest.warns(UserWarning, match="holds no running statistics.*1.running_mean"):
+        tf.safetensors.load(tmp_path / "old.safetensors", torch_encdec_in_tinyflux())
+    arrays.update({name: t.data for name, t in model.named_buffers()})
+    arrays["0.weight"] = np.full_like(arrays["0.weight"], np.nan)
+    (tmp_path / "nan.safetensors").write_bytes(safetensors.numpy.save(arrays))
+    with pytest.warns(RuntimeWarning, match="NaN or infinity in 0.weight"):
+        tf.safetensors.load(tmp_path / "nan.safetensors", torch_encdec_in_tinyflux())
 
 
 def test_both_examples_export_their_saved_model(examples, fake_mnist, tmp_path):
