@@ -1,5 +1,6 @@
 """Checkpoints: bit-exact round trips, atomic saves, and every CheckpointError."""
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -217,6 +218,102 @@ def test_checkpoints_of_the_first_format_still_load():
             assert np.array_equal(p.data, expected[name])
         assert all(np.array_equal(m, expected[f"m{i}"]) for i, m in enumerate(opt.m))
     assert (opt.lr, opt.betas, opt.eps, opt.t) == (2e-3, (0.8, 0.99), 1e-7, 3)
+
+
+def crafted_from_format1(tmp_path, craft):
+    """A copy of the format-1 checkpoint (no checksums to get past) changed by ``craft(file, weight_name)``."""
+    path = tmp_path / "crafted.h5"
+    path.write_bytes((Path(__file__).parent / "data" / "checkpoint_format1.h5").read_bytes())
+    with h5py.File(path, "a") as f:
+        craft(f, "0.weight")
+    return path
+
+
+def format1_model():
+    return nn.Chain(nn.Conv((3, 3), 1, 2, tf.relu, pad=1), nn.MaxPool((2, 2)), nn.flatten, nn.Dense(8, 3))
+
+
+def external_storage(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(18, dtype=np.float32).tobytes())  # any file of the machine, 18 floats long
+
+    def craft(f, name):
+        del f["parameters"][name]
+        f["parameters"].create_dataset(name, (2, 1, 3, 3), np.float32, external=[(str(secret), 0, 72)])
+    return craft
+
+
+def external_link(tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as g:
+        g["parameters/0.weight"] = np.ones((2, 1, 3, 3), np.float32)
+
+    def craft(f, name):
+        del f["parameters"][name]
+        f["parameters"][name] = h5py.ExternalLink(str(other), "/parameters/0.weight")
+    return craft
+
+
+def external_group(tmp_path):
+    def craft(f, name):
+        with h5py.File(tmp_path / "group.h5", "w") as g:
+            f.copy(f["parameters"], g, "parameters")
+        del f["parameters"]
+        f["parameters"] = h5py.ExternalLink(str(tmp_path / "group.h5"), "/parameters")
+    return craft
+
+
+def virtual_dataset(tmp_path):
+    source = tmp_path / "source.h5"
+    with h5py.File(source, "w") as g:
+        g["data"] = np.ones((2, 1, 3, 3), np.float32)
+
+    def craft(f, name):
+        layout = h5py.VirtualLayout((2, 1, 3, 3), np.float32)
+        layout[...] = h5py.VirtualSource(str(source), "data", shape=(2, 1, 3, 3))
+        del f["parameters"][name]
+        f["parameters"].create_virtual_dataset(name, layout)
+    return craft
+
+
+def soft_link(tmp_path):
+    def craft(f, name):
+        f["elsewhere"] = f["parameters"][name][()]
+        del f["parameters"][name]
+        f["parameters"][name] = h5py.SoftLink("/elsewhere")
+    return craft
+
+
+@pytest.mark.parametrize("crafted, says", [
+    (external_storage, "keeps its bytes in an external file"), (external_link, "is an external link to"),
+    (external_group, "/parameters is an external link"), (virtual_dataset, "is a virtual dataset"),
+    (soft_link, "is a soft link to /elsewhere")])
+def test_a_checkpoint_that_points_outside_itself_is_refused_before_anything_is_read(tmp_path, crafted, says):
+    path = crafted_from_format1(tmp_path, crafted(tmp_path))
+    model = format1_model()
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(tf.CheckpointError, match=f"refused: .*{says}"):
+        tf.load(path, model, optim.Adam(model.parameters()))
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+def test_a_checkpoint_with_objects_where_numbers_belong_is_refused_plainly(tmp_path):
+    def craft(f, name):
+        del f["parameters"][name]
+        f["parameters"].create_dataset(name, data=np.array(["a"] * 18, dtype=object).reshape(2, 1, 3, 3),
+                                       dtype=h5py.string_dtype())
+    with pytest.raises(tf.CheckpointError, match=r"mismatched parameters/0.weight: file has object\(2, 1, 3, 3\)"):
+        tf.load(crafted_from_format1(tmp_path, craft), format1_model())
+
+
+def test_metadata_behind_an_external_link_is_refused(tmp_path):
+    def craft(f, name):
+        with h5py.File(tmp_path / "m.h5", "w") as g:
+            g.create_group("metadata").attrs["epoch"] = 99
+        del f["metadata"]
+        f["metadata"] = h5py.ExternalLink(str(tmp_path / "m.h5"), "/metadata")
+    with pytest.raises(tf.CheckpointError, match="refused: /metadata is an external link"):
+        tf.checkpoint.read_metadata(crafted_from_format1(tmp_path, craft))
 
 
 def test_an_optimizer_of_another_model_is_named(tmp_path):

@@ -29,6 +29,13 @@ with a broken open file, which otherwise crashes the process when it exits.
 Loading reads and checks everything first (every name, shape, dtype,
 checksum and optimizer attribute) and lists every problem at once; only a
 file that passes all checks changes the model and the optimizer.
+
+A checkpoint may come from anyone, so loading reads nothing from outside
+the file. HDF5 can point elsewhere in three ways, and each is refused before
+anything is read: a link to another file (or a soft link by name), a dataset
+whose bytes are kept in an external raw file ("external storage": a crafted
+file could name any file of the machine and have it read into the weights),
+and a virtual dataset assembled from other files. Datasets must hold numbers.
 """
 from __future__ import annotations
 
@@ -246,14 +253,41 @@ def read_metadata(path) -> dict:
         with h5py.File(path, "r") as f:
             if _python(f.attrs.get("format")) not in (FORMAT, *OLDER_FORMATS):
                 raise CheckpointError(f"{path}: not a tinyflux checkpoint")
-            if "metadata" not in f:
+            metadata = _member(f, "metadata")
+            if metadata is None:
                 return {}
-            if _python(f.attrs.get("format")) == FORMAT and not _attributes_intact(f["metadata"].attrs):
+            if _python(f.attrs.get("format")) == FORMAT and not _attributes_intact(metadata.attrs):
                 raise CheckpointError(f"{path} is damaged: its metadata attributes changed after it was saved "
                                       "(their checksum does not match)")
-            return _read_attributes(f["metadata"].attrs)
+            return _read_attributes(metadata.attrs)
     except (OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _member(group, name: str):
+    """``group.get(name)``, but refused unless ``name`` is stored inside this file (a hard link)."""
+    if group is None:
+        return None
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        target = getattr(link, "filename", "") or ""
+        kind = f"an external link to {target}:{link.path}" if target else f"a soft link to {link.path}"
+        raise CheckpointError(f"{group.file.filename}: refused: {group.name.rstrip('/')}/{name} is {kind}; a "
+                              "checkpoint reads nothing from outside itself")
+    return group.get(name)
+
+
+def _refuse_foreign_storage(dataset) -> None:
+    """Raise unless the dataset's bytes are inside the file and are numbers."""
+    where = f"{dataset.file.filename}: refused: {dataset.name}"
+    if dataset.is_virtual:
+        raise CheckpointError(f"{where} is a virtual dataset (its values come from other files)")
+    if dataset.id.get_create_plist().get_external_count():
+        raise CheckpointError(f"{where} keeps its bytes in an external file outside the checkpoint")
+    if dataset.dtype.kind not in "biuf":
+        raise CheckpointError(f"{where} holds {dataset.dtype}, not numbers")
 
 
 def _read_attributes(attrs) -> dict:
@@ -269,10 +303,10 @@ def _check_group(group, expected: dict, where: str, problems: list, checksums: b
     for name in sorted(set(group) - set(expected)):
         problems.append(f"unexpected {where}/{name}")
     for name, target in expected.items():
-        if name not in group:
+        stored = _member(group, name)
+        if stored is None:
             problems.append(f"missing {where}/{name}")
             continue
-        stored = group[name]
         if not isinstance(stored, h5py.Dataset):
             problems.append(f"mismatched {where}/{name}: a group where an array was expected")
             continue
@@ -280,6 +314,7 @@ def _check_group(group, expected: dict, where: str, problems: list, checksums: b
             problems.append(f"mismatched {where}/{name}: file has {stored.dtype}{tuple(stored.shape)}, "
                             f"expected {target.dtype}{tuple(target.shape)}")
             continue
+        _refuse_foreign_storage(stored)
         value = stored[()]
         if checksums:
             digest = _python(stored.attrs.get("sha256"))
@@ -301,20 +336,20 @@ def _read_checked(f, path, model, optimizer, names: dict):
     checksums = file_format in ARRAY_CHECKSUMS
     problems: list[str] = []
     if file_format == FORMAT:
-        for where, group in (("/", f), ("optimizer", f.get("optimizer")), ("metadata", f.get("metadata"))):
+        for where, group in (("/", f), ("optimizer", _member(f, "optimizer")), ("metadata", _member(f, "metadata"))):
             if group is not None and not _attributes_intact(group.attrs):
                 problems.append(f"checksum mismatch in the attributes of {where}: they changed after saving")
     named = dict(model.named_parameters())
-    params = _check_group(f.get("parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
+    params = _check_group(_member(f, "parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
                           checksums)
     buffers = dict(model.named_buffers())
-    if buffers or "buffers" in f:
+    if buffers or _member(f, "buffers") is not None:
         params.update({("buffers", name): value for name, value in _check_group(
-            f.get("buffers"), {n: b.data for n, b in buffers.items()}, "buffers", problems, checksums).items()})
+            _member(f, "buffers"), {n: b.data for n, b in buffers.items()}, "buffers", problems, checksums).items()})
 
     hyper, arrays = {}, {}
     if optimizer is not None:
-        group = f.get("optimizer")
+        group = _member(f, "optimizer")
         if group is None:
             problems.append("missing optimizer (the checkpoint was saved without one)")
         else:
@@ -330,7 +365,7 @@ def _read_checked(f, path, model, optimizer, names: dict):
             by_name = {names[id(p)]: i for i, p in enumerate(optimizer.params)}
             for kind, state in optimizer.state_arrays().items():
                 expected = {names[id(p)]: p.data for p in optimizer.params}
-                values = _check_group(group.get(kind), expected, f"optimizer/{kind}", problems, checksums)
+                values = _check_group(_member(group, kind), expected, f"optimizer/{kind}", problems, checksums)
                 arrays[kind] = [None] * len(optimizer.params)
                 for name, value in values.items():
                     arrays[kind][by_name[name]] = value
@@ -338,5 +373,6 @@ def _read_checked(f, path, model, optimizer, names: dict):
         damaged = any(p.startswith(("checksum", "missing checksum", "bad optimizer")) for p in problems)
         headline = "is damaged or does not fit the model" if damaged else "does not fit the model"
         raise CheckpointError(f"{path} {headline}:\n  " + "\n  ".join(problems))
-    metadata = _read_attributes(f["metadata"].attrs) if "metadata" in f else {}
+    metadata_group = _member(f, "metadata")
+    metadata = _read_attributes(metadata_group.attrs) if metadata_group is not None else {}
     return params, hyper, arrays, metadata
