@@ -154,6 +154,50 @@ def test_fit_refuses_a_folder_holding_a_run_before_loading_data(tmp_path):
         tf.train.fit(tiny_model, no_data, epochs=1, savepath=str(tmp_path), device="cpu")
 
 
+def test_float_images_are_not_divided_by_255_again():
+    images = np.random.default_rng(0).random((4, 8, 8)).astype(np.float64)
+    np.testing.assert_array_equal(tf.data.to_float_images(images)[:, 0], images.astype(np.float32))
+    np.testing.assert_allclose(tf.data.to_float_images(np.full((1, 2, 2), 255, np.uint8)), 1.0)
+    with pytest.raises(TypeError, match="must be uint8 .* or floating point .*, got uint16"):
+        tf.data.to_float_images(np.zeros((1, 2, 2), np.uint16))
+
+
+def test_fit_trains_on_float_images_as_given(tmp_path):
+    """The same examples as uint8 and as floats in [0, 1]: the same run, not one on images 255 times darker."""
+    images, labels = sorted_data()
+    as_uint8 = tf.train.fit(tiny_model, (images, labels), epochs=2, savepath=str(tmp_path / "a"), device="cpu")
+    as_floats = tf.train.fit(tiny_model, (images / 255, labels), epochs=2, savepath=str(tmp_path / "b"),
+                             device="cpu")
+    np.testing.assert_allclose(as_floats.train_loss, as_uint8.train_loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("data, says", [
+    ((np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64)), "training data: no examples"),
+    (([[0] * 8] * 8, [0, 1] * 4), "images must be an array .* got list"),
+    ((np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0])), "4 images but 3 labels"),
+    ((np.zeros((4, 8, 8), np.uint16), np.array([0, 1, 0, 1])), "got uint16"),
+    ((np.zeros((4, 8, 8), np.uint8), np.array([0.0, 1, 0, 1])), "labels must be integers"),
+    ((np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, -1])), "class indices from 0, got -1"),
+    ((np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 2])), "label 2 has no output: the model scores 2 classes"),
+    ((np.zeros((4, 8, 8), np.uint8), np.array([1, 1, 1, 1])), "every label is 1: with one class"),
+])
+def test_fit_refuses_data_it_cannot_learn_from_with_a_plain_message(tmp_path, data, says):
+    with pytest.raises((TypeError, tf.data.DatasetError), match=says):
+        tf.train.fit(tiny_model, data, epochs=1, savepath=str(tmp_path), device="cpu")
+
+
+def test_fit_shuffles_an_h5py_dataset(tmp_path):
+    import h5py
+    images, labels = sorted_data()
+    with h5py.File(tmp_path / "data.h5", "w") as f:
+        f["images"], f["labels"] = images, labels
+    with h5py.File(tmp_path / "data.h5", "r") as f:
+        from_file = tf.train.fit(tiny_model, (f["images"], f["labels"]), epochs=2, savepath=str(tmp_path / "a"),
+                                 device="cpu")
+    in_memory = tf.train.fit(tiny_model, (images, labels), epochs=2, savepath=str(tmp_path / "b"), device="cpu")
+    np.testing.assert_allclose(from_file.train_loss, in_memory.train_loss, rtol=1e-5)
+
+
 # -- examples/own_model.py, as a user runs it -------------------------------------------------------------------
 def own_model(*flags):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "own_model.py"), "--device", "cpu", *flags],

@@ -1,8 +1,11 @@
 """Minibatches as the model-zoo makes them: consecutive slices, the last one smaller, shuffling optional.
 
-Images and clips arrive as uint8 and leave as float32 in [0, 1] with a
-channel axis, (N, C, *S), which is what ``nn.Conv`` takes; the rule that
-tells a channel axis from a spatial one is :func:`input_layout`'s.
+Images and clips arrive as uint8 (0..255) and leave as float32 in [0, 1]
+with a channel axis, (N, C, *S), which is what ``nn.Conv`` takes; the rule
+that tells a channel axis from a spatial one is :func:`input_layout`'s.
+Floating-point images are taken as already scaled and only become float32;
+other integer types are refused, since no single divisor fits them all
+(uint16 frames may use 0..4095 or 0..65535).
 """
 from __future__ import annotations
 
@@ -50,17 +53,29 @@ def input_layout(shape: tuple, spatial_dims: int | None = None) -> tuple[int, bo
                      f"got shape {tuple(shape)}")
 
 
+def check_pixel_type(dtype) -> None:
+    """Refuse a dtype that is neither uint8 (0..255) nor floating point (already scaled)."""
+    dtype = np.dtype(dtype)
+    if dtype != np.uint8 and dtype.kind != "f":
+        raise TypeError(f"images must be uint8 (0..255, divided by 255 here) or floating point (taken as they "
+                        f"are), got {dtype}: scale them to floats in [0, 1] yourself, e.g. frames / 4095 for "
+                        "12-bit frames")
+
+
 def to_float_images(images, spatial_dims: int | None = None):
     """uint8 images or clips in 0..255 -> float32 in [0, 1], with a channel axis: (N, C, *S).
 
+    Floating-point images are only converted to float32, not divided again.
     ``(N, *S)`` gains a channel axis of size 1: MNIST's uint8 (N, 28, 28)
     becomes float32 (N, 1, 28, 28). ``(N, C, *S)`` keeps its channels. Which
     one a shape is follows the rule of :func:`input_layout`. Works on NumPy
     and CuPy arrays alike (the images may already be on the GPU).
     """
     _, has_channels = input_layout(images.shape, spatial_dims)
+    check_pixel_type(images.dtype)
     floats = images.astype(np.float32)
-    floats *= 1 / 255
+    if images.dtype == np.uint8:
+        floats *= 1 / 255
     if has_channels:
         return floats
     return floats.reshape(images.shape[0], 1, *images.shape[1:])  # (N, *S) -> (N, 1, *S): add C = 1
@@ -71,7 +86,7 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bo
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (x float32 (B, C, *S) in [0, 1], labels (B,)) batches covering the data once.
 
-    ``images`` are uint8 (N, *S) or (N, C, *S), read by the rule of
+    ``images`` are uint8 (or floats) (N, *S) or (N, C, *S), read by the rule of
     :func:`input_layout`: MNIST's (N, 28, 28) gives x of (B, 1, 28, 28).
     Consecutive examples by default, as the original does; with ``shuffle`` a
     new random order (from ``rng``) on every call, i.e. every epoch.
@@ -91,8 +106,13 @@ def _batches(images, labels, batch_size, shuffle, rng, spatial_dims):
     if shuffle:
         order = (rng or np.random.default_rng()).permutation(len(images))
         order = get_array_module(images).asarray(order)  # index GPU images with a GPU array
+    # An h5py dataset reads a list of rows only in increasing order; within one batch the order
+    # of the examples changes nothing (the loss is their mean), so such a batch is read sorted.
+    in_file = type(images).__module__.startswith("h5py")
     for start in range(0, len(images), batch_size):
         index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        if in_file and order is not None:
+            index = np.sort(index)
         yield to_float_images(images[index], spatial_dims), labels[index]
 
 

@@ -18,6 +18,7 @@ from .. import distributed
 from ..backends import get_array_module, to_cpu_array
 from ..checkpoint import CheckpointError, read_metadata
 from ..data import DatasetError, to_float_images
+from ..data.batches import check_pixel_type
 from ..files import write_bytes_atomically
 from ..functional import onecold, softmax
 from ..modes import no_grad
@@ -56,6 +57,40 @@ def accuracy(images, labels, model, comm=None) -> float:
 def any_nan(model) -> bool:
     """True if any parameter holds a NaN (training has diverged)."""
     return any(bool(get_array_module(p.data).isnan(p.data).any()) for p in model.parameters())
+
+
+def check_examples(images, labels, what: str = "data") -> None:
+    """Refuse, with a plain message, examples that training would fail on or learn nothing from.
+
+    ``images`` must be an array (NumPy, CuPy, an h5py dataset) of uint8 or floats, ``labels`` one
+    integer from 0 per example, and there must be at least one example of at least two classes.
+    """
+    for name, value in (("images", images), ("labels", labels)):
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            raise TypeError(f"{what}: {name} must be an array (numpy.ndarray, an h5py dataset...), got "
+                            f"{type(value).__name__}: np.asarray(...) turns a list into one")
+    check_pixel_type(images.dtype)
+    if len(images) != len(labels):
+        raise DatasetError(f"{what}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DatasetError(f"{what}: no examples")
+    if np.dtype(labels.dtype).kind not in "iu":
+        raise TypeError(f"{what}: labels must be integers (a class index per example), got {labels.dtype}")
+    values = to_cpu_array(labels[()] if type(labels).__module__.startswith("h5py") else labels)
+    if values.ndim != 1:
+        raise DatasetError(f"{what}: labels must have one axis (N,), got shape {tuple(values.shape)}")
+    if values.min() < 0:
+        raise DatasetError(f"{what}: labels must be class indices from 0, got {values.min()}")
+
+
+def check_labels_fit(labels, classes: int, what: str, training: bool) -> None:
+    """Refuse labels the model has no output for, and training data of one class."""
+    values = to_cpu_array(labels[()] if type(labels).__module__.startswith("h5py") else labels)
+    if values.max() >= classes:
+        raise DatasetError(f"{what}: label {values.max()} has no output: the model scores {classes} classes "
+                           f"(0..{classes - 1})")
+    if training and len(np.unique(values)) < 2:
+        raise DatasetError(f"{what}: every label is {values[0]}: with one class there is nothing to learn")
 
 
 def split_validation(images, labels, fraction: float, seed: int):

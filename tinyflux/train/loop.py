@@ -39,7 +39,8 @@ from ..functional import logit_cross_entropy
 from ..nn import Module, seed
 from ..optim import Adam, Optimizer
 from ..tensor import Tensor
-from .evaluate import accuracy, any_nan, example_shape, split_validation, warn_if_sorted
+from .evaluate import (accuracy, any_nan, check_examples, check_labels_fit, example_shape, split_validation,
+                       warn_if_sorted)
 from .flags import Settings, settings_of
 from .report import History
 from .runs import DivergedError, RunFolder, RunFolderError, deferred_interrupt, refuse_to_replace, restore
@@ -300,6 +301,9 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
     with Run(settings) as run:
         seed(settings.seed)
         (images, labels), val = data() if callable(data) else (data, val)
+        check_examples(images, labels, "training data")
+        if val is not None:
+            check_examples(*val, val_name.lower() if val_name else "validation data")
         if settings.val_split:
             (images, labels), (held, held_labels) = split_validation(images, labels, settings.val_split,
                                                                      settings.seed)
@@ -316,7 +320,9 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
         if settings.on_gpu() or settings.on_xpu():  # on the CPU the data stays as given (an h5py dataset, say)
             images, labels = settings.to_device(images), settings.to_device(labels)
             val = (settings.to_device(val[0]), settings.to_device(val[1]))
-        model(Tensor(to_float_images(val[0][:1])))  # the data fits the model, before a long run starts
+        classes = model(Tensor(to_float_images(val[0][:1]))).shape[-1]  # the data fits the model, before a long run
+        check_labels_fit(labels, classes, "training data", training=True)
+        check_labels_fit(val[1], classes, f"{val_name.lower()} data", training=False)
         if optimizer is None or (callable(optimizer) and not isinstance(optimizer, Optimizer)):
             optimizer = (optimizer or (lambda params: Adam(params, lr=settings.lr)))(model.parameters())
         schedule = schedule or ModelZoo()
