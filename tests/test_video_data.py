@@ -144,6 +144,20 @@ def test_bad_clips_and_folders_are_named(tmp_path, cache):
         data.video_folder(root, "train", frames=2, size=4)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_pipe_or_a_link_loop_named_as_a_video_is_refused_not_read(tmp_path, cache):
+    root = tmp_path / "set"
+    make_class(root, "train", "a")
+    folder = make_class(root, "train", "b")
+    os.mkfifo(folder / "pipe.mp4")  # reading it would wait forever for a writer
+    with pytest.raises(DatasetError, match=r"pipe.mp4: neither a video file .* \(a pipe, socket or device"):
+        data.video_folder(root, "train", frames=2, size=4)
+    (folder / "pipe.mp4").unlink()
+    os.symlink(folder / "loop.mp4", folder / "loop.mp4")
+    with pytest.raises(DatasetError, match=r"loop.mp4: neither a video file .* \(a link to nothing, or a loop"):
+        data.video_folder(root, "train", frames=2, size=4)
+
+
 def test_a_video_without_frames_is_refused(shapes, tmp_path, cache):
     path = tmp_path / "set" / "train" / "a" / "empty.mp4"
     path.parent.mkdir(parents=True)

@@ -126,6 +126,12 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     lines = (tmp_path / "answers.csv").read_text().splitlines()
     assert len(rows) == 1 and lines[0] == "clip,class1,p1,class2,p2,class3,p3" and len(lines) == 2
     assert lines[1].startswith(str(root / "test" / "up")) and rows[0][1][0][0] in lines[1]
+    (root / "test" / "up" / "cover.jpg").write_bytes(b"a picture beside the clips, not a frame of one")
+    with caplog.at_level(logging.WARNING):
+        rows = video.predict_clips(video.parse_args(["--predict", str(root / "test" / "up"), "--savepath",
+                                                     str(tmp_path / "run"), "--device", "cpu"]))
+    assert [name for name, _ in rows] == [str(p) for p in sorted((root / "test" / "up").glob("*.mp4"))]
+    assert "left out, not clips: cover.jpg" in caplog.text
 
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'tinyflux[onnxruntime]')")
     from test_interop import run_in_onnxruntime  # --export-onnx builds the model as trained, without --video-dir

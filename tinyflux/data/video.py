@@ -52,6 +52,8 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CACHE_FORMAT = 2  # part of every cache key (2: .npz with a checksum); a change of decoding changes it
 MISSING_AV = "reading video needs PyAV (FFmpeg for Python): pip install 'tinyflux[video]'"
 
+log = logging.getLogger("tinyflux.data")
+
 
 def _av():
     try:
@@ -101,23 +103,46 @@ def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list
         if not members:
             raise DatasetError(f"{folder / name}: empty class folder (no video files or frame folders)")
         for path in members:
-            if not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
-                raise DatasetError(f"{path}: neither a video file ({', '.join(VIDEO_SUFFIXES)}) "
-                                   "nor a folder of frame images")
+            if not (path.is_dir() or is_video_file(path)):
+                raise DatasetError(f"{path}: neither a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of "
+                                   f"frame images{_what_else(path)}")
             paths.append(path)
             labels.append(label)
     return paths, np.asarray(labels, dtype=np.int64), found
 
 
+def is_video_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file named as a video (a pipe or a device named so would block the read)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+
+
+def _what_else(path: Path) -> str:
+    """Why a path named like a clip is none: a dangling link or a link loop, a pipe, a device."""
+    if path.is_symlink() and not path.exists():
+        return " (a link to nothing, or a loop of links)"
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        return " (a pipe, socket or device, not a regular file)"
+    return ""
+
+
 def is_frame_folder(path: Path) -> bool:
-    """Whether ``path`` is a clip given as a folder of frame images."""
-    return path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    """Whether ``path`` is a clip given as a folder of frame images (and no video files or clip folders)."""
+    if not path.is_dir():
+        return False
+    members = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return (any(p.suffix.lower() in FRAME_SUFFIXES for p in members) and
+            not any(is_video_file(p) or p.is_dir() for p in members))
 
 
 def clip_files(folder: Path) -> list[Path]:
-    """The clips in ``folder``, in name order: its video files and its folders of frames."""
-    clips = sorted(p for p in Path(folder).iterdir() if not p.name.startswith(".") and
-                   (p.suffix.lower() in VIDEO_SUFFIXES or is_frame_folder(p)))
+    """The clips in ``folder``, in name order: its video files and its folders of frames.
+
+    Other files (a ``cover.jpg`` beside the clips, notes) are left out with a warning naming them."""
+    members = sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))
+    clips = [p for p in members if is_video_file(p) or is_frame_folder(p)]
+    others = [p for p in members if p not in clips]
+    if clips and others:
+        log.warning(f"{folder}: left out, not clips: " + ", ".join(f"{p.name}{_what_else(p)}" for p in others))
     if not clips:
         raise DatasetError(f"{folder}: no clips in it (video files {', '.join(VIDEO_SUFFIXES)} or frame folders)")
     return clips
@@ -221,9 +246,6 @@ def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
         raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as an image "
                            f"({type(error).__name__})") from None
-
-
-log = logging.getLogger("tinyflux.data")
 
 
 def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:

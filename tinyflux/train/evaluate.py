@@ -164,6 +164,9 @@ def classify_clips(model, path, decoded: tuple[int, int], classes: list[str], vi
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"--predict: {path} does not exist")
+    if not (path.is_file() or path.is_dir()):
+        raise DatasetError(f"--predict: {path} is neither a video file nor a folder of clips or frames "
+                           "(a pipe or a device?)")
     clips = [path] if path.is_file() or video.is_frame_folder(path) else video.clip_files(path)
     rows = []
     for clip in clips:
