@@ -99,6 +99,12 @@ def test_capture_refuses_what_it_cannot_record(request, monkeypatch):
     with pytest.raises(ValueError, match="labels must lie in 0..9, got values from 0 to 10"):
         step(x, np.array([0, 1, 2, 10]))
 
+    with_dropout = tf.nn.Chain(*model.layers[:-1], tf.nn.Dropout(0.5), model.layers[-1])
+    with pytest.raises(tf.CaptureError, match=r"Dropout\(0.5\) draws a new mask every step, which a captured step"):
+        tf.capture(with_dropout, tf.logit_cross_entropy, optim.Adam(with_dropout.parameters()), x, y)
+    with_dropout.eval()  # without dropping, nothing random is recorded: that captures
+    tf.capture(with_dropout, tf.logit_cross_entropy, optim.Adam(with_dropout.parameters()), x, y)
+
 
 def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_path):
     """tf.load between replays writes into the buffers the graph reads, and its t reaches the Adam kernel."""

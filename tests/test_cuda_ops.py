@@ -46,3 +46,16 @@ def test_gemm_splits_long_sums_and_adds_the_parts(gpu_path):
     np.testing.assert_allclose(gpu_path.ops.gemm(a, b), a @ b, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gpu_path.ops.gemm(a[:, :9], b[:9]), a[:, :9] @ b[:9], rtol=1e-5)  # short sums: whole
     assert gpu_path.launches == ["gemm", "sum_splits", "gemm"]
+
+
+def test_gemm_of_mixed_types_promotes_as_matmul_does(gpu_path):
+    """The kernel reads both operands as the first one's type: float32 @ float64 read float64 bytes as float32."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((5, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 3))  # float64
+    for x, y in ((a, b), (b.T.copy(), a.T.copy())):
+        product = gpu_path.ops.gemm(x, y)
+        assert product.dtype == np.float64
+        np.testing.assert_allclose(product, x.astype(np.float64) @ y.astype(np.float64), rtol=1e-6)
+    with pytest.raises(TypeError, match="float32 or float64, got int64 @ int64"):
+        gpu_path.ops.gemm(np.ones((2, 2), np.int64), np.ones((2, 2), np.int64))

@@ -255,10 +255,18 @@ class CudaOps(NumpyOps):
         self._launch("adam", p.dtype, p.size, (p, g, m, v, hyper, np.int64(p.size)))
 
     def gemm(self, a, b):
-        """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with tinyflux's own kernel (see ``gemm`` in kernels.cu)."""
+        """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with tinyflux's own kernel (see ``gemm`` in kernels.cu).
+
+        The kernel reads both operands as one type, so mixed types are first promoted as ``a @ b``
+        would (float32 with float64 gives float64); other types than those two are refused.
+        """
         (m, k), (k_b, n) = a.shape, b.shape
         if k != k_b:
             raise ValueError(f"gemm: inner sizes differ: {a.shape} @ {b.shape}")
+        dtype = np.result_type(a.dtype, b.dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"gemm: the kernel multiplies float32 or float64, got {a.dtype} @ {b.dtype}")
+        a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
         splits, chunk = gemm_splits(m, n, k)
         values = (m, n, k, *_element_strides(a), *_element_strides(b), splits, chunk)
         sizes = self._device(("sizes", *values), lambda: np.array(values, dtype=np.int64))

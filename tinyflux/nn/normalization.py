@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F  # noqa: F401 (the doctests use F.relu)
+from ..modes import modes
+from ..cuda_graph import CaptureError
 from ..backends import get_array_module
 from ..checks import as_tuple, integer, real
 from ..functional.normalization import adaptive_avgpool, avgpool, batch_norm, instance_norm
@@ -80,6 +82,9 @@ class Dropout(Module):
         x = as_tensor(x)
         if not self.training or self.p == 0:
             return x
+        if modes.capture:  # the mask is drawn on the host's side of the step: a graph would replay one forever
+            raise CaptureError(f"{self.signature()} draws a new mask every step, which a captured step (a CUDA "
+                               "graph, --graph) would replay unchanged: train this model without --graph")
         xp = get_array_module(x.data)
         count = int(self.draws.data[0])  # kept on the host (tf.gpu moves only floating buffers): no GPU wait
         self.draws.data[0] = count + 1
