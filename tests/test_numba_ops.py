@@ -174,7 +174,7 @@ def test_many_blocks_on_one_and_on_two_threads_give_the_numbers_of_one_block(rng
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     whole = run_conv_pool(x, w, (1, 1), (2, 2), kernels=True)
     monkeypatch.setattr(numba_blocks, "BLOCK_BYTES", 27 * 4 * 4 * 7)  # 7 positions of columns (fewest 64)
-    assert len(numba_blocks._blocks(5 * 16 * 5, 27 * 4, 4, 1)) > 4  # (E of this layer: U1 * N * L2)
+    assert len(numba_blocks._blocks(5 * 16 * 5, 27 * 4, 4)) > 4  # (E of this layer: U1 * N * L2)
     threads = numba.get_num_threads()
     for lanes in (1, 2):
         numba.set_num_threads(min(lanes, numba.config.NUMBA_NUM_THREADS))
@@ -184,6 +184,28 @@ def test_many_blocks_on_one_and_on_two_threads_give_the_numbers_of_one_block(rng
             numba.set_num_threads(threads)
         for got, expected in zip(blocked[:3], whole[:3]):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("block_bytes", [None, 27 * 4 * 4 * 7], ids=["default-blocks", "many-small-blocks"])
+def test_block_gradients_are_the_same_bits_on_one_two_and_three_threads(rng, monkeypatch, block_bytes):
+    """The weight and input gradients add every block's share: in one fixed order, whatever the lanes."""
+    if block_bytes:
+        monkeypatch.setattr(numba_blocks, "BLOCK_BYTES", block_bytes)
+    x = rng.standard_normal((16, 3, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    results = []
+    for lanes in (1, 2, 3):
+        pooled, saved = numba_blocks.conv_pool_blocks(x, w, (1, 1), (2, 2), lanes, bias)
+        gy = np.cos(np.arange(pooled.size)).reshape(pooled.shape).astype(np.float32)
+        results.append([np.ascontiguousarray(pooled), *numba_blocks.conv_pool_blocks_backward(
+            gy, w, saved, (True, True, True), lanes)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+    (y, gx, gw, gb), _ = run_op(x, w, (1, 1), (2, 2), kernels=False, b=bias)  # the NumPy path: the oracle
+    for got, expected in zip(results[0], (y, gx, gw, gb)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_a_chain_with_relu_gives_the_same_model_with_kernels_on_and_off(rng):

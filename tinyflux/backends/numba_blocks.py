@@ -25,11 +25,18 @@ only the GEMMs used both. Here the blocks are dealt out to ``lanes`` Python
 threads, each running its own blocks' copies, products (on one BLAS thread)
 and pooling; Numba's kernels release the GIL (``nogil``), as NumPy's matmul
 does. The phase planes are filled before the blocks, and the input gradient
-copied out of them after, each lane taking a share of the channels. Each
-lane adds its weight and input gradients into buffers of its own, summed in
-lane order at the end, so the last bits of those two gradients depend on the
-number of lanes, which is the number of threads (a run resumed on the same
-machine repeats its numbers).
+copied out of them after, each lane taking a share of the channels.
+
+Why the same numbers on any number of threads. Floating-point addition is
+not associative, so the weight and input gradients, which add up every
+block's share, must add them in one order whatever the threads. The blocks
+are cut by the shapes alone, and dealt out to a fixed number of ``GROUPS``
+(block g to group g mod GROUPS); each group adds its blocks in order into
+buffers of its own, whichever lane runs it, and the groups' sums are added
+in group order at the end. One thread, two or three then give the same bits,
+so a run split over processes, or resumed with another thread count,
+repeats the numbers of a single run. The price is GROUPS buffers of the
+input gradient instead of one per thread.
 
 With a bias b the op returns relu(pooled + b) (``nn.Chain`` asks for that
 after a Conv with ReLU): one pass over the contiguous pooled buffer, where a
@@ -55,6 +62,7 @@ from .numpy_ops import (PoolGeometry, _pooled_offsets, copy_from_planes, copy_in
                         input_gradient, memory_order, pool_geometry, pooled_inside, pooled_to_batch_first)
 
 BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
+GROUPS = 4  # the backward pass's partial sums; more threads than this wait in the backward pass
 
 
 @numba.njit(nogil=True, cache=True)
@@ -171,11 +179,11 @@ def _table(geometry: PoolGeometry) -> np.ndarray:
     return table
 
 
-def _blocks(length: int, rows: int, itemsize: int, lanes: int) -> list:
-    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each, and at least two per lane where the
-    positions allow (so that no lane waits long for the last one)."""
+def _blocks(length: int, rows: int, itemsize: int) -> list:
+    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each, and at least two per group where the
+    positions allow (so that no lane waits long for the last one). They depend on the shapes only."""
     size = max(64, BLOCK_BYTES // (rows * itemsize))
-    size = min(size, -(-length // (2 * lanes)))
+    size = min(size, -(-length // (2 * GROUPS)))
     size = max(1, size)
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
@@ -221,8 +229,8 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
     pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
     winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
-    blocks = _blocks(length, rows * windows, x.itemsize, lanes)
-    lanes = min(lanes, len(blocks))
+    blocks = _blocks(length, rows * windows, x.itemsize)
+    lanes = min(lanes, len(blocks))  # each position is written once: any lane may take any block
 
     def work(lane):
         size = max(e1 - e0 for e0, e1 in blocks)
@@ -257,32 +265,38 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     if activated is not None:  # the ReLU's gradient first; the extra positions hold 0 in gy_ext
         _relu_grad(gy_ext, activated)
         gb = gy_ext.sum(axis=1) if needs[2] else None
-    blocks = _blocks(gy_ext.shape[1], rows * windows, gy.itemsize, lanes)
-    lanes = min(lanes, len(blocks))
+    blocks = _blocks(gy_ext.shape[1], rows * windows, gy.itemsize)
+    groups = min(GROUPS, len(blocks))
+    lanes = min(lanes, groups)
 
     def work(lane):
-        gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None  # this lane's sum, (C*prod(K), O)
-        gflat = np.zeros_like(flat) if needs[0] else None  # (C, R, F)
+        """The sums of the groups lane, lane + lanes, ...: [(group, gw_rows, gflat), ...]."""
         size = max(e1 - e0 for e0, e1 in blocks)
         col_buffer, gy_buffer = np.empty(rows * windows * size, gy.dtype), np.empty(o * windows * size, gy.dtype)
-        for e0, e1 in blocks[lane::lanes]:
-            gy_rows = gy_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
-            _unpool(gy_ext, winner, e0, gy_rows.reshape(o, windows, e1 - e0))
-            col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows * (e1 - e0))
-            if needs[1]:
-                _columns(flat, table, e0, e1, col.reshape(rows, windows, e1 - e0))
-                gw_rows += col @ gy_rows.T  # (C*prod(K), R*B) @ (R*B, O)
-            if needs[0]:
-                np.matmul(w_rows.T, gy_rows, out=col)  # gcol: (C*prod(K), O) @ (O, R*B), into the columns' buffer
-                _add_columns(col.reshape(rows, windows, e1 - e0), table, e0, e1, gflat)
-        return gw_rows, gflat
+        done = []
+        for group in range(lane, groups, lanes):
+            gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None  # this group's sum, (C*prod(K), O)
+            gflat = np.zeros_like(flat) if needs[0] else None  # (C, R, F)
+            for e0, e1 in blocks[group::groups]:
+                gy_rows = gy_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
+                _unpool(gy_ext, winner, e0, gy_rows.reshape(o, windows, e1 - e0))
+                col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows * (e1 - e0))
+                if needs[1]:
+                    _columns(flat, table, e0, e1, col.reshape(rows, windows, e1 - e0))
+                    gw_rows += col @ gy_rows.T  # (C*prod(K), R*B) @ (R*B, O)
+                if needs[0]:
+                    np.matmul(w_rows.T, gy_rows, out=col)  # gcol: (C*prod(K), O) @ (O, R*B), into the columns
+                    _add_columns(col.reshape(rows, windows, e1 - e0), table, e0, e1, gflat)
+            done.append((group, gw_rows, gflat))
+        return done
 
-    sums = RUNNER.run(work, lanes)
+    by_group = sorted((part for lane_parts in RUNNER.run(work, lanes) for part in lane_parts), key=lambda p: p[0])
+    sums = [(gw_rows, gflat) for _, gw_rows, gflat in by_group]  # in group order, whatever lane ran each
     gx = gw = None
     if needs[0]:
         gx = input_gradient(geometry, gy.dtype, np)  # (N, C, *S), zeros
 
-        def add_lanes_and_copy(lane):  # this lane's share of the channels: the lanes' sums, then into gx
+        def add_groups_and_copy(lane):  # this lane's share of the channels: the groups' sums, then into gx
             channels = _share(c, lane, copy_lanes)
             total = sums[0][1]
             for _, more in sums[1:]:
@@ -290,7 +304,7 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
             copy_from_planes(total, geometry, gx, channels)
 
         copy_lanes = min(lanes, c)
-        RUNNER.run(add_lanes_and_copy, copy_lanes)
+        RUNNER.run(add_groups_and_copy, copy_lanes)
     if needs[1]:
         gw_rows = sums[0][0]
         for more, _ in sums[1:]:

@@ -35,8 +35,7 @@ the window's first position instead of computing four indices per term.
 
 Each output is summed by one thread in a fixed order, so the results do not
 depend on the number of threads, and a resumed run repeats its numbers
-(``numba_blocks`` adds its threads' sums at the end: there the last bits do
-depend on the number of threads).
+(``numba_blocks`` adds fixed groups of blocks in a fixed order, to the same end).
 """
 from __future__ import annotations
 
