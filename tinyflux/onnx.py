@@ -42,6 +42,7 @@ also run the exports in ``onnxruntime``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -216,7 +217,7 @@ def _attributes(onnx, node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _check_node(node, attributes: dict) -> None:
+def _check_node(node, attributes: dict, weights: dict) -> None:
     """Refuse the variants of supported operations that tinyflux does not have, naming the node."""
     where = f"{node.op_type} node {node.name or '(unnamed)'}"
     if node.op_type not in SUPPORTED:
@@ -241,6 +242,11 @@ def _check_node(node, attributes: dict) -> None:
     if node.op_type == "BatchNormalization" and attributes.get("training_mode", 0):
         raise OnnxImportError(f"onnx.load: the {where} has training_mode=1 (batch statistics at inference); "
                               "tinyflux imports models for inference, with the running statistics")
+    if node.op_type == "Dropout" and (attributes.get("is_test", 1) == 0 or  # before opset 7: is_test=0 trains
+                                      (len(node.input) > 2 and node.input[2] and
+                                       bool(np.asarray(weights.get(node.input[2], True)).any()))):
+        raise OnnxImportError(f"onnx.load: the {where} drops at random (training_mode true, or not a constant); "
+                              "tinyflux imports models for inference, where Dropout passes its input on")
 
 
 def _conv(weight: np.ndarray, bias, attributes: dict) -> nn.Conv:
@@ -274,7 +280,7 @@ def _as_chain(onnx, graph, weights: dict):
     current, layers = graph.input[0].name, []
     for node in graph.node:
         attributes = _attributes(onnx, node)
-        _check_node(node, attributes)
+        _check_node(node, attributes, weights)
         data_inputs = [name for name in node.input if name and name not in weights]
         if data_inputs != [current] or node.op_type in ("Add", "ReduceMean", "Reshape"):
             return None  # a branch or a join, or shapes that only the Graph follows: not a chain
@@ -307,6 +313,9 @@ def _as_chain(onnx, graph, weights: dict):
         elif node.op_type == "Flatten":
             layers.append(F.flatten)
         elif node.op_type == "GlobalAveragePool":
+            following = graph.node[list(graph.node).index(node) + 1:][:1]
+            if not (following and following[0].op_type == "Flatten" and _attributes(onnx, following[0])["axis"] == 1):
+                return None  # GlobalMeanPool drops the axes of size 1 that ONNX keeps: the Graph keeps them
             layers.append(nn.GlobalMeanPool())
         current = node.output[0]  # Dropout and Identity pass their input on
     if current != graph.output[0].name:
@@ -330,7 +339,7 @@ class Graph(nn.Module):
         trainable = set()
         for node in graph.node:
             attributes = _attributes(onnx, node)
-            _check_node(node, attributes)
+            _check_node(node, attributes, weights)
             if node.op_type in ("Conv", "Gemm"):
                 trainable.update(name for name in node.input[1:] if name)
             self.nodes.append((node.op_type, list(node.input), node.output[0], attributes))
@@ -414,10 +423,30 @@ def _run(op: str, args: list, attributes: dict) -> Tensor:
     return x  # Dropout and Identity: the input, unchanged, at inference
 
 
+def _read(onnx, path, check: bool = False):
+    """The ModelProto in ``path``; OnnxImportError naming the file when it is missing, empty, cut short or invalid
+    (protobuf's own errors name neither the file nor the cause)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise OnnxImportError(f"onnx.load: {path}: no such file")
+    if path.stat().st_size == 0:
+        raise OnnxImportError(f"onnx.load: {path}: the file is empty")
+    try:
+        proto = onnx.load(str(path))
+        if check:
+            onnx.checker.check_model(proto)
+    except Exception as error:  # protobuf's DecodeError, onnx's ValidationError, an OSError...
+        raise OnnxImportError(f"onnx.load: {path}: not a readable ONNX model, damaged or cut short? "
+                              f"({type(error).__name__}: {str(error)[:200]})") from None
+    if not proto.graph.node:
+        raise OnnxImportError(f"onnx.load: {path}: the model has no nodes (not an ONNX model, or cut short?)")
+    return proto
+
+
 def input_shape(path) -> tuple:
     """The shape of the input of the ONNX model in ``path``: an int per fixed axis, a name per dynamic one."""
     onnx = _onnx()
-    graph = onnx.load(str(path)).graph
+    graph = _read(onnx, path).graph
     weights = {init.name for init in graph.initializer}
     [value] = [value for value in graph.input if value.name not in weights][:1] or [None]
     if value is None:
@@ -429,8 +458,7 @@ def load(path):
     """The ONNX model in ``path`` as a tinyflux model, in evaluation mode: an ``nn.Chain`` for a sequence of
     layers, else a :class:`Graph`."""
     onnx = _onnx()
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto)
+    proto = _read(onnx, path, check=True)
     graph = proto.graph
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in weights]  # old exporters list weights as inputs
