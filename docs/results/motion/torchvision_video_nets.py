@@ -1,6 +1,8 @@
 """torchvision's video networks (r3d_18, mc3_18, r2plus1d_18), randomly initialised, exported to ONNX both ways
 and imported by tinyflux: outputs against PyTorch's, and a frozen backbone's features cached against computed
-every epoch. Needs PyTorch (pip install torch==2.13.0 torchvision onnx onnxscript onnxruntime), not a dependency.
+every epoch. Needs PyTorch and torchvision, not dependencies; on these machines torchvision runs beside
+torch 2.14.1 (pip install torch==2.14.1 torchvision==0.29.1 onnx onnxscript onnxruntime).
+The run of logs/torchvision_video_nets.txt: that environment, tinyflux installed with --no-deps.
 
     python docs/results/motion/torchvision_video_nets.py OUT_DIR
 """

@@ -6,7 +6,7 @@ VARIANT is words joined by "-": "old" (no standardisation, one global mean: the 
 "p122" (first pooling (1, 2, 2), keeping time), "gmax" (a global max instead of the mean), "diff" (frame
 differences as three more channels), "center" (each clip minus its mean colour, divided by its standard
 deviation), "inorm" (nn.InstanceNorm first), "grid" (a mean per quarter, nn.AdaptiveMeanPool((1, 2, 2))),
-"conv4" (a fourth convolution block, without pooling), "noexit" (no early exit at a validation accuracy of
+"conv4" (a fourth convolution block, without pooling), "d5" (dropout 0.5 instead of 0.3), "noexit" (no early exit at a validation accuracy of
 99.9%). The run goes to /tmp/runs/NAME.
 """
 import importlib.util
@@ -41,6 +41,7 @@ def differences(x):  # (N, 3, T, H, W) -> (N, 6, T, H, W): the frames and their 
 
 
 def build(in_channels=3, classes=4, width=16, dropout=0.3, standardize=True):
+    dropout = 0.5 if "d5" in variant else dropout
     pools = [(1, 2, 2) if "p122" in variant else (2, 2, 2), (2, 2, 2), (2, 2, 2)]
     layers, channels = [], in_channels
     if "inorm" in variant:
