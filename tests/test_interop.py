@@ -1,6 +1,7 @@
 """tf.onnx and tf.safetensors: every layer exported and run by ONNX Runtime, imports that give the same model,
 unsupported operations named, PyTorch's weights and a PyTorch-exported residual network brought in, and the
 transfer recipe (examples/transfer_video.py) run end to end."""
+import json
 import os
 import re
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+
 import numpy as np
 import pytest
 
@@ -352,3 +354,42 @@ def test_batch_normalization_in_training_mode_is_refused(tmp_path):
     onnx.save(proto, path)
     with pytest.raises(tf.onnx.OnnxImportError, match="BatchNormalization node bn has training_mode=1"):
         tf.onnx.load(path)
+
+
+def test_safetensors_in_bfloat16_load_as_the_same_values_in_float32(tmp_path):
+    values = np.array([[1.5, -2.0], [0.15625, 2.0**100]], np.float32)  # each exact in bfloat16's 8 mantissa bits
+    upper_halves = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"weight": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+                         "bias": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}).encode()
+    (tmp_path / "bf16.safetensors").write_bytes(np.uint64(len(header)).tobytes() + header + upper_halves +
+                                                np.array([0.5, -0.5], "<f4").tobytes())
+    layer = nn.Dense(2, 2)
+    tf.safetensors.load(tmp_path / "bf16.safetensors", layer)
+    np.testing.assert_array_equal(layer.weight.data, values)
+    np.testing.assert_array_equal(layer.bias.data, [0.5, -0.5])
+
+
+@pytest.mark.parametrize("write", ["onnx", "safetensors"])
+def test_a_failed_write_names_the_file_and_the_cause_and_leaves_nothing(tmp_path, monkeypatch, write):
+    model = nn.Chain(nn.flatten, nn.Dense(4, 2))
+
+    def save(path):
+        if write == "onnx":
+            pytest.importorskip("onnx")
+            return tf.onnx.export(model, path, (1, 2, 2))
+        return tf.safetensors.save(path, model)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(tf.files.WriteError, match=r"a_file/m.out: cannot write the .* there: .*a_file is a file"):
+        save(tmp_path / "a_file" / "m.out")
+    with pytest.raises(tf.files.WriteError, match=r"is a folder; give the .* a file name"):
+        save(tmp_path)
+    (tmp_path / "m.out").write_text("the earlier file")
+
+    def disk_full(source, target):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(tf.files.WriteError, match=r"m.out: could not write the .*: No space left on device "
+                                                  r"\(OSError\); any earlier file under that name is unchanged"):
+        save(tmp_path / "m.out")
+    assert (tmp_path / "m.out").read_text() == "the earlier file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "m.out"]  # no temporary file left

@@ -388,3 +388,23 @@ def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def test_a_checkpoint_this_user_may_not_read_is_not_called_damaged(tmp_path, monkeypatch):
+    model = format1_model()
+    tf.save(tmp_path / "m.h5", model)
+
+    def denied(*args, **kwargs):  # as h5py raises it (the suite runs as root, which chmod cannot stop)
+        raise PermissionError(13, "Unable to synchronously open file (Permission denied)")
+    monkeypatch.setattr(h5py, "File", denied)
+    with pytest.raises(tf.CheckpointError, match="m.h5: permission denied: this user may not read the file"):
+        tf.load(tmp_path / "m.h5", model)
+
+
+def test_nan_in_batch_norm_statistics_is_reported_on_loading(tmp_path, caplog):
+    model = nn.Chain(nn.Conv((3, 3), 1, 2, pad=1), nn.BatchNorm(2, tf.relu))
+    model[1].running_var.data[0] = np.nan
+    tf.save(tmp_path / "m.h5", model)
+    with caplog.at_level("WARNING"):
+        tf.load(tmp_path / "m.h5", model)
+    assert "loaded parameters or statistics holding NaN or infinity: 1.running_var" in caplog.text

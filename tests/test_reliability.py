@@ -244,8 +244,8 @@ def test_nan_weights_are_saved_and_loaded_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tinyflux"):
         tf.save(tmp_path / "nan.h5", model)
         tf.load(tmp_path / "nan.h5", small_model())
-    assert "saving parameters holding NaN: 0.weight" in caplog.text
-    assert "loaded parameters holding NaN: 0.weight" in caplog.text
+    assert "saving parameters or statistics holding NaN or infinity: 0.weight" in caplog.text
+    assert "loaded parameters or statistics holding NaN or infinity: 0.weight" in caplog.text
 
 
 def test_huge_logits_give_a_finite_loss_where_the_true_class_wins():

@@ -140,9 +140,11 @@ def _check_arguments(what: str, path, model, optimizer) -> Path:
 
 def _warn_if_nan(model, path, doing: str) -> None:
     """Weights with NaN are kept as they are (they may be what one wants to look at), but never silently."""
-    bad = [name for name, p in model.named_parameters() if bool(get_array_module(p.data).isnan(p.data).any())]
+    bad = [name for name, p in [*model.named_parameters(), *model.named_buffers()]
+           if p.data.dtype.kind == "f" and not bool(get_array_module(p.data).isfinite(p.data).all())]
     if bad:
-        log.warning("%s: %s parameters holding NaN: %s (the training diverged?)", path, doing, ", ".join(bad))
+        log.warning("%s: %s parameters or statistics holding NaN or infinity: %s (the training diverged?)", path,
+                    doing, ", ".join(bad))
 
 
 def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
@@ -221,6 +223,8 @@ def load(path, model, optimizer=None) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         f = h5py.File(path, "r")
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied: this user may not read the file") from None
     except OSError as error:  # empty, truncated or not HDF5 at all
         raise CheckpointError(f"{path}: not a readable HDF5 checkpoint ({error})") from None
     try:

@@ -64,6 +64,31 @@ def write_bytes_atomically(path, data: bytes) -> None:
         out.write(data)
 
 
+class WriteError(OSError):
+    """A file could not be written; the message names the file (not its temporary name) and the cause."""
+
+
+def write_file(path, data: bytes, what: str) -> Path:
+    """:func:`write_bytes_atomically` for a file a user named (``what`` says which: "ONNX model"...).
+
+    Failures become a :class:`WriteError` that names ``path`` itself, says why in words and that any
+    earlier file under that name is unchanged, instead of an OSError naming the temporary file or none.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise WriteError(f"{path}: is a folder; give the {what} a file name")
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise WriteError(f"{path}: cannot write the {what} there: "
+                         f"{next(p for p in path.parents if p.exists() and not p.is_dir())} is a file, not a folder")
+    try:
+        write_bytes_atomically(path, data)
+    except OSError as error:
+        cause = error.strerror or str(error) or "no reason given"
+        raise WriteError(f"{path}: could not write the {what}: {cause} ({type(error).__name__}); any earlier "
+                         "file under that name is unchanged") from error
+    return path
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -49,7 +49,7 @@ import numpy as np
 from . import functional as F
 from . import nn
 from .backends import to_cpu_array
-from .files import write_bytes_atomically
+from .files import write_file
 from .modes import no_grad
 from .tensor import Tensor, as_tensor
 from .version import __version__
@@ -181,7 +181,7 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
             raise TypeError(f"onnx.export: metadata {key!r} must be a string (JSON for lists), got {type(text).__name__}")
         proto.metadata_props.add(key=str(key), value=text)
     onnx.checker.check_model(proto, full_check=True)
-    write_bytes_atomically(path, proto.SerializeToString())
+    write_file(path, proto.SerializeToString(), "ONNX model")
     return str(path)
 
 

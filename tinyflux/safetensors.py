@@ -34,6 +34,7 @@ safetensors is an optional extra: ``pip install 'tinyflux[onnx]'`` brings it wit
 """
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_array_module, to_cpu_array
-from .files import write_bytes_atomically
+from .files import write_file
 
 MISSING = "safetensors files need the safetensors package, an optional extra: pip install 'tinyflux[onnx]'"
 STATISTICS = ("running_mean", "running_var")  # PyTorch's buffers that tinyflux's BatchNorm has too
@@ -65,8 +66,34 @@ def save(path, model) -> str:
     """Write every parameter and buffer of ``model`` to ``path`` under its tinyflux name; returns the path."""
     api = _numpy_api()
     arrays = {name: np.ascontiguousarray(to_cpu_array(t.data)) for name, t in _named_state(model)}
-    write_bytes_atomically(Path(path).expanduser(), api.save(arrays, metadata={"format": "tinyflux"}))
+    write_file(path, api.save(arrays, metadata={"format": "tinyflux"}), "safetensors file")
     return str(path)
+
+
+def _bfloat16_as_float32(data: bytes) -> dict:
+    """The tensors of a safetensors file holding bfloat16, which NumPy has no type for, as float32.
+
+    bfloat16 is the upper half of a float32 (sign, the same 8 exponent bits, 7 of the 23 mantissa
+    bits), so shifting its 16 bits up gives the float32 of exactly the same value.
+    """
+    length = int(np.frombuffer(data[:8], "<u8")[0])  # the file: 8 bytes of header length, the JSON header, data
+    header, body = json.loads(data[8:8 + length]), memoryview(data)[8 + length:]
+    arrays = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        raw = body[begin:end]
+        if entry["dtype"] == "BF16":
+            upper = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
+            arrays[name] = upper.view(np.float32).reshape(entry["shape"])
+        else:
+            arrays[name] = np.frombuffer(raw, NUMPY_TYPES[entry["dtype"]]).reshape(entry["shape"]).copy()
+    return arrays
+
+
+NUMPY_TYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+               "U8": "u1", "BOOL": "?"}
 
 
 def _read(path) -> dict:
@@ -74,9 +101,15 @@ def _read(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such safetensors file")
+    data = path.read_bytes()
     try:
-        return api.load(path.read_bytes())
+        return api.load(data)
     except Exception as error:  # the library's own error types vary with its version
+        if b'"BF16"' in data[:8 + 2**20]:
+            try:
+                return _bfloat16_as_float32(data)
+            except (ValueError, KeyError, TypeError):
+                pass
         raise ValueError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
 
 

@@ -19,7 +19,7 @@ from ..backends import get_array_module, to_cpu_array
 from ..checkpoint import CheckpointError, read_metadata
 from ..data import DatasetError, to_float_images
 from ..data.batches import check_pixel_type
-from ..files import write_bytes_atomically
+from ..files import write_file
 from ..functional import onecold, softmax
 from ..modes import no_grad
 from ..tensor import Tensor
@@ -195,4 +195,4 @@ def write_csv(path, header: list, rows: list) -> None:
     refuse_to_replace(path, "--out")
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *rows])
-    write_bytes_atomically(Path(path).expanduser(), buffer.getvalue().encode())
+    write_file(path, buffer.getvalue().encode(), "CSV file")
