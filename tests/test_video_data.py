@@ -88,6 +88,49 @@ def test_the_cache_decodes_each_clip_once_and_again_when_it_changes(clip_set, ca
     assert not [p for p in cache.iterdir() if p.suffix != ".npz"]  # no temporary files left
 
 
+def crafted_npz(claimed_shape) -> bytes:
+    """An .npz whose clip.npy header claims ``claimed_shape`` of uint8 but holds 10 bytes."""
+    import io
+    import zipfile
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": claimed_shape})
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("clip.npy", header.getvalue() + b"x" * 10)  # the header writer puts the magic first
+        z.writestr("sha256.npy", b"")
+    return archive.getvalue()
+
+
+def test_a_cached_clip_claiming_a_huge_shape_is_decoded_again_not_allocated(clip_set, cache, monkeypatch, caplog):
+    first, _, _ = data.video_folder(clip_set, "train", frames=8, size=16)
+    victim = sorted(cache.iterdir())[0]
+    victim.write_bytes(crafted_npz((10**6, 10**6)))  # a terabyte, if NumPy were asked to make room for it
+    with pytest.raises(ValueError, match=r"clip.npy claims \(1000000, 1000000\) uint8 \(1000000000000 bytes\)"):
+        from tinyflux.files import read_checked_npz
+        read_checked_npz(victim, "clip")
+    calls = counting_decoder(monkeypatch)
+    with caplog.at_level("WARNING"):
+        again, _, _ = data.video_folder(clip_set, "train", frames=8, size=16)
+    assert len(calls) == 1 and np.array_equal(first, again) and "a damaged cached clip" in caplog.text
+
+
+def test_leftovers_of_killed_cache_writes_are_removed(clip_set, cache):
+    cache.mkdir(parents=True)
+    leftover = cache / ".0123abcd.npz.999999999.k2j3.part"  # a process id that no process has
+    leftover.write_bytes(b"half a clip")
+    data.video_folder(clip_set, "train", frames=8, size=16)
+    assert not leftover.exists()
+
+
+def test_the_memory_check_takes_the_process_limit_not_the_machine(monkeypatch):
+    import resource
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (2**30, resource.RLIM_INFINITY))
+    assert video.memory_limit() == (2**30, "this process may use (ulimit -v)")
+    with pytest.raises(DatasetError, match=r"would take 1.8 GiB .* more than half of the 1.0 GiB this process may "
+                                           r"use \(ulimit -v\)"):
+        video._check_fits_in_memory(200, 16, (448, 448), "train")
+
+
 def test_frame_folders_read_like_video_files(shapes, tmp_path, cache):
     as_mp4 = shapes.make_set(tmp_path / "mp4", train=4, test=0, frames=8, height=16, width=16, seed=3)
     as_png = shapes.make_set(tmp_path / "png", train=4, test=0, frames=8, height=16, width=16, seed=3,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import tempfile
 import zipfile
@@ -148,16 +149,37 @@ def checked_npz_bytes(name: str, array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _refuse_oversized_members(path) -> None:
+    """ValueError when an array in the .npz claims more bytes than the file holds for it.
+
+    NumPy allocates the shape an .npy header claims before it reads the values, so a damaged or
+    crafted header (a shape of 10^12 values in a file of a few bytes) would otherwise ask for
+    terabytes of memory; an honest header's shape is never larger than its data.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                               np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > info.file_size:
+                    raise ValueError(f"{info.filename} claims {shape} {dtype} ({claimed} bytes) in "
+                                     f"{info.file_size} bytes")
+
+
 def read_checked_npz(path, name: str) -> np.ndarray:
     """The array that :func:`checked_npz_bytes` stored in ``path``; FileNotFoundError when there is none, and
     ValueError when the file is damaged, ChecksumError (a ValueError) when its values fail their checksum."""
     try:
+        _refuse_oversized_members(path)
         with np.load(path) as stored:
             array, digest = stored[name], str(stored["sha256"])
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise ValueError(type(error).__name__) from None
+        raise ValueError(f"{type(error).__name__}: {error}") from None
     if hashlib.sha256(array.tobytes()).hexdigest() != digest:
         raise ChecksumError("the values fail their checksum")
     return array

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import as_tuple, integer
-from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, write_bytes_atomically
+from ..files import (ChecksumError, checked_npz_bytes, read_checked_npz, remove_stale_parts,
+                     write_bytes_atomically)
 from .datasets import cache_dir
 from .idx import DatasetError
 
@@ -273,15 +274,42 @@ def _cache_bytes(clip: np.ndarray) -> bytes:
 def _check_fits_in_memory(count: int, frames: int, size: tuple[int, int], split: str) -> None:
     """Refuse, before decoding anything, clips that would not fit in this machine's memory."""
     needed = count * 3 * frames * size[0] * size[1]  # uint8 (N, 3, T, H, W)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system: no figure to compare with
+    limit = memory_limit()
+    if limit is None:  # not a POSIX system: no figure to compare with
         return
+    total, what = limit
     if needed > total // 2:
         raise DatasetError(f"video_folder: the {count} {split} clips of {frames} frames of {size[0]}x{size[1]} "
                            f"would take {needed / 2**30:.1f} GiB as uint8 (and four times that as float32 "
-                           f"batches), more than half of this machine's {total / 2**30:.1f} GiB; fewer --frames "
+                           f"batches), more than half of the {total / 2**30:.1f} GiB {what}; fewer --frames "
                            "or a smaller --size")
+
+
+def memory_limit() -> tuple[int, str] | None:
+    """(bytes, what they are) of the memory this process may use: the smallest of the machine's memory,
+    the process's address-space limit (ulimit -v) and its control group's limit (a container's
+    --memory); None where none of them can be read."""
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of this machine's memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append((soft, "this process may use (ulimit -v)"))
+    except (ImportError, ValueError, OSError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 writes a huge number for "no limit", v2 writes "max"
+            limits.append((int(text), "its control group may use (a container's limit)"))
+        break
+    return min(limits, default=None)
 
 
 def _cache_key(path: Path, frames: int, size: tuple[int, int]) -> str:
@@ -312,6 +340,8 @@ def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: lis
     _av()  # fail with the install command before anything else
     _check_fits_in_memory(len(paths), frames, size, split)
     folder = cache_dir("video-clips")
+    if cache:
+        remove_stale_parts(folder, ".npz")  # what runs killed while writing the cache left behind
     keys = [_cache_key(path, frames, size) for path in paths]
     clips = np.empty((len(paths), 3, frames, *size), dtype=np.uint8)  # (N, 3, T, H, W)
     todo = []

@@ -29,7 +29,7 @@ import logging
 import numpy as np
 
 from ..backends import get_array_module, to_cpu_array
-from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, write_bytes_atomically
+from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, remove_stale_parts, write_bytes_atomically
 from ..modes import no_grad
 from ..tensor import Tensor, as_tensor
 from .module import Module
@@ -62,6 +62,7 @@ class _Frozen(Module):
         self.std = None if std is None else np.asarray(std, np.float32)
         self.cache = cache
         self._memory: dict[str, np.ndarray] = {}
+        self._cleaned = False  # whether leftovers of killed writes were removed from the cache folder
         self._digest = None
 
     def named_parameters(self, prefix: str = ""):
@@ -119,6 +120,9 @@ class _Frozen(Module):
         return True
 
     def _to_disk(self, key: str, features: np.ndarray) -> None:
+        if not self._cleaned:  # once per object: what runs killed while writing the cache left behind
+            remove_stale_parts(self._path(key).parent, ".npz")
+            self._cleaned = True
         write_bytes_atomically(self._path(key), checked_npz_bytes("features", features))
 
 
