@@ -51,7 +51,7 @@ import h5py
 import numpy as np
 
 from .backends import get_array_module, to_cpu_array
-from .files import remove_stale_parts, write_bytes_atomically
+from .files import deferred_interrupt, remove_stale_parts, write_bytes_atomically
 from .version import __version__
 
 FORMAT = "tinyflux-checkpoint-3"  # 3: checksums over the attributes too; 2: over the arrays, every hyperparameter
@@ -197,11 +197,12 @@ def save(path, model, optimizer=None, /, **metadata) -> None:
     path = _check_arguments("save", path, model, optimizer)
     if path.parent.exists() and not path.parent.is_dir():
         raise CheckpointError(f"{path}: cannot save there: {path.parent} is a file, not a folder")
-    data = checkpoint_bytes(model, optimizer, **metadata)
-    _warn_if_nan(model, path, "saving")
-    remove_stale_parts(path.parent, target_suffix=path.suffix)  # leftovers of saves that were killed
     try:
-        write_bytes_atomically(path, data)
+        with deferred_interrupt():  # a Ctrl-C comes after the file is whole, never lost inside h5py
+            data = checkpoint_bytes(model, optimizer, **metadata)
+            _warn_if_nan(model, path, "saving")
+            remove_stale_parts(path.parent, target_suffix=path.suffix)  # leftovers of saves that were killed
+            write_bytes_atomically(path, data)
     except OSError as error:
         cause = f"{error.strerror} ({type(error).__name__})" if error.strerror else f"{type(error).__name__}: {error}"
         raise CheckpointError(f"{path}: could not save the checkpoint: {cause}; "

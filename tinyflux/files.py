@@ -18,7 +18,9 @@ import hashlib
 import io
 import math
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -183,3 +185,31 @@ def read_checked_npz(path, name: str) -> np.ndarray:
     if hashlib.sha256(array.tobytes()).hexdigest() != digest:
         raise ChecksumError("the values fail their checksum")
     return array
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back Ctrl-C (SIGINT) while the block runs, then raise KeyboardInterrupt after it.
+
+    A file is written atomically anyway; ``tf.save`` runs in this block so that
+    a Ctrl-C during it is not lost (landing in one of h5py's cleanup callbacks,
+    Python prints it and goes on), and a training loop wraps the *pair* of
+    saves at the end of an epoch (best model, then state) in it, so that an
+    interrupted run has either both or neither. Outside the main thread Python
+    delivers no signals, and the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield  # no signals here, or SIGINT is ignored anyway (a background job): nothing to hold back
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:  # now do what SIGINT would have done: Python's handler raises KeyboardInterrupt
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        else:  # SIG_DFL: end the process as the signal would have
+            os.kill(os.getpid(), signal.SIGINT)

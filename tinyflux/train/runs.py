@@ -33,10 +33,8 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
 try:
@@ -45,6 +43,7 @@ except ImportError:  # pragma: no cover - not reachable on the machines tinyflux
     fcntl = None
 
 from .. import checkpoint
+from ..files import deferred_interrupt  # noqa: F401 (part of tf.train, where loops use it)
 
 log = logging.getLogger("tinyflux.train.runs")
 
@@ -249,27 +248,3 @@ def _read_all(fd: int) -> str:
     return os.read(fd, 4096).decode(errors="replace").strip()
 
 
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Hold back Ctrl-C (SIGINT) while the block runs, then raise KeyboardInterrupt after it.
-
-    A checkpoint is written atomically anyway; a training loop wraps the *pair*
-    of saves at the end of an epoch (best model, then state) in this block, so
-    that an interrupted run has either both or neither. Outside the main thread
-    Python delivers no signals, and the block runs unchanged.
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
-        yield  # no signals here, or SIGINT is ignored anyway (a background job): nothing to hold back
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:  # now do what SIGINT would have done: Python's handler raises KeyboardInterrupt
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        else:  # SIG_DFL: end the process as the signal would have
-            os.kill(os.getpid(), signal.SIGINT)
