@@ -146,7 +146,7 @@ def test_a_frame_that_is_not_an_image_is_named(clip_root):
 
 def test_clips_that_cannot_fit_in_memory_are_refused_before_anything_is_written(clip_root, tmp_path):
     """Before: --frames 100000 wrote 1.8 GB of cache, then died with a raw _ArrayMemoryError."""
-    with pytest.raises(DatasetError, match=r"would take .* GiB .* more than half of this machine's"):
+    with pytest.raises(DatasetError, match=r"would take .* GiB .* more than half of the .* GiB "):
         tf.data.video_folder(clip_root, "train", frames=10_000_000, size=12)
     assert not (tmp_path / "cache" / "video-clips").exists() or not any((tmp_path / "cache" / "video-clips").iterdir())
 
