@@ -131,6 +131,18 @@ def test_the_memory_check_takes_the_process_limit_not_the_machine(monkeypatch):
         video._check_fits_in_memory(200, 16, (448, 448), "train")
 
 
+def test_a_clip_whose_name_is_not_utf8_is_read(clip_set, cache):
+    before, labels, _ = data.video_folder(clip_set, "train", frames=8, size=16, cache=False)
+    clip = sorted((clip_set / "train" / "up").iterdir())[0]
+    try:
+        os.rename(clip, os.fsencode(clip.parent) + b"/clip\xff.mp4")  # a byte that is no UTF-8
+    except OSError:
+        pytest.skip("this file system takes UTF-8 names only")
+    after, after_labels, _ = data.video_folder(clip_set, "train", frames=8, size=16)
+    assert sorted(map(bytes, after.reshape(8, -1))) == sorted(map(bytes, before.reshape(8, -1)))
+    assert np.array_equal(np.sort(after_labels), np.sort(labels))
+
+
 def test_frame_folders_read_like_video_files(shapes, tmp_path, cache):
     as_mp4 = shapes.make_set(tmp_path / "mp4", train=4, test=0, frames=8, height=16, width=16, seed=3)
     as_png = shapes.make_set(tmp_path / "png", train=4, test=0, frames=8, height=16, width=16, seed=3,

@@ -34,6 +34,7 @@ carry FFmpeg, so nothing else needs installing).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -193,6 +194,20 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
     return np.stack(chosen, axis=1)  # T arrays (3, H, W) -> (3, T, H, W)
 
 
+@contextlib.contextmanager
+def _opened(av, path: Path):
+    """``av.open(path)``; a name that is not valid UTF-8, which FFmpeg cannot be given, is opened by Python
+    and handed to FFmpeg as a file."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        with open(path, "rb") as file, av.open(file) as container:
+            yield container
+        return
+    with av.open(str(path)) as container:
+        yield container
+
+
 def _video_stream(container, path: Path):
     if not container.streams.video:
         raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or truncated, or holds "
@@ -208,13 +223,13 @@ def _decode_chosen(av, path: Path, frames: int, size: tuple[int, int]) -> list:
     and FFmpeg decodes with several threads. Which frames to choose needs the count first: the video
     packets are counted without decoding them (reading the file, not decompressing it).
     """
-    with av.open(str(path)) as container:
+    with _opened(av, path) as container:
         count = sum(1 for packet in container.demux(_video_stream(container, path)) if packet.size)
     if not count:
         raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
     wanted = even_positions(count, frames)
     converted: dict[int, np.ndarray] = {}
-    with av.open(str(path)) as container:
+    with _opened(av, path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"  # frame and slice threads, as the codec allows
         decoded = 0
@@ -232,7 +247,7 @@ def _decode_chosen(av, path: Path, frames: int, size: tuple[int, int]) -> list:
 
 
 def _decode_all_then_choose(av, path: Path, frames: int, size: tuple[int, int]) -> list:
-    with av.open(str(path)) as container:
+    with _opened(av, path) as container:
         every = [_rgb(frame, size) for frame in container.decode(_video_stream(container, path))]
     if not every:
         raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
@@ -242,7 +257,7 @@ def _decode_all_then_choose(av, path: Path, frames: int, size: tuple[int, int]) 
 def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
     """One frame image of a clip folder as uint8 (3, H, W); DatasetError naming the file if it is not an image."""
     try:
-        with av.open(str(file)) as image:
+        with _opened(av, file) as image:
             return _rgb(next(image.decode(video=0)), size)
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
         raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as an image "
@@ -318,7 +333,7 @@ def _cache_key(path: Path, frames: int, size: tuple[int, int]) -> str:
     for source in sources:
         stat = source.stat()
         parts.append(f"{source.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()  # any file name
 
 
 def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: list[str] | None = None,
