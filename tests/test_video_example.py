@@ -64,6 +64,19 @@ def test_clips_are_cached_without_leftovers(fake_mnist, tmp_path, monkeypatch):
     assert np.array_equal(clips, again) and np.array_equal(labels, again_labels)
 
 
+def test_damaged_cached_clips_are_made_again(fake_mnist, tmp_path, caplog):
+    clips, labels = moving.clips("train", 12, frames=8, size=28, root=str(fake_mnist))
+    [path] = (tmp_path / "cache" / "moving-digits").iterdir()
+    with np.load(path) as stored:
+        tampered = {key: stored[key].copy() for key in stored.files}
+    tampered["labels"][0] ^= 1  # one label changed, the file still a valid .npz
+    np.savez(path, **tampered)
+    with caplog.at_level("WARNING"):
+        again, again_labels = moving.clips("train", 12, frames=8, size=28, root=str(fake_mnist))
+    assert "damaged cached clips (the values fail their checksum); making them again" in caplog.text
+    assert np.array_equal(clips, again) and np.array_equal(labels, again_labels)
+
+
 def test_model_shapes_and_bad_arguments(video):
     model = video.build_model(video.parse_args([]))
     summary = model.summary((1, 16, 32, 32))

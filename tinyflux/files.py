@@ -144,10 +144,19 @@ class ChecksumError(ValueError):
     """A cached file whose values are not those it was written with."""
 
 
-def checked_npz_bytes(name: str, array: np.ndarray) -> bytes:
-    """An .npz file's bytes holding ``array`` under ``name`` and the SHA-256 of its values, for a cache."""
+def _digest(arrays: list) -> str:
+    """The SHA-256 of the arrays' bytes, one after another (of one array: of its bytes)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def checked_npz_bytes(name: str, array: np.ndarray, **more: np.ndarray) -> bytes:
+    """An .npz file's bytes holding ``array`` under ``name`` (and the arrays of ``more`` under theirs) and
+    the SHA-256 of all their values, for a cache."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: array}, sha256=np.array(hashlib.sha256(array.tobytes()).hexdigest()))
+    np.savez(buffer, **{name: array}, **more, sha256=np.array(_digest([array, *more.values()])))
     return buffer.getvalue()
 
 
@@ -171,20 +180,21 @@ def _refuse_oversized_members(path) -> None:
                                      f"{info.file_size} bytes")
 
 
-def read_checked_npz(path, name: str) -> np.ndarray:
-    """The array that :func:`checked_npz_bytes` stored in ``path``; FileNotFoundError when there is none, and
-    ValueError when the file is damaged, ChecksumError (a ValueError) when its values fail their checksum."""
+def read_checked_npz(path, name: str, *more: str):
+    """The array that :func:`checked_npz_bytes` stored in ``path`` under ``name`` (with ``more`` names: a
+    tuple of the arrays); FileNotFoundError when there is none, ValueError when the file is damaged,
+    ChecksumError (a ValueError) when its values fail their checksum."""
     try:
         _refuse_oversized_members(path)
         with np.load(path) as stored:
-            array, digest = stored[name], str(stored["sha256"])
+            arrays, digest = [stored[key] for key in (name, *more)], str(stored["sha256"])
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
-    if hashlib.sha256(array.tobytes()).hexdigest() != digest:
+    if _digest(arrays) != digest:
         raise ChecksumError("the values fail their checksum")
-    return array
+    return tuple(arrays) if more else arrays[0]
 
 
 @contextlib.contextmanager

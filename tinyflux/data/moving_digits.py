@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import checked_npz_bytes, read_checked_npz, write_bytes_atomically
 from .datasets import cache_dir, load
 
 log = logging.getLogger("tinyflux.data")
@@ -24,7 +24,8 @@ DIRECTIONS = {"right": (0, 1), "down-right": (1, 1), "down": (1, 0), "down-left"
               "left": (0, -1), "up-left": (-1, -1), "up": (-1, 0), "up-right": (-1, 1)}
 # The 80 classes: label = 8 * digit + direction index, so label 0 is "0 right" and 79 is "9 up-right".
 CLASSES = [f"{digit} {direction}" for digit in range(10) for direction in DIRECTIONS]
-CLIP_FORMAT = 3  # part of the cache file name: change it when make_clips changes, so old files are not reused
+CLIP_FORMAT = 4  # part of the cache file name: change it when make_clips changes, so old files are not reused
+# (4: the cache file carries the SHA-256 of its clips and labels)
 
 
 def make_clips(digits: np.ndarray, digit_labels: np.ndarray, count: int, frames: int, size: int,
@@ -63,13 +64,15 @@ def clips(split: str, count: int, frames: int = 16, size: int = 32, dataset: str
     """
     name = f"v{CLIP_FORMAT}-{dataset}-{split}-{count}x{frames}x{size}x{size}-seed{seed}.npz"
     path = cache_dir("moving-digits") / name
-    if path.exists():
-        with np.load(path) as cached:
-            return cached["clips"], cached["labels"]
+    try:
+        return read_checked_npz(path, "clips", "labels")
+    except FileNotFoundError:
+        pass
+    except ValueError as error:  # ChecksumError included
+        log.warning("%s: damaged cached clips (%s); making them again", path, error)
     log.info(f"Making {count} {split} clips of {frames} frames of {size}x{size} (cached in {path})")
     digits, digit_labels = load(dataset, split, root=root)
     seed = seed if split == "train" else seed + 1
     made, labels = make_clips(digits, digit_labels, count, frames, size, np.random.default_rng(seed))
-    with atomic_path(path) as temporary, open(temporary, "wb") as file:
-        np.savez(file, clips=made, labels=labels)  # a file object: np.savez would append .npz to a name
+    write_bytes_atomically(path, checked_npz_bytes("clips", made, labels=labels))
     return made, labels
