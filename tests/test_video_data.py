@@ -143,6 +143,14 @@ def test_a_clip_whose_name_is_not_utf8_is_read(clip_set, cache):
     assert np.array_equal(np.sort(after_labels), np.sort(labels))
 
 
+def test_a_clip_this_user_may_not_read_is_not_called_damaged(clip_set, cache, monkeypatch):
+    def denied(av, path):  # as PyAV raises it (the suite runs as root, which chmod cannot stop)
+        raise av.error.PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(video, "_opened", denied)
+    with pytest.raises(DatasetError, match=r"\.mp4: permission denied: this user may not read it"):
+        data.video_folder(clip_set, "train", frames=8, size=16, cache=False)
+
+
 def test_frame_folders_read_like_video_files(shapes, tmp_path, cache):
     as_mp4 = shapes.make_set(tmp_path / "mp4", train=4, test=0, frames=8, height=16, width=16, seed=3)
     as_png = shapes.make_set(tmp_path / "png", train=4, test=0, frames=8, height=16, width=16, seed=3,

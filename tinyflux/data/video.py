@@ -189,6 +189,8 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
     except DatasetError:
         raise
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
+        if isinstance(error, PermissionError):  # PyAV's own PermissionError is one too
+            raise DatasetError(f"{path}: permission denied: this user may not read it") from None
         raise DatasetError(f"{path}: FFmpeg cannot decode it, the file may be damaged or truncated "
                            f"({type(error).__name__}: {error})") from None
     return np.stack(chosen, axis=1)  # T arrays (3, H, W) -> (3, T, H, W)
@@ -260,6 +262,8 @@ def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
         with _opened(av, file) as image:
             return _rgb(next(image.decode(video=0)), size)
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
+        if isinstance(error, PermissionError):
+            raise DatasetError(f"{file}: permission denied: this user may not read it") from None
         raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as an image "
                            f"({type(error).__name__})") from None
 
