@@ -36,7 +36,7 @@ from distributed_bench import measure_distributed, print_distributed
 from layers_bench import MNIST_LAYERS, measure_adam, measure_layer, measure_sgemm, print_table
 from profile_bench import print_profile, profile_training_step
 from step_bench import measure_training_step
-from sweep_bench import measure_sweep, print_sweep
+from sweep_bench import OWN_CLIPS, SWEEP, measure_sweep, print_sweep
 from timing import Timer, blas_info, blas_threads, torch
 
 PROFILED_STEPS = (("MNIST", 128), ("video", 8), ("video", 32))  # --profile: (model, batch)
@@ -59,6 +59,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="only: time spent in each op of a tinyflux training step")
     p.add_argument("--sweep", action="store_true",
                    help="only: the training step at batch 32, 128 and 512, and the video model, beside PyTorch")
+    p.add_argument("--own-clips", action="store_true",
+                   help="only: the own-clips model (video_bn_net) at batch 8 of 3x16x112x112 clips, beside PyTorch")
     p.add_argument("--distributed", action="store_true",
                    help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads, "
                         "and PyTorch's in a process of its own (needs pip install 'tinyflux[mpi]' mpich)")
@@ -101,9 +103,9 @@ def main(argv=None) -> dict:
     use_torch, torch_device, torch_desc = pytorch_side(args, threads)
     if not args.json:
         print(f"{blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; PyTorch: {torch_desc}")
-    if args.sweep:
-        return show(measure_sweep(xp, timer, args.rounds, args.steps, use_torch, torch_device), args.json,
-                    print_sweep)
+    if args.sweep or args.own_clips:
+        return show(measure_sweep(xp, timer, args.rounds, args.steps, use_torch, torch_device,
+                                  OWN_CLIPS if args.own_clips else SWEEP), args.json, print_sweep)
     if args.profile:  # the MNIST step at batch 128, and the 3-D video model's at batch 8 and 32
         sgemm = measure_sgemm(xp, timer, args.rounds)
         if not args.json:

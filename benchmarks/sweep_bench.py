@@ -11,8 +11,8 @@ import numpy as np
 import tinyflux as tf
 from tinyflux import optim
 from tinyflux.models import mnist_convnet as mnist_model
-from timing import (format_ms, summary, summary_ratio, torch, torch_colour_video_model, torch_mnist_model,
-                    torch_training_step, torch_video_model)
+from timing import (format_ms, summary, summary_ratio, torch, torch_bn_video_model, torch_colour_video_model,
+                    torch_mnist_model, torch_training_step, torch_video_model)
 
 SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, classes)
     ("MNIST", 32, mnist_model, torch_mnist_model, (1, 28, 28), 10),
@@ -24,13 +24,17 @@ SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, c
     ("video3", 32, lambda: tf.models.video_convnet(3, 4), torch_colour_video_model, (3, 16, 32, 32), 4),
 ]
 
+# The model own clips train with (examples/video_conv.py --video-dir: tf.models.video_bn_net) at the clip size
+# of a phone video kept small (16 frames of 112x112, colour), batch 8, 4 classes.
+OWN_CLIPS = [("bn-clips", 8, lambda: tf.models.video_bn_net(3, 4), torch_bn_video_model, (3, 16, 112, 112), 4)]
 
-def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device) -> list:
+
+def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device, sweep=None) -> list:
     """The training step (forward, backward, Adam) of each model and batch in SWEEP, tinyflux and PyTorch
     interleaved round by round, each going first every other round: images per second and per-round
     ratios, to see how the cost grows."""
     results = []
-    for name, batch, build, torch_build, shape, classes in SWEEP:
+    for name, batch, build, torch_build, shape, classes in sweep or SWEEP:
         rng = np.random.default_rng(0)
         images = rng.uniform(0, 1, (batch, *shape)).astype(np.float32)
         labels = rng.integers(0, classes, batch)

@@ -115,6 +115,12 @@ def torch_colour_video_model(device):
     return torch_convnet(device, dims=3, widths=(8, 16, 32), features=1024, classes=4, in_channels=3)
 
 
+def torch_bn_video_model(device):
+    """tf.models.video_bn_net in PyTorch (benchmarks/torch_video_compare.py), 3 colour channels, 4 classes."""
+    from torch_video_compare import bn_net
+    return bn_net(4).to(device)
+
+
 def torch_training_step(model, opt, x, y):
     """PyTorch's forward, loss, backward and Adam on (x, y), as one call."""
 

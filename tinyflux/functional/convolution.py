@@ -234,8 +234,16 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, call
         (N, O, *Q) with Q = floor((S + 2*pad - K) / stride) + 1.
     """
     x = as_tensor(x)
-    stride = as_tuple(stride, w.ndim - 2, f"{caller} stride", minimum=1)
+    d = w.ndim - 2
+    stride = as_tuple(stride, d, f"{caller} stride", minimum=1)
     pad = _checked_conv_input(x, w, pad, caller)
+    ones = (1,) * d
+    if stride == ones and ops_for(x.data).direct_conv_pool(x.data.dtype, ones):
+        # A backend with kernels of its own (NumbaOps) computes a stride-1 convolution as a convolution-pooling
+        # whose windows hold one position: columns one cache-sized block at a time, never the whole batch's
+        # (for 3 x 27 kernel terms of a clip, 81 times the clip).
+        y = ConvMaxPoolFunction(pad, ones).apply(x, w)
+        return y if b is None else y + b.reshape((1, -1) + ones)  # (O,) -> (1, O, 1, ...): one bias per channel
     inputs = (x, w) if b is None else (x, w, b)
     return ConvFunction(stride, pad).apply(*inputs)
 
