@@ -147,12 +147,13 @@ def as_trained(args: VideoArgs, saved: dict) -> list[str] | None:  # network and
 
 def predict_clips(args: VideoArgs, top: int = 3) -> list:
     """The ``top`` classes of the clip ``args.predict`` (or of every clip in that folder) by the saved model."""
-    saved = tf.train.clip_model_metadata(os.path.join(args.savepath, args.checkpoint))  # refuses other models
+    saved = {"network": "small", "augment": False,  # what runs saved before these keys existed used
+             **tf.predict.clip_model_metadata(os.path.join(args.savepath, args.checkpoint))}  # refuses other models
     classes, shape = as_trained(args, saved), (args.frames, args.size, args.size)
     view = tf.data.augment.ClipAugment.from_saved(saved["augment"], *shape) if saved["augment"] else None
-    rows = tf.train.classify_clips(load_best_model(args, len(classes)), args.predict,
-                                   view.decoded()[:2] if view else shape[:2], classes, view and view.center, top)
-    return tf.train.show_ranked(rows, args.out)  # one line per clip; a CSV file with --out
+    rows = tf.predict.classify_clips(load_best_model(args, len(classes)), args.predict,
+                                     view.decoded()[:2] if view else shape[:2], classes, view and view.center, top)
+    return tf.predict.show_ranked(rows, args.out)  # one line per clip; a CSV file with --out
 
 
 def test(args: VideoArgs) -> float:

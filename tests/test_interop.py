@@ -310,7 +310,7 @@ def test_export_and_predictions_never_replace_an_existing_file(examples, fake_mn
         mnist.main(exported)
     assert checkpoint.read_bytes() == before
     with pytest.raises(tf.train.RunFolderError, match="--out .* the file exists"):
-        tf.train.write_csv(checkpoint, ["a"], [[1]])
+        tf.predict.write_csv(checkpoint, ["a"], [[1]])
     assert checkpoint.read_bytes() == before
 
 
