@@ -21,7 +21,7 @@ import torch
 import tinyflux as tf
 
 
-def bn_net(classes: int, width: int = 16, dropout: float = 0.3, standardize: bool = True) -> torch.nn.Module:
+def bn_net(classes: int, width: int = 16, dropout: float = 0.5, standardize: bool = True) -> torch.nn.Module:
     layers, channels = [torch.nn.InstanceNorm3d(3)] if standardize else [], 3
     for out in (width, 2 * width, 4 * width):
         layers += [torch.nn.Conv3d(channels, out, 3, padding=1), torch.nn.BatchNorm3d(out), torch.nn.ReLU(),

@@ -35,7 +35,7 @@ def video_convnet(in_channels: int = 1, classes: int = 80, frames: int = 16, siz
         nn.flatten, nn.Dense(features, classes))
 
 
-def video_bn_net(in_channels: int = 3, classes: int = 4, width: int = 16, dropout: float = 0.3,
+def video_bn_net(in_channels: int = 3, classes: int = 4, width: int = 16, dropout: float = 0.5,
                  standardize: bool = True, grid: tuple = (1, 2, 2)) -> nn.Chain:
     """For clips of your own, a few hundred per class: Conv-BatchNorm-ReLU blocks, a mean per quarter, dropout.
 
@@ -48,8 +48,10 @@ def video_bn_net(in_channels: int = 3, classes: int = 4, width: int = 16, dropou
     cell of ``grid`` (``nn.AdaptiveMeanPool``: by default the four quarters of the picture, so any clip
     size and length fits), dropout, and a dense layer. The quarters keep where a motion happened,
     which a mean over the whole picture forgets: a bar turning clockwise moves right at the top and
-    left at the bottom, and the mean of the two is no motion at all. With width 16: 71 thousand
-    parameters, for 3 channels and 4 classes.
+    left at the bottom, and the mean of the two is no motion at all. Dropout drops half of the
+    quarter means in training, so that no class rests on one quarter: a motion of the whole picture
+    (a camera pan) then counts in all four, and one object moving in one corner counts less. With
+    width 16: 71 thousand parameters, for 3 channels and 4 classes.
     """
     widths = (width, 2 * width, 4 * width)
     layers, channels = [nn.InstanceNorm(in_channels)] if standardize else [], in_channels
