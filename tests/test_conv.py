@@ -316,7 +316,7 @@ def test_conv_maxpool_refuses_an_output_smaller_than_the_window():
 
 
 def test_page_aligned_buffers_start_on_a_page():
-    from tinyflux.backends.numpy_ops import PAGE, page_aligned
+    from tinyflux.backends.buffers import PAGE, page_aligned
     for shape, dtype in [((3, 5), np.float32), ((7,), np.float64), ((2, 1000), np.float32)]:
         zeros = page_aligned(np, shape, dtype, zeros=True)
         assert zeros.ctypes.data % PAGE == 0 and zeros.shape == shape and zeros.dtype == dtype

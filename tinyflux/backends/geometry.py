@@ -14,7 +14,7 @@ def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def _window(offset: int, out: int, stride: int) -> slice:
+def window_slice(offset: int, out: int, stride: int) -> slice:
     """The slice of input positions that kernel offset ``offset`` reads for all ``out`` outputs."""
     return slice(offset, offset + stride * (out - 1) + 1, stride)
 
@@ -24,7 +24,7 @@ def channels_first(ndim_spatial: int) -> tuple:
     return (1, 0) + tuple(range(2, 2 + ndim_spatial))
 
 
-def _flat_start(offset: tuple, padded_sizes: list) -> int:
+def flat_start(offset: tuple, padded_sizes: list) -> int:
     """Where kernel offset (k1, k2, ...) starts in a flattened padded image: k1*S2*S3 + k2*S3 + k3."""
     start, step = 0, 1
     for k, size in zip(reversed(offset), reversed(padded_sizes)):
@@ -77,12 +77,12 @@ def _phase_run(phase: int, k: int, pad: int, size: int, length: int):
     return slice(first, first + count), slice(start, start + k * (count - 1) + 1, k)
 
 
-def _phase_runs(geometry: PoolGeometry):
+def phase_runs(geometry: PoolGeometry):
     """For each phase (one offset per axis, 0 <= a < k) that holds input: its plane index and input index.
 
     The plane index applies to the planes array (C, *k, L1 + 1, N, L2, ...), the input
     index to the channel-major input (C, N, *S); the input part it selects, transposed
-    by :func:`_batch_second`, has the shape of the plane part.
+    by :func:`batch_second`, has the shape of the plane part.
     """
     sizes = geometry.x_shape[2:]
     lengths = (geometry.plane[0] - 1,) + geometry.plane[2:]  # the spare row never holds input
@@ -95,12 +95,12 @@ def _phase_runs(geometry: PoolGeometry):
             yield plane_part, (everything, everything) + tuple(source for _, source in runs)
 
 
-def _batch_second(ndim: int) -> tuple:
+def batch_second(ndim: int) -> tuple:
     """Axes that swap N and the first spatial axis: (C, N, S1, ...) <-> (C, S1, N, ...); its own inverse."""
     return (0, 2, 1) + tuple(range(3, ndim))
 
 
-def _pooled_offsets(geometry: PoolGeometry):
+def pooled_offsets(geometry: PoolGeometry):
     """Each (kernel offset kk, window offset r) with the phase plane and the flat start that it reads.
 
     Output position q = k*u + r reads padded position q + kk = k*(u + j) + phase with
@@ -110,7 +110,7 @@ def _pooled_offsets(geometry: PoolGeometry):
         for r in itertools.product(*(range(k) for k in geometry.window)):
             phase = tuple((a + b) % k for a, b, k in zip(r, kk, geometry.window))
             shift = tuple((a + b) // k for a, b, k in zip(r, kk, geometry.window))
-            yield kk, r, phase, _flat_start(shift[:1] + (0,) + shift[1:], geometry.plane)  # no shift along N
+            yield kk, r, phase, flat_start(shift[:1] + (0,) + shift[1:], geometry.plane)  # no shift along N
 
 
 def pooled_to_batch_first(d: int) -> tuple:

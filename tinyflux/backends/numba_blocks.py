@@ -58,8 +58,8 @@ import numba
 import numpy as np
 
 from .buffers import page_aligned
-from .numpy_ops import (PoolGeometry, _pooled_offsets, copy_from_planes, copy_into_planes, extended_gradient,
-                        input_gradient, memory_order, pool_geometry, pooled_inside, pooled_to_batch_first)
+from .geometry import PoolGeometry, memory_order, pool_geometry, pooled_inside, pooled_offsets, pooled_to_batch_first
+from .numpy_ops import copy_from_planes, copy_into_planes, extended_gradient, input_gradient
 
 BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
 GROUPS = 4  # the backward pass's partial sums; more threads than this wait in the backward pass
@@ -168,12 +168,12 @@ class BlockSaved(NamedTuple):
 
 @functools.lru_cache(maxsize=64)
 def _table(geometry: PoolGeometry) -> np.ndarray:
-    """_pooled_offsets as an array, with each tuple offset flattened to one index (row-major); kept for the
+    """pooled_offsets as an array, with each tuple offset flattened to one index (row-major); kept for the
     geometries seen last, since building it in Python is slow beside the kernels that read it."""
     kernel_index = np.arange(math.prod(geometry.kernel)).reshape(geometry.kernel)
     window_index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
     rows = [(kernel_index[kk], window_index[r], window_index[phase], start)
-            for kk, r, phase, start in _pooled_offsets(geometry)]
+            for kk, r, phase, start in pooled_offsets(geometry)]
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
     table.flags.writeable = False  # shared by every call with this geometry
     return table

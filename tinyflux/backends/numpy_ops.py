@@ -25,11 +25,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .arrays import get_array_module
-from .buffers import PAGE, page_aligned  # noqa: F401 (PAGE: for the tests)
-# the index arithmetic, also named here because other modules and the tests import it from this one
-from .geometry import (PoolGeometry, _batch_second, _flat_start, _phase_runs, _pooled_offsets,  # noqa: F401
-                       _window, channels_first, index_along, memory_order, output_size,  # noqa: F401
-                       pool_geometry, pooled_inside, pooled_to_batch_first)  # noqa: F401
+from .buffers import page_aligned
+from .geometry import (PoolGeometry, batch_second, channels_first, flat_start, index_along, memory_order,
+                       output_size, phase_runs, pool_geometry, pooled_inside, pooled_offsets, window_slice)
 
 # Where Adam's numbers stand in its ``hyper`` array, float64 (lr, beta1, beta2, eps, t); kernels.cu reads the same order
 HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_T = range(5)
@@ -55,7 +53,7 @@ def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
         padded = x_cn
     col = xp.empty((c,) + tuple(kernel) + (n,) + tuple(out), dtype=x.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        source = padded[(slice(None), slice(None)) + tuple(map(_window, offset, out, stride))]  # (C, N, *Q)
+        source = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q)
         col[(slice(None),) + offset] = source
     return col
 
@@ -74,7 +72,7 @@ def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
     out = gcol.shape[2 + d:]
     padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=gcol.dtype)  # (C, N, *S+2p)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        target = padded[(slice(None), slice(None)) + tuple(map(_window, offset, out, stride))]  # (C, N, *Q) view
+        target = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q) view
         target += gcol[(slice(None),) + offset]
     inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
@@ -110,7 +108,7 @@ def im2col_shifted(x, kernel: tuple, pad: tuple):
     length = math.prod(extended[1:])  # E
     col = xp.empty((c,) + tuple(kernel) + (n, length), dtype=x.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        start = _flat_start(offset, padded_sizes)
+        start = flat_start(offset, padded_sizes)
         col[(slice(None),) + offset] = flat[:, :, start:start + length]  # (C, N, E), contiguous runs
     return col, extended
 
@@ -124,7 +122,7 @@ def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
     length = gcol.shape[-1]
     flat = xp.zeros((c, n, (padded_sizes[0] + 1) * math.prod(padded_sizes[1:])), dtype=gcol.dtype)  # (C, N, F)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        start = _flat_start(offset, padded_sizes)
+        start = flat_start(offset, padded_sizes)
         flat[:, :, start:start + length] += gcol[(slice(None),) + offset]
     padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])  # (C, N, F) -> (C, N, S1+1, *S')
     inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
@@ -146,9 +144,9 @@ def copy_into_planes(x, geometry: PoolGeometry, planes, channels=slice(None)) ->
     given (all by default; a thread can fill its share)."""
     d = len(geometry.kernel)
     x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
-    for plane_part, source in _phase_runs(geometry):
+    for plane_part, source in phase_runs(geometry):
         # (C, N, S1', ...) -> (C, S1', N, ...)
-        planes[(channels,) + plane_part[1:]] = x_cn[(channels,) + source[1:]].transpose(_batch_second(d + 2))
+        planes[(channels,) + plane_part[1:]] = x_cn[(channels,) + source[1:]].transpose(batch_second(d + 2))
 
 
 def im2col_pooled(x, geometry: PoolGeometry):
@@ -175,7 +173,7 @@ def im2col_pooled(x, geometry: PoolGeometry):
     flat = phase_planes(x, geometry)  # (C, *k, F)
     length = math.prod(geometry.extended)
     col = page_aligned(xp, (c,) + geometry.kernel + geometry.window + (length,), x.dtype)
-    for kk, r, phase, start in _pooled_offsets(geometry):
+    for kk, r, phase, start in pooled_offsets(geometry):
         col[(slice(None),) + kk + r] = flat[(slice(None),) + phase + (slice(start, start + length),)]  # (C, E)
     return col
 
@@ -186,7 +184,7 @@ def col2im_pooled(gcol, geometry: PoolGeometry):
     c = geometry.x_shape[1]
     length = gcol.shape[-1]
     flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
-    for kk, r, phase, start in _pooled_offsets(geometry):
+    for kk, r, phase, start in pooled_offsets(geometry):
         flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
     return gradient_from_planes(flat, geometry)
 
@@ -217,9 +215,9 @@ def copy_from_planes(flat, geometry: PoolGeometry, gx, channels=slice(None)) -> 
     d = len(geometry.kernel)
     planes = flat.reshape((geometry.x_shape[1],) + geometry.window + geometry.plane)  # -> (C, *k, L1+1, N, L2, ..)
     gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view
-    for plane_part, source in _phase_runs(geometry):
+    for plane_part, source in phase_runs(geometry):
         # (C, S1', N, ...) -> (C, N, S1', ...)
-        gx_cn[(channels,) + source[1:]] = planes[(channels,) + plane_part[1:]].transpose(_batch_second(d + 2))
+        gx_cn[(channels,) + source[1:]] = planes[(channels,) + plane_part[1:]].transpose(batch_second(d + 2))
 
 
 def extended_gradient(gy, geometry: PoolGeometry):
@@ -238,7 +236,7 @@ def _maxpool_1d(x, axis: int, k: int, s: int):
     """Max over windows of k positions every s positions along one axis; also which offset won."""
     xp = get_array_module(x)
     out = output_size(x.shape[axis], k, s, 0)
-    views = [x[index_along(axis, _window(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
+    views = [x[index_along(axis, window_slice(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
     if k == 1:
         return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
     y = xp.maximum(views[0], views[1])  # a new array in x's memory order (channel-major after a conv)
@@ -263,7 +261,7 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
     tiled = s == k and x.shape[axis] == n_out * k  # windows cover every input position exactly once
     # same memory order as x; where windows skip positions (a floored remainder, a gap) they keep gradient 0
     gx = xp.empty_like(x) if tiled else xp.zeros_like(x)
-    targets = [gx[index_along(axis, _window(offset, n_out, s), gy.ndim)] for offset in range(k)]
+    targets = [gx[index_along(axis, window_slice(offset, n_out, s), gy.ndim)] for offset in range(k)]
     if k == 2 and s >= k:  # the common 2-wide window: argmax is 0 or 1, so gy * argmax is offset 1's share
         xp.multiply(gy, argmax, out=targets[1])
         xp.subtract(gy, targets[1], out=targets[0])  # and the rest is offset 0's (2 passes instead of 4)

@@ -53,10 +53,9 @@ import math
 
 from ..backends import get_array_module, ops_for
 from ..backends.arrays import backend_name
+from ..backends.geometry import channels_first, index_along, output_size, pooled_inside, pooled_to_batch_first
 # im2col and col2im (plain and shifted) are NumPy's ops, named here too because this docstring explains them
-from ..backends.numpy_ops import (index_along, channels_first, col2im, col2im_shifted, im2col,  # noqa: F401
-                                  im2col_shifted, output_size, extended_gradient, pooled_inside,
-                                  pooled_to_batch_first)
+from ..backends.numpy_ops import col2im, col2im_shifted, extended_gradient, im2col, im2col_shifted  # noqa: F401
 from ..checks import as_tuple, check_input
 from .activations import bias_relu as bias_relu_op
 from ..tensor import Function, Tensor, as_tensor

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 import tinyflux as tf
 from tinyflux import optim
-from tinyflux.backends.numpy_ops import memory_order
+from tinyflux.backends.geometry import memory_order
 from tinyflux.functional import convolution
 from tinyflux.models import mnist_convnet
 
