@@ -6,7 +6,7 @@ and can respond to motion, which no single frame shows. What changes: the data (
 MNIST digits sliding in one of 8 directions; 80 classes), the layers (Conv((3, 3, 3)), MaxPool((2, 2, 2))),
 and the loop: one call, ``tf.train.fit``. ``--video-dir DIR`` trains on your clips, DIR/train/<class>/<clip>
 and DIR/test/<class>/<clip> (video files or frame folders), with what a few hundred clips need (each clip's
-colours standardised, a batch-norm model with global pooling and dropout, AdamW, augmentation, shuffling,
+colours standardised, a batch-norm model with quarter means and dropout, AdamW, augmentation, shuffling,
 lr 1e-3, batch 8, 30 epochs; each overridable); ``--predict CLIP_OR_FOLDER`` names the classes of new clips.
 
     python examples/video_conv.py --epochs 1 --max-steps 20 --train-clips 1000   # a quick check
@@ -36,7 +36,7 @@ class VideoArgs(tf.train.Settings):
     lr: float | None = flag(None, "learning rate; unset: 3e-3 for generated digits, 1e-3 for --video-dir")
     batch_size: int | None = flag(None, "clips per step; unset: 32 generated, 8 own (a clip is 21 images' values)")
     epochs: int | None = flag(None, "passes over the training clips; unset: 10 generated, 30 own", resumable=True)
-    model: str = flag("auto", "small: the MNIST model in 3-D; bn: batch norm blocks, global pooling and dropout, for "
+    model: str = flag("auto", "small: the MNIST model in 3-D; bn: batch norm blocks, quarter means and dropout, for "
                               "a few hundred clips; auto: bn for --video-dir", choices=["auto", "small", "bn"])
     augment: bool | None = flag(None, "random crops, first frames and light; unset: on for --video-dir")
     max_stride: int = flag(1, "with --augment: views skip frames, up to this stride (only where speed is no class)")
