@@ -21,7 +21,7 @@ from .version import __version__
 from . import (backends, checkpoint, data, distributed, functional, models, nn, onnx, optim, plots, predict,
                safetensors, train)
 from .backends import available_backends
-from .device import cpu, gpu, xpu
+from .device import cpu, gpu, to_device, xpu
 from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot,
                          relu, softmax)
 from .gradcheck import GradcheckError, gradcheck
@@ -37,5 +37,5 @@ backends.keep_freed_memory()  # recycle freed blocks: avoids thousands of page f
 __all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backends",
            "capture", "checkpoint", "conv", "conv_maxpool", "cpu", "data", "distributed", "flatten", "functional",
            "gpu", "gradcheck", "load", "load_state_dict", "log_softmax", "logit_cross_entropy", "maxpool", "models",
-           "modes", "nn", "no_grad", "onecold", "onehot", "onnx", "optim", "plots", "predict", "relu", "safetensors", "save",
-           "seed", "softmax", "train"]
+           "modes", "nn", "no_grad", "onecold", "onehot", "onnx", "optim", "plots", "predict", "relu", "safetensors",
+           "save", "seed", "softmax", "to_device", "train"]

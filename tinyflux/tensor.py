@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends import get_array_module, is_gpu_array, is_xpu_array, to_cpu_array
+from .backends import get_array_module, is_device_array, to_cpu_array
 from .modes import modes
 
 class Tensor:
@@ -43,8 +43,8 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        # a CuPy or dpnp array stays where it is (both refuse np.asarray); anything else becomes a NumPy array
-        if not isinstance(data, np.ndarray) and not is_gpu_array(data) and not is_xpu_array(data):
+        # a CuPy, dpnp or torch array stays where it is (each refuses np.asarray); anything else becomes NumPy's
+        if not isinstance(data, np.ndarray) and not is_device_array(data):
             original = data
             data = np.asarray(data)
             if data.dtype == np.float64:

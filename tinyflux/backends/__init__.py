@@ -12,6 +12,8 @@ their interface), and hands the hot operations to an *ops object*:
     CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
     RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's options)
     DpnpOps    (dpnp_ops.py)   NumPy-style code on dpnp arrays (Intel GPUs through SYCL); a subclass of NumpyOps
+    TorchOps   (torch_ops.py)  NumPy-style code on TorchArrays, NumPy's interface on PyTorch's tensors
+                               (torch_arrays.py: Apple's MPS, AMD and Intel GPUs through PyTorch); likewise
 
 The array libraries themselves (which one an array belongs to, moving
 arrays, whether a GPU answers) are in ``arrays.py``, the one module that
@@ -38,8 +40,9 @@ import numpy as np
 
 from ..modes import modes
 from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, dpnp_module,
-                     get_array_module, has_float64, is_gpu_array, is_xpu_array, keep_freed_memory, to_cpu_array,
-                     to_gpu_array, to_xpu_array, warn_no_gpu_once)
+                     get_array_module, has_float64, is_device_array, is_gpu_array, is_torch_array, is_xpu_array,
+                     keep_freed_memory, to_cpu_array, to_gpu_array, to_torch_array, to_xpu_array, torch_module,
+                     warn_no_gpu_once)
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 NUMPY_OPS = NumpyOps()
@@ -105,9 +108,21 @@ def _xpu_ops(array):
 
 
 register(is_xpu_array, _xpu_ops)
+_torch_ops = None
+
+
+def _torch_array_ops(array):
+    global _torch_ops
+    if _torch_ops is None:
+        from .torch_ops import TorchOps
+        _torch_ops = TorchOps()
+    return _torch_ops
+
+
+register(is_torch_array, _torch_array_ops)
 
 __all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
            "cpu_ops",
-           "cupy_available", "dpnp_module", "get_array_module", "has_float64", "is_gpu_array", "is_xpu_array",
-           "keep_freed_memory", "kernel_ops", "ops_for", "register", "to_cpu_array", "to_gpu_array", "to_xpu_array",
-           "warn_no_gpu_once"]
+           "cupy_available", "dpnp_module", "get_array_module", "has_float64", "is_device_array", "is_gpu_array",
+           "is_torch_array", "is_xpu_array", "keep_freed_memory", "kernel_ops", "ops_for", "register", "to_cpu_array",
+           "to_gpu_array", "to_torch_array", "to_xpu_array", "torch_module", "warn_no_gpu_once"]

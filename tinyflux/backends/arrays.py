@@ -79,20 +79,41 @@ def is_xpu_array(array) -> bool:
     return type(array).__module__.startswith("dpnp.")
 
 
-def get_array_module(array) -> types.ModuleType:
-    """``cupy`` for a CuPy array, ``dpnp`` for a dpnp array, ``numpy`` for anything else."""
+def is_torch_array(array) -> bool:
+    """Whether ``array`` is a TorchArray (torch_arrays.py); asking never imports torch: without that module
+    loaded, no TorchArray exists."""
+    module = sys.modules.get("tinyflux.backends.torch_arrays")
+    return module is not None and isinstance(array, module.TorchArray)
+
+
+def is_device_array(array) -> bool:
+    """Whether ``array`` is one of the array libraries' own arrays that live off NumPy: CuPy, dpnp, torch."""
+    return is_gpu_array(array) or is_xpu_array(array) or is_torch_array(array)
+
+
+def get_array_module(array):
+    """``cupy`` for a CuPy array, ``dpnp`` for a dpnp array, the device's TorchNumpy for a TorchArray,
+    ``numpy`` for anything else."""
     if is_gpu_array(array):
         return cupy
-    return dpnp_module() if is_xpu_array(array) else np
+    if is_xpu_array(array):
+        return dpnp_module()
+    if is_torch_array(array):
+        return sys.modules["tinyflux.backends.torch_arrays"].namespace(array.tensor.device)
+    return np
 
 
 def backend_name(array) -> str:
-    """``"cupy"``, ``"dpnp"`` or ``"numpy"``: used in error messages about mixed backends."""
+    """``"cupy"``, ``"dpnp"``, ``"torch:DEVICE"`` or ``"numpy"``: used in error messages about mixed backends."""
+    if is_torch_array(array):
+        return f"torch:{array.tensor.device}"
     return "cupy" if is_gpu_array(array) else "dpnp" if is_xpu_array(array) else "numpy"
 
 
 def has_float64(array) -> bool:
-    """Whether the device of ``array`` computes in float64: Intel's Arc GPUs, for one, do not."""
+    """Whether the device of ``array`` computes in float64: Intel's Arc GPUs and Apple's MPS, for two, do not."""
+    if is_torch_array(array):
+        return get_array_module(array).has_float64
     return bool(array.sycl_device.has_aspect_fp64) if is_xpu_array(array) else True
 
 
@@ -102,6 +123,8 @@ def to_cpu_array(array):
         return cupy.asnumpy(array)
     if is_xpu_array(array):
         return dpnp_module().asnumpy(array)
+    if is_torch_array(array):
+        return array.tensor.detach().cpu().numpy()
     return np.asarray(array)
 
 
@@ -113,6 +136,23 @@ def to_gpu_array(array):
 def to_xpu_array(array):
     """A dpnp array with the same contents, on dpnp's default SYCL device; the caller checked dpnp_module()."""
     return dpnp_module().asarray(to_cpu_array(array) if is_gpu_array(array) else array)
+
+
+def torch_module():
+    """torch_arrays.py (which imports torch), imported on first use; RuntimeError naming the wheel without torch."""
+    try:
+        from . import torch_arrays
+    except ImportError as error:
+        if getattr(error, "name", None) != "torch":
+            raise
+        raise RuntimeError("a torch:DEVICE was asked for, but PyTorch is not installed: pip install torch "
+                           "(see docs/gpu.md for the build that fits your GPU)") from None
+    return torch_arrays
+
+
+def to_torch_array(array, device: str):
+    """A TorchArray on the torch device ``device`` ("cpu", "mps", "cuda", "xpu") with the contents of ``array``."""
+    return torch_module().to_torch_array(array, device)
 
 
 def nccl():

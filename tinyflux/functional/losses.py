@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends import get_array_module, to_cpu_array
+from ..backends import get_array_module, has_float64, to_cpu_array
 from ..modes import modes
 from ..tensor import Function, Tensor
 from .activations import log_softmax_array
@@ -52,7 +52,7 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
         # Each row must be a probability distribution: one 1 and zeros, or soft labels summing to 1.
         # Like the range check above, this reads back from the GPU, so a capture skips it.
         if labels.size and not modes.capture:
-            rows = labels.astype(np.float64)
+            rows = labels.astype(np.float64 if has_float64(labels) else np.float32)  # float32 where MPS has no more
             if not bool(xp.isfinite(rows).all()) or float(rows.min()) < 0 or \
                     float(xp.abs(rows.sum(axis=1) - 1).max()) > 1e-3:
                 bad = int(xp.argmax(~xp.isfinite(rows).all(axis=1) | (rows.min(axis=1) < 0) |
