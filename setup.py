@@ -24,10 +24,16 @@ setup(
         # the tests draw the plots (matplotlib), write and read video files (av), start 2-rank MPI jobs
         # (mpi4py, with the mpich wheel's mpiexec), run the walkthrough as a notebook (jupytext), export
         # models to ONNX and run them in ONNX Runtime (onnx, onnxruntime, safetensors), and compare the
-        # Numba kernels with the NumPy code (numba)
+        # Numba kernels with the NumPy code (numba), and run every backend test on PyTorch's tensors (torch, on
+        # its CPU device). The cap keeps pip on a release whose CPU build it can find: with no cap it may take a
+        # CUDA build of several GB, which the tests do not need (the CPU build alone: install it first from
+        # https://download.pytorch.org/whl/cpu)
         "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "av>=12", "mpi4py>=3.1", "mpich",
                  "threadpoolctl>=3", "jupytext>=1.14", "onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4",
-                 "numba>=0.59"],
+                 "numba>=0.59", "torch>=2.1,<2.14"],
+        # Apple's GPUs (--device mps), and AMD and Intel GPUs through PyTorch's ROCm and XPU builds
+        # (--device torch:cuda, torch:xpu): which build fits which GPU is in docs/gpu.md
+        "torch": ["torch>=2.1"],
         # Numba compiles tinyflux's CPU kernels (tinyflux/backends/numba_ops.py, numba_blocks.py): the
         # convolution-pooling layers;
         # threadpoolctl keeps BLAS's threads from taking the cores the kernels run on

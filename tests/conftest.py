@@ -1,7 +1,9 @@
 """Shared fixtures: every backend test runs once per available array library.
 
-``xp`` is numpy, or cupy where CuPy and a GPU are present; on a machine
-without them the cupy case is skipped with a reason, never failed.
+``xp`` is numpy, cupy where CuPy and a GPU are present, and NumPy's
+interface on PyTorch's CPU tensors (``torch:cpu``, TorchNumpy) where PyTorch
+is installed; on a machine without one of them its case is skipped with a
+reason, never failed.
 """
 import hashlib
 import importlib.util
@@ -19,10 +21,20 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 collect_ignore_glob = ["data/*.py"]  # the scripts that made the fixtures need PyTorch; they are not tests
 
 
+def have_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+NO_TORCH = pytest.mark.skipif(not have_torch(), reason="PyTorch is not installed (pip install 'tinyflux[test]')")
+# the devices an example or fit() is run on in the tests: the CPU, and PyTorch's CPU device through TorchArrays
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("torch:cpu", id="torch-cpu", marks=NO_TORCH)]
+
+
 def _backends():
     params = [pytest.param("numpy", id="numpy")]
     skip = pytest.mark.skipif(not backends.cupy_available(), reason="CuPy or a CUDA GPU is not available")
     params.append(pytest.param("cupy", id="cupy", marks=skip))
+    params.append(pytest.param("torch:cpu", id="torch-cpu", marks=NO_TORCH))
     return params
 
 
@@ -139,3 +151,14 @@ def gpu_path(emulated, monkeypatch):
     monkeypatch.setattr(backends, "_registered",
                         [(lambda array: isinstance(array, np.ndarray), lambda array: fake.ops)] + backends._registered)
     return fake
+
+
+def move_to(xp, obj):
+    """``obj`` (a model, a Tensor, an array) moved to the device of the array library ``xp`` (an ``xp`` fixture)."""
+    if xp is np:
+        return obj
+    if xp.__name__ == "cupy":
+        import tinyflux as tf
+        return tf.gpu(obj)
+    import tinyflux as tf
+    return tf.to_device(obj, f"torch:{xp.device}")

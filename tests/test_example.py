@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from conftest import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +23,10 @@ def test_defaults_are_the_model_zoo_ones(example):
         example.parse_args(["--batch-size", "0"])
 
 
-def test_train_saves_the_best_model_and_test_reloads_it(example, fake_mnist, tmp_path, caplog, capsys):
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_saves_the_best_model_and_test_reloads_it(example, fake_mnist, tmp_path, caplog, capsys, device):
     args = example.Args(epochs=2, batch_size=16, max_steps=2, data_dir=str(fake_mnist),
-                        savepath=str(tmp_path / "run"), device="cpu")
+                        savepath=str(tmp_path / "run"), device=device)
     with caplog.at_level(logging.INFO):
         history = example.train(args)
     assert "[1]: Test accuracy: " in caplog.text and "[2]: Test accuracy: " in caplog.text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from conftest import to_numpy
+from conftest import move_to, to_numpy
 from tinyflux import distributed, nn, optim
 
 SHAPES = [(4, 3, 7), (3, 2, 5, 6), (2, 2, 4, 3, 5)]  # (N, C, *S) in 1-D, 2-D and 3-D
@@ -26,8 +26,7 @@ def test_batch_norm_in_training_normalises_each_channel_and_updates_its_statisti
     layer = nn.BatchNorm(shape[1])
     layer.weight.data = rng.uniform(0.5, 2, shape[1]).astype(np.float32)
     layer.bias.data = rng.uniform(-1, 1, shape[1]).astype(np.float32)
-    if xp.__name__ == "cupy":
-        layer = tf.gpu(layer)
+    layer = move_to(xp, layer)
     y = to_numpy(layer(xp.asarray(x)).data)
     np.testing.assert_allclose(y, batch_norm_reference(x, to_numpy(layer.weight.data), to_numpy(layer.bias.data)),
                                rtol=1e-4, atol=1e-5)
@@ -44,8 +43,7 @@ def test_batch_norm_in_evaluation_uses_the_running_statistics(xp, rng, shape):
     mean, var = rng.standard_normal(shape[1]).astype(np.float32), rng.uniform(0.5, 2, shape[1]).astype(np.float32)
     layer.running_mean.data, layer.running_var.data = mean, var
     x = rng.standard_normal(shape).astype(np.float32)
-    if xp.__name__ == "cupy":
-        layer = tf.gpu(layer)
+    layer = move_to(xp, layer)
     y = to_numpy(layer(xp.asarray(x)).data)
     c = (1, -1) + (1,) * (len(shape) - 2)
     np.testing.assert_allclose(y, (x - mean.reshape(c)) / np.sqrt(var.reshape(c) + 1e-5), rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ import numpy as np
 import tinyflux as tf
 from test_nn import mnist_model
 from tinyflux import optim
+from conftest import move_to
 
 
 def synthetic_digits(rng, n, classes=10):
@@ -18,8 +19,7 @@ def test_mnist_model_learns_synthetic_classes(xp):
     rng = np.random.default_rng(0)
     tf.seed(0)
     model = mnist_model()
-    if xp.__name__ == "cupy":
-        model = tf.gpu(model)
+    model = move_to(xp, model)
     images, labels = synthetic_digits(rng, 256)
     images, labels = xp.asarray(images), xp.asarray(labels)
     opt = optim.Adam(model.parameters(), lr=3e-3)

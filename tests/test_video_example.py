@@ -8,6 +8,7 @@ import pytest
 
 import tinyflux as tf
 from tinyflux.data import moving_digits as moving
+from conftest import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +109,16 @@ def test_fit_trains_saves_and_tests_clips(video, fake_mnist, tmp_path, caplog, c
         assert len(list((tmp_path / "plots").glob("video_*.png"))) == 4  # curves, clips, confusion, filters
 
 
+@pytest.mark.parametrize("device", DEVICES)
 def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, tmp_path, monkeypatch, capsys,
-                                                               caplog):
+                                                               caplog, device):
     """--video-dir on mp4 files written by examples/make_shape_clips.py, then --predict on one of them."""
     pytest.importorskip("av", reason="PyAV is not installed (pip install 'tinyflux[video]')")
     monkeypatch.setenv("TINYFLUX_DATA", str(tmp_path / "cache"))
     shapes = examples("make_shape_clips")
     root = shapes.make_set(tmp_path / "clips", train=8, test=4, frames=8, height=16, width=16)
     args = video.parse_args(["--video-dir", str(root), "--frames", "8", "--size", "16", "--epochs", "2",
-                             "--batch-size", "4", "--device", "cpu", "--savepath", str(tmp_path / "run")])
+                             "--batch-size", "4", "--device", device, "--savepath", str(tmp_path / "run")])
     with caplog.at_level(logging.INFO):
         video.main(args)
     assert "[2]: Test accuracy: " in caplog.text and "accuracy(test_set, model) = " in capsys.readouterr().out
@@ -126,7 +128,7 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     assert saved["network"] == "bn" and saved["augment"] and saved["standardize"]  # the defaults for own clips
 
     clip = root / "test" / "down" / "clip0003.mp4"  # clip i moves in direction i % 4: left, right, up, down
-    predict = video.parse_args(["--predict", str(clip), "--savepath", str(tmp_path / "run"), "--device", "cpu"])
+    predict = video.parse_args(["--predict", str(clip), "--savepath", str(tmp_path / "run"), "--device", device])
     [(name, ranked)] = video.predict_clips(predict, top=4)
     out = capsys.readouterr().out
     assert name == str(clip) and sorted(c for c, _ in ranked) == saved["classes"]
@@ -134,7 +136,7 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     assert f"{clip}: {ranked[0][0]} {ranked[0][1]:.4f}" in out
 
     folder = video.parse_args(["--predict", str(root / "test" / "up"), "--savepath", str(tmp_path / "run"),
-                               "--out", str(tmp_path / "answers.csv"), "--device", "cpu"])
+                               "--out", str(tmp_path / "answers.csv"), "--device", device])
     rows = video.predict_clips(folder)
     lines = (tmp_path / "answers.csv").read_text().splitlines()
     assert len(rows) == 1 and lines[0] == "clip,class1,p1,class2,p2,class3,p3" and len(lines) == 2
@@ -142,7 +144,7 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     (root / "test" / "up" / "cover.jpg").write_bytes(b"a picture beside the clips, not a frame of one")
     with caplog.at_level(logging.WARNING):
         rows = video.predict_clips(video.parse_args(["--predict", str(root / "test" / "up"), "--savepath",
-                                                     str(tmp_path / "run"), "--device", "cpu"]))
+                                                     str(tmp_path / "run"), "--device", device]))
     assert [name for name, _ in rows] == [str(p) for p in sorted((root / "test" / "up").glob("*.mp4"))]
     assert "left out, not clips: cover.jpg" in caplog.text
 
@@ -152,7 +154,8 @@ def test_real_clips_train_end_to_end_and_predict_names_a_class(video, examples, 
     x = np.random.default_rng(0).random((2, 3, 8, 16, 16), dtype=np.float32)
     trained = video.load_best_model(predict, len(saved["classes"]))
     assert isinstance(trained[0], tf.nn.InstanceNorm)
-    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "clips.onnx", x), trained(tf.Tensor(x)).data,
+    on_device = trained(tf.Tensor(tf.device.on_model_device(x, trained))).data  # --device's arrays
+    np.testing.assert_allclose(run_in_onnxruntime(tmp_path / "clips.onnx", x), tf.cpu(on_device),
                                rtol=1e-4, atol=1e-5)
     import onnxruntime
     session = onnxruntime.InferenceSession(str(tmp_path / "clips.onnx"), providers=["CPUExecutionProvider"])

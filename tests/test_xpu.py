@@ -76,13 +76,15 @@ def test_device_xpu_without_dpnp_says_what_to_install(monkeypatch):
 def test_noise_for_dpnp_is_drawn_on_the_host_and_moved(monkeypatch):
     from tinyflux.train import loop
     moved = []
-    monkeypatch.setattr(loop, "to_xpu_array", lambda array: moved.append(array.shape) or array)
-    stream = loop.RandomStream(3, on_xpu=True)
+    stream = loop.RandomStream(3, move=lambda array: moved.append(array.shape) or array)
     rng = stream.for_epoch(1)
     assert isinstance(rng, DrawnOnHost)
     noise = rng.standard_normal((2, 4), dtype=np.float32)
     assert isinstance(rng.integers(0, 5), (int, np.integer)) and isinstance(rng.random(), float)
-    assert moved == [(2, 4)]
+    rng.uniform(0.8, 1.2, 3)  # the own-clips augmentation's draw: every Generator method is passed on
+    assert moved == [(2, 4), (3,)]
+    with pytest.raises(AttributeError):
+        rng.no_such_method()
     # the same numbers as a CPU run with the same seed, and a state saved as on the CPU
     np.testing.assert_array_equal(noise, np.random.default_rng(3).standard_normal((2, 4), dtype=np.float32))
     assert stream.state() != ""

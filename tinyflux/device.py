@@ -19,7 +19,10 @@ the CPU. ``to_device`` takes every name the examples' ``--device`` takes.
 """
 from __future__ import annotations
 
-from .backends import (cupy_available, dpnp_module, to_cpu_array, to_gpu_array, to_torch_array, to_xpu_array,
+import os
+import sys
+
+from .backends import (cupy_available, dpnp_module, get_array_module, to_cpu_array, to_gpu_array, to_torch_array, to_xpu_array,
                        torch_module, warn_no_gpu_once)
 from .tensor import Tensor
 
@@ -43,6 +46,13 @@ def _move(obj, move_array):
     if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, (str, bytes)):
         return move_array(obj)
     raise TypeError(f"cannot move a {type(obj).__name__}: expected an array, a Tensor, a Module or a list of them")
+
+
+def on_model_device(x, model):
+    """The host array ``x`` on the device of the model's parameters (a GPU's, PyTorch's), unchanged on the CPU."""
+    parameters = list(model.parameters())
+    xp = get_array_module(parameters[0].data) if parameters else None
+    return x if xp is None or isinstance(parameters[0].data, type(x)) else xp.asarray(x)
 
 
 def gpu(obj):
@@ -77,18 +87,18 @@ DEVICE_ALIASES = {"mps": "torch:mps"}  # Apple's GPUs are reached through PyTorc
 def torch_device(name: str) -> str:
     """The torch device of a ``torch:NAME`` device ("torch:mps" -> "mps"), checked: RuntimeError when PyTorch is
     missing or has no such device here, naming what it found instead."""
-    import torch  # torch_module() first: its error names the wheel to install
+    torch_module()  # first: without PyTorch, its error names the wheel to install
+    import torch
 
-    torch_module()
     device = name[len(TORCH_PREFIX):]
     try:
         torch.empty(1, device=device)
     except Exception as error:  # an unknown name, a device this build or machine lacks
         found = [kind for kind in ("cuda", "mps", "xpu") if getattr(getattr(torch, kind, None), "is_available",
                                                                    lambda: False)()]
-        raise RuntimeError(f"{name}: PyTorch {torch.__version__} cannot make a tensor there "
-                           f"({str(error).splitlines()[0]}); devices it finds: "
-                           f"{', '.join(TORCH_PREFIX + kind for kind in found + ['cpu'])}") from None
+        reason = str(error).splitlines()[0].split(". ")[0][:160]  # torch's first sentence; the rest lists backends
+        raise RuntimeError(f"PyTorch {torch.__version__} cannot make a tensor on {name} ({reason}); devices it "
+                           f"finds here: {', '.join(TORCH_PREFIX + kind for kind in found + ['cpu'])}") from None
     return device
 
 
@@ -107,3 +117,60 @@ def to_device(obj, device: str):
         return _move(obj, lambda array: to_torch_array(array, name))
     raise ValueError(f"unknown device {device!r}: expected cpu, gpu, xpu, mps or torch:NAME (torch:cuda, "
                      "torch:xpu, torch:cpu)")
+
+
+PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}  # the vendor ids of PCI display devices
+
+
+def gpu_vendors(drm="/sys/class/drm") -> list[str]:
+    """The makers of the graphics devices Linux lists (in /sys/class/drm), e.g. ["Intel", "AMD"]; [] elsewhere."""
+    import glob
+
+    found = []
+    for path in sorted(glob.glob(os.path.join(drm, "card[0-9]*", "device", "vendor"))):
+        try:
+            with open(path) as file:
+                vendor = PCI_VENDORS.get(file.read().strip().lower())
+        except OSError:
+            continue
+        if vendor and vendor not in found:
+            found.append(vendor)
+    return found
+
+
+def gpu_advice(platform: str = None, vendors: list = None) -> str:
+    """One line saying how to reach the GPUs this machine has, for a run that asked for a CUDA GPU and found none.
+
+    PyTorch's own answer comes first where it is installed (it knows its devices); otherwise the operating system
+    and the makers of the graphics devices decide which wheel to name.
+    """
+    platform = platform or sys.platform
+    vendors = gpu_vendors() if vendors is None else vendors
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        if torch.backends.mps.is_available():
+            return "PyTorch finds Apple's MPS GPU: use --device mps (tf.to_device(model, 'mps'))"
+        if torch.cuda.is_available():
+            kind = "an AMD GPU (ROCm build)" if torch.version.hip else "a CUDA GPU"
+            return f"PyTorch finds {kind}: use --device torch:cuda"
+        if hasattr(torch, "xpu") and torch.xpu.is_available():
+            return "PyTorch finds an Intel GPU: use --device torch:xpu"
+    if platform == "darwin":
+        return ("on a Mac, GPUs are reached through PyTorch's MPS: pip install torch (Intel Macs: torch==2.2.2, the "
+                "last release with wheels for them), then --device mps")
+    if "NVIDIA" in vendors:
+        return "an NVIDIA GPU is present: pip install 'tinyflux[cuda12]' (or [cuda13]) brings CuPy"
+    if "AMD" in vendors:
+        return ("an AMD GPU is present: PyTorch's ROCm build (its pip line for your ROCm version is on "
+                "https://pytorch.org/get-started/locally/), then --device torch:cuda")
+    if "Intel" in vendors:
+        return ("an Intel GPU is present: PyTorch's XPU build (pip install torch --index-url "
+                "https://download.pytorch.org/whl/xpu), then --device torch:xpu; or pip install 'tinyflux[xpu]' "
+                "and --device xpu")
+    if platform == "win32":
+        return ("on Windows: an NVIDIA GPU with pip install 'tinyflux[cuda12]'; an Intel GPU with PyTorch's XPU "
+                "build and --device torch:xpu; docs/gpu.md lists the rest")
+    return "no GPU found; docs/gpu.md lists the ways to each maker's GPUs"

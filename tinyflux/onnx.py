@@ -49,6 +49,7 @@ import numpy as np
 from . import functional as F
 from . import nn
 from .backends import to_cpu_array
+from .device import on_model_device
 from .files import write_file
 from .modes import no_grad
 from .tensor import Tensor, as_tensor
@@ -163,7 +164,7 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
     onnx = _onnx()
     input_shape = tuple(int(n) for n in input_shape)
     with no_grad():  # one pass through the layers: each one's input shape, and a clear error if one refuses it
-        exporter = _Exporter(onnx, Tensor(np.zeros((1, *input_shape), np.float32)))
+        exporter = _Exporter(onnx, Tensor(on_model_device(np.zeros((1, *input_shape), np.float32), model)))
         output = exporter.add(model, "input", "")
     out = exporter.sample  # the model's output for one example
     spatial = [f"S{i + 1}" for i in range(len(input_shape) - 1)] if _takes_any_size(model, input_shape, out.shape) \
@@ -196,7 +197,8 @@ def _takes_any_size(model, input_shape: tuple, out_shape: tuple) -> bool:
     larger = (input_shape[0], *(n + 8 for n in input_shape[1:]))
     try:
         with no_grad():
-            return tuple(model(Tensor(np.zeros((1, *larger), np.float32))).shape) == tuple(out_shape)
+            return tuple(model(Tensor(on_model_device(np.zeros((1, *larger), np.float32), model))).shape) == \
+                tuple(out_shape)
     except ValueError:  # a Dense that wants the features of one size
         return False
 

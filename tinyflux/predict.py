@@ -17,6 +17,7 @@ import numpy as np
 from .backends import to_cpu_array
 from .checkpoint import CheckpointError, read_metadata
 from .data import DatasetError, to_float_images, video
+from .device import on_model_device
 from .files import write_file
 from .functional import softmax
 from .modes import no_grad
@@ -50,7 +51,7 @@ def classify_clips(model, path, decoded: tuple[int, int], classes: list[str], vi
     rows = []
     for clip in clips:
         x = video.decode_clip(clip, decoded[0], (decoded[1], decoded[1]))[None]  # (1, 3, T, H, W)
-        x = view(x) if view else x
+        x = on_model_device(view(x) if view else x, model)
         with no_grad():
             probabilities = to_cpu_array(softmax(model.eval()(Tensor(to_float_images(x)))).data[0])  # (classes,)
         rows.append((str(clip), [(classes[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top]]))

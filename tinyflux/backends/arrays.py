@@ -55,7 +55,8 @@ def dpnp_module():
 
 
 def array_module(name: str) -> types.ModuleType:
-    """The module for a backend name: ``"numpy"``, ``"cupy"`` or ``"dpnp"``."""
+    """The module for a backend name: ``"numpy"``, ``"cupy"``, ``"dpnp"``, or ``"torch:DEVICE"`` (the
+    TorchNumpy that stands in for a module on that device of PyTorch's)."""
     if name == "numpy":
         return np
     if name == "cupy":
@@ -67,7 +68,9 @@ def array_module(name: str) -> types.ModuleType:
             raise RuntimeError("backend 'dpnp' requested, but dpnp is not installed or finds no SYCL device "
                                "(pip install 'tinyflux[xpu]')")
         return dpnp_module()
-    raise ValueError(f"unknown backend {name!r}: expected 'numpy', 'cupy' or 'dpnp'")
+    if name.startswith("torch:"):
+        return torch_module().namespace(name[len("torch:"):])
+    raise ValueError(f"unknown backend {name!r}: expected 'numpy', 'cupy', 'dpnp' or 'torch:DEVICE'")
 
 
 def is_gpu_array(array) -> bool:
@@ -152,7 +155,8 @@ def torch_module():
 
 def to_torch_array(array, device: str):
     """A TorchArray on the torch device ``device`` ("cpu", "mps", "cuda", "xpu") with the contents of ``array``."""
-    return torch_module().to_torch_array(array, device)
+    namespace = torch_module().namespace(device)
+    return namespace.asarray(array if is_torch_array(array) else to_cpu_array(array))  # CuPy, dpnp: via the host
 
 
 def nccl():

@@ -125,8 +125,8 @@ class TorchArray:
         return TorchArray(self.tensor.reshape(tuple(int(s) for s in shape)))
 
     def transpose(self, *axes) -> "TorchArray":
-        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        return TorchArray(self.tensor.permute(tuple(axes) or tuple(reversed(range(self.tensor.dim())))))
+        axes = axes[0] if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))) else axes
+        return TorchArray(self.tensor.permute(tuple(axes or ()) or tuple(reversed(range(self.tensor.dim())))))
 
     def astype(self, dtype, copy: bool = True) -> "TorchArray":
         target = torch_dtype(dtype)
@@ -145,9 +145,6 @@ class TorchArray:
 
     def ravel(self) -> "TorchArray":
         return TorchArray(self.tensor.reshape(-1))
-
-    def flatten(self) -> "TorchArray":
-        return TorchArray(self.tensor.reshape(-1).clone())
 
     def fill(self, value) -> None:
         self.tensor.fill_(value)
@@ -223,7 +220,7 @@ class TorchArray:
         if isinstance(value, TorchArray):
             value = value.tensor.to(self.tensor.dtype)
         elif isinstance(value, np.ndarray):  # CuPy too accepts a host array here: one explicit copy
-            value = torch.as_tensor(np.ascontiguousarray(value), device=self.tensor.device).to(self.tensor.dtype)
+            value = torch.from_numpy(np.array(value, order="C", copy=True)).to(self.tensor.device, self.tensor.dtype)
         elif isinstance(value, np.generic):
             value = value.item()
         self.tensor[key] = value
@@ -244,8 +241,8 @@ class TorchArray:
 
     def __add__(self, other): return self._binary(other, torch.add)
     def __radd__(self, other): return self._binary(other, torch.add, reflected=True)
-    def __sub__(self, other): return self._binary(other, _subtract)
-    def __rsub__(self, other): return self._binary(other, _subtract, reflected=True)
+    def __sub__(self, other): return self._binary(other, torch.sub)
+    def __rsub__(self, other): return self._binary(other, torch.sub, reflected=True)
     def __mul__(self, other): return self._binary(other, torch.mul)
     def __rmul__(self, other): return self._binary(other, torch.mul, reflected=True)
     def __truediv__(self, other): return self._binary(other, torch.true_divide)
@@ -281,10 +278,6 @@ class TorchArray:
     def __invert__(self): return TorchArray(torch.bitwise_not(self.tensor))
 
     __hash__ = None  # like NumPy's arrays: == is elementwise, so arrays are not dict keys
-
-
-def _subtract(a, b):
-    return torch.sub(a, b)
 
 
 def _dims(axis, ndim: int):
@@ -332,31 +325,21 @@ def _no_float64_message(device) -> str:
 
 
 class _Random:
-    """``xp.random``: NumPy's generators, whose arrays are moved to the device.
+    """``xp.random``: ``default_rng(seed)`` is NumPy's generator, whose arrays are moved to the device.
 
     Drawing on the host gives the numbers a NumPy run draws from the same seed, so a dropout mask
     here equals the CPU's; the cost is one copy of each mask to the device.
     """
 
-    def __init__(self, namespace: "TorchNumpy"):
-        self.namespace = namespace
+    def __init__(self, namespace: "TorchNumpy", rng: np.random.Generator = None):
+        self.namespace, self.rng = namespace, rng
 
-    def default_rng(self, seed=None):
-        return _MovedGenerator(np.random.default_rng(seed), self.namespace)
+    def default_rng(self, seed=None) -> "_Random":
+        return _Random(self.namespace, np.random.default_rng(seed))
 
-
-class _MovedGenerator:
-    def __init__(self, rng: np.random.Generator, namespace: "TorchNumpy"):
-        self.rng, self.namespace = rng, namespace
-
-    def random(self, size=None, dtype=np.float64):
-        return self.namespace.asarray(self.rng.random(size, dtype=dtype))
-
-    def standard_normal(self, size=None, dtype=np.float64):
-        return self.namespace.asarray(self.rng.standard_normal(size, dtype=dtype))
-
-    def integers(self, low, high=None, size=None, dtype=np.int64):
-        return self.namespace.asarray(self.rng.integers(low, high, size, dtype=dtype))
+    def __getattr__(self, name: str):  # random, standard_normal, integers...: drawn, then moved
+        draw = getattr(self.rng, name)
+        return lambda *args, **kwargs: self.namespace.asarray(draw(*args, **kwargs))
 
 
 _NAMESPACES: dict = {}
@@ -405,7 +388,9 @@ class TorchNumpy:
                 raise Float64Error(_no_float64_message(self.device))
             if dtype is not None and host.dtype != np.dtype(dtype):
                 host = host.astype(dtype)  # on the host: a float64 array reaches a float32-only device as float32
-            tensor = torch.from_numpy(np.ascontiguousarray(host)).to(self.device)
+            # always a copy, as CuPy's asarray makes: on torch's CPU device a tensor sharing the host array's
+            # memory would let an optimizer's in-place steps change the caller's NumPy array
+            tensor = torch.from_numpy(np.array(host, order="C", copy=True)).to(self.device)
         return TorchArray(tensor if dtype is None else tensor.to(torch_dtype(dtype)))
 
     def array(self, value, dtype=None) -> TorchArray:
@@ -428,11 +413,6 @@ class TorchNumpy:
 
     def empty(self, shape, dtype=np.float64) -> TorchArray:
         return self._made(torch.empty, shape, dtype)
-
-    def full(self, shape, fill_value, dtype=np.float64) -> TorchArray:
-        array = self._made(torch.empty, shape, dtype)
-        array.tensor.fill_(fill_value)
-        return array
 
     def _like(self, function, like: TorchArray, dtype) -> TorchArray:
         # torch's *_like keep the memory order of ``like`` (preserve_format), as NumPy's order="K" does
@@ -477,12 +457,6 @@ class TorchNumpy:
     def expand_dims(self, array, axis: int) -> TorchArray:
         return TorchArray(self.asarray(array).tensor.unsqueeze(axis))
 
-    def transpose(self, array, axes=None) -> TorchArray:
-        return array.transpose(axes or ())
-
-    def reshape(self, array, shape) -> TorchArray:
-        return array.reshape(shape)
-
     # -- elementwise functions, with NumPy's out= ----------------------------------
     def _elementwise(self, function, inputs, out):
         tensors = [_operand(value) for value in inputs]
@@ -498,22 +472,13 @@ class TorchNumpy:
     def sqrt(self, x, out=None): return self._elementwise(torch.sqrt, [x], out)
     def exp(self, x, out=None): return self._elementwise(torch.exp, [x], out)
     def log(self, x, out=None): return self._elementwise(torch.log, [x], out)
-    def log1p(self, x, out=None): return self._elementwise(torch.log1p, [x], out)
-    def tanh(self, x, out=None): return self._elementwise(torch.tanh, [x], out)
     def abs(self, x, out=None): return self._elementwise(torch.abs, [x], out)
-    def sign(self, x, out=None): return self._elementwise(torch.sign, [x], out)
-    def negative(self, x, out=None): return self._elementwise(torch.neg, [x], out)
     def isfinite(self, x): return self._elementwise(torch.isfinite, [x], None)
     def isnan(self, x): return self._elementwise(torch.isnan, [x], None)
     def maximum(self, a, b, out=None): return self._elementwise(torch.maximum, [a, b], out)
-    def minimum(self, a, b, out=None): return self._elementwise(torch.minimum, [a, b], out)
-    def add(self, a, b, out=None): return self._elementwise(torch.add, [a, b], out)
     def subtract(self, a, b, out=None): return self._elementwise(torch.sub, [a, b], out)
     def multiply(self, a, b, out=None): return self._elementwise(torch.mul, [a, b], out)
-    def divide(self, a, b, out=None): return self._elementwise(torch.true_divide, [a, b], out)
     def greater(self, a, b, out=None): return self._elementwise(torch.gt, [a, b], out)
-    def less(self, a, b, out=None): return self._elementwise(torch.lt, [a, b], out)
-    def equal(self, a, b, out=None): return self._elementwise(torch.eq, [a, b], out)
     def matmul(self, a, b, out=None): return self._elementwise(torch.matmul, [a, b], out)
 
     def where(self, condition, a, b) -> TorchArray:
@@ -527,25 +492,7 @@ class TorchNumpy:
         return out
 
     # -- reductions and dtypes -----------------------------------------------------
-    def sum(self, x, axis=None, dtype=None, keepdims=False): return x.sum(axis, dtype, keepdims)
-    def mean(self, x, axis=None, dtype=None, keepdims=False): return x.mean(axis, dtype, keepdims)
-    def max(self, x, axis=None, keepdims=False): return x.max(axis, keepdims)
     def argmax(self, x, axis=None): return x.argmax(axis)
 
     def result_type(self, *values) -> np.dtype:
         return np.result_type(*(v.dtype if isinstance(v, TorchArray) else v for v in values))
-
-    def asnumpy(self, array: TorchArray) -> np.ndarray:
-        return array.tensor.detach().cpu().numpy()
-
-
-def is_torch_array(array) -> bool:
-    return isinstance(array, TorchArray)
-
-
-def to_torch_array(array, device) -> TorchArray:
-    """A TorchArray on ``device`` with the contents of a NumPy array or of another device's array."""
-    from .arrays import to_cpu_array  # the host is the way between CuPy or dpnp and torch
-    if isinstance(array, TorchArray):
-        return namespace(device).asarray(array)
-    return namespace(device).asarray(to_cpu_array(array))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .. import distributed, plots
 from ..backends import cupy_available, dpnp_module
-from ..device import cpu, gpu, xpu
+from ..device import DEVICE_ALIASES, TORCH_PREFIX, cpu, gpu, gpu_advice, to_device, torch_device, xpu
 
 
 def flag(default, help: str, *, choices: list | None = None, resumable: bool = False, metavar: str | None = None):
@@ -105,8 +105,10 @@ class Settings:
     batch_size: int = flag(32, "examples per training step")
     savepath: str = flag("./", "folder of the run: the best model and the run state", resumable=True)
     checkpoint: str = flag("model.h5", "file name of the best model in --savepath", resumable=True)
-    device: str = flag("auto", "auto uses a CUDA GPU when CuPy finds one; xpu is an Intel GPU through dpnp",
-                       choices=["auto", "cpu", "gpu", "xpu"], resumable=True)
+    device: str = flag("auto", "auto: a CUDA GPU when CuPy finds one, else the CPU; cpu; gpu (CuPy); xpu (an Intel "
+                               "GPU through dpnp); mps (Apple's GPUs through PyTorch); torch:NAME for any of "
+                               "PyTorch's devices (torch:cuda also on AMD with PyTorch's ROCm build, torch:xpu, "
+                               "torch:cpu)", resumable=True)
     seed: int = flag(0, "seed for the initial weights, the noise, the shuffling and the validation split")
     shuffle: bool = flag(False, "shuffle the training set every epoch")
     max_steps: int | None = flag(None, "stop each epoch after this many batches (quick runs)")
@@ -127,10 +129,21 @@ class Settings:
                        resumable=True)
 
     def on_gpu(self) -> bool:
-        """Whether this run uses a GPU: --device gpu, or auto where CuPy finds one."""
+        """Whether this run uses a GPU through CuPy: --device gpu, or auto where CuPy finds one."""
         if self.device == "gpu" and not cupy_available():
-            raise ValueError("--device gpu: no usable CUDA GPU (is CuPy installed? pip install 'tinyflux[cuda12]')")
+            raise ValueError(f"--device gpu: no usable CUDA GPU through CuPy. {gpu_advice()}")
         return self.device == "gpu" or (self.device == "auto" and cupy_available())
+
+    def on_torch(self) -> str | None:
+        """The ``torch:NAME`` device of this run (--device mps is torch:mps), None when it uses no PyTorch."""
+        device = DEVICE_ALIASES.get(self.device, self.device)
+        if not device.startswith(TORCH_PREFIX):
+            return None
+        try:
+            torch_device(device)  # PyTorch installed, and the device answers
+        except RuntimeError as error:
+            raise ValueError(f"--device {self.device}: {error}") from None
+        return device
 
     def on_xpu(self) -> bool:
         """Whether this run uses dpnp's SYCL device (an Intel GPU): --device xpu, never chosen by auto."""
@@ -139,8 +152,14 @@ class Settings:
                              "(pip install 'tinyflux[xpu]')")
         return self.device == "xpu"
 
+    def on_device(self) -> bool:
+        """Whether this run's arrays live off NumPy: on a GPU, or on any of PyTorch's devices."""
+        return self.on_gpu() or self.on_xpu() or self.on_torch() is not None
+
     def to_device(self, obj):
-        """``obj`` (arrays, a model) moved to this run's device: tf.xpu, tf.gpu or tf.cpu."""
+        """``obj`` (arrays, a model) moved to this run's device: tf.to_device, tf.xpu, tf.gpu or tf.cpu."""
+        if self.on_torch():
+            return to_device(obj, self.on_torch())
         return xpu(obj) if self.on_xpu() else gpu(obj) if self.on_gpu() else cpu(obj)
 
     def check(self) -> None:
@@ -169,12 +188,17 @@ class Settings:
             raise ValueError("--graph with --distributed: not supported until it has been tested on GPUs")
         if self.plots is not None and not plots.available():
             raise ValueError(f"--plots: {plots.MISSING}")
+        known = ("auto", "cpu", "gpu", "xpu", *DEVICE_ALIASES)
+        if self.device not in known and not self.device.startswith(TORCH_PREFIX):
+            raise ValueError(f"--device: one of {', '.join(known)} or torch:NAME expected, got {self.device!r}")
         self.on_gpu()  # --device gpu without a GPU
         self.on_xpu()  # --device xpu without dpnp
-        if self.distributed and self.device == "xpu":
-            raise ValueError("--distributed with --device xpu: not supported (its collectives are MPI on the host "
-                             "or NCCL on CUDA GPUs)")
-        if self.graph and (self.device in ("cpu", "xpu") or not cupy_available()):
-            where = "an Intel GPU through dpnp" if self.device == "xpu" else "the CPU"
+        self.on_torch()  # --device torch:NAME without PyTorch or without that device
+        if self.distributed and (self.device == "xpu" or self.on_torch()):
+            raise ValueError(f"--distributed with --device {self.device}: not supported (its collectives are MPI "
+                             "on the host or NCCL on CUDA GPUs through CuPy)")
+        if self.graph and (self.device in ("cpu", "xpu") or self.on_torch() or not cupy_available()):
+            where = ("an Intel GPU through dpnp" if self.device == "xpu" else
+                     f"{self.on_torch()} through PyTorch" if self.on_torch() else "the CPU")
             raise ValueError(f"--graph: CUDA graphs need a CUDA GPU, and this run is on {where} "
                              f"(--device {self.device})")

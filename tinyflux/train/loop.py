@@ -56,25 +56,27 @@ class RandomStream:
     On the CPU one NumPy generator, seeded once, serves the whole run, and its
     state is saved with the run state. CuPy's generators cannot be saved, so on a
     GPU each epoch draws from a generator seeded by (seed, epoch), which a
-    resumed run rebuilds. On dpnp's device (``--device xpu``) the CPU's
-    generator draws and its arrays are moved (:class:`DrawnOnHost`): the same
-    numbers as a CPU run, and a state that is saved as on the CPU.
+    resumed run rebuilds. On dpnp's device (``--device xpu``) and PyTorch's
+    (``--device torch:NAME``) the CPU's generator draws and its arrays are
+    moved (:class:`DrawnOnHost`): the same numbers as a CPU run, and a state
+    that is saved as on the CPU.
     """
 
-    def __init__(self, seed: int, on_gpu: bool = False, on_xpu: bool = False):
-        self.seed, self.on_gpu, self.on_xpu = seed, on_gpu, on_xpu
+    def __init__(self, seed: int, on_gpu: bool = False, move=None):
+        self.seed, self.on_gpu, self.move = seed, on_gpu, move
         self.rng = np.random.default_rng(seed)
 
     @classmethod
     def for_run(cls, settings: Settings) -> "RandomStream":
         """The stream for a run with these settings, on its device."""
-        return cls(settings.seed, settings.on_gpu(), settings.on_xpu())
+        moved = settings.on_xpu() or settings.on_torch()
+        return cls(settings.seed, settings.on_gpu(), settings.to_device if moved else None)
 
     def for_epoch(self, epoch: int):
         """The generator to draw this epoch's noise from."""
         if self.on_gpu:
             self.rng = array_module("cupy").random.default_rng([self.seed, epoch])
-        return DrawnOnHost(self.rng) if self.on_xpu else self.rng
+        return DrawnOnHost(self.rng, self.move) if self.move else self.rng
 
     def state(self) -> str:
         """The CPU generator's state as JSON; "" on a GPU."""
@@ -86,24 +88,23 @@ class RandomStream:
 
 
 class DrawnOnHost:
-    """A NumPy generator whose arrays go to dpnp's device (dpnp refuses to mix its arrays with NumPy's);
-    single numbers (a crop's corner, a coin flip) stay Python numbers on the host."""
+    """A NumPy generator whose arrays go to a device with ``move`` (dpnp and TorchArrays refuse to mix with
+    NumPy's arrays); single numbers (a crop's corner, a coin flip) stay Python numbers on the host.
 
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
+    Every method of NumPy's Generator works (``uniform``, ``standard_normal``, ``integers``, ...): each call is
+    passed on, and an array that comes back is moved.
+    """
 
-    def standard_normal(self, size=None, dtype=np.float64):
-        return self._moved(self.rng.standard_normal(size, dtype=dtype))
+    def __init__(self, rng: np.random.Generator, move=to_xpu_array):
+        self.rng, self.move = rng, move
 
-    def random(self, size=None, dtype=np.float64):
-        return self._moved(self.rng.random(size, dtype=dtype))
+    def __getattr__(self, name: str):
+        draw = getattr(self.rng, name)  # AttributeError, as from the Generator itself, for a name it lacks
 
-    def integers(self, low, high=None, size=None, dtype=np.int64):
-        return self._moved(self.rng.integers(low, high, size, dtype=dtype))
-
-    @staticmethod
-    def _moved(drawn):
-        return to_xpu_array(drawn) if isinstance(drawn, np.ndarray) else drawn
+        def drawn_and_moved(*args, **kwargs):
+            result = draw(*args, **kwargs)
+            return self.move(result) if isinstance(result, np.ndarray) else result
+        return drawn_and_moved
 
 
 class Run:
@@ -317,7 +318,7 @@ def fit(model, data, val=None, *, optimizer=None, loss=logit_cross_entropy, sche
             log.info(f"A new run in {settings.savepath}: epoch 1 and a new optimizer, from the model's current "
                      "weights (to continue a run of fit, pass resume=True)")
         model = settings.to_device(model)
-        if settings.on_gpu() or settings.on_xpu():  # on the CPU the data stays as given (an h5py dataset, say)
+        if settings.on_device():  # on the CPU the data stays as given (an h5py dataset, say)
             images, labels = settings.to_device(images), settings.to_device(labels)
             val = (settings.to_device(val[0]), settings.to_device(val[1]))
         classes = model(Tensor(to_float_images(val[0][:1]))).shape[-1]  # the data fits the model, before a long run
