@@ -5,7 +5,9 @@ used only when it is installed *and* a GPU answers. dpnp (Intel's NumPy for
 SYCL devices: Intel GPUs, and the CPU through OpenCL) is imported only when a
 run asks for it (``--device xpu``, ``tf.xpu``): importing it starts the SYCL
 runtime, which takes seconds that a CPU run should not pay. Everything else
-in tinyflux asks these functions instead of importing either.
+in tinyflux asks these functions instead of importing either. PyTorch is
+imported by ``torch_arrays.py`` alone, when a run first asks for a
+``torch:NAME`` device (``torch_module``).
 """
 from __future__ import annotations
 
