@@ -88,8 +88,10 @@ class Dropout(Module):
         xp = get_array_module(x.data)
         count = int(self.draws.data[0])  # kept on the host (tf.gpu moves only floating buffers): no GPU wait
         self.draws.data[0] = count + 1
-        rng = xp.random.default_rng([self.seed, count])
-        keep = rng.random(x.shape, dtype=np.float32) >= self.p
+        if hasattr(xp.random, "default_rng"):  # NumPy, CuPy (on the GPU), TorchNumpy (drawn on the host, moved)
+            keep = xp.random.default_rng([self.seed, count]).random(x.shape, dtype=np.float32) >= self.p
+        else:  # dpnp has no Generator: the host draws what a CPU run draws, and the mask is moved
+            keep = xp.asarray(np.random.default_rng([self.seed, count]).random(x.shape, dtype=np.float32) >= self.p)
         return x * Tensor(keep.astype(x.dtype) * x.data.dtype.type(1 / (1 - self.p)))
 
 
