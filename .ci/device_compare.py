@@ -9,8 +9,8 @@ the host); each step's loss is printed for both, and the script fails when
 two differ by more than the job's tolerance:
 
 - the MNIST model and the plain video model, float32: 1e-4;
-- the own-clips model, float64: 1e-9. In float32 its losses drift apart by
-  up to 1e-2 within 20 steps between *any* two summation orders (NumPy's code
+- the own-clips model, float64: 1e-9. In float32 its losses drift far past
+  1e-4 within 20 steps between *any* two summation orders (NumPy's code
   against Numba's kernels does the same): Adam turns the rounding noise in
   the gradients of the biases before each BatchNorm, which should be zero,
   into whole steps. Float64 shows that the arithmetic is the same. Where the

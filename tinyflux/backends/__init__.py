@@ -34,6 +34,7 @@ when ``cupy.cuda.runtime.is_hip`` is true.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import numpy as np
@@ -96,30 +97,22 @@ def _cupy_ops(array):
 
 
 register(is_gpu_array, _cupy_ops)
-_dpnp_ops = None
 
 
-def _xpu_ops(array):
-    global _dpnp_ops
-    if _dpnp_ops is None:
-        from .dpnp_ops import DpnpOps
-        _dpnp_ops = DpnpOps()
-    return _dpnp_ops
+def _made_on_first_use(module: str, class_name: str) -> Callable:
+    """``ops_for_it`` for ``register``: one object of ``module.class_name``, imported and made at the first array
+    that needs it (so importing tinyflux imports neither dpnp nor torch)."""
+    made = []
+
+    def ops_for_it(array):
+        if not made:
+            made.append(getattr(importlib.import_module(module, __name__), class_name)())
+        return made[0]
+    return ops_for_it
 
 
-register(is_xpu_array, _xpu_ops)
-_torch_ops = None
-
-
-def _torch_array_ops(array):
-    global _torch_ops
-    if _torch_ops is None:
-        from .torch_ops import TorchOps
-        _torch_ops = TorchOps()
-    return _torch_ops
-
-
-register(is_torch_array, _torch_array_ops)
+register(is_xpu_array, _made_on_first_use(".dpnp_ops", "DpnpOps"))
+register(is_torch_array, _made_on_first_use(".torch_ops", "TorchOps"))
 
 __all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
            "cpu_ops",
