@@ -16,7 +16,8 @@ import numpy as np
 import tinyflux as tf
 from tinyflux import backends, optim
 from tinyflux.backends import ops_for
-from tinyflux.functional.convolution import ConvFunction, output_size
+from tinyflux.backends.geometry import output_size
+from tinyflux.functional.convolution import ConvFunction
 from tinyflux.models import mnist_convnet as mnist_model
 from timing import format_ms, summary, summary_ratio, torch
 

@@ -13,9 +13,9 @@ from tinyflux import optim
 from tinyflux.backends import ops_for
 from tinyflux.models import mnist_convnet as mnist_model
 
-OPS_PROFILED = ("im2col", "col2im", "im2col_pooled", "col2im_pooled", "maxpool", "maxpool_backward", "maxpool_blocks",
-                "maxpool_blocks_backward", "bias_relu", "relu_backward", "conv_pool",
-                "conv_pool_backward")  # and matmul, by shape
+OPS_PROFILED = ("conv", "conv_backward", "conv_pool", "conv_pool_backward", "im2col", "col2im", "im2col_pooled",
+                "col2im_pooled", "maxpool", "maxpool_backward", "maxpool_blocks", "maxpool_blocks_backward",
+                "bias_relu", "relu_backward")  # and matmul, by shape
 
 
 MODELS = {  # name: (build, one example's shape, classes)
@@ -26,11 +26,12 @@ MODELS = {  # name: (build, one example's shape, classes)
 
 def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_name: str = "MNIST") -> dict:
     """Where a tinyflux training step spends its time: wall time inside each Function's forward and backward,
-    and inside the backend's hot operations (each matrix product by shape, with its GFLOP/s).
+    and inside the backend's hot operations (each matrix product by shape, with its GFLOP/s). An op that calls
+    others (NumpyOps.conv_pool calls im2col_pooled, matmul, maxpool_blocks) is charged only its own time.
 
-    Every Function subclass and the ops object's methods are wrapped with a timer for the duration of this
-    measurement; the rest of the step (Python, the autograd loop) is reported as "other". On a GPU the
-    parts are launch times (nothing waits for the GPU between them); only the step's total waits.
+    Every Function subclass and the ops object's methods are wrapped with a timer for this measurement; the
+    rest of the step (Python, the autograd loop) is "other". On a GPU the parts are launch times (nothing
+    waits for the GPU between them); only the step's total waits.
     """
     from tinyflux import tensor
     from tinyflux.functional import activations, basic, convolution, dense, losses
@@ -39,16 +40,25 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_na
     inside: dict[str, float] = {}  # the same for the ops object's methods
     flops: dict[str, int] = {}
     originals = []
+    nested = []  # for each op running now, the time spent in the ops it called, which those are charged
 
     def wrap(cls, method, into=totals, key_of=None):
         original = cls.__dict__[method]
         originals.append((cls, method, original))
 
         def timed(self, *args):
+            if into is inside:  # an op: charged its own time only
+                nested.append(0.0)
             start = time.perf_counter()
             result = original(self, *args)
+            elapsed = time.perf_counter() - start
+            if into is inside:
+                called = nested.pop()
+                if nested:
+                    nested[-1] += elapsed
+                elapsed -= called
             key = key_of(args) if key_of else f"{cls.__name__}.{method}"
-            into[key] = into.get(key, 0.0) + time.perf_counter() - start
+            into[key] = into.get(key, 0.0) + elapsed
             return result
         setattr(cls, method, timed)
 

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 import tinyflux as tf
-from tinyflux.functional.convolution import ConvFunction
+from tinyflux.backends import NUMPY_OPS
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)  # kernel transform, 4x3
 
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"input {shape}, {out} outputs: largest difference to tf.conv {error:.1e} "
               f"(largest output {float(np.abs(reference).max()):.0f})")
         print(f"  forward, median ms: im2col + one product "
-              f"{median_ms(lambda: ConvFunction((1, 1), (1, 1)).forward(x, w)):.2f}, "
+              f"{median_ms(lambda: NUMPY_OPS.conv(x, w, None, (1, 1), (1, 1))):.2f}, "
               f"Winograd {median_ms(lambda: winograd_conv(x, w)):.2f}, "
               f"of which its 16 products alone {median_ms(lambda: np.matmul(u, v)):.2f}")
 

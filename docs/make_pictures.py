@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import tinyflux as tf
-from tinyflux.functional.convolution import im2col
+from tinyflux.backends.columns import im2col
 
 IMAGES = Path(__file__).resolve().parent / "images"
 NAMES = ("explain_conv_sliding", "explain_conv_channels", "explain_im2col", "explain_maxpool",

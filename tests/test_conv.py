@@ -258,6 +258,29 @@ def test_conv_maxpool_with_bias_relu_equals_pooling_relu_of_conv(xp, rng, sizes,
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("sizes,kernel,pad,window", CONV_POOL_CASES[:6])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_both_routes_of_the_conv_pool_contract_agree(xp, rng, sizes, kernel, pad, window, with_bias):
+    """ops.conv_pool with columns by window offset (NumpyOps) and as a convolution then a pooling (the route
+    CudaOps takes, with its kernels): the same outputs and gradients, from the same ops object."""
+    ops = tf.backends.ops_for(xp.zeros(1))
+    x, w = xp.asarray(rng.standard_normal((2, 3) + sizes)), xp.asarray(rng.standard_normal((4, 3) + kernel))
+    b = xp.asarray(np.array([0.5, -1.0, 0.0, -30.0])) if with_bias else None
+    needs = (True, True, True) if with_bias else (True, True)
+    results = []
+    for forward, backward in ((tf.backends.NumpyOps.conv_pool, tf.backends.NumpyOps.conv_pool_backward),
+                              (ops.conv_then_pool, ops.conv_then_pool_backward)):
+        forward = forward.__get__(ops)
+        backward = backward.__get__(ops)
+        y, saved = forward(x, w, b, pad, window)
+        gy = xp.asarray(np.arange(y.size, dtype=np.float64).reshape(y.shape) % 7 - 3)
+        grads = backward(gy, w, saved, needs)
+        assert len(grads) == len(needs)
+        results.append([to_numpy(a) for a in (y, *grads)])
+    for name, got, expected in zip(("y", "gx", "gw", "gb"), *results):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_conv_maxpool_refuses_a_bias_that_does_not_fit_the_weights(rng):
     x = tf.Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     w = tf.Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))

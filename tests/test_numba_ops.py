@@ -8,7 +8,7 @@ from tinyflux.functional.convolution import ConvMaxPoolFunction
 
 numba = pytest.importorskip("numba", reason="Numba is not installed (pip install 'tinyflux[fast]')")
 from tinyflux.backends import numba_blocks  # noqa: E402 (only where Numba is)
-from tinyflux.backends.numba_ops import NumbaOps  # noqa: E402
+from tinyflux.backends.numba_ops import DirectSaved, NumbaOps  # noqa: E402
 
 DIRECT_CASES = [
     # (input spatial sizes, kernel, pad, window): windows of 8 or more positions, which take the kernels
@@ -36,10 +36,15 @@ def run_op(x, w, pad, window, kernels: bool, grad_x=True, b=None):
         tf.modes.cpu_kernels = previous
 
 
+def ran_kernels(function) -> bool:
+    """Whether NumbaOps's kernels computed this ConvMaxPoolFunction (directly or in blocks)."""
+    return isinstance(function.saved, (DirectSaved, numba_blocks.BlockSaved))
+
+
 def run_conv_pool(x, w, pad, window, kernels: bool, grad_x=True):
     """(y, gx, gw, whether the kernels ran) of conv_maxpool with Numba's kernels on or off."""
     (y, gx, gw, _), function = run_op(x, w, pad, window, kernels, grad_x)
-    return y, gx, gw, function.direct
+    return y, gx, gw, ran_kernels(function)
 
 
 BLOCK_CASES = [
@@ -74,7 +79,7 @@ def test_kernels_gradcheck(rng, sizes, kernel, pad, window):
     x = rng.standard_normal((2, 2) + sizes)
     w = rng.standard_normal((3, 2) + kernel)
     assert tf.gradcheck(lambda x, w: tf.conv_maxpool(x, w, pad, window), x, w)
-    assert tf.conv_maxpool(tf.Tensor(x), tf.Tensor(w, requires_grad=True), pad, window).creator.direct
+    assert ran_kernels(tf.conv_maxpool(tf.Tensor(x), tf.Tensor(w, requires_grad=True), pad, window).creator)
 
 
 def test_ties_send_the_gradient_to_the_first_offset_as_the_numpy_path_does(rng):
@@ -141,7 +146,8 @@ def test_the_switch_and_a_missing_numba_give_the_numpy_ops(monkeypatch):
     monkeypatch.setattr(backends, "_numba_ops", None)  # not yet tried
     monkeypatch.setitem(__import__("sys").modules, "tinyflux.backends.numba_ops", None)  # an import that fails
     assert backends.ops_for(np.zeros(3)) is backends.NUMPY_OPS
-    assert not backends.NUMPY_OPS.direct_conv_pool(np.dtype(np.float32), (2, 2, 2))
+    _, saved = backends.NUMPY_OPS.conv_pool(np.ones((1, 1, 4, 6, 6)), np.ones((2, 1, 3, 3, 3)), None, (1,) * 3, (2,) * 3)
+    assert isinstance(saved, backends.numpy_ops.PooledColumnsSaved)
 
 
 @pytest.mark.parametrize("sizes,kernel,pad,window", BLOCK_CASES[1:] + DIRECT_CASES[1:3])
@@ -153,7 +159,7 @@ def test_bias_and_relu_inside_the_op_match_the_numpy_path(rng, sizes, kernel, pa
     b = np.array([0.5, -1.0, -30.0])  # some outputs below zero after the bias, some above
     fast, function = run_op(x, w, pad, window, True, b=b)
     reference, _ = run_op(x, w, pad, window, False, b=b)
-    assert function.direct and (fast[0] == 0).any() and (fast[0] > 0).any()
+    assert ran_kernels(function) and (fast[0] == 0).any() and (fast[0] > 0).any()
     for name, got, expected in zip(("y", "gx", "gw", "gb"), fast, reference):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=name)
 
@@ -245,13 +251,19 @@ def test_a_nan_in_the_input_reaches_the_output_as_on_the_numpy_path(rng, sizes, 
 
 
 def test_which_windows_take_which_path():
-    """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path."""
+    """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path; and a
+    plain stride-1 convolution: blocks with windows of one position."""
     ops = NumbaOps()
-    assert ops.direct_conv_pool(np.dtype(np.float32), (2, 2))
-    assert ops.direct_conv_pool(np.dtype(np.float64), (2, 2, 2))
-    assert not ops.direct_conv_pool(np.dtype(np.float16), (2, 2))
-    _, saved = ops.conv_pool(np.ones((1, 1, 6, 6), np.float32), np.ones((2, 1, 3, 3), np.float32), (1, 1), (2, 2))
-    assert isinstance(saved, numba_blocks.BlockSaved)
+    routes = {}
+    for dtype, window in ((np.float32, (2, 2, 2)), (np.float64, (2, 2, 2)), (np.float32, (1, 2, 2)),
+                          (np.float16, (2, 2, 2))):
+        x, w = np.ones((1, 1, 4, 6, 6), dtype), np.ones((2, 1, 3, 3, 3), dtype)
+        routes[np.dtype(dtype).name, window] = type(ops.conv_pool(x, w, None, (1,) * 3, window)[1]).__name__
+    assert routes == {("float32", (2, 2, 2)): "DirectSaved", ("float64", (2, 2, 2)): "DirectSaved",
+                      ("float32", (1, 2, 2)): "BlockSaved", ("float16", (2, 2, 2)): "PooledColumnsSaved"}
+    x, w = np.ones((1, 1, 6, 6), np.float32), np.ones((2, 1, 3, 3), np.float32)
+    assert isinstance(ops.conv(x, w, None, (1, 1), (1, 1))[1].pooled, numba_blocks.BlockSaved)
+    assert type(ops.conv(x, w, None, (2, 2), (1, 1))[1]).__name__ == "ConvSaved"  # stride 2: NumpyOps's columns
 
 
 def test_one_clip_and_a_direct_function_object(rng):
@@ -259,7 +271,7 @@ def test_one_clip_and_a_direct_function_object(rng):
     w = rng.standard_normal((2, 1, 3, 3, 3))
     function = ConvMaxPoolFunction((1, 1, 1), (2, 2, 2))
     y = function.forward(x, w)
-    assert function.direct and y.shape == (1, 2, 2, 3, 3)
+    assert ran_kernels(function) and y.shape == (1, 2, 2, 3, 3)
 
 
 def test_each_process_of_a_distributed_run_gets_its_share_of_threads(monkeypatch):
@@ -302,7 +314,7 @@ def test_after_a_kernel_products_run_on_one_blas_thread(monkeypatch):
     ops, a = NumbaOps(), np.ones((4, 4), np.float32)
     before = blas_threads()
     ops.matmul(a, a)
-    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), (1,) * 3, (2,) * 3)
+    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), None, (1,) * 3, (2,) * 3)
     np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
     assert seen == [before, [1] * len(before)] and blas_threads() == before  # and put back afterwards
 
@@ -310,7 +322,7 @@ def test_after_a_kernel_products_run_on_one_blas_thread(monkeypatch):
 def test_without_threadpoolctl_products_still_run_and_say_why_they_may_be_slow(monkeypatch, caplog):
     monkeypatch.setitem(__import__("sys").modules, "threadpoolctl", None)  # an import that fails
     ops, a = NumbaOps(), np.ones((4, 4), np.float32)
-    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), (1,) * 3, (2,) * 3)
+    ops.conv_pool(np.ones((1, 1, 4, 4, 4), np.float32), np.ones((2, 1, 3, 3, 3), np.float32), None, (1,) * 3, (2,) * 3)
     with caplog.at_level("WARNING", logger="tinyflux"):
         np.testing.assert_array_equal(ops.matmul(a, a), a @ a)
         np.testing.assert_array_equal(ops.matmul(a, a), a @ a)

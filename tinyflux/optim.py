@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 from . import checks
 from .backends import backend_name, get_array_module, has_float64, ops_for
-from .backends.numpy_ops import HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_LR, HYPER_T
 from .tensor import Tensor
 
 
@@ -231,6 +230,11 @@ class ParameterBuffer:
         return self.grad
 
 
+# The order of Adam's numbers in each group's ``hyper`` array. The backends read them by position
+# (NumpyOps.adam_update and count_step, kernels.cu's adam and count_step), so t stays last.
+ADAM_NUMBERS = ("lr", "beta1", "beta2", "eps", "t")
+
+
 class AdamGroup(NamedTuple):
     """Adam's state for the parameters of one dtype and device, each part a flat array on that device."""
 
@@ -238,7 +242,7 @@ class AdamGroup(NamedTuple):
     parameters: ParameterBuffer  # their values (and gradients), end to end
     m: object  # running mean of the gradients, laid out like parameters.data
     v: object  # running mean of the squared gradients, likewise
-    hyper: object  # (lr, beta1, beta2, eps, t), float64 where the device has it: what the update reads
+    hyper: object  # ADAM_NUMBERS: (lr, beta1, beta2, eps, t), float64 where the device has it; the update reads it
 
 
 class Adam(Optimizer):
@@ -279,7 +283,8 @@ class Adam(Optimizer):
             # float64 where the device has it (NumPy rounds 1 - beta2 in float64 too); else the parameters' dtype,
             # in which t counts exactly up to 2**24 steps
             hyper_dtype = xp.float64 if has_float64(buffer.data) else buffer.data.dtype
-            hyper = xp.array([self.lr, *betas, eps, 0], dtype=hyper_dtype)
+            numbers = {"lr": self.lr, "beta1": betas[0], "beta2": betas[1], "eps": eps, "t": 0}
+            hyper = xp.array([numbers[name] for name in ADAM_NUMBERS], dtype=hyper_dtype)
             self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v, hyper))
         self._betas, self._eps = betas, eps
 
@@ -291,16 +296,16 @@ class Adam(Optimizer):
     @lr.setter
     def lr(self, value) -> None:
         self._lr = checks.real(value, "Adam lr", minimum=0.0)
-        self._write_hyper(HYPER_LR, self._lr)
+        self._write_hyper("lr", self._lr)
 
     @property
     def t(self) -> int:
         """Steps taken: read from the group's hyper array (on a GPU that waits for the GPU)."""
-        return int(self.groups[0].hyper[HYPER_T]) if self.groups else 0
+        return int(self.groups[0].hyper[ADAM_NUMBERS.index("t")]) if self.groups else 0
 
     @t.setter
     def t(self, value) -> None:
-        self._write_hyper(HYPER_T, checks.integer(value, "Adam t", minimum=0))
+        self._write_hyper("t", checks.integer(value, "Adam t", minimum=0))
 
     @property
     def betas(self) -> tuple:
@@ -310,9 +315,10 @@ class Adam(Optimizer):
     def eps(self) -> float:
         return self._eps
 
-    def _write_hyper(self, index: int, value) -> None:
+    def _write_hyper(self, name: str, value) -> None:
+        """Write one of ADAM_NUMBERS into every group's hyper array."""
         for group in self.groups:
-            group.hyper[index] = value
+            group.hyper[ADAM_NUMBERS.index(name)] = value
 
     def step(self) -> None:
         """t <- t + 1, then one update of every parameter that has a gradient."""
@@ -359,9 +365,8 @@ class Adam(Optimizer):
     def load_state(self, hyper, arrays):
         super().load_state(hyper, arrays)
         self._betas, self._eps = (hyper["beta1"], hyper["beta2"]), hyper["eps"]
-        for index, key in ((HYPER_BETA1, "beta1"), (HYPER_BETA2, "beta2"), (HYPER_EPS, "eps")):
-            value = hyper[key]
-            self._write_hyper(index, value)
+        for name in ("beta1", "beta2", "eps"):
+            self._write_hyper(name, hyper[name])
 
     def state_arrays(self):
         return {"m": self.m, "v": self.v}

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..modes import modes
-from .numpy_ops import Columns, MaxPoolSaved, NumpyOps, output_size
+from .geometry import output_size
+from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 # Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
 # output D/H/W, stride D/H/W, padding D/H/W, the input's element strides for N, C, D, H, W, and
@@ -128,10 +129,6 @@ ELEMENTWISE_PARAMETERS = {"tinyflux_bias_relu": (("x", "b"), ("y",)), "tinyflux_
 class CudaOps(NumpyOps):
     """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
 
-    # the kernels run a convolution and its pooling as two ops (conv then maxpool), each one launch; the
-    # block layout of NumpyOps.im2col_pooled saves CPU memory traffic and has no kernel here
-    pools_in_columns = False
-
     compile_options = ("-std=c++17",)  # for NVRTC through cupy.RawModule, and for hipRTC (RocmOps)
 
     def __init__(self, cupy_module):
@@ -178,6 +175,14 @@ class CudaOps(NumpyOps):
         return self._elementwise[name]
 
     # -- the operations ------------------------------------------------------------------
+    def conv_pool(self, x, w, b, pad: tuple, window: tuple):
+        """A convolution and its pooling as two ops, conv then maxpool, each of one launch: the block
+        layout of NumpyOps.conv_pool saves CPU memory traffic, and has no kernel here."""
+        return self.conv_then_pool(x, w, b, pad, window)
+
+    def conv_pool_backward(self, gy, w, saved, needs: tuple):
+        return self.conv_then_pool_backward(gy, w, saved, needs)
+
     def matmul(self, a, b):
         """cuBLAS, except inside a CUDA-graph capture, where cuBLAS cannot run: then :meth:`gemm`."""
         return self.gemm(a, b) if modes.capture else a @ b

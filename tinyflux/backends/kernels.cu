@@ -203,10 +203,10 @@ __global__ void sum_splits(const T* partial, T* c, long long splits, long long n
 }
 
 // One Adam step over n numbers, in place (the formula is in tinyflux/optim.py). The hyperparameters
-// live in device memory, hyper = (lr, beta1, beta2, eps, t), because a captured graph replays the
-// kernel arguments it was captured with: values read from memory can change between replays,
-// arguments cannot. The eager step uses the same kernel, so there is one Adam for both.
-// count_step runs first, in a single thread, and advances t for the step.
+// live in device memory, hyper = (lr, beta1, beta2, eps, t) in the order of optim.ADAM_NUMBERS,
+// because a captured graph replays the kernel arguments it was captured with: values read from
+// memory can change between replays, arguments cannot. The eager step uses the same kernel, so
+// there is one Adam for both. count_step runs first, in a single thread, and advances t for the step.
 __global__ void count_step(double* hyper) {
     if (blockIdx.x == 0 && threadIdx.x == 0) hyper[4] += 1.0;
 }

@@ -1,6 +1,6 @@
 """A convolution and its max-pooling with columns, one cache-sized block of positions at a time (Numba).
 
-This is ``ConvMaxPoolFunction``'s columns path (``numpy_ops.im2col_pooled``,
+This is ``NumpyOps.conv_pool``'s columns path (``columns.im2col_pooled``,
 one GEMM, ``maxpool_blocks``) cut along the E positions of the columns. With
 W = w.reshape(O, C*prod(K)) and the columns of positions e0..e1 only:
 
@@ -59,7 +59,7 @@ import numpy as np
 
 from .buffers import page_aligned
 from .geometry import PoolGeometry, memory_order, pool_geometry, pooled_inside, pooled_offsets, pooled_to_batch_first
-from .numpy_ops import copy_from_planes, copy_into_planes, extended_gradient, input_gradient
+from .columns import copy_from_planes, copy_into_planes, extended_gradient, input_gradient
 
 BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
 GROUPS = 4  # the backward pass's partial sums; more threads than this wait in the backward pass

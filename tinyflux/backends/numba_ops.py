@@ -8,7 +8,7 @@ gives it to NumPy arrays when Numba is installed (``pip install
 not ``0``. Without Numba the NumPy code runs everything: it is the
 reference, and the tests compare the two (``tests/test_numba_ops.py``).
 
-Why a kernel of our own. With columns (``ConvMaxPoolFunction``'s NumPy path)
+Why a kernel of our own. With columns (``NumpyOps.conv_pool``)
 the input is copied C*prod(K) times and multiplied with the weights: for the
 video model's first layer (3 channels, a 3x3x3 kernel, 8 outputs) that is 81
 copies of each clip, and a product of 81 rows by 8, which moves far more
@@ -48,7 +48,8 @@ import numba
 import numpy as np
 
 from . import numba_blocks
-from .numpy_ops import NumpyOps, memory_order, output_size
+from .geometry import memory_order, output_size
+from .numpy_ops import NumpyOps
 
 log = logging.getLogger("tinyflux")
 
@@ -159,6 +160,16 @@ class DirectSaved(NamedTuple):
     activated: object = None  # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
 
 
+class OneWindowSaved(NamedTuple):
+    """What :meth:`NumbaOps.conv` keeps: what conv_pool kept, and whether a bias was added after it."""
+
+    pooled: object
+    with_bias: bool
+
+
+KERNEL_DTYPES = (np.float32, np.float64)  # the dtypes the kernels are compiled for
+
+
 def _lift(sizes: tuple, fill: int) -> tuple:
     """Sizes of 1, 2 or 3 spatial axes as 3: leading axes of ``fill`` (1 for sizes and windows, 0 for padding)."""
     return (fill,) * (3 - len(sizes)) + tuple(sizes)
@@ -195,24 +206,42 @@ class NumbaOps(NumpyOps):
         """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
-    def direct_conv_pool(self, dtype, window: tuple) -> bool:
-        """Whether :meth:`conv_pool` runs instead of NumPy's columns: in float32 and float64 (the kernels are
-        compiled for those; float16 and others keep the NumPy path).
+    def conv(self, x, w, b, stride: tuple, pad: tuple):
+        """A stride-1 convolution as a convolution-pooling whose windows hold one position (:meth:`conv_pool`):
+        columns one cache-sized block at a time, never the whole batch's (for 3 x 27 kernel terms of a clip,
+        81 times the clip). Other strides, and dtypes the kernels are not compiled for, as NumpyOps."""
+        d = w.ndim - 2
+        if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES:
+            return super().conv(x, w, b, stride, pad)
+        y, saved = self.conv_pool(x, w, None, pad, (1,) * d)  # (N, O, *Q)
+        if b is not None:
+            y = y + b.reshape((1, -1) + (1,) * d)  # (O,) -> (1, O, 1, ...): one bias per channel
+        return y, OneWindowSaved(saved, b is not None)
 
-        Windows of 8 positions or more go to the direct kernels above: their forward pass
-        costs about what columns and a GEMM cost, and their backward pass visits one output
-        in prod(window). With smaller windows (MNIST's 2x2) the GEMMs are faster, and
-        ``numba_blocks`` runs them on columns one cache-sized block at a time.
+    def conv_backward(self, gy, w, saved, needs: tuple):
+        if not isinstance(saved, OneWindowSaved):
+            return super().conv_backward(gy, w, saved, needs)
+        gx, gw = self.conv_pool_backward(gy, w, saved.pooled, needs[:2])
+        with_bias = saved.with_bias and len(needs) > 2 and needs[2]
+        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None  # (N, O, *Q) -> (O,)
+        return gx, gw, gb
+
+    def conv_pool(self, x, w, b, pad: tuple, window: tuple):
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b (O,),
+        relu(that + b). The route is chosen here:
+
+        - dtypes other than float32 and float64 (the kernels are compiled for those two): NumpyOps's columns;
+        - windows of 8 positions or more: the direct kernels above. Their forward pass costs about what
+          columns and a GEMM cost, and their backward pass visits one output in prod(window);
+        - smaller windows (MNIST's 2x2, and the windows of one position of :meth:`conv`): the GEMMs are
+          faster, and ``numba_blocks`` runs them on columns one cache-sized block at a time.
         """
-        return dtype in (np.float32, np.float64)
-
-    def conv_pool(self, x, w, pad: tuple, window: tuple, bias=None):
-        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution without bias; with a
-        ``bias`` (O,), relu(maxpool(conv(x, w)) + bias)."""
+        if x.dtype not in KERNEL_DTYPES:
+            return super().conv_pool(x, w, b, pad, window)
         self.kernels_ran = True
         if math.prod(window) < 8:
             with self._one_blas_thread():
-                return numba_blocks.conv_pool_blocks(x, w, pad, window, numba.get_num_threads(), bias)
+                return numba_blocks.conv_pool_blocks(x, w, pad, window, numba.get_num_threads(), b)
         d = w.ndim - 2
         n, c = x.shape[:2]
         o = w.shape[0]
@@ -229,14 +258,16 @@ class NumbaOps(NumpyOps):
         winner = np.empty((n, o) + pooled3, dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
         _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
         pooled = pooled.reshape((n, o) + pooled3[3 - d:])  # (N, O, U1, U2, U3) -> (N, O, *U)
-        activated = None if bias is None else self.bias_relu(pooled, bias)
+        activated = None if b is None else self.bias_relu(pooled, b)
         saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x),
                             activated)
-        return (pooled if bias is None else activated), saved
+        return (pooled if b is None else activated), saved
 
     def conv_pool_backward(self, gy, w, saved: DirectSaved, needs: tuple):
         """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a bias, from
         the gradient gy (N, O, *U) of its output."""
+        if not isinstance(saved, (DirectSaved, numba_blocks.BlockSaved)):  # NumpyOps made it
+            return super().conv_pool_backward(gy, w, saved, needs)
         if isinstance(saved, numba_blocks.BlockSaved):
             with self._one_blas_thread():
                 return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, numba.get_num_threads())

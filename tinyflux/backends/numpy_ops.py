@@ -2,234 +2,38 @@
 
 Every op in tinyflux (``tinyflux/functional``) does its arithmetic itself
 when the arithmetic is a line or two of array code, and asks an *ops
-object* for the operations that a backend may want to do its own way: the
-im2col copies of a convolution and their adjoint, max-pooling forward and
-backward, bias + ReLU, ReLU's backward, the matrix product and the Adam
-update. ``tinyflux.backends.ops_for(array)`` returns the ops object for an
-array: this one for NumPy arrays (and, written against ``xp``, for CuPy
-arrays when tinyflux's own CUDA kernels are off), ``CudaOps`` for CuPy
-arrays otherwise. An op calls the ops object it gets and never asks what
-kind of array it holds; a new backend is a subclass that overrides what it
-does differently (see ``tinyflux/backends/__init__.py``).
+object* for the operations that a backend may want to do its own way: a
+convolution, a convolution with the max-pooling after it, max-pooling,
+bias + ReLU, ReLU's backward, the matrix product and the Adam update.
+``tinyflux.backends.ops_for(array)`` returns the ops object for an array:
+this one for NumPy arrays (and, written against ``xp``, for CuPy arrays when
+tinyflux's own CUDA kernels are off), ``CudaOps`` for CuPy arrays otherwise.
+An op calls the ops object it gets and never asks what kind of array it
+holds; a new backend is a subclass that overrides what it does differently
+(see ``tinyflux/backends/__init__.py``).
+
+How a convolution and its pooling run is each backend's own choice, made
+inside its ``conv_pool``: here with columns ordered by pooling-window offset
+(one GEMM, then a maximum over whole blocks); ``NumbaOps`` with its kernels
+where they are compiled for the dtype, else as here; ``CudaOps`` as a
+convolution, then a pooling (:meth:`NumpyOps.conv_then_pool`). The caller,
+``ConvMaxPoolFunction``, makes one call and keeps one object for backward.
 
 The math of each operation is in the docstring of the op that uses it
 (``tinyflux/functional/convolution.py`` for im2col and pooling,
-``tinyflux/optim.py`` for Adam); here is how NumPy does it fast.
+``tinyflux/optim.py`` for Adam); the column copies are in ``columns.py``;
+here is how NumPy does the rest fast.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from .arrays import get_array_module
 from .buffers import page_aligned
-from .geometry import (PoolGeometry, batch_second, channels_first, flat_start, index_along, memory_order,
-                       output_size, phase_runs, pool_geometry, pooled_inside, pooled_offsets, window_slice)
-
-# Where Adam's numbers stand in its ``hyper`` array, float64 (lr, beta1, beta2, eps, t); kernels.cu reads the same order
-HYPER_LR, HYPER_BETA1, HYPER_BETA2, HYPER_EPS, HYPER_T = range(5)
-
-
-def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
-    """Copy the input patches seen by each kernel offset into a column array.
-
-    Args:
-        x: (N, C, *S) array.
-    Returns:
-        col: (C, *K, N, *Q) array; reshaped to (C*prod(K), N*P) it is the GEMM operand.
-    """
-    xp = get_array_module(x)
-    d = len(kernel)
-    n, c, *sizes = x.shape
-    out = [output_size(sz, k, st, p) for sz, k, st, p in zip(sizes, kernel, stride, pad)]
-    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S): free view when x is channel-major
-    if any(pad):
-        padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=x.dtype)
-        padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = x_cn
-    else:
-        padded = x_cn
-    col = xp.empty((c,) + tuple(kernel) + (n,) + tuple(out), dtype=x.dtype)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        source = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q)
-        col[(slice(None),) + offset] = source
-    return col
-
-
-def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
-    """Adjoint of :func:`im2col`: add each offset's block of ``gcol`` back onto the input.
-
-    Args:
-        gcol: (C, *K, N, *Q) array.
-    Returns:
-        gx: (N, C, *S), a channel-major view like the conv output.
-    """
-    xp = get_array_module(gcol)
-    d = len(kernel)
-    n, c, *sizes = x_shape
-    out = gcol.shape[2 + d:]
-    padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=gcol.dtype)  # (C, N, *S+2p)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        target = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q) view
-        target += gcol[(slice(None),) + offset]
-    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
-    return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
-
-
-def im2col_shifted(x, kernel: tuple, pad: tuple):
-    """im2col for stride 1, where each kernel offset's columns are one contiguous slice.
-
-    Pad the input, flatten each image to one row, and compute outputs for every
-    position of the padded grid after the first axis (for 2-D: OH rows of Wp
-    columns instead of OW). Then kernel offset (i, j) reads the flat slice that
-    starts at i*Wp + j: a long contiguous copy instead of OH*N short strided
-    rows, several times faster. The price is Wp - OW extra output columns per
-    row (7% more GEMM work for 28x28 images, 29% for 7x7), which
-    ``ConvFunction`` cuts away. One spare zero row keeps the last slice inside
-    the image.
-
-    Args:
-        x: (N, C, *S).
-    Returns:
-        col: (C, *K, N, E) with E = Q1 * prod(padded S[1:]) extended output positions per image;
-        extended: the (N, Q1, *padded S[1:]) shape of those positions.
-    """
-    xp = get_array_module(x)
-    d = len(kernel)
-    n, c, *sizes = x.shape
-    padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
-    padded = xp.zeros((c, n, padded_sizes[0] + 1, *padded_sizes[1:]), dtype=x.dtype)  # +1: the spare row
-    padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = \
-        x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S), copied into the zero frame
-    flat = padded.reshape(c, n, -1)  # (C, N, S1+1, *S') -> (C, N, F): one row per image
-    extended = (n, padded_sizes[0] - kernel[0] + 1, *padded_sizes[1:])
-    length = math.prod(extended[1:])  # E
-    col = xp.empty((c,) + tuple(kernel) + (n, length), dtype=x.dtype)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = flat_start(offset, padded_sizes)
-        col[(slice(None),) + offset] = flat[:, :, start:start + length]  # (C, N, E), contiguous runs
-    return col, extended
-
-
-def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
-    """Adjoint of :func:`im2col_shifted`: gcol (C, *K, N, E) -> gx (N, C, *S), a channel-major view."""
-    xp = get_array_module(gcol)
-    d = len(kernel)
-    n, c, *sizes = x_shape
-    padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
-    length = gcol.shape[-1]
-    flat = xp.zeros((c, n, (padded_sizes[0] + 1) * math.prod(padded_sizes[1:])), dtype=gcol.dtype)  # (C, N, F)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = flat_start(offset, padded_sizes)
-        flat[:, :, start:start + length] += gcol[(slice(None),) + offset]
-    padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])  # (C, N, F) -> (C, N, S1+1, *S')
-    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
-    return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
-
-
-def phase_planes(x, geometry: PoolGeometry):
-    """The padded input x (N, C, *S) split into its k**d phase planes (see :func:`im2col_pooled`), each flattened:
-    (C, *k, F) with F = prod(geometry.plane)."""
-    xp = get_array_module(x)
-    c = geometry.x_shape[1]
-    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
-    copy_into_planes(x, geometry, planes)
-    return planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
-
-
-def copy_into_planes(x, geometry: PoolGeometry, planes, channels=slice(None)) -> None:
-    """Copy the input x (N, C, *S) into the zero-filled phase planes (C, *k, L1+1, N, L2, ...): the ``channels``
-    given (all by default; a thread can fill its share)."""
-    d = len(geometry.kernel)
-    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
-    for plane_part, source in phase_runs(geometry):
-        # (C, N, S1', ...) -> (C, S1', N, ...)
-        planes[(channels,) + plane_part[1:]] = x_cn[(channels,) + source[1:]].transpose(batch_second(d + 2))
-
-
-def im2col_pooled(x, geometry: PoolGeometry):
-    """im2col for a stride-1 convolution followed by max-pooling with windows of k (stride k).
-
-    The columns are ordered by window offset first: (r, u) instead of q with
-    q = k*u + r per axis. The GEMM then writes each window offset's outputs as one
-    contiguous block, and pooling is a maximum over k**d whole blocks, with no
-    strided access at all. To keep the copies contiguous too, the padded input is
-    split into k**d *phase planes* (every k-th position from each phase on) and the
-    batch is laid side by side in each plane, (L1 + 1, N, L2, ...), like one wide
-    image. Then each (kernel offset, window offset) pair reads one contiguous slice
-    of one flattened plane per channel: the trick of :func:`im2col_shifted`, with
-    runs as long as the whole batch. Positions that no pooling window uses (the
-    last row of a 7x7 output pooled to 3x3) are never computed.
-
-    Args:
-        x: (N, C, *S).
-    Returns:
-        col: (C, *K, *k, E) with E = prod(geometry.extended) positions, (U1, N, L2, ...).
-    """
-    xp = get_array_module(x)
-    c = geometry.x_shape[1]
-    flat = phase_planes(x, geometry)  # (C, *k, F)
-    length = math.prod(geometry.extended)
-    col = page_aligned(xp, (c,) + geometry.kernel + geometry.window + (length,), x.dtype)
-    for kk, r, phase, start in pooled_offsets(geometry):
-        col[(slice(None),) + kk + r] = flat[(slice(None),) + phase + (slice(start, start + length),)]  # (C, E)
-    return col
-
-
-def col2im_pooled(gcol, geometry: PoolGeometry):
-    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), laid out in memory as the input."""
-    xp = get_array_module(gcol)
-    c = geometry.x_shape[1]
-    length = gcol.shape[-1]
-    flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
-    for kk, r, phase, start in pooled_offsets(geometry):
-        flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
-    return gradient_from_planes(flat, geometry)
-
-
-def gradient_from_planes(flat, geometry: PoolGeometry):
-    """Adjoint of :func:`phase_planes`: the gradient of the phase planes, flat (C, *k, F), back to gx (N, C, *S),
-    laid out in memory as the input was."""
-    gx = input_gradient(geometry, flat.dtype, get_array_module(flat))
-    copy_from_planes(flat, geometry, gx)
-    return gx
-
-
-def input_gradient(geometry: PoolGeometry, dtype, xp):
-    """Zeros of the input's shape (N, C, *S) and memory order: inputs that no window reads keep 0.
-
-    The input's memory order because the ReLU before this layer multiplies this gradient element by
-    element with its own output, which has that order, and NumPy runs such a product many times faster
-    when the two arrays are laid out alike.
-    """
-    order = geometry.x_order
-    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=dtype)  # x's axes in memory order
-    return gx.transpose(tuple(order.index(axis) for axis in range(len(order))))  # -> (N, C, *S) view
-
-
-def copy_from_planes(flat, geometry: PoolGeometry, gx, channels=slice(None)) -> None:
-    """Adjoint of :func:`copy_into_planes`: the plane gradient flat (C, *k, F) into gx (N, C, *S), for the
-    ``channels`` given."""
-    d = len(geometry.kernel)
-    planes = flat.reshape((geometry.x_shape[1],) + geometry.window + geometry.plane)  # -> (C, *k, L1+1, N, L2, ..)
-    gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view
-    for plane_part, source in phase_runs(geometry):
-        # (C, S1', N, ...) -> (C, N, S1', ...)
-        gx_cn[(channels,) + source[1:]] = planes[(channels,) + plane_part[1:]].transpose(batch_second(d + 2))
-
-
-def extended_gradient(gy, geometry: PoolGeometry):
-    """The pooled gradient gy (N, O, U1, U2, ...) as (O, U1, N, L2, ...), the layout of the pooled outputs
-    computed, with 0 at the extra positions (no window's output)."""
-    xp = get_array_module(gy)
-    d = len(geometry.kernel)
-    gy_ext = xp.empty((gy.shape[1],) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
-    gy_ext[pooled_inside(geometry)] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ..) -> (O, U1, N, ..)
-    for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ...
-        gy_ext[index_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
-    return gy_ext
+from .columns import col2im, col2im_pooled, col2im_shifted, extended_gradient, im2col, im2col_pooled, im2col_shifted
+from .geometry import (PoolGeometry, channels_first, index_along, memory_order, output_size, pool_geometry,
+                       pooled_inside, pooled_to_batch_first, window_slice)
 
 
 def _maxpool_1d(x, axis: int, k: int, s: int):
@@ -295,25 +99,145 @@ class MaxPoolSaved(NamedTuple):
     winners: object  # NumpyOps: a list of (axis, k, s, pass input, argmax) per 1-D pass; CudaOps: argmax
 
 
+class ConvSaved(NamedTuple):
+    """What :meth:`NumpyOps.conv` keeps for its backward pass."""
+
+    columns: Columns
+    out: tuple  # Q, the output's spatial sizes
+
+
+class PooledColumnsSaved(NamedTuple):
+    """What :meth:`NumpyOps.conv_pool` keeps for its backward pass."""
+
+    col_mat: object  # (C*prod(K), k^d*E): the columns, ordered by window offset
+    col_shape: tuple  # (C, *K, *k, E)
+    geometry: PoolGeometry
+    passes: list  # what maxpool_blocks_backward needs
+    activated: object  # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
+
+
+class ConvThenPoolSaved(NamedTuple):
+    """What :meth:`NumpyOps.conv_then_pool` keeps for its backward pass."""
+
+    conv: object  # what conv saved
+    pool: MaxPoolSaved
+    activated: object  # as in PooledColumnsSaved
+
+
 class NumpyOps:
     """The hot operations in NumPy-style code (which CuPy also runs, slice by slice)."""
 
-    pools_in_columns = True  # im2col_pooled and maxpool_blocks: a convolution and its pooling as one op
-
-    def direct_conv_pool(self, dtype, window: tuple) -> bool:
-        """Whether this backend computes a convolution-pooling of this dtype and pooling window directly
-        (NumbaOps) instead of with columns."""
-        return False
+    cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
     def limit_threads(self, threads: int) -> None:
         """Threads for this backend's own kernels: none here (BLAS has its own limit, see distributed.py)."""
-    cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
     def matmul(self, a, b):
         """a @ b for 2-D arrays, into a page-aligned result (see :func:`page_aligned`)."""
         xp = get_array_module(a)
         return xp.matmul(a, b, out=page_aligned(xp, (a.shape[0], b.shape[1]), xp.result_type(a, b)))
 
+    # -- convolution: columns and one GEMM (the math is in functional/convolution.py) -----------------
+    def conv(self, x, w, b, stride: tuple, pad: tuple):
+        """(y (N, O, *Q), saved): the convolution of x (N, C, *S) with w (O, C, *K), plus b (O,) unless None."""
+        xp = get_array_module(x)
+        o, c = w.shape[:2]
+        kernel = tuple(w.shape[2:])
+        d = len(kernel)
+        columns = self.im2col(x, kernel, stride, pad)  # col (C, *K, N, *E), E the positions computed
+        out = tuple(output_size(sz, k, st, p) for sz, k, st, p in zip(x.shape[2:], kernel, stride, pad))
+        col_mat = columns.col.reshape(c * math.prod(kernel), -1)  # (C, *K, N, *E) -> (C*prod(K), N*E)
+        y = self.matmul(w.reshape(o, -1), col_mat)  # (O, C*prod(K)) @ (C*prod(K), N*E) -> (O, N*E)
+        if b is not None:
+            y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
+        y = y.reshape((o,) + columns.extended)  # (O, N*E) -> (O, N, *E)
+        if columns.shifted:  # drop the extra positions; the copy makes the rows contiguous again,
+            # which pooling runs faster on
+            y = xp.ascontiguousarray(y[(slice(None), slice(None)) + tuple(slice(0, q) for q in out)])
+        return y.transpose(channels_first(d)), ConvSaved(columns, out)  # (O, N, *Q) -> (N, O, *Q) view
+
+    def conv_backward(self, gy, w, saved: ConvSaved, needs: tuple):
+        """(gx, gw, gb), each None where ``needs`` says no, from the gradient gy (N, O, *Q) of :meth:`conv`."""
+        columns, out = saved
+        o = w.shape[0]
+        d = w.ndim - 2
+        xp = get_array_module(gy)
+        gy_cn = gy.transpose(channels_first(d))  # (N, O, *Q) -> (O, N, *Q)
+        if columns.shifted:  # back to the extended positions; the extra ones get gradient 0
+            gy_ext = xp.empty((o,) + columns.extended, dtype=gy.dtype)  # (O, N, *E)
+            gy_ext[(slice(None), slice(None)) + tuple(slice(0, q) for q in out)] = gy_cn
+            for axis in range(3, gy_ext.ndim):  # zero only the extra positions past Q on the later axes
+                gy_ext[index_along(axis, slice(out[axis - 2], None), gy_ext.ndim)] = 0
+            gy_mat = gy_ext.reshape(o, -1)  # (O, N, *E) -> (O, N*E)
+        else:
+            gy_mat = gy_cn.reshape(o, -1)  # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
+        col_mat = columns.col.reshape(-1, gy_mat.shape[1])  # -> (C*prod(K), N*E)
+        gx = gw = gb = None
+        if needs[0]:
+            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)  # (C*prod(K), O) @ (O, N*E) -> (C*prod(K), N*E)
+            gx = self.col2im(gcol.reshape(columns.col.shape), columns)  # (C*prod(K), N*E) -> (C, *K, N, *E)
+        if needs[1]:
+            # (C*prod(K), N*E) @ (N*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K).
+            # Same numbers as gy_mat @ col_mat.T; OpenBLAS runs this orientation 10-20% faster here.
+            gw = self.matmul(col_mat, gy_mat.T).T.reshape(w.shape)
+        if len(needs) > 2 and needs[2]:
+            gb = gy_mat.sum(axis=1)  # (O,)
+        return gx, gw, gb
+
+    # -- convolution and max-pooling as one op ----------------------------------------------------------
+    def conv_pool(self, x, w, b, pad: tuple, window: tuple):
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution, windows of ``window``
+        tiling its output; with a bias b (O,), relu(that + b). Here: columns ordered by window offset."""
+        o, d = w.shape[0], w.ndim - 2
+        col, geometry = self.im2col_pooled(x, tuple(w.shape[2:]), pad, window)  # (C, *K, *k, E)
+        col_mat = col.reshape(math.prod(w.shape[1:]), -1)  # (C, *K, *k, E) -> (C*prod(K), k^d*E)
+        y = self.matmul(w.reshape(o, -1), col_mat)  # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
+        y = y.reshape((o,) + tuple(window) + geometry.extended)  # -> (O, *k, U1, N, L2, ...)
+        pooled, passes = self.maxpool_blocks(y, d)  # (O, U1, N, L2, ...)
+        inside = pooled[pooled_inside(geometry)]  # (O, U1, N, U2, ...)
+        pooled = inside.transpose(pooled_to_batch_first(d))  # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
+        activated = None if b is None else self.bias_relu(pooled, b)  # the numbers BiasReLU gives
+        return (pooled if b is None else activated), PooledColumnsSaved(col_mat, col.shape, geometry, passes,
+                                                                           activated)
+
+    def conv_pool_backward(self, gy, w, saved: PooledColumnsSaved, needs: tuple):
+        """(gx, gw), and gb where the op added a bias (each None where ``needs`` says no), from the gradient
+        gy (N, O, *U) of :meth:`conv_pool`'s output."""
+        o = w.shape[0]
+        gb = None
+        if saved.activated is not None:  # as BiasReLU.backward
+            gy, gb = self.bias_relu_backward(gy, saved.activated, needs[2])
+        gy_ext = extended_gradient(gy, saved.geometry)  # (N, O, U1, U2, ...) -> (O, U1, N, L2, ...), 0 at extras
+        gy_mat = self.maxpool_blocks_backward(gy_ext, saved.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
+        gx = gw = None
+        if needs[0]:
+            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)  # (C*prod(K), O) @ (O, k^d*E) -> (C*prod(K), k^d*E)
+            gx = self.col2im_pooled(gcol.reshape(saved.col_shape), saved.geometry)  # -> (N, C, *S)
+        if needs[1]:
+            # (C*prod(K), k^d*E) @ (k^d*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K),
+            # the orientation conv_backward uses
+            gw = self.matmul(saved.col_mat, gy_mat.T).T.reshape(w.shape)
+        return (gx, gw) if saved.activated is None else (gx, gw, gb)
+
+    def conv_then_pool(self, x, w, b, pad: tuple, window: tuple):
+        """:meth:`conv_pool`'s result as two ops, :meth:`conv` then :meth:`maxpool` (then bias and ReLU): for a
+        backend whose own kernels run each of those in one launch (CudaOps)."""
+        d = w.ndim - 2
+        y, conv_saved = self.conv(x, w, None, (1,) * d, pad)  # (N, O, *Q)
+        pooled, pool_saved = self.maxpool(y, window, window)  # (N, O, *U)
+        activated = None if b is None else self.bias_relu(pooled, b)
+        return (pooled if b is None else activated), ConvThenPoolSaved(conv_saved, pool_saved, activated)
+
+    def conv_then_pool_backward(self, gy, w, saved: ConvThenPoolSaved, needs: tuple):
+        """The gradients of :meth:`conv_then_pool`, as :meth:`conv_pool_backward` gives them."""
+        gb = None
+        if saved.activated is not None:
+            gy, gb = self.bias_relu_backward(gy, saved.activated, needs[2])
+        gy = self.maxpool_backward(gy, saved.pool)  # (N, O, *U) -> (N, O, *Q)
+        gx, gw, _ = self.conv_backward(gy, w, saved.conv, needs[:2])
+        return (gx, gw) if saved.activated is None else (gx, gw, gb)
+
+    # -- the copies behind them -------------------------------------------------------------------------
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
         """The columns of a convolution of x (N, C, *S): the shifted slices for stride 1, else plain im2col."""
         if all(s == 1 for s in stride):
@@ -400,11 +324,12 @@ class NumpyOps:
         return gy * (y > 0)
 
     def count_step(self, hyper) -> None:
-        """Advance Adam's step count t, kept in ``hyper`` = (lr, beta1, beta2, eps, t)."""
-        hyper[HYPER_T] += 1
+        """Advance Adam's step count t, the last of its numbers in ``hyper`` (in the order of optim.ADAM_NUMBERS)."""
+        hyper[-1] += 1
 
     def adam_update(self, p, g, m, v, hyper) -> None:
-        """One Adam step over arrays of one shape, in place, with ``hyper`` = (lr, beta1, beta2, eps, t).
+        """One Adam step over arrays of one shape, in place, with ``hyper`` = (lr, beta1, beta2, eps, t), the
+        order of optim.ADAM_NUMBERS.
 
         Both bias corrections are folded into two numbers: lr * m_hat / (sqrt(v_hat) + eps)
         = step_size * m / (sqrt(v) + eps_scaled), which saves two passes over each array.

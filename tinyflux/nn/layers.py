@@ -2,7 +2,9 @@
 
 ``Conv``, ``MaxPool`` and ``Dense`` hold their weights as Tensors with
 ``requires_grad=True``; :func:`pooling_plan` is the one rule by which ``Chain``
-runs a convolution and the max-pooling after it as one op.
+runs a convolution and the max-pooling after it as one op. It decides only
+whether the math allows it; how the op is computed is each backend's choice,
+made inside its ``ops.conv_pool`` (``tinyflux/backends/numpy_ops.py``).
 """
 from __future__ import annotations
 
