@@ -139,3 +139,15 @@ def test_a_parameter_passed_twice_is_refused():
     a = tf.Tensor(np.zeros(3), requires_grad=True)
     with pytest.raises(ValueError, match="parameter 1 is parameter 0 again"):
         optim.Adam([a, a])
+
+
+def test_adams_numbers_stand_where_the_backends_read_them():
+    """optim.ADAM_NUMBERS is the layout of Adam's hyper array; NumpyOps (and kernels.cu) read it by position."""
+    p = tf.Tensor(np.ones(3, np.float32), requires_grad=True)
+    opt = optim.Adam([p], lr=0.01, betas=(0.8, 0.9), eps=1e-6)
+    hyper = opt.groups[0].hyper
+    assert dict(zip(optim.ADAM_NUMBERS, hyper.tolist())) == {"lr": 0.01, "beta1": 0.8, "beta2": 0.9, "eps": 1e-6,
+                                                              "t": 0.0}
+    tf.backends.NUMPY_OPS.count_step(hyper)
+    opt.lr = 0.5
+    assert opt.t == 1 and hyper.tolist() == [0.5, 0.8, 0.9, 1e-6, 1.0]
