@@ -1,7 +1,7 @@
 """Write a small video data set of real files: coloured shapes moving in one of four directions.
 
-    python examples/make_shape_clips.py DIR                   # 320 training and 80 test clips, mp4
-    python examples/make_shape_clips.py DIR --as-frames       # the same clips as folders of PNG frames
+    python examples/make_shape_clips.py DIR               # 320 training and 80 test clips, mp4
+    python examples/make_shape_clips.py DIR --as-frames   # the same clips as folders of PNG frames
 
 It lays the clips out as video data sets do, DIR/<split>/<class>/<clip>.mp4,
 for ``tinyflux.data.video_folder`` and ``examples/video_conv.py --video-dir
@@ -24,7 +24,8 @@ import numpy as np
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
 
 
-def draw_clip(rng: np.random.Generator, direction: str, frames: int, height: int, width: int) -> np.ndarray:
+def draw_clip(rng: np.random.Generator, direction: str, frames: int, height: int,
+              width: int) -> np.ndarray:
     """uint8 (frames, height, width, 3): one shape moving in ``direction``, RGB."""
     side = int(rng.integers(height // 6, height // 3 + 1))  # of the square, or the disc's diameter
     room = min(height, width) - side  # how far the shape can travel and stay whole
@@ -38,8 +39,10 @@ def draw_clip(rng: np.random.Generator, direction: str, frames: int, height: int
     disc = rng.random() < 0.5
     rows, cols = np.mgrid[0:side, 0:side]
     centre = (side - 1) / 2
-    mask = ((rows - centre) ** 2 + (cols - centre) ** 2 <= (side / 2) ** 2) if disc else np.ones((side, side), bool)
-    video = rng.integers(0, 40, (frames, height, width, 3)).astype(np.uint8)  # a dark, noisy background
+    inside_disc = (rows - centre) ** 2 + (cols - centre) ** 2 <= (side / 2) ** 2
+    mask = inside_disc if disc else np.ones((side, side), bool)
+    # a dark, noisy background
+    video = rng.integers(0, 40, (frames, height, width, 3)).astype(np.uint8)
     for t in range(frames):
         top, left = np.clip(start + step * t, 0, [height - side, width - side])
         patch = video[t, top:top + side, left:left + side]  # (side, side, 3) view
@@ -76,13 +79,16 @@ def write_frames(folder: Path, video: np.ndarray) -> None:
                 container.mux(packet)
 
 
-def make_set(root, train: int = 320, test: int = 80, frames: int = 16, height: int = 48, width: int = 48,
-             as_frames: bool = False, seed: int = 0) -> Path:
-    """Write ``train`` and ``test`` clips, spread evenly over the four directions, under ``root``."""
+def make_set(root, train: int = 320, test: int = 80, frames: int = 16, height: int = 48,
+             width: int = 48, as_frames: bool = False, seed: int = 0) -> Path:
+    """Write ``train`` and ``test`` clips, spread
+    evenly over the four directions, under ``root``."""
     root = Path(root)
-    for split in ("train", "test"):  # never overwrite someone's clips that happen to carry the same names
+    # never overwrite someone's clips that happen to carry the same names
+    for split in ("train", "test"):
         if (root / split).exists() and any((root / split).iterdir()):
-            raise FileExistsError(f"{root / split} already holds files: write the set into a new folder")
+            raise FileExistsError(f"{root / split} already holds files: write "
+                                  "the set into a new folder")
     rng = np.random.default_rng(seed)
     names = list(DIRECTIONS)
     for split, count in (("train", train), ("test", test)):
@@ -104,7 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=80, help="test clips")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--size", type=int, default=48, help="frame height and width in pixels")
-    parser.add_argument("--as-frames", action="store_true", help="write folders of PNG frames instead of mp4")
+    parser.add_argument("--as-frames", action="store_true",
+                        help="write folders of PNG frames instead of mp4")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random shapes and motions")
     options = parser.parse_args(argv)
     if options.train < 0 or options.test < 0 or options.frames < 2 or options.size < 8:

@@ -10,9 +10,9 @@ published Flux run reached a test accuracy of 0.9929 in 20 epochs.
     python examples/mnist_conv.py                 # the full 20-epoch schedule
     python examples/mnist_conv.py --epochs 1 --max-steps 50 --savepath runs/quick   # a quick check
     python examples/mnist_conv.py --plots plots   # also draw PNG pictures (needs tinyflux[plot])
-    python examples/mnist_conv.py --resume        # continue the run saved in --savepath (after Ctrl-C)
+    python examples/mnist_conv.py --resume        # continue the run in --savepath (after Ctrl-C)
     python examples/mnist_conv.py --help          # every knob of Args
-    mpiexec -n 2 python -m mpi4py examples/mnist_conv.py --distributed   # two processes share each batch
+    mpiexec -n 2 python -m mpi4py examples/mnist_conv.py --distributed   # 2 processes share a batch
 
 Beyond the original, the run lives in a folder (--savepath) that it locks,
 never overwrites unasked and saves after every epoch, so that --resume
@@ -48,14 +48,17 @@ class Args(tf.train.Settings):
     epochs: int = flag(20, "passes over the 60,000 training images", resumable=True)
     batch_size: int = flag(128, "images per training step")
     savepath: str = flag("./", "folder for the best model, mnist_conv.h5", resumable=True)
-    checkpoint: str = flag("mnist_conv.h5", "file name of the best model in --savepath", resumable=True)
+    checkpoint: str = flag("mnist_conv.h5", "file name of the best model in --savepath",
+                           resumable=True)
     dataset: str = flag("mnist", "which dataset", choices=["mnist", "fashion-mnist"])
-    data_dir: str | None = flag(None, "folder with the dataset files; unset: the cache, then download",
+    data_dir: str | None = flag(None,
+                                "folder with the dataset files; unset: the cache, then download",
                                 resumable=True)
 
 
 def parse_args(argv=None) -> Args:
-    return tf.train.parse(Args, "Train a convnet on MNIST (the Flux model-zoo conv.jl schedule).", argv)
+    return tf.train.parse(Args, "Train a convnet on MNIST (the Flux model-zoo conv.jl schedule).",
+                          argv)
 
 
 # -- Data ---------------------------------------------------------------------------
@@ -92,7 +95,8 @@ def build_model(args: Args, input_shape=(1, 28, 28), nclasses: int = 10) -> nn.C
 
 # -- Helpers ------------------------------------------------------------------------
 def augment(x, rng):
-    """Add Gaussian noise of standard deviation 0.1, so the model does not learn exact pixel values."""
+    """Add Gaussian noise of standard deviation 0.1,
+    so the model does not learn exact pixel values."""
     return x + 0.1 * rng.standard_normal(x.shape, dtype=np.float32)
 
 
@@ -102,14 +106,17 @@ def checkpoint_path(args: Args) -> str:
 
 # -- Training -----------------------------------------------------------------------
 def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.train.History:
-    """conv.jl's train(): the model-zoo loop, in a run folder that it locks, saves every epoch and can resume."""
-    with tf.train.Run(args) as run:  # refuses a folder in use or holding another run, before loading data
+    """conv.jl's train(): the model-zoo loop, in a run
+    folder that it locks, saves every epoch and can resume."""
+    # refuses a folder in use or holding another run, before loading data
+    with tf.train.Run(args) as run:
         tf.seed(args.seed)
         noise = tf.train.RandomStream.for_run(args)
         log.info("Loading data set")
         (train_images, train_labels), (eval_images, eval_labels) = get_data(args)
         eval_name = "Test"  # the test set chooses the model, as the original does...
-        if args.val_split:  # ...or a held-out part of the training set, so that test() scores unseen images
+        # ...or a held-out part of the training set, so that test() scores unseen images
+        if args.val_split:
             (train_images, train_labels), (eval_images, eval_labels) = tf.train.split_validation(
                 train_images, train_labels, args.val_split, args.seed)
             eval_name = "Validation"
@@ -117,15 +124,18 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.trai
                      f"training on {len(train_images)}")
 
         log.info("Building model...")
-        input_shape = tf.train.example_shape(train_images)  # the model is built for the data's shape
-        model = args.to_device(build(args, input_shape))  # tf.gpu, tf.xpu or tf.cpu, as --device says
-        # Warm-up, as the original "precompiles": nothing to compile in Python, but a long run should not
-        # start with data that does not fit the model.
+        # the model is built for the data's shape
+        input_shape = tf.train.example_shape(train_images)
+        # tf.gpu, tf.xpu or tf.cpu, as --device says
+        model = args.to_device(build(args, input_shape))
+        # Warm-up, as the original "precompiles": nothing to compile in Python, but a long run
+        # should not start with data that does not fit the model.
         model(tf.Tensor(tf.data.to_float_images(train_images[:args.batch_size])))
 
         opt = optim.Adam(model.parameters(), lr=args.lr)
         schedule = tf.train.ModelZoo()  # lr / 10 after 5 epochs without improvement; stop after 10
-        history = run.start(model, opt, schedule, noise, input_shape=list(input_shape))  # --resume loads
+        # --resume loads
+        history = run.start(model, opt, schedule, noise, input_shape=list(input_shape))
         step = tf.train.Step(model, tf.logit_cross_entropy, opt, run.comm, graph=args.graph)
 
         log.info("Beginning training loop...")
@@ -136,22 +146,26 @@ def train(args: Args, get_data=get_processed_data, build=build_model) -> tf.trai
                 run.record(loss)  # stays on the device: no synchronisation per step
             mean_loss = run.end_epoch()  # logs the epoch; a NaN stops the run with an error
 
-            # From here to the end of the epoch, Ctrl-C waits: the epoch is saved whole or not at all
+            # From here to the end of the epoch, Ctrl-C
+            # waits: the epoch is saved whole or not at all
             with tf.train.deferred_interrupt():
                 acc = tf.train.accuracy(eval_images, eval_labels, model, run.comm)
                 log.info(f"[{epoch}]: {eval_name} accuracy: {acc:.4f}")
                 history.add(mean_loss, acc, opt.lr)
                 if schedule.improved(acc):
                     run.save_best(epoch=epoch, accuracy=acc, lr=opt.lr)
-                stopped = schedule.update(epoch, acc, opt)  # conv.jl's learning-rate drops and stops
+                # conv.jl's learning-rate drops and stops
+                stopped = schedule.update(epoch, acc, opt)
                 run.save_state(stopped)  # everything --resume needs to continue exactly from here
     return history
 
 
 # -- Test ---------------------------------------------------------------------------
 def load_best_model(args: Args, build=build_model) -> nn.Chain:
-    """Rebuild the model for the shape it was trained on, then load the saved best weights into it."""
-    return tf.train.load_model(checkpoint_path(args), lambda *shape: build(args, *shape), args.to_device)
+    """Rebuild the model for the shape it was trained
+    on, then load the saved best weights into it."""
+    return tf.train.load_model(checkpoint_path(args), lambda *shape: build(args, *shape),
+                               args.to_device)
 
 
 def test(args: Args, get_data=get_processed_data, build=build_model) -> float:
@@ -164,19 +178,24 @@ def test(args: Args, get_data=get_processed_data, build=build_model) -> float:
 
 # -- Pictures -----------------------------------------------------------------------
 def make_plots(args: Args, history: tf.train.History) -> None:
-    """Training curves, test digits with their predictions, and the first layer's filters, as PNG."""
+    """Training curves, test digits with their
+    predictions, and the first layer's filters, as PNG."""
     model = load_best_model(args)
     _, (test_images, test_labels) = get_processed_data(args)
-    predicted, true = tf.cpu(tf.train.predict(test_images[:2000], model)), tf.cpu(test_labels[:2000])
-    # The first 32 test digits, then up to 16 the model got wrong (at 99% there are few among the first)
+    predicted = tf.cpu(tf.train.predict(test_images[:2000], model))
+    true = tf.cpu(test_labels[:2000])
+    # The first 32 test digits, then up to 16 the model
+    # got wrong (at 99% there are few among the first)
     wrong = np.flatnonzero(predicted != true)[:16]
     shown = np.concatenate([np.arange(32), wrong[wrong >= 32]])
+    folder = args.plots
     paths = [
-        tf.plots.training_curves(os.path.join(args.plots, "training_curves.png"), history.train_loss,
+        tf.plots.training_curves(os.path.join(folder, "training_curves.png"), history.train_loss,
                                  history.test_accuracy, history.lr),
-        tf.plots.prediction_grid(os.path.join(args.plots, "predictions.png"), tf.cpu(test_images)[shown],
-                                 predicted[shown], true[shown]),
-        tf.plots.conv_filters(os.path.join(args.plots, "first_layer_filters.png"), tf.cpu(model[0].weight.data)),
+        tf.plots.prediction_grid(os.path.join(folder, "predictions.png"),
+                                 tf.cpu(test_images)[shown], predicted[shown], true[shown]),
+        tf.plots.conv_filters(os.path.join(folder, "first_layer_filters.png"),
+                              tf.cpu(model[0].weight.data)),
     ]
     log.info("Pictures: " + ", ".join(paths))
 

@@ -18,12 +18,12 @@ How an op reaches NumPy or the CUDA kernels: ``tinyflux/backends``.
 """
 from .version import __version__
 
-from . import (backends, checkpoint, data, distributed, functional, models, nn, onnx, optim, plots, predict,
-               safetensors, train)
+from . import (backends, checkpoint, data, distributed, functional, models, nn, onnx, optim, plots,
+               predict, safetensors, train)
 from .backends import available_backends
 from .device import cpu, gpu, to_device, xpu
-from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_entropy, maxpool, onecold, onehot,
-                         relu, softmax)
+from .functional import (conv, conv_maxpool, flatten, log_softmax, logit_cross_entropy, maxpool,
+                         onecold, onehot, relu, softmax)
 from .gradcheck import GradcheckError, gradcheck
 from .cuda_graph import CaptureError, capture
 from .checkpoint import CheckpointError, load, save
@@ -32,10 +32,12 @@ from .modes import modes, no_grad
 from .nn import seed
 from .tensor import Tensor
 
-backends.keep_freed_memory()  # recycle freed blocks: avoids thousands of page faults per training step
+# recycle freed blocks: avoids thousands of page faults per training step
+backends.keep_freed_memory()
 
-__all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends", "backends",
-           "capture", "checkpoint", "conv", "conv_maxpool", "cpu", "data", "distributed", "flatten", "functional",
-           "gpu", "gradcheck", "load", "load_state_dict", "log_softmax", "logit_cross_entropy", "maxpool", "models",
-           "modes", "nn", "no_grad", "onecold", "onehot", "onnx", "optim", "plots", "predict", "relu", "safetensors",
-           "save", "seed", "softmax", "to_device", "train"]
+__all__ = ["CaptureError", "CheckpointError", "GradcheckError", "Tensor", "available_backends",
+           "backends", "capture", "checkpoint", "conv", "conv_maxpool", "cpu", "data",
+           "distributed", "flatten", "functional", "gpu", "gradcheck", "load", "load_state_dict",
+           "log_softmax", "logit_cross_entropy", "maxpool", "models", "modes", "nn", "no_grad",
+           "onecold", "onehot", "onnx", "optim", "plots", "predict", "relu", "safetensors", "save",
+           "seed", "softmax", "to_device", "train"]

@@ -4,7 +4,8 @@ Layout of a checkpoint file (arrays and plain attributes only, never pickle,
 so a checkpoint cannot run code when it is opened and other tools can read it):
 
     /                   attrs: format, tinyflux_version, model (its repr)
-    /parameters/<name>  one dataset per parameter, named as model.named_parameters() says ("0.weight", ...)
+    /parameters/<name>  one dataset per parameter, named as model.named_parameters() says
+                        ("0.weight", ...)
     /buffers/<name>     one per buffer (BatchNorm's running statistics...), when the model has any
     /optimizer          attrs: type, lr, t, and the rest of its hyperparameters (betas, eps...);
                         one subgroup per state kind ("m", "v") with one dataset per parameter name
@@ -54,9 +55,11 @@ from .backends import get_array_module, to_cpu_array
 from .files import deferred_interrupt, remove_stale_parts, write_bytes_atomically
 from .version import __version__
 
-FORMAT = "tinyflux-checkpoint-3"  # 3: checksums over the attributes too; 2: over the arrays, every hyperparameter
+# 3: checksums over the attributes too; 2: over the arrays, every hyperparameter
+FORMAT = "tinyflux-checkpoint-3"
 ARRAY_CHECKSUMS = (FORMAT, "tinyflux-checkpoint-2")  # the formats whose arrays carry a SHA-256
-OLDER_FORMATS = ("tinyflux-checkpoint-2", "tinyflux-checkpoint-1")  # still loaded, with the checks they allow
+# still loaded, with the checks they allow
+OLDER_FORMATS = ("tinyflux-checkpoint-2", "tinyflux-checkpoint-1")
 ATTRIBUTES_SHA256 = "attributes_sha256"
 
 
@@ -68,15 +71,17 @@ class CheckpointError(Exception):
 
 
 def _plain(value, key: str):
-    """Metadata must be numbers, strings or booleans (or small arrays of them): HDF5 attributes, no pickle."""
+    """Metadata must be numbers, strings or booleans (or
+    small arrays of them): HDF5 attributes, no pickle."""
     if isinstance(value, (bool, np.bool_, numbers.Number, str, np.generic)):
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        return np.array(value, dtype=h5py.string_dtype())  # HDF5 has no NumPy unicode arrays: its own strings
+        # HDF5 has no NumPy unicode arrays: its own strings
+        return np.array(value, dtype=h5py.string_dtype())
     if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Number) for v in value):
         return np.asarray(value)
-    raise TypeError(f"save: metadata {key}={value!r} is a {type(value).__name__}; "
-                    "only numbers, strings, booleans and lists of numbers or of strings can be stored")
+    raise TypeError(f"save: metadata {key}={value!r} is a {type(value).__name__}; only numbers, "
+                    "strings, booleans and lists of numbers or of strings can be stored")
 
 
 def _python(value):
@@ -95,7 +100,8 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def _attributes_digest(attrs) -> str:
-    """SHA-256 of a group's attributes (all but the digest itself), as the plain values they read back as."""
+    """SHA-256 of a group's attributes (all but the digest
+    itself), as the plain values they read back as."""
     values = {key: _python(value) for key, value in attrs.items() if key != ATTRIBUTES_SHA256}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
 
@@ -114,42 +120,49 @@ def _add_dataset(group, name: str, array) -> None:
 
 
 def _parameter_names(model, optimizer, what: str) -> dict:
-    """id(parameter) -> its name in the model; the optimizer must hold the model's own parameters."""
+    """id(parameter) -> its name in the model; the
+    optimizer must hold the model's own parameters."""
     names = {id(p): name for name, p in model.named_parameters()}
     if optimizer is not None:
         foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in names]
         if foreign:
-            raise ValueError(f"{what}: the optimizer's parameters {foreign} are not parameters of this model; "
-                             "build the optimizer from this model's parameters (optim.Adam(model.parameters()))")
+            raise ValueError(f"{what}: the optimizer's parameters {foreign} are not parameters of "
+                             "this model; build the optimizer from this model's parameters "
+                             "(optim.Adam(model.parameters()))")
     return names
 
 
 def _check_arguments(what: str, path, model, optimizer) -> Path:
-    """The path, expanded (``~``); a TypeError naming what came instead of a path, a model or an optimizer."""
+    """The path, expanded (``~``); a TypeError naming
+    what came instead of a path, a model or an optimizer."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{what}: the first argument is the file's path, got a {type(path).__name__}; the call is "
-                        f"tf.{what}(path, model, optimizer)")
+        raise TypeError(f"{what}: the first argument is the file's path, got a "
+                        f"{type(path).__name__}; the call is tf.{what}(path, model, optimizer)")
     if not hasattr(model, "named_parameters"):
         raise TypeError(f"{what}: a model (an nn.Module) expected as the second argument, got a "
                         f"{type(model).__name__}")
     if optimizer is not None and not hasattr(optimizer, "hyperparameters"):
-        raise TypeError(f"{what}: an optimizer object (optim.Adam(model.parameters()), ...) or None expected, got "
-                        f"{type(optimizer).__name__} {optimizer!r:.40}")
+        raise TypeError(f"{what}: an optimizer object (optim.Adam(model.parameters()), ...) or "
+                        f"None expected, got {type(optimizer).__name__} {optimizer!r:.40}")
     return Path(path).expanduser()
 
 
 def _warn_if_nan(model, path, doing: str) -> None:
-    """Weights with NaN are kept as they are (they may be what one wants to look at), but never silently."""
+    """Weights with NaN are kept as they are (they may
+    be what one wants to look at), but never silently."""
     bad = [name for name, p in [*model.named_parameters(), *model.named_buffers()]
-           if p.data.dtype.kind == "f" and not bool(get_array_module(p.data).isfinite(p.data).all())]
+           if p.data.dtype.kind == "f"
+           and not bool(get_array_module(p.data).isfinite(p.data).all())]
     if bad:
-        log.warning("%s: %s parameters or statistics holding NaN or infinity: %s (the training diverged?)", path,
-                    doing, ", ".join(bad))
+        log.warning("%s: %s parameters or statistics holding NaN or infinity: %s "
+                    "(the training diverged?)", path, doing, ", ".join(bad))
 
 
 def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
-    """The complete HDF5 file that :func:`save` writes, as bytes (built in memory, nothing on disk)."""
-    metadata = {key: _plain(value, key) for key, value in metadata.items()}  # fail before building anything
+    """The complete HDF5 file that :func:`save` writes,
+    as bytes (built in memory, nothing on disk)."""
+    # fail before building anything
+    metadata = {key: _plain(value, key) for key, value in metadata.items()}
     names = _parameter_names(model, optimizer, "save")
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
@@ -183,7 +196,8 @@ def checkpoint_bytes(model, optimizer=None, /, **metadata) -> bytes:
 
 
 def save(path, model, optimizer=None, /, **metadata) -> None:
-    """Write the model's parameters (and the optimizer's state, if given) to ``path``, all or nothing.
+    """Write the model's parameters (and the optimizer's
+    state, if given) to ``path``, all or nothing.
 
     Args:
         path: the .h5 file to create or replace.
@@ -201,16 +215,19 @@ def save(path, model, optimizer=None, /, **metadata) -> None:
         with deferred_interrupt():  # a Ctrl-C comes after the file is whole, never lost inside h5py
             data = checkpoint_bytes(model, optimizer, **metadata)
             _warn_if_nan(model, path, "saving")
-            remove_stale_parts(path.parent, target_suffix=path.suffix)  # leftovers of saves that were killed
+            # leftovers of saves that were killed
+            remove_stale_parts(path.parent, target_suffix=path.suffix)
             write_bytes_atomically(path, data)
     except OSError as error:
-        cause = f"{error.strerror} ({type(error).__name__})" if error.strerror else f"{type(error).__name__}: {error}"
+        kind = type(error).__name__
+        cause = f"{error.strerror} ({kind})" if error.strerror else f"{kind}: {error}"
         raise CheckpointError(f"{path}: could not save the checkpoint: {cause}; "
                               "any earlier file under that name is unchanged") from error
 
 
 def load(path, model, optimizer=None) -> dict:
-    """Load a checkpoint written by :func:`save` into ``model`` (and ``optimizer``); return its metadata.
+    """Load a checkpoint written by :func:`save` into
+    ``model`` (and ``optimizer``); return its metadata.
 
     Nothing is changed unless every parameter and optimizer state array is
     present with the right shape, dtype and checksum and every optimizer
@@ -225,7 +242,8 @@ def load(path, model, optimizer=None) -> dict:
     try:
         f = h5py.File(path, "r")
     except PermissionError:
-        raise CheckpointError(f"{path}: permission denied: this user may not read the file") from None
+        raise CheckpointError(f"{path}: permission denied: this "
+                              "user may not read the file") from None
     except OSError as error:  # empty, truncated or not HDF5 at all
         raise CheckpointError(f"{path}: not a readable HDF5 checkpoint ({error})") from None
     try:
@@ -233,12 +251,15 @@ def load(path, model, optimizer=None) -> dict:
             params, hyper, arrays, metadata = _read_checked(f, path, model, optimizer, names)
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as error:  # damage h5py found
-        raise CheckpointError(f"{path}: damaged checkpoint ({type(error).__name__}: {error})") from None
+    # damage h5py found
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint "
+                              f"({type(error).__name__}: {error})") from None
 
     # every check passed: only now change the model and the optimizer
     for name, p in model.named_parameters():
-        p.data[...] = get_array_module(p.data).asarray(params[name])  # in place: keeps Adam's flat buffer
+        # in place: keeps Adam's flat buffer
+        p.data[...] = get_array_module(p.data).asarray(params[name])
     for name, buffer in model.named_buffers():
         buffer.data[...] = get_array_module(buffer.data).asarray(params[("buffers", name)])
     if optimizer is not None:
@@ -262,11 +283,12 @@ def read_metadata(path) -> dict:
             if metadata is None:
                 return {}
             if _python(f.attrs.get("format")) == FORMAT and not _attributes_intact(metadata.attrs):
-                raise CheckpointError(f"{path} is damaged: its metadata attributes changed after it was saved "
-                                      "(their checksum does not match)")
+                raise CheckpointError(f"{path} is damaged: its metadata attributes changed after "
+                                      "it was saved (their checksum does not match)")
             return _read_attributes(metadata.attrs)
     except (OSError, KeyError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint "
+                              f"({type(error).__name__}: {error})") from None
 
 
 def _member(group, name: str):
@@ -278,9 +300,10 @@ def _member(group, name: str):
         return None
     if not isinstance(link, h5py.HardLink):
         target = getattr(link, "filename", "") or ""
-        kind = f"an external link to {target}:{link.path}" if target else f"a soft link to {link.path}"
-        raise CheckpointError(f"{group.file.filename}: refused: {group.name.rstrip('/')}/{name} is {kind}; a "
-                              "checkpoint reads nothing from outside itself")
+        kind = (f"an external link to {target}:{link.path}" if target
+                else f"a soft link to {link.path}")
+        raise CheckpointError(f"{group.file.filename}: refused: {group.name.rstrip('/')}/{name} "
+                              f"is {kind}; a checkpoint reads nothing from outside itself")
     return group.get(name)
 
 
@@ -316,8 +339,9 @@ def _check_group(group, expected: dict, where: str, problems: list, checksums: b
             problems.append(f"mismatched {where}/{name}: a group where an array was expected")
             continue
         if tuple(stored.shape) != tuple(target.shape) or stored.dtype != target.dtype:
-            problems.append(f"mismatched {where}/{name}: file has {stored.dtype}{tuple(stored.shape)}, "
-                            f"expected {target.dtype}{tuple(target.shape)}")
+            problems.append(f"mismatched {where}/{name}: file has "
+                            f"{stored.dtype}{tuple(stored.shape)}, expected "
+                            f"{target.dtype}{tuple(target.shape)}")
             continue
         _refuse_foreign_storage(stored)
         value = stored[()]
@@ -327,7 +351,8 @@ def _check_group(group, expected: dict, where: str, problems: list, checksums: b
                 problems.append(f"missing checksum of {where}/{name}")
                 continue
             if digest != _sha256(value):
-                problems.append(f"checksum mismatch in {where}/{name}: its bytes changed after it was saved")
+                problems.append(f"checksum mismatch in {where}/{name}: its bytes "
+                                "changed after it was saved")
                 continue
         found[name] = value
     return found
@@ -337,20 +362,25 @@ def _read_checked(f, path, model, optimizer, names: dict):
     """Read everything load() needs and check it; raise CheckpointError listing every problem."""
     file_format = _python(f.attrs.get("format"))
     if file_format != FORMAT and file_format not in OLDER_FORMATS:
-        raise CheckpointError(f"{path}: not a tinyflux checkpoint (format attribute {file_format!r})")
+        raise CheckpointError(f"{path}: not a tinyflux checkpoint (format "
+                              f"attribute {file_format!r})")
     checksums = file_format in ARRAY_CHECKSUMS
     problems: list[str] = []
     if file_format == FORMAT:
-        for where, group in (("/", f), ("optimizer", _member(f, "optimizer")), ("metadata", _member(f, "metadata"))):
+        for where, group in (("/", f), ("optimizer", _member(f, "optimizer")),
+                             ("metadata", _member(f, "metadata"))):
             if group is not None and not _attributes_intact(group.attrs):
-                problems.append(f"checksum mismatch in the attributes of {where}: they changed after saving")
+                problems.append(f"checksum mismatch in the attributes of {where}: "
+                                "they changed after saving")
     named = dict(model.named_parameters())
-    params = _check_group(_member(f, "parameters"), {n: p.data for n, p in named.items()}, "parameters", problems,
-                          checksums)
+    params = _check_group(_member(f, "parameters"), {n: p.data for n, p in named.items()},
+                          "parameters", problems, checksums)
     buffers = dict(model.named_buffers())
     if buffers or _member(f, "buffers") is not None:
-        params.update({("buffers", name): value for name, value in _check_group(
-            _member(f, "buffers"), {n: b.data for n, b in buffers.items()}, "buffers", problems, checksums).items()})
+        params.update({("buffers", name): value for name,
+                       value in _check_group(_member(f, "buffers"),
+                                             {n: b.data for n, b in buffers.items()}, "buffers",
+                                             problems, checksums).items()})
 
     hyper, arrays = {}, {}
     if optimizer is not None:
@@ -359,23 +389,28 @@ def _read_checked(f, path, model, optimizer, names: dict):
             problems.append("missing optimizer (the checkpoint was saved without one)")
         else:
             stored = _read_attributes(group.attrs)
-            expected_type = optimizer.hyperparameters()["type"]  # "Adam" also for a DataParallel Adam
+            # "Adam" also for a DataParallel Adam
+            expected_type = optimizer.hyperparameters()["type"]
             if stored.get("type") != expected_type:
-                problems.append(f"mismatched optimizer: file has {stored.get('type')}, expected {expected_type}")
+                problems.append(f"mismatched optimizer: file has {stored.get('type')}, "
+                                f"expected {expected_type}")
             else:
-                if not checksums:  # format 1 did not store every hyperparameter: keep the optimizer's own
+                # format 1 did not store every hyperparameter: keep the optimizer's own
+                if not checksums:
                     stored = {**optimizer.hyperparameters(), **stored}
                 hyper, hyper_problems = optimizer.parse_hyperparameters(stored)
                 problems += hyper_problems
             by_name = {names[id(p)]: i for i, p in enumerate(optimizer.params)}
             for kind, state in optimizer.state_arrays().items():
                 expected = {names[id(p)]: p.data for p in optimizer.params}
-                values = _check_group(_member(group, kind), expected, f"optimizer/{kind}", problems, checksums)
+                values = _check_group(_member(group, kind), expected, f"optimizer/{kind}",
+                                      problems, checksums)
                 arrays[kind] = [None] * len(optimizer.params)
                 for name, value in values.items():
                     arrays[kind][by_name[name]] = value
     if problems:
-        damaged = any(p.startswith(("checksum", "missing checksum", "bad optimizer")) for p in problems)
+        damaged = any(p.startswith(("checksum", "missing checksum",
+                                    "bad optimizer")) for p in problems)
         headline = "is damaged or does not fit the model" if damaged else "does not fit the model"
         raise CheckpointError(f"{path} {headline}:\n  " + "\n  ".join(problems))
     metadata_group = _member(f, "metadata")

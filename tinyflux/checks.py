@@ -49,7 +49,8 @@ def as_tuple(value, ndim: int, what: str, minimum: int = 0) -> tuple:
 
 
 def real(value, what: str, minimum: float | None = None, below: float | None = None) -> float:
-    """``value`` as a finite float in [minimum, below); strings, bools, NaN and infinities are refused."""
+    """``value`` as a finite float in [minimum, below);
+    strings, bools, NaN and infinities are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what}: expected a number, got {value!r} ({type(value).__name__})")
     value = float(value)
@@ -63,11 +64,13 @@ def real(value, what: str, minimum: float | None = None, below: float | None = N
 
 
 def check_input(x, weight, caller: str, spatial_dims: int | None = None) -> None:
-    """Refuse an input array of the wrong rank, an empty batch, or one on another device or of another dtype
-    than the layer's weights (``weight``, or None)."""
+    """Refuse an input array of the wrong rank, an empty batch, or one on another device or of
+    another dtype than the layer's weights (``weight``, or None)."""
     if spatial_dims is not None and x.ndim != 2 + spatial_dims:
-        letters = {1: "(N, C, W)", 2: "(N, C, H, W)", 3: "(N, C, T, H, W)"}.get(spatial_dims, f"{2 + spatial_dims}-D")
-        raise ValueError(f"{caller}: expected a {2 + spatial_dims}-D input {letters}, got shape {tuple(x.shape)}")
+        letters = {1: "(N, C, W)", 2: "(N, C, H, W)",
+                   3: "(N, C, T, H, W)"}.get(spatial_dims, f"{2 + spatial_dims}-D")
+        raise ValueError(f"{caller}: expected a {2 + spatial_dims}-D input {letters}, "
+                         f"got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{caller}: empty batch (input shape {tuple(x.shape)})")
     if weight is None:

@@ -48,7 +48,8 @@ from .modes import capturing
 from .tensor import Tensor
 
 
-LABEL_CHECK_EVERY = 100  # GPU labels are checked at the first replay, then once every this many replays
+# GPU labels are checked at the first replay, then once every this many replays
+LABEL_CHECK_EVERY = 100
 
 
 class CaptureError(RuntimeError):
@@ -66,21 +67,27 @@ def capture(model, loss_fn, optimizer, x, y) -> "CapturedStep":
 
 
 class CapturedStep:
-    """``step(x, y)``: one replay of the captured forward, backward and Adam update; returns the loss."""
+    """``step(x, y)``: one replay of the captured
+    forward, backward and Adam update; returns the loss."""
 
     def __init__(self, model, loss_fn, optimizer, x, y):
-        if type(optimizer) is not optim.Adam:  # AdamW's decay reads the learning rate on the host: not recordable yet
+        # AdamW's decay reads the learning rate on the host: not recordable yet
+        if type(optimizer) is not optim.Adam:
             raise CaptureError(f"capture: optim.Adam expected, got {type(optimizer).__name__}")
         params = list(model.parameters())
         if [id(p) for p in params] != [id(p) for p in optimizer.params]:
-            raise CaptureError("capture: the optimizer must hold exactly model.parameters(), in order")
+            raise CaptureError("capture: the optimizer must hold exactly "
+                               "model.parameters(), in order")
         with capturing():
-            cp = ops_for(params[0].data).cupy  # the ops that can record a graph bring their CuPy; others None
+            # the ops that can record a graph bring their CuPy; others None
+            cp = ops_for(params[0].data).cupy
         if cp is None:
-            raise CaptureError("capture: a CUDA graph needs the model on a GPU (tf.gpu(model), with CuPy and an "
-                               f"NVIDIA GPU); its parameters are {backend_name(params[0].data)} arrays")
+            raise CaptureError("capture: a CUDA graph needs the model on a GPU (tf.gpu(model), "
+                               "with CuPy and an NVIDIA GPU); its parameters are "
+                               f"{backend_name(params[0].data)} arrays")
         try:
-            self.state = optimizer.flat_state()  # [parameters, m, v, hyper]: what the graph reads and writes
+            # [parameters, m, v, hyper]: what the graph reads and writes
+            self.state = optimizer.flat_state()
         except ValueError as error:
             raise CaptureError(f"capture: {error}") from None
         self.cupy = cp
@@ -89,9 +96,9 @@ class CapturedStep:
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
         self.y = cp.array(y.data if isinstance(y, Tensor) else y)
 
-        # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies every
-        # geometry array to the GPU, so that capture itself only launches. Then the parameters, m, v
-        # and t are put back as they were: capturing changes nothing.
+        # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies
+        # every geometry array to the GPU, so that capture itself only launches. Then the
+        # parameters, m, v and t are put back as they were: capturing changes nothing.
         saved = [array.copy() for array in self.state]
         with capturing():
             self._record()
@@ -115,8 +122,9 @@ class CapturedStep:
                 try:
                     self.loss = self._record()
                 except Exception:
-                    # End the capture, but report what broke it: ending an invalidated capture raises
-                    # cudaErrorStreamCaptureInvalidated, which would otherwise replace the cause.
+                    # End the capture, but report what broke it: ending an
+                    # invalidated capture raises cudaErrorStreamCaptureInvalidated,
+                    # which would otherwise replace the cause.
                     try:
                         stream.end_capture()
                     except Exception:
@@ -124,18 +132,21 @@ class CapturedStep:
                     raise
                 graph = stream.end_capture()
         except Exception as error:
-            raise CaptureError(
-                f"capture: CUDA could not record the step ({type(error).__name__}: {error}). During a capture "
-                "only kernel launches are allowed: no cuBLAS, no copies to or from the host, no waiting for the "
-                "GPU (see tinyflux/cuda_graph.py)") from error
+            raise CaptureError(f"capture: CUDA could not record the step ({type(error).__name__}: "
+                               f"{error}). During a capture only kernel launches are allowed: no "
+                               "cuBLAS, no copies to or from the host, no waiting for the GPU "
+                               "(see tinyflux/cuda_graph.py)") from error
         self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
-        self.bad_labels, self.replays = 0, 0  # out-of-range GPU labels seen, replays with GPU labels
+        # out-of-range GPU labels seen, replays with GPU labels
+        self.bad_labels, self.replays = 0, 0
 
     def _record(self):
-        """The work the graph holds: forward, backward and the optimizer's step. Returns the loss array."""
+        """The work the graph holds: forward, backward
+        and the optimizer's step. Returns the loss array."""
         loss = self._forward_backward()
-        self.optimizer.step()  # t <- t + 1 and the update, both in GPU memory: the same Adam as eager steps
+        # t <- t + 1 and the update, both in GPU memory: the same Adam as eager steps
+        self.optimizer.step()
         return loss.data
 
     def _forward_backward(self) -> Tensor:
@@ -147,10 +158,12 @@ class CapturedStep:
         return loss
 
     def check_labels(self) -> None:
-        """Raise if any GPU labels given to the replays so far were out of range (one read from the GPU)."""
+        """Raise if any GPU labels given to the replays
+        so far were out of range (one read from the GPU)."""
         if int(self.bad_labels):
-            raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}; {int(self.bad_labels)} "
-                             f"labels in the last {self.replays} steps did not")
+            raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}; "
+                             f"{int(self.bad_labels)} labels in the last "
+                             f"{self.replays} steps did not")
 
     def __call__(self, x, y):
         cp = self.cupy
@@ -158,18 +171,20 @@ class CapturedStep:
         y = y.data if isinstance(y, Tensor) else y
         for name, new, static in (("x", x, self.x), ("y", y, self.y)):
             if tuple(new.shape) != static.shape or new.dtype != static.dtype:
-                raise ValueError(f"captured step: {name} must be {static.dtype}{static.shape} as at capture, "
-                                 f"got {new.dtype}{tuple(new.shape)}")
+                raise ValueError(f"captured step: {name} must be {static.dtype}{static.shape} as "
+                                 f"at capture, got {new.dtype}{tuple(new.shape)}")
         on_host = backend_name(y) == "numpy"
         if on_host and y.ndim == 1 and y.size and (y.min() < 0 or y.max() >= self.classes):
             raise ValueError(f"captured step: labels must lie in 0..{self.classes - 1}, "
                              f"got values from {y.min()} to {y.max()}")
         if not on_host and y.ndim == 1:  # GPU labels: counted on the GPU, read now and then
-            self.bad_labels = self.bad_labels + ((y < 0) | (y >= self.classes)).sum()  # no wait for the GPU
+            # no wait for the GPU
+            self.bad_labels = self.bad_labels + ((y < 0) | (y >= self.classes)).sum()
             self.replays += 1
             if self.replays % LABEL_CHECK_EVERY == 1:
                 self.check_labels()
-        self.optimizer.attach_parameters()  # a parameter replaced since the last step goes back into the buffer
+        # a parameter replaced since the last step goes back into the buffer
+        self.optimizer.attach_parameters()
         self.x[...] = cp.asarray(x)  # from the host or the GPU, into the arrays the graph reads
         self.y[...] = cp.asarray(y)
         self.graph.launch(stream=cp.cuda.get_current_stream())

@@ -1,4 +1,5 @@
-"""Moving arrays, Tensors and models between the CPU (NumPy) and a GPU (CuPy or dpnp), like Flux's gpu/cpu.
+"""Moving arrays, Tensors and models between the CPU
+(NumPy) and a GPU (CuPy or dpnp), like Flux's gpu/cpu.
 
 ``model = tf.gpu(model)`` moves a model's parameters onto the GPU (in place,
 returning the model); ``x = tf.gpu(x)`` returns a moved copy of an array or
@@ -22,8 +23,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .backends import (cupy_available, dpnp_module, get_array_module, to_cpu_array, to_gpu_array, to_torch_array, to_xpu_array,
-                       torch_module, warn_no_gpu_once)
+from .backends import (cupy_available, dpnp_module, get_array_module, to_cpu_array, to_gpu_array,
+                       to_torch_array, to_xpu_array, torch_module, warn_no_gpu_once)
 from .tensor import Tensor
 
 
@@ -35,7 +36,8 @@ def _move(obj, move_array):
             p.data = move_array(p.data)
             p.grad = None if p.grad is None else move_array(p.grad)
         for _, buffer in obj.named_buffers():
-            if buffer.data.dtype.kind == "f":  # running statistics; counters stay on the host, where Python reads them
+            # running statistics; counters stay on the host, where Python reads them
+            if buffer.data.dtype.kind == "f":
                 buffer.data = move_array(buffer.data)
         return obj
     if isinstance(obj, Tensor):
@@ -45,33 +47,38 @@ def _move(obj, move_array):
         return type(obj)(_move(item, move_array) for item in obj)
     if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, (str, bytes)):
         return move_array(obj)
-    raise TypeError(f"cannot move a {type(obj).__name__}: expected an array, a Tensor, a Module or a list of them")
+    raise TypeError(f"cannot move a {type(obj).__name__}: expected an array, a Tensor, a "
+                    "Module or a list of them")
 
 
 def on_model_device(x, model):
-    """The host array ``x`` on the device of the model's parameters (a GPU's, PyTorch's), unchanged on the CPU."""
+    """The host array ``x`` on the device of the model's
+    parameters (a GPU's, PyTorch's), unchanged on the CPU."""
     parameters = list(model.parameters())
     xp = get_array_module(parameters[0].data) if parameters else None
     return x if xp is None or isinstance(parameters[0].data, type(x)) else xp.asarray(x)
 
 
 def gpu(obj):
-    """Move ``obj`` (array, Tensor, Module, list) to the GPU; unchanged (with a warning) when there is none.
+    """Move ``obj`` (array, Tensor, Module, list) to the
+    GPU; unchanged (with a warning) when there is none.
 
-    Something that cannot be moved (a string, None) is refused on every machine, with a GPU or without.
-    """
+    Something that cannot be moved (a string, None) is
+    refused on every machine, with a GPU or without."""
     if not cupy_available():
-        _move(obj, lambda array: array)  # the same checks as a real move: a TypeError for what cannot be moved
+        # the same checks as a real move: a TypeError for what cannot be moved
+        _move(obj, lambda array: array)
         warn_no_gpu_once()
         return obj
     return _move(obj, to_gpu_array)
 
 
 def xpu(obj):
-    """Move ``obj`` (array, Tensor, Module, list) to dpnp's default SYCL device (an Intel GPU, or the CPU's
-    OpenCL device); RuntimeError without dpnp."""
+    """Move ``obj`` (array, Tensor, Module, list) to dpnp's default SYCL device (an Intel GPU, or
+    the CPU's OpenCL device); RuntimeError without dpnp."""
     if dpnp_module() is None:
-        raise RuntimeError("tf.xpu: dpnp is not installed or finds no SYCL device (pip install 'tinyflux[xpu]')")
+        raise RuntimeError("tf.xpu: dpnp is not installed or finds no SYCL device (pip "
+                           "install 'tinyflux[xpu]')")
     return _move(obj, to_xpu_array)
 
 
@@ -85,8 +92,8 @@ DEVICE_ALIASES = {"mps": "torch:mps"}  # Apple's GPUs are reached through PyTorc
 
 
 def torch_device(name: str) -> str:
-    """The torch device of a ``torch:NAME`` device ("torch:mps" -> "mps"), checked: RuntimeError when PyTorch is
-    missing or has no such device here, naming what it found instead."""
+    """The torch device of a ``torch:NAME`` device ("torch:mps" -> "mps"), checked: RuntimeError
+    when PyTorch is missing or has no such device here, naming what it found instead."""
     torch_module()  # first: without PyTorch, its error names the wheel to install
     import torch
 
@@ -94,17 +101,21 @@ def torch_device(name: str) -> str:
     try:
         torch.empty(1, device=device)
     except Exception as error:  # an unknown name, a device this build or machine lacks
-        found = [kind for kind in ("cuda", "mps", "xpu") if getattr(getattr(torch, kind, None), "is_available",
-                                                                   lambda: False)()]
-        reason = str(error).splitlines()[0].split(". ")[0][:160]  # torch's first sentence; the rest lists backends
-        raise RuntimeError(f"PyTorch {torch.__version__} cannot make a tensor on {name} ({reason}); devices it "
-                           f"finds here: {', '.join(TORCH_PREFIX + kind for kind in found + ['cpu'])}") from None
+        found = [kind for kind in ("cuda", "mps",
+                                   "xpu") if getattr(getattr(torch, kind, None), "is_available",
+                                                     lambda: False)()]
+        # torch's first sentence; the rest lists backends
+        reason = str(error).splitlines()[0].split(". ")[0][:160]
+        devices = ", ".join(TORCH_PREFIX + kind for kind in found + ["cpu"])
+        raise RuntimeError(f"PyTorch {torch.__version__} cannot make a tensor on {name} "
+                           f"({reason}); devices it finds here: {devices}") from None
     return device
 
 
 def to_device(obj, device: str):
-    """``obj`` (array, Tensor, Module, list) on ``device``: "cpu", "gpu" (CuPy), "xpu" (dpnp), "mps", or
-    "torch:NAME" for one of PyTorch's devices ("torch:cuda", "torch:xpu", "torch:cpu"). A Module moves in place."""
+    """``obj`` (array, Tensor, Module, list) on ``device``: "cpu", "gpu"
+    (CuPy), "xpu" (dpnp), "mps", or "torch:NAME" for one of PyTorch's devices
+    ("torch:cuda", "torch:xpu", "torch:cpu"). A Module moves in place."""
     device = DEVICE_ALIASES.get(device, device)
     if device == "cpu":
         return cpu(obj)
@@ -115,15 +126,17 @@ def to_device(obj, device: str):
     if device.startswith(TORCH_PREFIX):
         name = torch_device(device)
         return _move(obj, lambda array: to_torch_array(array, name))
-    raise ValueError(f"unknown device {device!r}: expected cpu, gpu, xpu, mps or torch:NAME (torch:cuda, "
-                     "torch:xpu, torch:cpu)")
+    raise ValueError(f"unknown device {device!r}: expected cpu, gpu, xpu, mps or torch:NAME "
+                     "(torch:cuda, torch:xpu, torch:cpu)")
 
 
-PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}  # the vendor ids of PCI display devices
+# the vendor ids of PCI display devices
+PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
 
 
 def gpu_vendors(drm="/sys/class/drm") -> list[str]:
-    """The makers of the graphics devices Linux lists (in /sys/class/drm), e.g. ["Intel", "AMD"]; [] elsewhere."""
+    """The makers of the graphics devices Linux lists (in
+    /sys/class/drm), e.g. ["Intel", "AMD"]; [] elsewhere."""
     import glob
 
     found = []
@@ -139,11 +152,11 @@ def gpu_vendors(drm="/sys/class/drm") -> list[str]:
 
 
 def gpu_advice(platform: str = None, vendors: list = None) -> str:
-    """One line saying how to reach the GPUs this machine has, for a run that asked for a CUDA GPU and found none.
+    """One line saying how to reach the GPUs this machine
+    has, for a run that asked for a CUDA GPU and found none.
 
-    PyTorch's own answer comes first where it is installed (it knows its devices); otherwise the operating system
-    and the makers of the graphics devices decide which wheel to name.
-    """
+    PyTorch's own answer comes first where it is installed (it knows its devices); otherwise the
+    operating system and the makers of the graphics devices decide which wheel to name."""
     platform = platform or sys.platform
     vendors = gpu_vendors() if vendors is None else vendors
     try:
@@ -159,18 +172,18 @@ def gpu_advice(platform: str = None, vendors: list = None) -> str:
         if hasattr(torch, "xpu") and torch.xpu.is_available():
             return "PyTorch finds an Intel GPU: use --device torch:xpu"
     if platform == "darwin":
-        return ("on a Mac, GPUs are reached through PyTorch's MPS: pip install torch (Intel Macs: torch==2.2.2, the "
-                "last release with wheels for them), then --device mps")
+        return ("on a Mac, GPUs are reached through PyTorch's MPS: pip install torch (Intel Macs: "
+                "torch==2.2.2, the last release with wheels for them), then --device mps")
     if "NVIDIA" in vendors:
         return "an NVIDIA GPU is present: pip install 'tinyflux[cuda12]' (or [cuda13]) brings CuPy"
     if "AMD" in vendors:
-        return ("an AMD GPU is present: PyTorch's ROCm build (its pip line for your ROCm version is on "
-                "https://pytorch.org/get-started/locally/), then --device torch:cuda")
+        return ("an AMD GPU is present: PyTorch's ROCm build (its pip line for your ROCm version "
+                "is on https://pytorch.org/get-started/locally/), then --device torch:cuda")
     if "Intel" in vendors:
         return ("an Intel GPU is present: PyTorch's XPU build (pip install torch --index-url "
-                "https://download.pytorch.org/whl/xpu), then --device torch:xpu; or pip install 'tinyflux[xpu]' "
-                "and --device xpu")
+                "https://download.pytorch.org/whl/xpu), then --device torch:xpu; or pip install "
+                "'tinyflux[xpu]' and --device xpu")
     if platform == "win32":
-        return ("on Windows: an NVIDIA GPU with pip install 'tinyflux[cuda12]'; an Intel GPU with PyTorch's XPU "
-                "build and --device torch:xpu; docs/gpu.md lists the rest")
+        return ("on Windows: an NVIDIA GPU with pip install 'tinyflux[cuda12]'; an Intel GPU with "
+                "PyTorch's XPU build and --device torch:xpu; docs/gpu.md lists the rest")
     return "no GPU found; docs/gpu.md lists the ways to each maker's GPUs"

@@ -84,7 +84,8 @@ class Communicator:
         raise SystemExit(code)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+        return (f"{type(self).__name__}(rank={self.rank}, size={self.size}, "
+                f"local_rank={self.local_rank})")
 
 
 class MPICommunicator(Communicator):
@@ -101,12 +102,14 @@ class MPICommunicator(Communicator):
         self._nccl = None  # made on first use with a GPU array
 
     def _nccl_communicator(self):
-        """An NCCL communicator between the ranks' GPUs, or None (then GPU arrays go through the host)."""
+        """An NCCL communicator between the ranks' GPUs,
+        or None (then GPU arrays go through the host)."""
         if self._nccl is None:
             self._nccl = False
             bindings = nccl()
             if bindings is None:
-                log.warning("NCCL unavailable (pip install 'tinyflux[nccl12]'): GPU gradients go through the host")
+                log.warning("NCCL unavailable (pip install 'tinyflux[nccl12]'): GPU "
+                            "gradients go through the host")
             else:
                 uid = self.broadcast_object(bindings.get_unique_id() if self.rank == 0 else None)
                 self._nccl = bindings.NcclCommunicator(self.size, uid, self.rank)
@@ -117,7 +120,8 @@ class MPICommunicator(Communicator):
             nccl_comm = self._nccl_communicator()
             if nccl_comm is not None:
                 bindings, cp = nccl(), array_module("cupy")
-                kind = {np.dtype(np.float32): bindings.NCCL_FLOAT32, np.dtype(np.float64): bindings.NCCL_FLOAT64}
+                kind = {np.dtype(np.float32): bindings.NCCL_FLOAT32,
+                        np.dtype(np.float64): bindings.NCCL_FLOAT64}
                 nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, kind[array.dtype],
                                     bindings.NCCL_SUM, cp.cuda.get_current_stream().ptr)
                 return array
@@ -151,7 +155,8 @@ _world: Communicator | None = None
 
 
 def init() -> Communicator:
-    """The communicator of this job: MPI's when started by mpiexec with several ranks, else the stand-in.
+    """The communicator of this job: MPI's when started
+    by mpiexec with several ranks, else the stand-in.
 
     Without mpi4py installed, or as the only rank, this returns the one-process
     :class:`Communicator`, so the same script runs with and without MPI. Later
@@ -164,12 +169,14 @@ def init() -> Communicator:
         except ImportError:
             _world = Communicator()
         else:
-            _world = MPICommunicator(MPI.COMM_WORLD) if MPI.COMM_WORLD.Get_size() > 1 else Communicator()
+            several = MPI.COMM_WORLD.Get_size() > 1
+            _world = MPICommunicator(MPI.COMM_WORLD) if several else Communicator()
     return _world
 
 
 def select_gpu(comm: Communicator) -> int:
-    """Make this rank use the GPU numbered by its rank on this machine (before it allocates anything there)."""
+    """Make this rank use the GPU numbered by its rank on
+    this machine (before it allocates anything there)."""
     cp = array_module("cupy")
     device = comm.local_rank % cp.cuda.runtime.getDeviceCount()
     cp.cuda.Device(device).use()
@@ -177,7 +184,8 @@ def select_gpu(comm: Communicator) -> int:
 
 
 def limit_blas_threads(comm: Communicator) -> int | None:
-    """Give each rank on this machine an equal share of the cores for BLAS and for tinyflux's CPU kernels.
+    """Give each rank on this machine an equal share of
+    the cores for BLAS and for tinyflux's CPU kernels.
 
     Returns the number of threads, or None where threadpoolctl is missing
     (pip install 'tinyflux[mpi]'), after a warning: oversubscribed cores make
@@ -188,15 +196,16 @@ def limit_blas_threads(comm: Communicator) -> int | None:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        log.warning("threadpoolctl is not installed: each of the %d ranks may start one BLAS thread per core",
-                    comm.local_size)
+        log.warning("threadpoolctl is not installed: each of the %d ranks may start "
+                    "one BLAS thread per core", comm.local_size)
         return None
     threadpool_limits(limits=threads, user_api="blas")
     return threads
 
 
 def launched_by_mpi() -> int:
-    """How many ranks the launcher started, read from its environment (0 if none): no MPI call needed."""
+    """How many ranks the launcher started, read from
+    its environment (0 if none): no MPI call needed."""
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
@@ -220,8 +229,9 @@ class _Fake(Communicator):
 
 
 def broadcast_parameters(model, comm: Communicator, root: int = 0) -> None:
-    """Give every rank root's parameters and buffers (ranks that built the model with other seeds, or that did not
-    load the checkpoint root loaded, become equal: weights, BatchNorm's statistics, Dropout's count)."""
+    """Give every rank root's parameters and buffers (ranks that built the
+    model with other seeds, or that did not load the checkpoint root loaded,
+    become equal: weights, BatchNorm's statistics, Dropout's count)."""
     for p in model.parameters():
         comm.broadcast(p.data, root)
     for _, buffer in model.named_buffers():
@@ -229,9 +239,11 @@ def broadcast_parameters(model, comm: Communicator, root: int = 0) -> None:
 
 
 def broadcast_optimizer(optimizer, comm: Communicator, root: int = 0) -> None:
-    """Give every rank root's optimizer state: every hyperparameter (lr, t, betas...) and every state array."""
+    """Give every rank root's optimizer state: every
+    hyperparameter (lr, t, betas...) and every state array."""
     inner = getattr(optimizer, "optimizer", optimizer)
-    hyper, problems = inner.parse_hyperparameters(comm.broadcast_object(inner.hyperparameters(), root))
+    hyper, problems = inner.parse_hyperparameters(comm.broadcast_object(inner.hyperparameters(),
+                                                                        root))
     assert not problems, problems  # root's own values: always valid
     arrays = inner.state_arrays()
     for kind in arrays:
@@ -250,7 +262,8 @@ def parameter_digest(model) -> str:
 
 
 def check_same_parameters(model, comm: Communicator) -> None:
-    """Raise on every rank if any two ranks hold different parameters (they would drift apart from here)."""
+    """Raise on every rank if any two ranks hold different
+    parameters (they would drift apart from here)."""
     digests = comm.allgather_object(parameter_digest(model))
     if len(set(digests)) > 1:
         groups = {d: [r for r, other in enumerate(digests) if other == d] for d in digests}
@@ -259,7 +272,8 @@ def check_same_parameters(model, comm: Communicator) -> None:
 
 
 def average_buffers(model, comm: Communicator) -> None:
-    """Make every floating buffer (BatchNorm's running statistics) the mean of the ranks' own, on every rank."""
+    """Make every floating buffer (BatchNorm's running
+    statistics) the mean of the ranks' own, on every rank."""
     for _, buffer in model.named_buffers():
         if buffer.data.dtype.kind == "f":
             comm.allreduce_sum(buffer.data)
@@ -267,12 +281,14 @@ def average_buffers(model, comm: Communicator) -> None:
 
 
 def sum_over_ranks(values, comm: Communicator) -> list[float]:
-    """Each number summed over all ranks (e.g. correct answers and examples counted on each rank's slice)."""
+    """Each number summed over all ranks (e.g. correct
+    answers and examples counted on each rank's slice)."""
     return comm.allreduce_sum(np.asarray(values, dtype=np.float64)).tolist()
 
 
 class DataParallel:
-    """An optimizer whose ``step`` first sums the gradients of all ranks, weighted by their examples.
+    """An optimizer whose ``step`` first sums the
+    gradients of all ranks, weighted by their examples.
 
     ``DataParallel(optim.Adam(model.parameters(), lr), comm)`` behaves as the
     inner optimizer (``lr``, ``t``, ``zero_grad``, checkpoints through
@@ -288,12 +304,14 @@ class DataParallel:
         first = self.params[0].data
         for i, p in enumerate(self.params):
             if p.data.dtype != first.dtype or backend_name(p.data) != backend_name(first):
-                raise ValueError(f"DataParallel: parameter {i} is {backend_name(p.data)} {p.data.dtype}, "
-                                 f"parameter 0 {backend_name(first)} {first.dtype}: one flat gradient "
-                                 "buffer needs one dtype on one device")
+                raise ValueError(f"DataParallel: parameter {i} is {backend_name(p.data)} "
+                                 f"{p.data.dtype}, parameter 0 {backend_name(first)} "
+                                 f"{first.dtype}: one flat gradient buffer "
+                                 "needs one dtype on one device")
         self.sizes = [p.data.size for p in self.params]
         xp = get_array_module(first)
-        self.flat = xp.empty(sum(self.sizes) + 1, dtype=first.dtype)  # (total + 1,): the gradients, then n_r
+        # (total + 1,): the gradients, then n_r
+        self.flat = xp.empty(sum(self.sizes) + 1, dtype=first.dtype)
 
     # the inner optimizer's face: the loop and the checkpoints see an ordinary optimizer
     @property

@@ -31,7 +31,8 @@ PART_SUFFIX = ".part"
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to ``path`` to write; on success it replaces ``path`` in one step.
+    """Yield a temporary path next to ``path`` to
+    write; on success it replaces ``path`` in one step.
 
     When the block ends normally the bytes are forced to disk (fsync) and the
     file is renamed over ``path``. When the block raises, the temporary file
@@ -39,14 +40,16 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name)}.{os.getpid()}.", suffix=PART_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name)}.{os.getpid()}.",
+                                suffix=PART_SUFFIX)
     os.close(fd)
     temporary = Path(name)
     try:
         yield temporary
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())  # on disk before the rename makes it visible
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; give it the permissions of an ordinary file
+        # mkstemp creates 0600; give it the permissions of an ordinary file
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -54,8 +57,9 @@ def atomic_path(path):
 
 
 def _short(name: str, most: int = 200) -> str:
-    """``name`` itself, or its start and end around a "~" when the temporary name would pass the 255-byte limit
-    of most file systems; the end (with the suffix) stays, so that :func:`remove_stale_parts` still matches it."""
+    """``name`` itself, or its start and end around a "~" when the temporary
+    name would pass the 255-byte limit of most file systems; the end (with
+    the suffix) stays, so that :func:`remove_stale_parts` still matches it."""
     if len(name.encode()) <= most:
         return name
     return name[:most // 2] + "~" + name[-(most // 2 - 1):]
@@ -68,27 +72,30 @@ def write_bytes_atomically(path, data: bytes) -> None:
 
 
 class WriteError(OSError):
-    """A file could not be written; the message names the file (not its temporary name) and the cause."""
+    """A file could not be written; the message names
+    the file (not its temporary name) and the cause."""
 
 
 def write_file(path, data: bytes, what: str) -> Path:
-    """:func:`write_bytes_atomically` for a file a user named (``what`` says which: "ONNX model"...).
+    """:func:`write_bytes_atomically` for a file a
+    user named (``what`` says which: "ONNX model"...).
 
-    Failures become a :class:`WriteError` that names ``path`` itself, says why in words and that any
-    earlier file under that name is unchanged, instead of an OSError naming the temporary file or none.
-    """
+    Failures become a :class:`WriteError` that names ``path`` itself,
+    says why in words and that any earlier file under that name is
+    unchanged, instead of an OSError naming the temporary file or none."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise WriteError(f"{path}: is a folder; give the {what} a file name")
     if any(parent.exists() and not parent.is_dir() for parent in path.parents):
         raise WriteError(f"{path}: cannot write the {what} there: "
-                         f"{next(p for p in path.parents if p.exists() and not p.is_dir())} is a file, not a folder")
+                         f"{next(p for p in path.parents if p.exists() and not p.is_dir())} "
+                         "is a file, not a folder")
     try:
         write_bytes_atomically(path, data)
     except OSError as error:
         cause = error.strerror or str(error) or "no reason given"
-        raise WriteError(f"{path}: could not write the {what}: {cause} ({type(error).__name__}); any earlier "
-                         "file under that name is unchanged") from error
+        raise WriteError(f"{path}: could not write the {what}: {cause} ({type(error).__name__}); "
+                         "any earlier file under that name is unchanged") from error
     return path
 
 
@@ -122,7 +129,8 @@ def remove_stale_parts(folder, target_suffix: str = "") -> list[Path]:
         name = entry.name
         if not (name.startswith(".") and name.endswith(PART_SUFFIX)) or not entry.is_file():
             continue
-        stem = name[1:-len(PART_SUFFIX)]  # <name>.<pid>.<random>, or <name>.<random> from older versions
+        # <name>.<pid>.<random>, or <name>.<random> from older versions
+        stem = name[1:-len(PART_SUFFIX)]
         target, _, rest = stem.rpartition(".")  # drop <random>
         target, _, pid = target.rpartition(".")
         if pid.isdigit():
@@ -153,8 +161,8 @@ def _digest(arrays: list) -> str:
 
 
 def checked_npz_bytes(name: str, array: np.ndarray, **more: np.ndarray) -> bytes:
-    """An .npz file's bytes holding ``array`` under ``name`` (and the arrays of ``more`` under theirs) and
-    the SHA-256 of all their values, for a cache."""
+    """An .npz file's bytes holding ``array`` under ``name`` (and the arrays of ``more`` under
+    theirs) and the SHA-256 of all their values, for a cache."""
     buffer = io.BytesIO()
     np.savez(buffer, **{name: array}, **more, sha256=np.array(_digest([array, *more.values()])))
     return buffer.getvalue()
@@ -181,9 +189,9 @@ def _refuse_oversized_members(path) -> None:
 
 
 def read_checked_npz(path, name: str, *more: str):
-    """The array that :func:`checked_npz_bytes` stored in ``path`` under ``name`` (with ``more`` names: a
-    tuple of the arrays); FileNotFoundError when there is none, ValueError when the file is damaged,
-    ChecksumError (a ValueError) when its values fail their checksum."""
+    """The array that :func:`checked_npz_bytes` stored in ``path`` under ``name`` (with ``more``
+    names: a tuple of the arrays); FileNotFoundError when there is none, ValueError when the file is
+    damaged, ChecksumError (a ValueError) when its values fail their checksum."""
     try:
         _refuse_oversized_members(path)
         with np.load(path) as stored:
@@ -210,7 +218,8 @@ def deferred_interrupt():
     """
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
-        yield  # no signals here, or SIGINT is ignored anyway (a background job): nothing to hold back
+        # no signals here, or SIGINT is ignored anyway (a background job): nothing to hold back
+        yield
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))

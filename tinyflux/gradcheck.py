@@ -35,7 +35,8 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
         f: takes Tensors (one per input) and returns a Tensor.
         inputs: arrays or Tensors; floating ones are copied to float64 and checked,
             others (integer labels...) are passed through unchanged.
-        eps: finite-difference step; atol, rtol: tolerance |analytic - numeric| <= atol + rtol*|numeric|.
+        eps: finite-difference step;
+        atol, rtol: tolerance |analytic - numeric| <= atol + rtol*|numeric|.
         max_full: inputs with at most this many elements get the full Jacobian check.
         directions: number of random directions for larger inputs.
     Returns:
@@ -90,7 +91,8 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
             for _ in range(directions):
                 d = xp.asarray(rng.standard_normal(t.shape))
                 d /= xp.sqrt((d * d).sum())
-                numeric = float(((shifted(eps * d) - shifted(-eps * d)) * weights).sum() / (2 * eps))
+                difference = (shifted(eps * d) - shifted(-eps * d)) * weights
+                numeric = float(difference.sum() / (2 * eps))
                 exact = float((grad * d).sum())
                 _compare(exact, numeric, atol, rtol, f"input {index} (random direction)")
     for t in tensors:
@@ -100,7 +102,8 @@ def gradcheck(f: Callable, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol:
 
 
 def _check_full_jacobian(shifted, analytic, index, grad, weights, y, rng, eps, atol, rtol) -> None:
-    """Input ``index`` against its whole numerical Jacobian, J[:, j] = df/dx_j, seen through several v^T J.
+    """Input ``index`` against its whole numerical Jacobian,
+    J[:, j] = df/dx_j, seen through several v^T J.
 
     ``shifted(delta)`` evaluates f with the input moved by delta; ``analytic(v)`` runs backward(v).
     """
@@ -130,7 +133,8 @@ def _compare(exact, numeric, atol, rtol, what):
     limit = atol + rtol * xp.abs(numeric)
     if bool((error > limit).any()):
         worst = int(xp.argmax(error - limit))
-        raise GradcheckError(f"gradcheck failed for {what}: backward gives {float(exact.reshape(-1)[worst]):.6g}, "
-                             f"finite differences {float(numeric.reshape(-1)[worst]):.6g} "
-                             f"(|difference| {float(error.reshape(-1)[worst]):.3g} > tolerance "
+        raise GradcheckError(f"gradcheck failed for {what}: backward gives "
+                             f"{float(exact.reshape(-1)[worst]):.6g}, finite differences "
+                             f"{float(numeric.reshape(-1)[worst]):.6g} (|difference| "
+                             f"{float(error.reshape(-1)[worst]):.3g} > tolerance "
                              f"{float(limit.reshape(-1)[worst]):.3g})")

@@ -60,5 +60,6 @@ def no_grad():
 
 
 def capturing():
-    """Within this block, ops take only the paths a CUDA-graph capture accepts (``modes.capture``)."""
+    """Within this block, ops take only the paths a
+    CUDA-graph capture accepts (``modes.capture``)."""
     return _switched("capture", True)

@@ -32,18 +32,19 @@ class Optimizer:
 
     def __init__(self, params, lr: float):
         if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
-            raise TypeError(f"{type(self).__name__}: params must be a list of parameter Tensors, such as "
-                            f"model.parameters(); got {params!r}")
+            raise TypeError(f"{type(self).__name__}: params must be a list of parameter Tensors, "
+                            f"such as model.parameters(); got {params!r}")
         self.params: list[Tensor] = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         seen = {}  # id(parameter) -> its first position
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__}: parameter {i} is a {type(p).__name__}, expected a Tensor")
+                raise TypeError(f"{type(self).__name__}: parameter {i} is a "
+                                f"{type(p).__name__}, expected a Tensor")
             if id(p) in seen:
-                raise ValueError(f"{type(self).__name__}: parameter {i} is parameter {seen[id(p)]} again; "
-                                 "pass each parameter once")
+                raise ValueError(f"{type(self).__name__}: parameter {i} is parameter "
+                                 f"{seen[id(p)]} again; pass each parameter once")
             seen[id(p)] = i
         self.lr = lr
         self.t = 0  # number of steps taken
@@ -62,8 +63,9 @@ class Optimizer:
             p.grad = None
 
     def check_gradients(self) -> None:
-        """Refuse a step without any gradient (it would count a step and change nothing), and gradients that
-        do not fit their parameter; then mark every parameter about to change (see ``Tensor.backward``)."""
+        """Refuse a step without any gradient (it would count a step and
+        change nothing), and gradients that do not fit their parameter; then
+        mark every parameter about to change (see ``Tensor.backward``)."""
         name = type(self).__name__
         if all(p.grad is None for p in self.params):
             raise RuntimeError(f"{name}.step(): no parameter has a gradient; call loss.backward() "
@@ -72,8 +74,9 @@ class Optimizer:
             if p.grad is None:
                 continue
             if tuple(p.grad.shape) != tuple(p.data.shape) or p.grad.dtype != p.data.dtype:
-                raise ValueError(f"{name}.step(): parameter {i} is {p.data.dtype}{tuple(p.data.shape)} but its "
-                                 f"gradient is {p.grad.dtype}{tuple(p.grad.shape)}; a gradient must have its "
+                raise ValueError(f"{name}.step(): parameter {i} is "
+                                 f"{p.data.dtype}{tuple(p.data.shape)} but its gradient is "
+                                 f"{p.grad.dtype}{tuple(p.grad.shape)}; a gradient must have its "
                                  "parameter's shape and dtype")
             p.version += 1
 
@@ -93,11 +96,13 @@ class Optimizer:
         return {}
 
     def hyperparameters(self) -> dict:
-        """Everything besides the arrays that a resumed run needs, as plain values (for ``tf.save``)."""
+        """Everything besides the arrays that a resumed
+        run needs, as plain values (for ``tf.save``)."""
         return {"type": type(self).__name__, "lr": self.lr, "t": self.t}
 
     def parse_hyperparameters(self, stored: dict) -> tuple[dict, list[str]]:
-        """Check hyperparameters read from a checkpoint; return the usable ones and a list of problems.
+        """Check hyperparameters read from a checkpoint;
+        return the usable ones and a list of problems.
 
         Nothing is changed here, so that ``tf.load`` can check the whole file
         before it touches the model or the optimizer.
@@ -127,7 +132,8 @@ class Optimizer:
         for kind, values in arrays.items():
             target = getattr(self, kind)
             for i, value in enumerate(values):
-                if value is not None:  # copied into the existing array: Adam's are views of a flat buffer
+                # copied into the existing array: Adam's are views of a flat buffer
+                if value is not None:
                     target[i][...] = get_array_module(target[i]).asarray(value)
 
 
@@ -137,7 +143,8 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
         self.momentum = checks.real(momentum, "SGD momentum", minimum=0.0, below=1.0)
-        self.velocity = [get_array_module(p.data).zeros_like(p.data) for p in self.params] if momentum else []
+        zeros = [get_array_module(p.data).zeros_like(p.data) for p in self.params]
+        self.velocity = zeros if momentum else []
 
     def update(self, i, p):
         g = p.grad
@@ -195,7 +202,8 @@ class ParameterBuffer:
         self.attach()
 
     def split(self, flat) -> list:
-        """The per-parameter views of a flat array laid out like ``data``: flat (total,) -> shapes[i]."""
+        """The per-parameter views of a flat array laid
+        out like ``data``: flat (total,) -> shapes[i]."""
         views, start = [], 0
         for size, shape in zip(self.sizes, self.shapes):
             views.append(flat[start:start + size].reshape(shape))  # (size,) -> shape, still a view
@@ -203,7 +211,8 @@ class ParameterBuffer:
         return views
 
     def attach(self) -> None:
-        """Make every parameter's ``.data`` its view of the buffer again, copying in values that were replaced."""
+        """Make every parameter's ``.data`` its view of the
+        buffer again, copying in values that were replaced."""
         if all(p.data is view for p, view in zip(self.params, self.views)):
             return  # the usual case: nothing replaced since the last step
         views = self.split(self.data)
@@ -212,10 +221,10 @@ class ParameterBuffer:
                 continue
             if tuple(p.data.shape) != view.shape or p.data.dtype != view.dtype or \
                     backend_name(p.data) != backend_name(view):
-                raise ValueError(
-                    f"parameter {i} is now {backend_name(p.data)} {p.data.dtype}{tuple(p.data.shape)}, "
-                    f"but the optimizer was built for {backend_name(view)} {view.dtype}{view.shape}: "
-                    "create the optimizer after moving or changing the model")
+                raise ValueError(f"parameter {i} is now {backend_name(p.data)} "
+                                 f"{p.data.dtype}{tuple(p.data.shape)}, but the optimizer was "
+                                 f"built for {backend_name(view)} {view.dtype}{view.shape}: "
+                                 "create the optimizer after moving or changing the model")
             view[...] = p.data
             p.data = view
         self.views = views
@@ -236,13 +245,15 @@ ADAM_NUMBERS = ("lr", "beta1", "beta2", "eps", "t")
 
 
 class AdamGroup(NamedTuple):
-    """Adam's state for the parameters of one dtype and device, each part a flat array on that device."""
+    """Adam's state for the parameters of one dtype
+    and device, each part a flat array on that device."""
 
     positions: list  # where these parameters stand in ``Adam.params``
     parameters: ParameterBuffer  # their values (and gradients), end to end
     m: object  # running mean of the gradients, laid out like parameters.data
     v: object  # running mean of the squared gradients, likewise
-    hyper: object  # ADAM_NUMBERS: (lr, beta1, beta2, eps, t), float64 where the device has it; the update reads it
+    # ADAM_NUMBERS: (lr, beta1, beta2, eps, t), float64 where the device has it; the update reads it
+    hyper: object
 
 
 class Adam(Optimizer):
@@ -280,15 +291,16 @@ class Adam(Optimizer):
             flat_m, flat_v = xp.zeros_like(buffer.data), xp.zeros_like(buffer.data)
             for i, m, v in zip(positions, buffer.split(flat_m), buffer.split(flat_v)):
                 self.m[i], self.v[i] = m, v
-            # float64 where the device has it (NumPy rounds 1 - beta2 in float64 too); else the parameters' dtype,
-            # in which t counts exactly up to 2**24 steps
+            # float64 where the device has it (NumPy rounds 1 - beta2 in float64 too); else the
+            # parameters' dtype, in which t counts exactly up to 2**24 steps
             hyper_dtype = xp.float64 if has_float64(buffer.data) else buffer.data.dtype
             numbers = {"lr": self.lr, "beta1": betas[0], "beta2": betas[1], "eps": eps, "t": 0}
             hyper = xp.array([numbers[name] for name in ADAM_NUMBERS], dtype=hyper_dtype)
             self.groups.append(AdamGroup(positions, buffer, flat_m, flat_v, hyper))
         self._betas, self._eps = betas, eps
 
-    # lr, t, betas and eps: the host keeps a copy of each for reading; writing one also writes every hyper
+    # lr, t, betas and eps: the host keeps a copy of each
+    # for reading; writing one also writes every hyper
     @property
     def lr(self) -> float:
         return self._lr
@@ -322,7 +334,8 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         """t <- t + 1, then one update of every parameter that has a gradient."""
-        self.attach_parameters()  # first: a replaced parameter is the error to report, not its old gradient
+        # first: a replaced parameter is the error to report, not its old gradient
+        self.attach_parameters()
         self.check_gradients()
         self._update()
 
@@ -341,21 +354,25 @@ class Adam(Optimizer):
                     ops.adam_update(p.data, p.grad, self.m[i], self.v[i], hyper)
 
     def attach_parameters(self) -> None:
-        """Put back into the flat buffers any parameter whose array was replaced since the last step."""
+        """Put back into the flat buffers any parameter
+        whose array was replaced since the last step."""
         for group in self.groups:
             group.parameters.attach()
 
     def flat_state(self) -> list:
-        """[parameters, m, v, hyper] of the single group: the arrays a captured step reads and writes."""
+        """[parameters, m, v, hyper] of the single group:
+        the arrays a captured step reads and writes."""
         if len(self.groups) != 1:
             raise ValueError("Adam.flat_state: all parameters must share one dtype and device, got "
-                             + ", ".join(f"{backend_name(g.parameters.data)} {g.parameters.data.dtype}"
+                             + ", ".join(f"{backend_name(g.parameters.data)} "
+                                         f"{g.parameters.data.dtype}"
                                          for g in self.groups))
         group = self.groups[0]
         return [group.parameters.data, group.m, group.v, group.hyper]
 
     def hyperparameters(self):
-        return {**super().hyperparameters(), "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
+        return {**super().hyperparameters(), "beta1": self.betas[0], "beta2": self.betas[1],
+                "eps": self.eps}
 
     def _parse_hyperparameter(self, key, value):
         if key in ("beta1", "beta2"):
@@ -373,7 +390,8 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01): Adam with decoupled weight decay.
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0.01): Adam with decoupled weight decay.
 
     Before each Adam step, every parameter that has a gradient shrinks towards 0:
     p <- p - lr * weight_decay * p (Loshchilov & Hutter, 2019; PyTorch's and Flux's
@@ -398,7 +416,8 @@ class AdamW(Adam):
                 continue
             for i in group.positions:
                 if self.params[i].grad is not None:
-                    self.params[i].data *= shrink  # in place: the parameter's view of the flat buffer
+                    # in place: the parameter's view of the flat buffer
+                    self.params[i].data *= shrink
         self._update()
 
     def hyperparameters(self):

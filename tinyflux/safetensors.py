@@ -1,4 +1,5 @@
-"""Parameters as safetensors files: tinyflux's own (``save``, ``load``) and PyTorch's (``load_state_dict``).
+"""Parameters as safetensors files: tinyflux's own
+(``save``, ``load``) and PyTorch's (``load_state_dict``).
 
 safetensors is the plain format that PyTorch, JAX and tinygrad users share
 weights in: a small JSON header (each tensor's name, dtype, shape and byte
@@ -44,7 +45,8 @@ import numpy as np
 from .backends import get_array_module, to_cpu_array
 from .files import write_file
 
-MISSING = "safetensors files need the safetensors package, an optional extra: pip install 'tinyflux[onnx]'"
+MISSING = ("safetensors files need the safetensors package, an optional extra: pip "
+           "install 'tinyflux[onnx]'")
 STATISTICS = ("running_mean", "running_var")  # PyTorch's buffers that tinyflux's BatchNorm has too
 COUNTERS = ("num_batches_tracked",)  # PyTorch's buffers that tinyflux has no use for
 
@@ -63,7 +65,8 @@ def _named_state(model) -> list:
 
 
 def save(path, model) -> str:
-    """Write every parameter and buffer of ``model`` to ``path`` under its tinyflux name; returns the path."""
+    """Write every parameter and buffer of ``model`` to
+    ``path`` under its tinyflux name; returns the path."""
     api = _numpy_api()
     arrays = {name: np.ascontiguousarray(to_cpu_array(t.data)) for name, t in _named_state(model)}
     write_file(path, api.save(arrays, metadata={"format": "tinyflux"}), "safetensors file")
@@ -76,7 +79,8 @@ def _bfloat16_as_float32(data: bytes) -> dict:
     bfloat16 is the upper half of a float32 (sign, the same 8 exponent bits, 7 of the 23 mantissa
     bits), so shifting its 16 bits up gives the float32 of exactly the same value.
     """
-    length = int(np.frombuffer(data[:8], "<u8")[0])  # the file: 8 bytes of header length, the JSON header, data
+    # the file: 8 bytes of header length, the JSON header, data
+    length = int(np.frombuffer(data[:8], "<u8")[0])
     header, body = json.loads(data[8:8 + length]), memoryview(data)[8 + length:]
     arrays = {}
     for name, entry in header.items():
@@ -88,12 +92,13 @@ def _bfloat16_as_float32(data: bytes) -> dict:
             upper = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
             arrays[name] = upper.view(np.float32).reshape(entry["shape"])
         else:
-            arrays[name] = np.frombuffer(raw, NUMPY_TYPES[entry["dtype"]]).reshape(entry["shape"]).copy()
+            arrays[name] = np.frombuffer(raw,
+                                         NUMPY_TYPES[entry["dtype"]]).reshape(entry["shape"]).copy()
     return arrays
 
 
-NUMPY_TYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-               "U8": "u1", "BOOL": "?"}
+NUMPY_TYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+               "I8": "i1", "U8": "u1", "BOOL": "?"}
 
 
 def _read(path) -> dict:
@@ -110,14 +115,16 @@ def _read(path) -> dict:
                 return _bfloat16_as_float32(data)
             except (ValueError, KeyError, TypeError):
                 pass
-        raise ValueError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path}: not a readable safetensors file "
+                         f"({type(error).__name__}: {error})") from None
 
 
 def _warn_if_not_finite(path, arrays: dict) -> None:
-    bad = [name for name, array in arrays.items() if array.dtype.kind == "f" and not np.isfinite(array).all()]
+    bad = [name for name,
+           array in arrays.items() if array.dtype.kind == "f" and not np.isfinite(array).all()]
     if bad:
-        warnings.warn(f"{path}: NaN or infinity in {', '.join(bad)}; the model gives NaN wherever they are used",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{path}: NaN or infinity in {', '.join(bad)}; the model gives "
+                      "NaN wherever they are used", RuntimeWarning, stacklevel=3)
 
 
 def _copy_into(targets: list, arrays: list) -> None:
@@ -127,7 +134,8 @@ def _copy_into(targets: list, arrays: list) -> None:
 
 
 def load(path, model) -> None:
-    """Put the parameters and buffers saved by :func:`save` back into ``model``, by name; all or nothing.
+    """Put the parameters and buffers saved by :func:`save`
+    back into ``model``, by name; all or nothing.
 
     A file from before buffers were saved holds parameters only: it loads with a warning
     that the running statistics keep the values they have.
@@ -141,9 +149,10 @@ def load(path, model) -> None:
         named = {name: t for name, t in named.items() if name not in buffers}
     problems = [f"missing {name}" for name in named if name not in arrays]
     problems += [f"unexpected {name}" for name in arrays if name not in named]
-    problems += [f"{name}: file {arrays[name].dtype}{arrays[name].shape}, model {t.data.dtype}{tuple(t.shape)}"
-                 for name, t in named.items() if name in arrays and (arrays[name].shape != tuple(t.shape) or
-                                                                     arrays[name].dtype != t.data.dtype)]
+    problems += [f"{name}: file {arrays[name].dtype}{arrays[name].shape}, "
+                 f"model {t.data.dtype}{tuple(t.shape)}"
+                 for name, t in named.items() if name in arrays and
+                 (arrays[name].shape != tuple(t.shape) or arrays[name].dtype != t.data.dtype)]
     if problems:
         raise ValueError(f"{path} does not fit the model:\n  " + "\n  ".join(problems))
     _warn_if_not_finite(path, {name: arrays[name] for name in named})
@@ -151,7 +160,8 @@ def load(path, model) -> None:
 
 
 def _module_order(name: str) -> tuple:
-    """Sort key of a name whose module path is numbers: those numbers, then weight, bias, statistics."""
+    """Sort key of a name whose module path is numbers:
+    those numbers, then weight, bias, statistics."""
     module, _, kind = name.rpartition(".")
     numbers = tuple(int(part) for part in module.split(".")) if module else ()
     return numbers, {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}.get(kind, 4), kind
@@ -164,14 +174,16 @@ def _in_module_order(path, names: list, order) -> list:
         if missing:
             raise ValueError(f"{path}: order= does not name {', '.join(missing)}")
         return order
-    worded = sorted(name for name in names if not all(part.isdigit() for part in name.split(".")[:-1]))
+    worded = sorted(name for name in names
+                    if not all(part.isdigit() for part in name.split(".")[:-1]))
     if worded:
-        raise ValueError(
-            f"{path}: a safetensors file does not keep the order of PyTorch's modules, and names with words in "
-            f"them ({', '.join(worded[:3])}{', ...' if len(worded) > 3 else ''}) cannot be put in that order by "
-            "sorting (\"decoder\" would come before \"encoder\"). Give the order: load_state_dict(model, path, "
-            "order=list(torch_model.state_dict())), or pass the state_dict itself: "
-            "{name: t.numpy() for name, t in torch_model.state_dict().items()}")
+        raise ValueError(f"{path}: a safetensors file does not keep the order of PyTorch's "
+                         "modules, and names with words in them "
+                         f"({', '.join(worded[:3])}{', ...' if len(worded) > 3 else ''}) cannot "
+                         "be put in that order by sorting (\"decoder\" would come before "
+                         "\"encoder\"). Give the order: load_state_dict(model, path, "
+                         "order=list(torch_model.state_dict())), or pass the state_dict itself: "
+                         "{name: t.numpy() for name, t in torch_model.state_dict().items()}")
     return sorted(names, key=_module_order)
 
 
@@ -181,7 +193,8 @@ def _side_by_side(theirs: list, ours: list):
 
 
 def _refuse_unless_matched(path, kind: str, theirs: list, arrays: dict, ours: list) -> None:
-    if len(theirs) == len(ours) and all(arrays[t].shape == tuple(p.shape) for t, (_, p) in zip(theirs, ours)):
+    if len(theirs) == len(ours) and all(arrays[t].shape == tuple(p.shape) for t,
+                                        (_, p) in zip(theirs, ours)):
         return
     rows = [f"  {t if t else '-':24} {str(arrays[t].shape) if t else '':18} | {o or '-':16} "
             f"{str(tuple(p.shape)) if o else ''}"
@@ -201,7 +214,8 @@ def load_state_dict(model, source, order=None) -> list[tuple[str, str]]:
     and shape matches; otherwise ValueError lists both sides.
     """
     if isinstance(source, Mapping):
-        path, arrays = "the state_dict", {name: np.asarray(to_cpu_array(a)) for name, a in source.items()}
+        path = "the state_dict"
+        arrays = {name: np.asarray(to_cpu_array(a)) for name, a in source.items()}
         order = list(arrays) if order is None else order
     else:
         path, arrays = source, _read(source)

@@ -28,6 +28,7 @@ import numpy as np
 from .backends import get_array_module, is_device_array, to_cpu_array
 from .modes import modes
 
+
 class Tensor:
     """An array plus what autograd needs: ``grad``, ``requires_grad`` and ``creator``.
 
@@ -43,20 +44,22 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        # a CuPy, dpnp or torch array stays where it is (each refuses np.asarray); anything else becomes NumPy's
+        # a CuPy, dpnp or torch array stays where it is (each
+        # refuses np.asarray); anything else becomes NumPy's
         if not isinstance(data, np.ndarray) and not is_device_array(data):
             original = data
             data = np.asarray(data)
             if data.dtype == np.float64:
                 data = data.astype(np.float32)  # Python floats -> the default float32
             if data.dtype.kind not in "biufc":  # a string, None, a list of objects...
-                raise TypeError(f"Tensor: numbers expected (an array, a list of numbers, a number), "
-                                f"got {type(original).__name__} {original!r:.60}")
+                raise TypeError("Tensor: numbers expected (an array, a list of numbers, a "
+                                f"number), got {type(original).__name__} {original!r:.60}")
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
         self.creator: Function | None = None
-        self.version = 0  # how many times an optimizer has changed this tensor in place (see backward)
+        # how many times an optimizer has changed this tensor in place (see backward)
+        self.version = 0
 
     # -- array-like properties -------------------------------------------------
     @property
@@ -105,31 +108,38 @@ class Tensor:
         only while this runs, so they take no memory afterwards.
         """
         if self.creator is None and not self.requires_grad:
-            # Nothing to differentiate: doing nothing here would let a training loop "train" for hours
-            raise RuntimeError("backward(): this tensor has no graph, so no gradient can flow from it. It was "
-                               "computed under tf.no_grad(), or from tensors none of which has requires_grad=True")
+            # Nothing to differentiate: doing nothing here
+            # would let a training loop "train" for hours
+            raise RuntimeError("backward(): this tensor has no graph, so no gradient can flow "
+                               "from it. It was computed under tf.no_grad(), or from tensors none "
+                               "of which has requires_grad=True")
         xp = get_array_module(self.data)
         if grad is None:
             if self.size != 1:
-                raise ValueError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
+                raise ValueError("backward() without a gradient needs a "
+                                 f"scalar, got shape {self.shape}")
             grad = xp.ones_like(self.data)
         elif isinstance(grad, Tensor):
             grad = grad.data
         if tuple(grad.shape) != tuple(self.shape):
-            raise ValueError(f"backward(): gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
+            raise ValueError(f"backward(): gradient shape {tuple(grad.shape)} does not match "
+                             f"tensor shape {self.shape}")
         if grad.dtype != self.dtype:
-            raise TypeError(f"backward(): a {grad.dtype} gradient for a {self.dtype} tensor; pass one of its dtype")
+            raise TypeError(f"backward(): a {grad.dtype} gradient for a {self.dtype} "
+                            "tensor; pass one of its dtype")
 
         grads = {id(self): grad}  # id(tensor) -> dL/dtensor, summed over its users
         for function in _topological_order(self):
             gy = grads.pop(id(function.output()), None)
             if gy is None:  # this output does not influence the loss
                 continue
-            changed = [t for t, version in zip(function.inputs, function.versions) if t.version != version]
+            changed = [t for t,
+                       version in zip(function.inputs, function.versions) if t.version != version]
             if changed:
-                raise RuntimeError(f"backward(): a parameter of shape {changed[0].shape} was changed by the "
-                                   "optimizer after this graph was computed, so its gradient would be wrong; "
-                                   "compute the loss again (forward) after optimizer.step()")
+                raise RuntimeError(f"backward(): a parameter of shape {changed[0].shape} was "
+                                   "changed by the optimizer after this graph was computed, so "
+                                   "its gradient would be wrong; compute the loss again "
+                                   "(forward) after optimizer.step()")
             needs = [t.requires_grad for t in function.inputs]
             gxs = function.backward(gy, needs)
             for tensor, gx in zip(function.inputs, gxs):
@@ -207,7 +217,8 @@ class Function:
             out.requires_grad = True
             out.creator = self
             self.inputs = tensors
-            self.versions = [t.version for t in tensors]  # checked by backward: stale if an optimizer stepped
+            # checked by backward: stale if an optimizer stepped
+            self.versions = [t.version for t in tensors]
             self.output = weakref.ref(out)
         return out
 

@@ -8,12 +8,17 @@ their interface), and hands the hot operations to an *ops object*:
     columns = ops.im2col(x, kernel, stride, pad)
 
     NumpyOps   (numpy_ops.py)  NumPy-style code: NumPy arrays, and CuPy arrays with own kernels off
-    NumbaOps   (numba_ops.py)  NumpyOps plus Numba kernels for NumPy arrays, where Numba is installed
-    CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of NumpyOps
-    RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's options)
-    DpnpOps    (dpnp_ops.py)   NumPy-style code on dpnp arrays (Intel GPUs through SYCL); a subclass of NumpyOps
-    TorchOps   (torch_ops.py)  NumPy-style code on TorchArrays, NumPy's interface on PyTorch's tensors
-                               (torch_arrays.py: Apple's MPS, AMD and Intel GPUs through PyTorch); likewise
+    NumbaOps   (numba_ops.py)  NumpyOps plus Numba kernels for NumPy arrays, where Numba is
+                               installed
+    CudaOps    (cuda_ops.py)   tinyflux's CUDA kernels (kernels.cu) for CuPy arrays; a subclass of
+                               NumpyOps
+    RocmOps    (cuda_ops.py)   the same kernels through CuPy's ROCm build, for AMD GPUs (hipRTC's
+                               options)
+    DpnpOps    (dpnp_ops.py)   NumPy-style code on dpnp arrays (Intel GPUs through SYCL); a subclass
+                               of NumpyOps
+    TorchOps   (torch_ops.py)  NumPy-style code on TorchArrays, NumPy's interface on PyTorch's
+                               tensors (torch_arrays.py: Apple's MPS, AMD and Intel GPUs through
+                               PyTorch); likewise
 
 The array libraries themselves (which one an array belongs to, moving
 arrays, whether a GPU answers) are in ``arrays.py``, the one module that
@@ -40,10 +45,10 @@ from typing import Callable
 import numpy as np
 
 from ..modes import modes
-from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available, dpnp_module,
-                     get_array_module, has_float64, is_device_array, is_gpu_array, is_torch_array, is_xpu_array,
-                     keep_freed_memory, to_cpu_array, to_gpu_array, to_torch_array, to_xpu_array, torch_module,
-                     warn_no_gpu_once)
+from .arrays import (array_module, available_backends, backend_name, cupy, cupy_available,
+                     dpnp_module, get_array_module, has_float64, is_device_array, is_gpu_array,
+                     is_torch_array, is_xpu_array, keep_freed_memory, to_cpu_array, to_gpu_array,
+                     to_torch_array, to_xpu_array, torch_module, warn_no_gpu_once)
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 NUMPY_OPS = NumpyOps()
@@ -52,7 +57,8 @@ _registered: list = []  # (recognises(array) -> bool, ops_for_it(array) -> ops),
 
 
 def kernel_ops():
-    """The one CudaOps object for CuPy arrays (it keeps the compiled kernels): RocmOps on CuPy's ROCm build."""
+    """The one CudaOps object for CuPy arrays (it keeps
+    the compiled kernels): RocmOps on CuPy's ROCm build."""
     global _cuda_ops
     if _cuda_ops is None:
         from .cuda_ops import CudaOps, RocmOps
@@ -62,7 +68,8 @@ def kernel_ops():
 
 
 def register(recognises: Callable, ops_for_it: Callable) -> None:
-    """Make ``ops_for(array)`` return ``ops_for_it(array)`` for every array that ``recognises(array)``."""
+    """Make ``ops_for(array)`` return ``ops_for_it(array)``
+    for every array that ``recognises(array)``."""
     _registered.insert(0, (recognises, ops_for_it))
 
 
@@ -78,14 +85,16 @@ _numba_ops = None  # made on first use, False where Numba cannot be imported
 
 
 def cpu_ops():
-    """The ops for NumPy arrays: NumbaOps when Numba is installed and ``modes.cpu_kernels`` is on, else NumpyOps."""
+    """The ops for NumPy arrays: NumbaOps when Numba is
+    installed and ``modes.cpu_kernels`` is on, else NumpyOps."""
     global _numba_ops
     if not modes.cpu_kernels:
         return NUMPY_OPS
     if _numba_ops is None:
         try:
             from .numba_ops import NumbaOps
-        except ImportError:  # no Numba (pip install 'tinyflux[fast]'): the NumPy code does everything
+        # no Numba (pip install 'tinyflux[fast]'): the NumPy code does everything
+        except ImportError:
             _numba_ops = False
         else:
             _numba_ops = NumbaOps()
@@ -100,8 +109,8 @@ register(is_gpu_array, _cupy_ops)
 
 
 def _made_on_first_use(module: str, class_name: str) -> Callable:
-    """``ops_for_it`` for ``register``: one object of ``module.class_name``, imported and made at the first array
-    that needs it (so importing tinyflux imports neither dpnp nor torch)."""
+    """``ops_for_it`` for ``register``: one object of ``module.class_name``, imported and made at
+    the first array that needs it (so importing tinyflux imports neither dpnp nor torch)."""
     made = []
 
     def ops_for_it(array):
@@ -114,8 +123,9 @@ def _made_on_first_use(module: str, class_name: str) -> Callable:
 register(is_xpu_array, _made_on_first_use(".dpnp_ops", "DpnpOps"))
 register(is_torch_array, _made_on_first_use(".torch_ops", "TorchOps"))
 
-__all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module", "available_backends", "backend_name",
-           "cpu_ops",
-           "cupy_available", "dpnp_module", "get_array_module", "has_float64", "is_device_array", "is_gpu_array",
-           "is_torch_array", "is_xpu_array", "keep_freed_memory", "kernel_ops", "ops_for", "register", "to_cpu_array",
-           "to_gpu_array", "to_torch_array", "to_xpu_array", "torch_module", "warn_no_gpu_once"]
+__all__ = ["Columns", "MaxPoolSaved", "NUMPY_OPS", "NumpyOps", "array_module",
+           "available_backends", "backend_name", "cpu_ops", "cupy_available", "dpnp_module",
+           "get_array_module", "has_float64", "is_device_array", "is_gpu_array", "is_torch_array",
+           "is_xpu_array", "keep_freed_memory", "kernel_ops", "ops_for", "register",
+           "to_cpu_array", "to_gpu_array", "to_torch_array", "to_xpu_array", "torch_module",
+           "warn_no_gpu_once"]

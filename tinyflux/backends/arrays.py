@@ -1,4 +1,5 @@
-"""Which library an array belongs to, and moving arrays between them: the only import of CuPy and dpnp in tinyflux.
+"""Which library an array belongs to, and moving arrays
+between them: the only import of CuPy and dpnp in tinyflux.
 
 CuPy (NVIDIA GPUs, and AMD GPUs through its ROCm build) is optional: it is
 used only when it is installed *and* a GPU answers. dpnp (Intel's NumPy for
@@ -57,22 +58,24 @@ def dpnp_module():
 
 
 def array_module(name: str) -> types.ModuleType:
-    """The module for a backend name: ``"numpy"``, ``"cupy"``, ``"dpnp"``, or ``"torch:DEVICE"`` (the
-    TorchNumpy that stands in for a module on that device of PyTorch's)."""
+    """The module for a backend name: ``"numpy"``, ``"cupy"``, ``"dpnp"``, or ``"torch:DEVICE"``
+    (the TorchNumpy that stands in for a module on that device of PyTorch's)."""
     if name == "numpy":
         return np
     if name == "cupy":
         if not cupy_available():
-            raise RuntimeError("backend 'cupy' requested, but CuPy is not installed or no CUDA GPU answers")
+            raise RuntimeError("backend 'cupy' requested, but CuPy is not "
+                               "installed or no CUDA GPU answers")
         return cupy
     if name == "dpnp":
         if dpnp_module() is None:
-            raise RuntimeError("backend 'dpnp' requested, but dpnp is not installed or finds no SYCL device "
-                               "(pip install 'tinyflux[xpu]')")
+            raise RuntimeError("backend 'dpnp' requested, but dpnp is not installed or finds no "
+                               "SYCL device (pip install 'tinyflux[xpu]')")
         return dpnp_module()
     if name.startswith("torch:"):
         return torch_module().namespace(name[len("torch:"):])
-    raise ValueError(f"unknown backend {name!r}: expected 'numpy', 'cupy', 'dpnp' or 'torch:DEVICE'")
+    raise ValueError(f"unknown backend {name!r}: expected 'numpy', 'cupy', "
+                     "'dpnp' or 'torch:DEVICE'")
 
 
 def is_gpu_array(array) -> bool:
@@ -80,25 +83,27 @@ def is_gpu_array(array) -> bool:
 
 
 def is_xpu_array(array) -> bool:
-    """Whether ``array`` is a dpnp array; asked by its type's module name, so that asking never imports dpnp."""
+    """Whether ``array`` is a dpnp array; asked by its
+    type's module name, so that asking never imports dpnp."""
     return type(array).__module__.startswith("dpnp.")
 
 
 def is_torch_array(array) -> bool:
-    """Whether ``array`` is a TorchArray (torch_arrays.py); asking never imports torch: without that module
-    loaded, no TorchArray exists."""
+    """Whether ``array`` is a TorchArray (torch_arrays.py); asking never
+    imports torch: without that module loaded, no TorchArray exists."""
     module = sys.modules.get("tinyflux.backends.torch_arrays")
     return module is not None and isinstance(array, module.TorchArray)
 
 
 def is_device_array(array) -> bool:
-    """Whether ``array`` is one of the array libraries' own arrays that live off NumPy: CuPy, dpnp, torch."""
+    """Whether ``array`` is one of the array libraries'
+    own arrays that live off NumPy: CuPy, dpnp, torch."""
     return is_gpu_array(array) or is_xpu_array(array) or is_torch_array(array)
 
 
 def get_array_module(array):
-    """``cupy`` for a CuPy array, ``dpnp`` for a dpnp array, the device's TorchNumpy for a TorchArray,
-    ``numpy`` for anything else."""
+    """``cupy`` for a CuPy array, ``dpnp`` for a dpnp array, the
+    device's TorchNumpy for a TorchArray, ``numpy`` for anything else."""
     if is_gpu_array(array):
         return cupy
     if is_xpu_array(array):
@@ -109,14 +114,16 @@ def get_array_module(array):
 
 
 def backend_name(array) -> str:
-    """``"cupy"``, ``"dpnp"``, ``"torch:DEVICE"`` or ``"numpy"``: used in error messages about mixed backends."""
+    """``"cupy"``, ``"dpnp"``, ``"torch:DEVICE"`` or
+    ``"numpy"``: used in error messages about mixed backends."""
     if is_torch_array(array):
         return f"torch:{array.tensor.device}"
     return "cupy" if is_gpu_array(array) else "dpnp" if is_xpu_array(array) else "numpy"
 
 
 def has_float64(array) -> bool:
-    """Whether the device of ``array`` computes in float64: Intel's Arc GPUs and Apple's MPS, for two, do not."""
+    """Whether the device of ``array`` computes in float64:
+    Intel's Arc GPUs and Apple's MPS, for two, do not."""
     if is_torch_array(array):
         return get_array_module(array).has_float64
     return bool(array.sycl_device.has_aspect_fp64) if is_xpu_array(array) else True
@@ -139,26 +146,31 @@ def to_gpu_array(array):
 
 
 def to_xpu_array(array):
-    """A dpnp array with the same contents, on dpnp's default SYCL device; the caller checked dpnp_module()."""
+    """A dpnp array with the same contents, on dpnp's
+    default SYCL device; the caller checked dpnp_module()."""
     return dpnp_module().asarray(to_cpu_array(array) if is_gpu_array(array) else array)
 
 
 def torch_module():
-    """torch_arrays.py (which imports torch), imported on first use; RuntimeError naming the wheel without torch."""
+    """torch_arrays.py (which imports torch), imported on
+    first use; RuntimeError naming the wheel without torch."""
     try:
         from . import torch_arrays
     except ImportError as error:
         if getattr(error, "name", None) != "torch":
             raise
-        raise RuntimeError("a torch:DEVICE was asked for, but PyTorch is not installed: pip install torch "
-                           "(see docs/gpu.md for the build that fits your GPU)") from None
+        raise RuntimeError("a torch:DEVICE was asked for, but PyTorch is not installed: pip "
+                           "install torch (see docs/gpu.md for the "
+                           "build that fits your GPU)") from None
     return torch_arrays
 
 
 def to_torch_array(array, device: str):
-    """A TorchArray on the torch device ``device`` ("cpu", "mps", "cuda", "xpu") with the contents of ``array``."""
+    """A TorchArray on the torch device ``device`` ("cpu",
+    "mps", "cuda", "xpu") with the contents of ``array``."""
     namespace = torch_module().namespace(device)
-    return namespace.asarray(array if is_torch_array(array) else to_cpu_array(array))  # CuPy, dpnp: via the host
+    # CuPy, dpnp: via the host
+    return namespace.asarray(array if is_torch_array(array) else to_cpu_array(array))
 
 
 def nccl():
@@ -171,8 +183,8 @@ def nccl():
 
 
 def available_backends() -> list[str]:
-    """Names of the array libraries usable here: always ``"numpy"``, plus ``"cupy"`` with a CUDA GPU (dpnp is
-    not listed: it is imported only when a run asks for it)."""
+    """Names of the array libraries usable here: always ``"numpy"``, plus ``"cupy"`` with a CUDA GPU
+    (dpnp is not listed: it is imported only when a run asks for it)."""
     return ["numpy", "cupy"] if cupy_available() else ["numpy"]
 
 
@@ -180,7 +192,8 @@ def warn_no_gpu_once() -> None:
     global _warned_no_gpu
     if not _warned_no_gpu:
         _warned_no_gpu = True
-        log.warning("tinyflux.gpu: no usable CUDA GPU (CuPy missing or no device); staying on the CPU")
+        log.warning("tinyflux.gpu: no usable CUDA GPU (CuPy missing or no "
+                    "device); staying on the CPU")
 
 
 def keep_freed_memory() -> bool:
@@ -206,4 +219,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # the constants of glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return bool(mallopt(m_mmap_threshold,
+                        32 * 1024 * 1024)) and bool(mallopt(m_trim_threshold, 1 << 30))

@@ -34,14 +34,16 @@ RECYCLE_BYTES = 32 * 2**20  # buffers from this size up go back to the pool inst
 
 
 def _unused(raw) -> bool:
-    """Whether no array uses this pooled buffer. Every view of it (the page-aligned array handed out, and any
-    slice or reshape of that) keeps ``raw`` as its NumPy ``base``, so holds a reference to it; with none, the
-    only references are the pool's list, this argument and getrefcount's own argument."""
+    """Whether no array uses this pooled buffer. Every view of it (the
+    page-aligned array handed out, and any slice or reshape of that) keeps ``raw``
+    as its NumPy ``base``, so holds a reference to it; with none, the only
+    references are the pool's list, this argument and getrefcount's own argument."""
     return sys.getrefcount(raw) <= 3
 
 
 class BufferPool:
-    """Raw byte buffers (uint8 arrays, a page longer than asked) kept for reuse; see the module docstring."""
+    """Raw byte buffers (uint8 arrays, a page longer than
+    asked) kept for reuse; see the module docstring."""
 
     def __init__(self):
         self.buffers: list = []
@@ -51,7 +53,9 @@ class BufferPool:
         for i in range(len(self.buffers)):
             if self.buffers[i].nbytes == nbytes + PAGE and _unused(self.buffers[i]):
                 return self.buffers[i]
-        self.buffers = [self.buffers[i] for i in range(len(self.buffers)) if not _unused(self.buffers[i])]
+        # by index: a loop variable would hold one more reference while _unused counts them
+        self.buffers = [self.buffers[i] for i in range(len(self.buffers))
+                        if not _unused(self.buffers[i])]
         raw = np.empty(nbytes + PAGE, dtype=np.uint8)
         self.buffers.append(raw)
         return raw
@@ -61,8 +65,8 @@ POOL = BufferPool()
 
 
 def page_aligned(xp, shape: tuple, dtype, zeros: bool = False):
-    """A new array (empty, or zero-filled) whose data starts on a 4096-byte page boundary, from the pool when it
-    is big. Other array libraries than NumPy (CuPy) get a plain allocation."""
+    """A new array (empty, or zero-filled) whose data starts on a 4096-byte page boundary, from the
+    pool when it is big. Other array libraries than NumPy (CuPy) get a plain allocation."""
     if xp is not np:
         return xp.zeros(shape, dtype=dtype) if zeros else xp.empty(shape, dtype=dtype)
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize

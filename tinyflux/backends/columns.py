@@ -1,4 +1,5 @@
-"""The NumPy code that copies a convolution's inputs into columns, and adds gradients back (im2col, col2im).
+"""The NumPy code that copies a convolution's inputs
+into columns, and adds gradients back (im2col, col2im).
 
 A convolution becomes one matrix product once every input value that a kernel
 offset sees is copied into a row block of a "column" matrix
@@ -20,8 +21,9 @@ import math
 
 from .arrays import get_array_module
 from .buffers import page_aligned
-from .geometry import (PoolGeometry, batch_second, channels_first, flat_start, index_along, output_size, phase_runs,
-                       pooled_inside, pooled_offsets, window_slice)
+from .geometry import (PoolGeometry, batch_second, channels_first, flat_start, index_along,
+                       output_size, phase_runs, pooled_inside, pooled_offsets, window_slice)
+
 
 def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
     """Copy the input patches seen by each kernel offset into a column array.
@@ -35,15 +37,18 @@ def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
     d = len(kernel)
     n, c, *sizes = x.shape
     out = [output_size(sz, k, st, p) for sz, k, st, p in zip(sizes, kernel, stride, pad)]
-    x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S): free view when x is channel-major
+    # (N, C, *S) -> (C, N, *S): free view when x is channel-major
+    x_cn = x.transpose(channels_first(d))
     if any(pad):
         padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=x.dtype)
-        padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = x_cn
+        padded[(slice(None),
+                slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = x_cn
     else:
         padded = x_cn
     col = xp.empty((c,) + tuple(kernel) + (n,) + tuple(out), dtype=x.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        source = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q)
+        # (C, N, *Q)
+        source = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]
         col[(slice(None),) + offset] = source
     return col
 
@@ -60,11 +65,14 @@ def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
     d = len(kernel)
     n, c, *sizes = x_shape
     out = gcol.shape[2 + d:]
-    padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=gcol.dtype)  # (C, N, *S+2p)
+    # (C, N, *S+2p)
+    padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=gcol.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
-        target = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]  # (C, N, *Q) view
+        # (C, N, *Q) view
+        target = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]
         target += gcol[(slice(None),) + offset]
-    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    inner = padded[(slice(None),
+                    slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 
@@ -90,7 +98,8 @@ def im2col_shifted(x, kernel: tuple, pad: tuple):
     d = len(kernel)
     n, c, *sizes = x.shape
     padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
-    padded = xp.zeros((c, n, padded_sizes[0] + 1, *padded_sizes[1:]), dtype=x.dtype)  # +1: the spare row
+    # +1: the spare row
+    padded = xp.zeros((c, n, padded_sizes[0] + 1, *padded_sizes[1:]), dtype=x.dtype)
     padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = \
         x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S), copied into the zero frame
     flat = padded.reshape(c, n, -1)  # (C, N, S1+1, *S') -> (C, N, F): one row per image
@@ -99,44 +108,52 @@ def im2col_shifted(x, kernel: tuple, pad: tuple):
     col = xp.empty((c,) + tuple(kernel) + (n, length), dtype=x.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
         start = flat_start(offset, padded_sizes)
-        col[(slice(None),) + offset] = flat[:, :, start:start + length]  # (C, N, E), contiguous runs
+        # (C, N, E), contiguous runs
+        col[(slice(None),) + offset] = flat[:, :, start:start + length]
     return col, extended
 
 
 def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
-    """Adjoint of :func:`im2col_shifted`: gcol (C, *K, N, E) -> gx (N, C, *S), a channel-major view."""
+    """Adjoint of :func:`im2col_shifted`: gcol (C,
+    *K, N, E) -> gx (N, C, *S), a channel-major view."""
     xp = get_array_module(gcol)
     d = len(kernel)
     n, c, *sizes = x_shape
     padded_sizes = [sz + 2 * p for sz, p in zip(sizes, pad)]
     length = gcol.shape[-1]
-    flat = xp.zeros((c, n, (padded_sizes[0] + 1) * math.prod(padded_sizes[1:])), dtype=gcol.dtype)  # (C, N, F)
+    # (C, N, F)
+    flat = xp.zeros((c, n, (padded_sizes[0] + 1) * math.prod(padded_sizes[1:])), dtype=gcol.dtype)
     for offset in itertools.product(*(range(k) for k in kernel)):
         start = flat_start(offset, padded_sizes)
         flat[:, :, start:start + length] += gcol[(slice(None),) + offset]
-    padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])  # (C, N, F) -> (C, N, S1+1, *S')
-    inner = padded[(slice(None), slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    # (C, N, F) -> (C, N, S1+1, *S')
+    padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])
+    inner = padded[(slice(None),
+                    slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 
 def phase_planes(x, geometry: PoolGeometry):
-    """The padded input x (N, C, *S) split into its k**d phase planes (see :func:`im2col_pooled`), each flattened:
-    (C, *k, F) with F = prod(geometry.plane)."""
+    """The padded input x (N, C, *S) split into its k**d phase planes (see :func:`im2col_pooled`),
+    each flattened: (C, *k, F) with F = prod(geometry.plane)."""
     xp = get_array_module(x)
     c = geometry.x_shape[1]
-    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, L2, ..)
+    # (C, *k, L1+1, N, L2, ..)
+    planes = page_aligned(xp, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)
     copy_into_planes(x, geometry, planes)
-    return planes.reshape((c,) + geometry.window + (-1,))  # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
+    # (C, *k, L1 + 1, N, L2, ...) -> (C, *k, F)
+    return planes.reshape((c,) + geometry.window + (-1,))
 
 
 def copy_into_planes(x, geometry: PoolGeometry, planes, channels=slice(None)) -> None:
-    """Copy the input x (N, C, *S) into the zero-filled phase planes (C, *k, L1+1, N, L2, ...): the ``channels``
-    given (all by default; a thread can fill its share)."""
+    """Copy the input x (N, C, *S) into the zero-filled phase planes (C, *k, L1+1, N, L2, ...): the
+    ``channels`` given (all by default; a thread can fill its share)."""
     d = len(geometry.kernel)
     x_cn = x.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S)
     for plane_part, source in phase_runs(geometry):
         # (C, N, S1', ...) -> (C, S1', N, ...)
-        planes[(channels,) + plane_part[1:]] = x_cn[(channels,) + source[1:]].transpose(batch_second(d + 2))
+        copied = x_cn[(channels,) + source[1:]].transpose(batch_second(d + 2))
+        planes[(channels,) + plane_part[1:]] = copied
 
 
 def im2col_pooled(x, geometry: PoolGeometry):
@@ -164,24 +181,29 @@ def im2col_pooled(x, geometry: PoolGeometry):
     length = math.prod(geometry.extended)
     col = page_aligned(xp, (c,) + geometry.kernel + geometry.window + (length,), x.dtype)
     for kk, r, phase, start in pooled_offsets(geometry):
-        col[(slice(None),) + kk + r] = flat[(slice(None),) + phase + (slice(start, start + length),)]  # (C, E)
+        run = (slice(start, start + length),)
+        col[(slice(None),) + kk + r] = flat[(slice(None),) + phase + run]  # (C, E)
     return col
 
 
 def col2im_pooled(gcol, geometry: PoolGeometry):
-    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k, E) -> gx (N, C, *S), laid out in memory as the input."""
+    """Adjoint of :func:`im2col_pooled`: gcol (C, *K, *k,
+    E) -> gx (N, C, *S), laid out in memory as the input."""
     xp = get_array_module(gcol)
     c = geometry.x_shape[1]
     length = gcol.shape[-1]
-    flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype, zeros=True)  # (C, *k, F)
+    # (C, *k, F)
+    flat = page_aligned(xp, (c,) + geometry.window + (math.prod(geometry.plane),), gcol.dtype,
+                        zeros=True)
     for kk, r, phase, start in pooled_offsets(geometry):
-        flat[(slice(None),) + phase + (slice(start, start + length),)] += gcol[(slice(None),) + kk + r]
+        flat[(slice(None),) + phase + (slice(start,
+                                             start + length),)] += gcol[(slice(None),) + kk + r]
     return gradient_from_planes(flat, geometry)
 
 
 def gradient_from_planes(flat, geometry: PoolGeometry):
-    """Adjoint of :func:`phase_planes`: the gradient of the phase planes, flat (C, *k, F), back to gx (N, C, *S),
-    laid out in memory as the input was."""
+    """Adjoint of :func:`phase_planes`: the gradient of the phase planes, flat (C, *k, F), back to
+    gx (N, C, *S), laid out in memory as the input was."""
     gx = input_gradient(geometry, flat.dtype, get_array_module(flat))
     copy_from_planes(flat, geometry, gx)
     return gx
@@ -190,33 +212,37 @@ def gradient_from_planes(flat, geometry: PoolGeometry):
 def input_gradient(geometry: PoolGeometry, dtype, xp):
     """Zeros of the input's shape (N, C, *S) and memory order: inputs that no window reads keep 0.
 
-    The input's memory order because the ReLU before this layer multiplies this gradient element by
-    element with its own output, which has that order, and NumPy runs such a product many times faster
-    when the two arrays are laid out alike.
-    """
+    The input's memory order because the ReLU before this layer multiplies this
+    gradient element by element with its own output, which has that order, and NumPy
+    runs such a product many times faster when the two arrays are laid out alike."""
     order = geometry.x_order
-    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=dtype)  # x's axes in memory order
-    return gx.transpose(tuple(order.index(axis) for axis in range(len(order))))  # -> (N, C, *S) view
+    # x's axes in memory order
+    gx = xp.zeros(tuple(geometry.x_shape[axis] for axis in order), dtype=dtype)
+    # -> (N, C, *S) view
+    return gx.transpose(tuple(order.index(axis) for axis in range(len(order))))
 
 
 def copy_from_planes(flat, geometry: PoolGeometry, gx, channels=slice(None)) -> None:
-    """Adjoint of :func:`copy_into_planes`: the plane gradient flat (C, *k, F) into gx (N, C, *S), for the
-    ``channels`` given."""
+    """Adjoint of :func:`copy_into_planes`: the plane gradient flat
+    (C, *k, F) into gx (N, C, *S), for the ``channels`` given."""
     d = len(geometry.kernel)
-    planes = flat.reshape((geometry.x_shape[1],) + geometry.window + geometry.plane)  # -> (C, *k, L1+1, N, L2, ..)
+    # -> (C, *k, L1+1, N, L2, ..)
+    planes = flat.reshape((geometry.x_shape[1],) + geometry.window + geometry.plane)
     gx_cn = gx.transpose(channels_first(d))  # (N, C, *S) -> (C, N, *S) view
     for plane_part, source in phase_runs(geometry):
         # (C, S1', N, ...) -> (C, N, S1', ...)
-        gx_cn[(channels,) + source[1:]] = planes[(channels,) + plane_part[1:]].transpose(batch_second(d + 2))
+        copied = planes[(channels,) + plane_part[1:]].transpose(batch_second(d + 2))
+        gx_cn[(channels,) + source[1:]] = copied
 
 
 def extended_gradient(gy, geometry: PoolGeometry):
-    """The pooled gradient gy (N, O, U1, U2, ...) as (O, U1, N, L2, ...), the layout of the pooled outputs
-    computed, with 0 at the extra positions (no window's output)."""
+    """The pooled gradient gy (N, O, U1, U2, ...) as (O, U1, N, L2, ...), the layout of the pooled
+    outputs computed, with 0 at the extra positions (no window's output)."""
     xp = get_array_module(gy)
     d = len(geometry.kernel)
     gy_ext = xp.empty((gy.shape[1],) + geometry.extended, dtype=gy.dtype)  # (O, U1, N, L2, ...)
-    gy_ext[pooled_inside(geometry)] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))  # (N, O, U1, ..) -> (O, U1, N, ..)
+    # (N, O, U1, ..) -> (O, U1, N, ..)
+    gy_ext[pooled_inside(geometry)] = gy.transpose((1, 2, 0) + tuple(range(3, d + 2)))
     for axis in range(3, gy_ext.ndim):  # zero only the extra positions past U2, ...
         gy_ext[index_along(axis, slice(geometry.pooled[axis - 2], None), gy_ext.ndim)] = 0
     return gy_ext

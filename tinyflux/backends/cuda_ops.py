@@ -37,18 +37,24 @@ from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 # Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
 # output D/H/W, stride D/H/W, padding D/H/W, the input's element strides for N, C, D, H, W, and
-# NARROW: 1 when every index the kernel computes fits in 32 bits (see "Index arithmetic" in kernels.cu).
+# NARROW: 1 when every index the kernel computes fits
+# in 32 bits (see "Index arithmetic" in kernels.cu).
 GEOMETRY = ("N", "C", "D", "H", "W", "KD", "KH", "KW", "OD", "OH", "OW",
             "SD", "SH", "SW", "PD", "PH", "PW", "XN", "XC", "XD", "XH", "XW", "NARROW")
-NARROW_LIMIT = 2**31 - 2**25  # below INT_MAX by more than a grid-stride step (65535 blocks x 256 threads)
+# below INT_MAX by more than a grid-stride step (65535 blocks x 256 threads)
+NARROW_LIMIT = 2**31 - 2**25
 
 THREADS = 256  # per block; the grid-stride loops cover the rest
-MAX_BLOCKS = 65535  # per launch: the grid-stride loops wrap past it (the limit of a CUDA grid's y and z, kept for x)
-GEMM_TILE = 16  # gemm's tiles are GEMM_TILE x GEMM_TILE outputs, one block of GEMM_TILE**2 threads each
-GEMM_BLOCKS = 528  # gemm splits long sums until it has about this many blocks: 4 per H100 multiprocessor
+# per launch: the grid-stride loops wrap past it (the limit of a CUDA grid's y and z, kept for x)
+MAX_BLOCKS = 65535
+# gemm's tiles are GEMM_TILE x GEMM_TILE outputs, one block of GEMM_TILE**2 threads each
+GEMM_TILE = 16
+# gemm splits long sums until it has about this many blocks: 4 per H100 multiprocessor
+GEMM_BLOCKS = 528
 GEMM_MAX_SPLITS = 64  # and into at most this many ranges, which sum_splits then adds up
 
-KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "sum_splits", "adam")  # float and double
+# float and double
+KERNELS = ("im2col", "col2im", "maxpool", "maxpool_backward", "gemm", "sum_splits", "adam")
 PLAIN_KERNELS = ("count_step",)  # not templates
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 KERNEL_FILE = Path(__file__).with_name("kernels.cu")
@@ -73,20 +79,22 @@ def geometry(x_shape, x_strides, kernel, stride, pad, out) -> np.ndarray:
     missing = 3 - d  # a 2-D image has D = 1, a 1-D sequence D = H = 1
     n, c, *sizes = x_shape
     xn, xc, *spatial_strides = x_strides
-    values = ([n, c] + [1] * missing + list(sizes) + [1] * missing + list(kernel) + [1] * missing + list(out)
-              + [1] * missing + list(stride) + [0] * missing + list(pad) + [xn, xc] + [0] * missing
-              + list(spatial_strides))
+    values = ([n, c] + [1] * missing + list(sizes) + [1] * missing + list(kernel)
+              + [1] * missing + list(out) + [1] * missing + list(stride) + [0] * missing
+              + list(pad) + [xn, xc] + [0] * missing + list(spatial_strides))
     # the largest index any of the four kernels computes: into the columns (C*K*N*Q elements), into
     # the input or its gradient (N*C*S), or into a strided input view (its farthest element)
-    columns = c * math.prod(kernel) * n * math.prod(out)  # math.prod: np.prod is slow on short tuples
+    # math.prod: np.prod is slow on short tuples
+    columns = c * math.prod(kernel) * n * math.prod(out)
     input_extent = 1 + sum((size - 1) * abs(step) for size, step in zip(x_shape, x_strides))
     largest = max(columns, n * c * math.prod(sizes), input_extent, *values)
     return np.array(values + [int(largest < NARROW_LIMIT)], dtype=np.int64)
 
 
 def gemm_splits(m: int, n: int, k: int) -> tuple:
-    """(splits, chunk): how gemm cuts the sum over k, so that a product with few outputs still has
-    about GEMM_BLOCKS blocks of work (at most GEMM_MAX_SPLITS ranges, each at least 4 tiles long)."""
+    """(splits, chunk): how gemm cuts the sum over k, so that a
+    product with few outputs still has about GEMM_BLOCKS blocks of
+    work (at most GEMM_MAX_SPLITS ranges, each at least 4 tiles long)."""
     tiles = max(1, -(-m // GEMM_TILE) * -(-n // GEMM_TILE))  # ceiling divisions
     splits = max(1, min(-(-GEMM_BLOCKS // tiles), GEMM_MAX_SPLITS, k // (4 * GEMM_TILE)))
     chunk = max(1, -(-k // splits))
@@ -95,12 +103,15 @@ def gemm_splits(m: int, n: int, k: int) -> tuple:
 
 
 def grid_stride_blocks(total: int) -> int:
-    """Blocks for a grid-stride kernel over ``total`` elements: one thread each, up to MAX_BLOCKS blocks."""
-    return max(1, min(-(-total // THREADS), MAX_BLOCKS))  # ceiling division, capped: the loop strides on
+    """Blocks for a grid-stride kernel over ``total``
+    elements: one thread each, up to MAX_BLOCKS blocks."""
+    # ceiling division, capped: the loop strides on
+    return max(1, min(-(-total // THREADS), MAX_BLOCKS))
 
 
 def gemm_blocks(m: int, n: int, splits: int) -> int:
-    """Blocks for gemm: one per (tile of the output, range of k), up to MAX_BLOCKS (its loop strides on)."""
+    """Blocks for gemm: one per (tile of the output,
+    range of k), up to MAX_BLOCKS (its loop strides on)."""
     return max(1, min(-(-m // GEMM_TILE) * -(-n // GEMM_TILE) * splits, MAX_BLOCKS))
 
 
@@ -117,17 +128,17 @@ def _output_shape(sizes, kernel, stride, pad) -> tuple:
     return tuple(output_size(s, k, st, p) for s, k, st, p in zip(sizes, kernel, stride, pad))
 
 
-# The element-wise kernels' C bodies (CuPy writes the loop around each); the tests compile the same text
-# for the CPU (tests/cuda_emulation.py), so what they check is what runs on a GPU.
-ELEMENTWISE_BODIES = {
-    "tinyflux_bias_relu": "T v = x + b; y = (v > T(0) || v != v) ? v : T(0)",
-    "tinyflux_relu_backward": "gx = gy * (y > T(0) ? T(1) : T(0))",
-}
-ELEMENTWISE_PARAMETERS = {"tinyflux_bias_relu": (("x", "b"), ("y",)), "tinyflux_relu_backward": (("gy", "y"), ("gx",))}
+# The element-wise kernels' C bodies (CuPy writes the loop around each); the tests compile the same
+# text for the CPU (tests/cuda_emulation.py), so what they check is what runs on a GPU.
+ELEMENTWISE_BODIES = {"tinyflux_bias_relu": "T v = x + b; y = (v > T(0) || v != v) ? v : T(0)",
+                      "tinyflux_relu_backward": "gx = gy * (y > T(0) ? T(1) : T(0))"}
+ELEMENTWISE_PARAMETERS = {"tinyflux_bias_relu": (("x", "b"), ("y",)),
+                          "tinyflux_relu_backward": (("gy", "y"), ("gx",))}
 
 
 class CudaOps(NumpyOps):
-    """NumpyOps's operations in one launch each, on CuPy arrays; what it does not override, CuPy runs."""
+    """NumpyOps's operations in one launch each, on
+    CuPy arrays; what it does not override, CuPy runs."""
 
     compile_options = ("-std=c++17",)  # for NVRTC through cupy.RawModule, and for hipRTC (RocmOps)
 
@@ -142,11 +153,13 @@ class CudaOps(NumpyOps):
         return source()
 
     def function(self, name: str, dtype=None):
-        """The compiled kernel ``name<float>`` or ``name<double>`` (``name`` for a plain one, dtype None)."""
+        """The compiled kernel ``name<float>`` or
+        ``name<double>`` (``name`` for a plain one, dtype None)."""
         if self._module is None:
-            expressions = [f"{k}<{t}>" for k in KERNELS for t in CTYPES.values()] + list(PLAIN_KERNELS)
+            expressions = [f"{k}<{t}>" for k in KERNELS for t in CTYPES.values()]
+            expressions += list(PLAIN_KERNELS)
             self._module = self.cupy.RawModule(code=self.source(), options=self.compile_options,
-                                             name_expressions=expressions)
+                                               name_expressions=expressions)
         if dtype is None:
             return self._module.get_function(name)
         if np.dtype(dtype) not in CTYPES:
@@ -154,15 +167,16 @@ class CudaOps(NumpyOps):
         return self._module.get_function(f"{name}<{CTYPES[np.dtype(dtype)]}>")
 
     def _device(self, key: tuple, make):
-        """An int64 array on the GPU, made and copied there once per key and then kept (a few hundred bytes
-        each): a copy to the GPU costs microseconds and is refused inside a CUDA-graph capture, and the same
-        few shapes come back at every training step."""
+        """An int64 array on the GPU, made and copied there once per key and then kept (a few
+        hundred bytes each): a copy to the GPU costs microseconds and is refused inside a CUDA-graph
+        capture, and the same few shapes come back at every training step."""
         if key not in self._device_arrays:
             self._device_arrays[key] = self.cupy.asarray(make())
         return self._device_arrays[key]
 
     def _geometry(self, x_shape, x_strides, kernel, stride, pad, out):
-        key = ("geometry", tuple(x_shape), tuple(x_strides), tuple(kernel), tuple(stride), tuple(pad), tuple(out))
+        key = ("geometry", tuple(x_shape), tuple(x_strides), tuple(kernel), tuple(stride),
+               tuple(pad), tuple(out))
         return self._device(key, lambda: geometry(*key[1:]))
 
     def _launch(self, name: str, dtype, total: int, args) -> None:
@@ -176,15 +190,16 @@ class CudaOps(NumpyOps):
 
     # -- the operations ------------------------------------------------------------------
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
-        """A convolution and its pooling as two ops, conv then maxpool, each of one launch: the block
-        layout of NumpyOps.conv_pool saves CPU memory traffic, and has no kernel here."""
+        """A convolution and its pooling as two ops, conv then maxpool, each of one launch: the
+        block layout of NumpyOps.conv_pool saves CPU memory traffic, and has no kernel here."""
         return self.conv_then_pool(x, w, b, pad, window)
 
     def conv_pool_backward(self, gy, w, saved, needs: tuple):
         return self.conv_then_pool_backward(gy, w, saved, needs)
 
     def matmul(self, a, b):
-        """cuBLAS, except inside a CUDA-graph capture, where cuBLAS cannot run: then :meth:`gemm`."""
+        """cuBLAS, except inside a CUDA-graph capture,
+        where cuBLAS cannot run: then :meth:`gemm`."""
         return self.gemm(a, b) if modes.capture else a @ b
 
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
@@ -201,14 +216,16 @@ class CudaOps(NumpyOps):
         x_shape, kernel, stride, pad = columns.x_shape, columns.kernel, columns.stride, columns.pad
         n, c, *sizes = x_shape
         out = _output_shape(sizes, kernel, stride, pad)
-        gcol = self.cupy.ascontiguousarray(gcol)  # (C, *K, N, *Q); already contiguous when it comes from a matmul
+        # (C, *K, N, *Q); already contiguous when it comes from a matmul
+        gcol = self.cupy.ascontiguousarray(gcol)
         gx = self.cupy.empty((c, n, *sizes), dtype=gcol.dtype)  # (C, N, *S)
         g = self._geometry(x_shape, [0] * len(x_shape), kernel, stride, pad, out)  # x is not read
         self._launch("col2im", gcol.dtype, gx.size, (gcol, gx, g))
         return _channels_first_view(gx)
 
     def maxpool(self, x, window: tuple, stride: tuple):
-        """y (N, C, *Q) as a channel-major view; argmax (C, N, *Q) int32, the window offset of each maximum."""
+        """y (N, C, *Q) as a channel-major view; argmax (C,
+        N, *Q) int32, the window offset of each maximum."""
         n, c, *sizes = x.shape
         out = _output_shape(sizes, window, stride, (0,) * len(window))
         y = self.cupy.empty((c, n, *out), dtype=x.dtype)
@@ -218,30 +235,36 @@ class CudaOps(NumpyOps):
         return _channels_first_view(y), MaxPoolSaved(tuple(x.shape), window, stride, argmax)
 
     def maxpool_backward(self, gy, saved: MaxPoolSaved):
-        """gx (N, C, *S) as a channel-major view: each output's gradient sent to the input that won its window."""
+        """gx (N, C, *S) as a channel-major view: each output's
+        gradient sent to the input that won its window."""
         x_shape, window, stride, argmax = saved
         n, c, *sizes = x_shape
-        gy_cn = self.cupy.ascontiguousarray(_channels_first_view(gy))  # (N, C, *Q) -> (C, N, *Q), free if channel-major
+        # (N, C, *Q) -> (C, N, *Q), free if channel-major
+        gy_cn = self.cupy.ascontiguousarray(_channels_first_view(gy))
         gx = self.cupy.empty((c, n, *sizes), dtype=gy.dtype)
-        g = self._geometry(x_shape, [0] * len(x_shape), window, stride, (0,) * len(window), argmax.shape[2:])
+        g = self._geometry(x_shape, [0] * len(x_shape), window, stride, (0,) * len(window),
+                           argmax.shape[2:])
         self._launch("maxpool_backward", gy.dtype, gx.size, (gy_cn, argmax, gx, g))
         return _channels_first_view(gx)
 
     def bias_relu(self, x, b):
-        """relu(x + b) with b (C,) broadcast along axis 1, in one launch; the output keeps x's memory order."""
+        """relu(x + b) with b (C,) broadcast along axis 1,
+        in one launch; the output keeps x's memory order."""
         shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...)
         y = self.cupy.empty_like(x)  # same strides as x: channel-major stays channel-major
         # v != v is true for NaN alone: a NaN stays NaN, as NumPy's maximum(v, 0) leaves it
-        kernel = self._kernel("tinyflux_bias_relu", "T x, T b", "T y", ELEMENTWISE_BODIES["tinyflux_bias_relu"])
+        kernel = self._kernel("tinyflux_bias_relu", "T x, T b", "T y",
+                              ELEMENTWISE_BODIES["tinyflux_bias_relu"])
         kernel(x, b.reshape(shape), y)
         return y
 
     def relu_backward(self, gy, y):
         """gy where y > 0, else 0, in one launch; the result keeps y's memory order."""
         gx = self.cupy.empty_like(y)
-        # gy times a 0/1 mask, as NumPy computes it: a NaN gradient stays NaN even where the mask is 0
-        self._kernel("tinyflux_relu_backward", "T gy, T y", "T gx", ELEMENTWISE_BODIES["tinyflux_relu_backward"])(
-            gy, y, gx)
+        # gy times a 0/1 mask, as NumPy computes it: a
+        # NaN gradient stays NaN even where the mask is 0
+        self._kernel("tinyflux_relu_backward", "T gy, T y", "T gx",
+                     ELEMENTWISE_BODIES["tinyflux_relu_backward"])(gy, y, gx)
         return gx
 
     def count_step(self, hyper) -> None:
@@ -249,18 +272,20 @@ class CudaOps(NumpyOps):
         self.function("count_step")((1,), (1,), (hyper,))
 
     def adam_update(self, p, g, m, v, hyper) -> None:
-        """One Adam step over p, g, m, v, in place, reading (lr, beta1, beta2, eps, t) from GPU memory.
+        """One Adam step over p, g, m, v, in place, reading
+        (lr, beta1, beta2, eps, t) from GPU memory.
 
-        The kernel reads g[i] as a flat array: a gradient that is a strided view (a convolution's weight
-        gradient is a transposed one) is made contiguous first, or the kernel would read the wrong numbers.
-        """
+        The kernel reads g[i] as a flat array: a gradient that is a strided
+        view (a convolution's weight gradient is a transposed one) is made
+        contiguous first, or the kernel would read the wrong numbers."""
         if g.dtype != p.dtype:
             raise ValueError(f"adam_update: a {g.dtype} gradient for a {p.dtype} parameter")
         g = self.cupy.ascontiguousarray(g)
         self._launch("adam", p.dtype, p.size, (p, g, m, v, hyper, np.int64(p.size)))
 
     def gemm(self, a, b):
-        """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with tinyflux's own kernel (see ``gemm`` in kernels.cu).
+        """a @ b for 2-D arrays (M, K) @ (K, N) -> (M, N), with
+        tinyflux's own kernel (see ``gemm`` in kernels.cu).
 
         The kernel reads both operands as one type, so mixed types are first promoted as ``a @ b``
         would (float32 with float64 gives float64); other types than those two are refused.
@@ -270,7 +295,8 @@ class CudaOps(NumpyOps):
             raise ValueError(f"gemm: inner sizes differ: {a.shape} @ {b.shape}")
         dtype = np.result_type(a.dtype, b.dtype)
         if dtype not in (np.float32, np.float64):
-            raise TypeError(f"gemm: the kernel multiplies float32 or float64, got {a.dtype} @ {b.dtype}")
+            raise TypeError("gemm: the kernel multiplies float32 or float64, "
+                            f"got {a.dtype} @ {b.dtype}")
         a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
         splits, chunk = gemm_splits(m, n, k)
         values = (m, n, k, *_element_strides(a), *_element_strides(b), splits, chunk)
@@ -278,10 +304,14 @@ class CudaOps(NumpyOps):
         c = self.cupy.empty((m, n), dtype=a.dtype)
         if c.size == 0:
             return c
-        out = c if splits == 1 else self.cupy.empty((splits, m, n), dtype=a.dtype)  # partial sums, one per range
-        self.function("gemm", a.dtype)((gemm_blocks(m, n, splits),), (GEMM_TILE * GEMM_TILE,), (a, b, out, sizes))
+        # partial sums, one per range
+        out = c if splits == 1 else self.cupy.empty((splits, m, n), dtype=a.dtype)
+        self.function("gemm",
+                      a.dtype)((gemm_blocks(m, n, splits),), (GEMM_TILE * GEMM_TILE,),
+                               (a, b, out, sizes))
         if splits > 1:
-            self._launch("sum_splits", a.dtype, c.size, (out, c, np.int64(splits), np.int64(c.size)))
+            self._launch("sum_splits", a.dtype, c.size,
+                         (out, c, np.int64(splits), np.int64(c.size)))
         return c
 
 

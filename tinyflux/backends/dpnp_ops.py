@@ -1,4 +1,5 @@
-"""``DpnpOps``: the hot operations for dpnp arrays, Intel's NumPy for SYCL devices (Intel GPUs; the CPU via OpenCL).
+"""``DpnpOps``: the hot operations for dpnp arrays, Intel's
+NumPy for SYCL devices (Intel GPUs; the CPU via OpenCL).
 
 dpnp runs NumPy-style code on the device its arrays live on, so NumpyOps's
 code runs there almost as written: each slice copy, comparison and product
@@ -30,6 +31,8 @@ class DpnpOps(NumpyOps):
         return a @ b
 
     def bias_relu(self, x, b):
-        """relu(x + b) for x (N, C, *S) and b (C,), as one new array (dpnp has no in-place maximum)."""
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        """relu(x + b) for x (N, C, *S) and b (C,), as
+        one new array (dpnp has no in-place maximum)."""
+        # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        shape = (1, -1) + (1,) * (x.ndim - 2)
         return get_array_module(x).maximum(x + b.reshape(shape), 0)

@@ -1,4 +1,5 @@
-"""A convolution and its max-pooling with columns, one cache-sized block of positions at a time (Numba).
+"""A convolution and its max-pooling with columns,
+one cache-sized block of positions at a time (Numba).
 
 This is ``NumpyOps.conv_pool``'s columns path (``columns.im2col_pooled``,
 one GEMM, ``maxpool_blocks``) cut along the E positions of the columns. With
@@ -58,7 +59,8 @@ import numba
 import numpy as np
 
 from .buffers import page_aligned
-from .geometry import PoolGeometry, memory_order, pool_geometry, pooled_inside, pooled_offsets, pooled_to_batch_first
+from .geometry import (PoolGeometry, memory_order, pool_geometry, pooled_inside, pooled_offsets,
+                       pooled_to_batch_first)
 from .columns import copy_from_planes, copy_into_planes, extended_gradient, input_gradient
 
 BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
@@ -67,24 +69,27 @@ GROUPS = 4  # the backward pass's partial sums; more threads than this wait in t
 
 @numba.njit(nogil=True, cache=True)
 def _columns(flat, table, e0, e1, col):
-    """col (C*K, R, e1 - e0): the columns of positions e0..e1, read from the flat phase planes (C, R, F).
+    """col (C*K, R, e1 - e0): the columns of positions
+    e0..e1, read from the flat phase planes (C, R, F).
 
-    ``table`` has one row (kernel offset kk, window offset r, phase, start) per pair, all as flat indices:
-    column row c*K + kk at window offset r is plane (c, phase) from ``start``, as in im2col_pooled.
-    """
+    ``table`` has one row (kernel offset kk, window offset r, phase,
+    start) per pair, all as flat indices: column row c*K + kk at window
+    offset r is plane (c, phase) from ``start``, as in im2col_pooled."""
     channels = flat.shape[0]
     kernel = col.shape[0] // channels
     for i in range(table.shape[0]):
         kk, r, phase, start = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
         for c in range(channels):
             source, target = flat[c, phase, start + e0:start + e1], col[c * kernel + kk, r]
-            for j in range(e1 - e0):  # a loop over two slices: Numba makes SIMD code of it, not of target[:] = ..
+            # a loop over two slices: Numba makes SIMD code of it, not of target[:] = ..
+            for j in range(e1 - e0):
                 target[j] = source[j]
 
 
 @numba.njit(nogil=True, cache=True)
 def _add_columns(gcol, table, e0, e1, gflat):
-    """The adjoint of :func:`_columns`: each column of gcol (C*K, R, e1 - e0) added back to its plane position."""
+    """The adjoint of :func:`_columns`: each column of gcol
+    (C*K, R, e1 - e0) added back to its plane position."""
     channels = gflat.shape[0]
     kernel = gcol.shape[0] // channels
     for i in range(table.shape[0]):
@@ -97,13 +102,14 @@ def _add_columns(gcol, table, e0, e1, gflat):
 
 @numba.njit(nogil=True, cache=True)
 def _pool(y, e0, pooled, winner, won):
-    """pooled, winner (O, E) at positions e0..e0+B: the largest of y (O, R, B) over its R window offsets, and
-    which one (the first on ties, as NumpyOps.maxpool_blocks picks). ``won`` (B,) int32 is scratch.
+    """pooled, winner (O, E) at positions e0..e0+B: the largest of y (O,
+    R, B) over its R window offsets, and which one (the first on ties,
+    as NumpyOps.maxpool_blocks picks). ``won`` (B,) int32 is scratch.
 
-    Written as selects over whole rows, not as "if larger: store": every store happens, so the loop over i
-    becomes SIMD code, and no branch depends on the data (random data would mispredict half of them). The
-    winner is counted in int32 first: with a byte beside the float compare, LLVM did not make SIMD code of it.
-    """
+    Written as selects over whole rows, not as "if larger: store": every store
+    happens, so the loop over i becomes SIMD code, and no branch depends on the data
+    (random data would mispredict half of them). The winner is counted in int32
+    first: with a byte beside the float compare, LLVM did not make SIMD code of it."""
     length = y.shape[2]
     for o in range(y.shape[0]):
         best, first, target = pooled[o, e0:e0 + length], y[o, 0], winner[o, e0:e0 + length]
@@ -113,7 +119,8 @@ def _pool(y, e0, pooled, winner, won):
         for r in range(1, y.shape[1]):
             row = y[o, r]
             for i in range(length):
-                # strict: a tie keeps the earlier offset; a NaN wins and stays, as np.maximum keeps it
+                # strict: a tie keeps the earlier offset; a
+                # NaN wins and stays, as np.maximum keeps it
                 larger = row[i] > best[i] or row[i] != row[i]
                 best[i] = row[i] if larger else best[i]
                 won[i] = r if larger else won[i]
@@ -123,8 +130,8 @@ def _pool(y, e0, pooled, winner, won):
 
 @numba.njit(nogil=True, cache=True)
 def _unpool(gy, winner, e0, gy_block):
-    """gy_block (O, R, B): each gradient of gy (O, E) at positions e0..e0+B at its winner's window offset,
-    0 at the others."""
+    """gy_block (O, R, B): each gradient of gy (O, E) at positions
+    e0..e0+B at its winner's window offset, 0 at the others."""
     zero = gy_block.dtype.type(0)
     length = gy_block.shape[2]
     for o in range(gy.shape[0]):
@@ -161,15 +168,18 @@ class BlockSaved(NamedTuple):
 
     flat: np.ndarray  # (C, R, F): the phase planes of the padded input
     winner: np.ndarray  # (O, E): which window offset won
-    table: np.ndarray  # (pairs, 4): (kk, r, phase, start) per kernel and window offset, see _columns
+    # (pairs, 4): (kk, r, phase, start) per kernel and window offset, see _columns
+    table: np.ndarray
     geometry: PoolGeometry
-    activated: object = None  # (O, E): relu(pooled + bias) when the op adds a bias and a ReLU, else None
+    # (O, E): relu(pooled + bias) when the op adds a bias and a ReLU, else None
+    activated: object = None
 
 
 @functools.lru_cache(maxsize=64)
 def _table(geometry: PoolGeometry) -> np.ndarray:
-    """pooled_offsets as an array, with each tuple offset flattened to one index (row-major); kept for the
-    geometries seen last, since building it in Python is slow beside the kernels that read it."""
+    """pooled_offsets as an array, with each tuple offset flattened to
+    one index (row-major); kept for the geometries seen last, since
+    building it in Python is slow beside the kernels that read it."""
     kernel_index = np.arange(math.prod(geometry.kernel)).reshape(geometry.kernel)
     window_index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
     rows = [(kernel_index[kk], window_index[r], window_index[phase], start)
@@ -180,8 +190,9 @@ def _table(geometry: PoolGeometry) -> np.ndarray:
 
 
 def _blocks(length: int, rows: int, itemsize: int) -> list:
-    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each, and at least two per group where the
-    positions allow (so that no lane waits long for the last one). They depend on the shapes only."""
+    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each,
+    and at least two per group where the positions allow (so that no
+    lane waits long for the last one). They depend on the shapes only."""
     size = max(64, BLOCK_BYTES // (rows * itemsize))
     size = min(size, -(-length // (2 * GROUPS)))
     size = max(1, size)
@@ -194,7 +205,8 @@ def _share(count: int, lane: int, lanes: int) -> slice:
 
 
 class BlockRunner:
-    """Runs one function per lane, lane 0 on the calling thread and the others on a small thread pool."""
+    """Runs one function per lane, lane 0 on the calling
+    thread and the others on a small thread pool."""
 
     def __init__(self):
         self.pool = None
@@ -214,14 +226,17 @@ RUNNER = BlockRunner()
 
 
 def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
-    """(pooled (N, O, *U) view, saved): maxpool(conv(x, w)), stride 1, no bias, block by block on ``lanes``
-    threads; with a ``bias`` (O,), relu(that + bias). The caller runs it with BLAS on one thread."""
+    """(pooled (N, O, *U) view, saved): maxpool(conv(x, w)), stride 1,
+    no bias, block by block on ``lanes`` threads; with a ``bias`` (O,),
+    relu(that + bias). The caller runs it with BLAS on one thread."""
     o, d = w.shape[0], w.ndim - 2
     geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))
     c, windows = x.shape[1], math.prod(window)
-    planes = page_aligned(np, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)  # (C, *k, L1+1, N, ..)
+    # (C, *k, L1+1, N, ..)
+    planes = page_aligned(np, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)
     copy_lanes = min(lanes, c)  # the copies into the planes, a share of the channels per lane
-    RUNNER.run(lambda lane: copy_into_planes(x, geometry, planes, _share(c, lane, copy_lanes)), copy_lanes)
+    RUNNER.run(lambda lane: copy_into_planes(x, geometry, planes, _share(c, lane, copy_lanes)),
+               copy_lanes)
     flat = planes.reshape(c, windows, -1)  # (C, *k, L1+1, N, L2, ...) -> (C, R, F)
     table = _table(geometry)
     length = math.prod(geometry.extended)
@@ -234,13 +249,15 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
 
     def work(lane):
         size = max(e1 - e0 for e0, e1 in blocks)
-        col_buffer, y_buffer = np.empty(rows * windows * size, x.dtype), np.empty(o * windows * size, x.dtype)
+        col_buffer = np.empty(rows * windows * size, x.dtype)
+        y_buffer = np.empty(o * windows * size, x.dtype)
         won = np.empty(size, dtype=np.int32)
         for e0, e1 in blocks[lane::lanes]:
             col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows, e1 - e0)
             _columns(flat, table, e0, e1, col)
             y = y_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
-            np.matmul(w_rows, col.reshape(rows, -1), out=y)  # (O, C*prod(K)) @ (C*prod(K), R*B) -> (O, R*B)
+            # (O, C*prod(K)) @ (C*prod(K), R*B) -> (O, R*B)
+            np.matmul(w_rows, col.reshape(rows, -1), out=y)
             _pool(y.reshape(o, windows, e1 - e0), e0, pooled, winner, won)
 
     RUNNER.run(work, lanes)
@@ -253,8 +270,8 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
 
 
 def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int):
-    """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a bias, from
-    the gradient gy (N, O, *U) of its output."""
+    """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a
+    bias, from the gradient gy (N, O, *U) of its output."""
     flat, winner, table, geometry, activated = saved
     o = w.shape[0]
     c, windows = flat.shape[:2]
@@ -272,10 +289,12 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     def work(lane):
         """The sums of the groups lane, lane + lanes, ...: [(group, gw_rows, gflat), ...]."""
         size = max(e1 - e0 for e0, e1 in blocks)
-        col_buffer, gy_buffer = np.empty(rows * windows * size, gy.dtype), np.empty(o * windows * size, gy.dtype)
+        col_buffer = np.empty(rows * windows * size, gy.dtype)
+        gy_buffer = np.empty(o * windows * size, gy.dtype)
         done = []
         for group in range(lane, groups, lanes):
-            gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None  # this group's sum, (C*prod(K), O)
+            # this group's sum, (C*prod(K), O)
+            gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None
             gflat = np.zeros_like(flat) if needs[0] else None  # (C, R, F)
             for e0, e1 in blocks[group::groups]:
                 gy_rows = gy_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
@@ -285,18 +304,22 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
                     _columns(flat, table, e0, e1, col.reshape(rows, windows, e1 - e0))
                     gw_rows += col @ gy_rows.T  # (C*prod(K), R*B) @ (R*B, O)
                 if needs[0]:
-                    np.matmul(w_rows.T, gy_rows, out=col)  # gcol: (C*prod(K), O) @ (O, R*B), into the columns
+                    # gcol: (C*prod(K), O) @ (O, R*B), into the columns
+                    np.matmul(w_rows.T, gy_rows, out=col)
                     _add_columns(col.reshape(rows, windows, e1 - e0), table, e0, e1, gflat)
             done.append((group, gw_rows, gflat))
         return done
 
-    by_group = sorted((part for lane_parts in RUNNER.run(work, lanes) for part in lane_parts), key=lambda p: p[0])
-    sums = [(gw_rows, gflat) for _, gw_rows, gflat in by_group]  # in group order, whatever lane ran each
+    by_group = sorted((part for lane_parts in RUNNER.run(work, lanes) for part in lane_parts),
+                      key=lambda p: p[0])
+    # in group order, whatever lane ran each
+    sums = [(gw_rows, gflat) for _, gw_rows, gflat in by_group]
     gx = gw = None
     if needs[0]:
         gx = input_gradient(geometry, gy.dtype, np)  # (N, C, *S), zeros
 
-        def add_groups_and_copy(lane):  # this lane's share of the channels: the groups' sums, then into gx
+        # this lane's share of the channels: the groups' sums, then into gx
+        def add_groups_and_copy(lane):
             channels = _share(c, lane, copy_lanes)
             total = sums[0][1]
             for _, more in sums[1:]:

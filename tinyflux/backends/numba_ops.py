@@ -54,7 +54,8 @@ from .numpy_ops import NumpyOps
 log = logging.getLogger("tinyflux")
 
 
-# fastmath "contract" alone: a * b + c may become one fused multiply-add (rounded once); no reordering of sums
+# fastmath "contract" alone: a * b + c may become one
+# fused multiply-add (rounded once); no reordering of sums
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
 def _forward(x, w, window, pooled, winner):
     """pooled, winner (N, O, U1, U2, U3) from x (N, C, T, H, W) padded and w (O, C, KT, KH, KW)."""
@@ -63,9 +64,10 @@ def _forward(x, w, window, pooled, winner):
     _, _, u_t, u_h, u_w = pooled.shape
     win_t, win_h, win_w = window
     rows, cols = u_h * win_h, u_w * win_w  # the outputs some pooling window reads
-    # Each frame of outputs is computed as one flat run over the padded width, (rows, W) flattened: kernel
-    # offset (b, e) then reads one contiguous run of the input frame, starting at b*W + e. The last K_W - 1
-    # numbers of each output row are not outputs (they straddle two input rows) and are never read.
+    # Each frame of outputs is computed as one flat run over the padded width,
+    # (rows, W) flattened: kernel offset (b, e) then reads one contiguous run of
+    # the input frame, starting at b*W + e. The last K_W - 1 numbers of each output
+    # row are not outputs (they straddle two input rows) and are never read.
     length = (rows - 1) * width + cols
     frames = x.reshape(n_clips, n_in, x.shape[2], -1)  # (N, C, T, H*W): each frame flat
     # one job per (clip, pooled frame): enough jobs for every core also at batch 1
@@ -92,8 +94,8 @@ def _forward(x, w, window, pooled, winner):
                         for dh in range(win_h):
                             for dq in range(win_w):
                                 value = conv[dt, (h * win_h + dh) * width + q * win_w + dq]
-                                # strict: on a tie the first offset in row-major order wins; a NaN wins
-                                # and stays, as np.maximum keeps it
+                                # strict: on a tie the first offset in row-major order wins; a NaN
+                                # wins and stays, as np.maximum keeps it
                                 if value > best or value != value:
                                     best, won = value, r
                                 r += 1
@@ -108,7 +110,8 @@ def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
     _, n_out, u_t, u_h, u_w = gy.shape
     win_t, win_h, win_w = window
     clips = x.reshape(n_clips, -1)  # (N, C*T*H*W)
-    for o in numba.prange(n_out):  # each output channel writes its own row: no two threads add to one number
+    # each output channel writes its own row: no two threads add to one number
+    for o in numba.prange(n_out):
         row = np.zeros(len(offsets), dtype=gw_rows.dtype)
         for n in range(n_clips):
             for t in range(u_t):
@@ -117,7 +120,8 @@ def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
                         g = gy[n, o, t, h, q]
                         if g == 0:  # a ReLU after the pooling often zeroes it: nothing to add
                             continue
-                        corner = (t * win_t * height + h * win_h) * width + q * win_w  # the window's first output
+                        # the window's first output
+                        corner = (t * win_t * height + h * win_h) * width + q * win_w
                         start = corner + window_offsets[winner[n, o, t, h, q]]  # its winner
                         for j in range(len(offsets)):
                             row[j] += g * clips[n, start + offsets[j]]
@@ -126,7 +130,8 @@ def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
 
 @numba.njit(parallel=True, cache=True)
 def _input_grad(gy, winner, w_cols, offsets, window_offsets, window, gx):
-    """gx (N, C, T, H, W) padded, zero on entry: each winner's gradient times the weights, added back."""
+    """gx (N, C, T, H, W) padded, zero on entry: each
+    winner's gradient times the weights, added back."""
     n_clips, _, _, height, width = gx.shape
     _, n_out, u_t, u_h, u_w = gy.shape
     win_t, win_h, win_w = window
@@ -140,7 +145,8 @@ def _input_grad(gy, winner, w_cols, offsets, window_offsets, window, gx):
                         g = gy[n, o, t, h, q]
                         if g == 0:
                             continue
-                        corner = (t * win_t * height + h * win_h) * width + q * win_w  # the window's first output
+                        # the window's first output
+                        corner = (t * win_t * height + h * win_h) * width + q * win_w
                         start = corner + window_offsets[winner[n, o, t, h, q]]  # its winner
                         for j in range(len(offsets)):
                             clip[start + offsets[j]] += g * w_cols[o, j]
@@ -150,18 +156,23 @@ class DirectSaved(NamedTuple):
     """What :meth:`NumbaOps.conv_pool` keeps for its backward pass (sizes lifted to 3-D)."""
 
     x_padded: np.ndarray  # (N, C, T, H, W) with the padding
-    winner: np.ndarray  # (N, O, U1, U2, U3): which window offset won, in row-major order (a byte up to 256)
-    offsets: np.ndarray  # (C*prod(K),): where each kernel term (c, a, b, e) reads, from the window's position
-    window_offsets: np.ndarray  # (prod(window),): where each window offset is, from the window's first position
+    # (N, O, U1, U2, U3): which window offset won, in row-major order (a byte up to 256)
+    winner: np.ndarray
+    # (C*prod(K),): where each kernel term (c, a, b, e) reads, from the window's position
+    offsets: np.ndarray
+    # (prod(window),): where each window offset is, from the window's first position
+    window_offsets: np.ndarray
     window: tuple  # (3,)
     pad: tuple  # (3,)
     x_shape: tuple  # (N, C, *S) of the input
     x_order: tuple  # the input's axes from the outermost in memory; its gradient gets the same
-    activated: object = None  # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
+    # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
+    activated: object = None
 
 
 class OneWindowSaved(NamedTuple):
-    """What :meth:`NumbaOps.conv` keeps: what conv_pool kept, and whether a bias was added after it."""
+    """What :meth:`NumbaOps.conv` keeps: what conv_pool
+    kept, and whether a bias was added after it."""
 
     pooled: object
     with_bias: bool
@@ -171,7 +182,8 @@ KERNEL_DTYPES = (np.float32, np.float64)  # the dtypes the kernels are compiled 
 
 
 def _lift(sizes: tuple, fill: int) -> tuple:
-    """Sizes of 1, 2 or 3 spatial axes as 3: leading axes of ``fill`` (1 for sizes and windows, 0 for padding)."""
+    """Sizes of 1, 2 or 3 spatial axes as 3: leading axes
+    of ``fill`` (1 for sizes and windows, 0 for padding)."""
     return (fill,) * (3 - len(sizes)) + tuple(sizes)
 
 
@@ -203,13 +215,15 @@ class NumbaOps(NumpyOps):
         return self._blas.limit(limits=1) if self._blas else contextlib.nullcontext()
 
     def limit_threads(self, threads: int) -> None:
-        """Run the kernels on at most ``threads`` threads (one share of the cores per process, as for BLAS)."""
+        """Run the kernels on at most ``threads`` threads
+        (one share of the cores per process, as for BLAS)."""
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
     def conv(self, x, w, b, stride: tuple, pad: tuple):
-        """A stride-1 convolution as a convolution-pooling whose windows hold one position (:meth:`conv_pool`):
-        columns one cache-sized block at a time, never the whole batch's (for 3 x 27 kernel terms of a clip,
-        81 times the clip). Other strides, and dtypes the kernels are not compiled for, as NumpyOps."""
+        """A stride-1 convolution as a convolution-pooling whose windows hold one
+        position (:meth:`conv_pool`): columns one cache-sized block at a time, never
+        the whole batch's (for 3 x 27 kernel terms of a clip, 81 times the clip).
+        Other strides, and dtypes the kernels are not compiled for, as NumpyOps."""
         d = w.ndim - 2
         if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES:
             return super().conv(x, w, b, stride, pad)
@@ -223,18 +237,20 @@ class NumbaOps(NumpyOps):
             return super().conv_backward(gy, w, saved, needs)
         gx, gw = self.conv_pool_backward(gy, w, saved.pooled, needs[:2])
         with_bias = saved.with_bias and len(needs) > 2 and needs[2]
-        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None  # (N, O, *Q) -> (O,)
+        # (N, O, *Q) -> (O,)
+        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None
         return gx, gw, gb
 
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
-        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b (O,),
-        relu(that + b). The route is chosen here:
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b
+        (O,), relu(that + b). The route is chosen here:
 
-        - dtypes other than float32 and float64 (the kernels are compiled for those two): NumpyOps's columns;
-        - windows of 8 positions or more: the direct kernels above. Their forward pass costs about what
-          columns and a GEMM cost, and their backward pass visits one output in prod(window);
-        - smaller windows (MNIST's 2x2, and the windows of one position of :meth:`conv`): the GEMMs are
-          faster, and ``numba_blocks`` runs them on columns one cache-sized block at a time.
+        - dtypes other than float32 and float64 (the kernels
+          are compiled for those two): NumpyOps's columns;
+        - windows of 8 positions or more: the direct kernels above. Their forward pass costs about
+          what columns and a GEMM cost, and their backward pass visits one output in prod(window);
+        - smaller windows (MNIST's 2x2, and the windows of one position of :meth:`conv`): the GEMMs
+          are faster, and ``numba_blocks`` runs them on columns one cache-sized block at a time.
         """
         if x.dtype not in KERNEL_DTYPES:
             return super().conv_pool(x, w, b, pad, window)
@@ -248,68 +264,81 @@ class NumbaOps(NumpyOps):
         kernel3, pad3, window3 = _lift(w.shape[2:], 1), _lift(pad, 0), _lift(window, 1)
         padded = tuple(s + 2 * p for s, p in zip(_lift(x.shape[2:], 1), pad3))
         x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
-        inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, _lift(x.shape[2:], 1)))
-        x_padded[inside] = x.reshape((n, c) + _lift(x.shape[2:], 1))  # (N, C, *S) -> (N, C, T, H, W)
+        inside = (slice(None),
+                  slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, _lift(x.shape[2:], 1)))
+        # (N, C, *S) -> (N, C, T, H, W)
+        x_padded[inside] = x.reshape((n, c) + _lift(x.shape[2:], 1))
         pooled3 = tuple(output_size(s, kn, 1, p) // k for s, kn, p, k in
                         zip(_lift(x.shape[2:], 1), kernel3, pad3, window3))
         offsets = _flat_offsets((c,) + kernel3, padded)
         window_offsets = _flat_offsets((1,) + window3, padded)
         pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
-        winner = np.empty((n, o) + pooled3, dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
-        _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3), pooled, winner)
+        winner = np.empty((n, o) + pooled3,
+                          dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
+        _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3),
+                 pooled, winner)
         pooled = pooled.reshape((n, o) + pooled3[3 - d:])  # (N, O, U1, U2, U3) -> (N, O, *U)
         activated = None if b is None else self.bias_relu(pooled, b)
-        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3, tuple(x.shape), memory_order(x),
-                            activated)
+        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3,
+                            tuple(x.shape), memory_order(x), activated)
         return (pooled if b is None else activated), saved
 
     def conv_pool_backward(self, gy, w, saved: DirectSaved, needs: tuple):
-        """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a bias, from
-        the gradient gy (N, O, *U) of its output."""
+        """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a
+        bias, from the gradient gy (N, O, *U) of its output."""
         if not isinstance(saved, (DirectSaved, numba_blocks.BlockSaved)):  # NumpyOps made it
             return super().conv_pool_backward(gy, w, saved, needs)
         if isinstance(saved, numba_blocks.BlockSaved):
             with self._one_blas_thread():
-                return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
+                lanes = numba.get_num_threads()
+                return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, lanes)
         gb = None
         if saved.activated is not None:  # as BiasReLU.backward
             gy, gb = self.bias_relu_backward(gy, saved.activated, needs[2])
         n, o = gy.shape[:2]
-        gy3 = np.ascontiguousarray(gy.reshape(saved.winner.shape))  # (N, O, *U) -> (N, O, U1, U2, U3)
+        # (N, O, *U) -> (N, O, U1, U2, U3)
+        gy3 = np.ascontiguousarray(gy.reshape(saved.winner.shape))
         window3 = np.array(saved.window)
         gx = gw = None
         if needs[0]:
             gx_padded = np.zeros_like(saved.x_padded)  # (N, C, T+2p, H+2p, W+2p)
             w_cols = np.ascontiguousarray(w.reshape(o, -1))  # (O, C, *K) -> (O, C*prod(K))
-            _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3, gx_padded)
+            _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3,
+                        gx_padded)
             sizes3 = _lift(saved.x_shape[2:], 1)
-            inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
+            inside = (slice(None),
+                      slice(None)) + tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
             # in the input's memory order, as col2im_pooled returns it (see there)
             order = saved.x_order
-            gx = np.empty(tuple(saved.x_shape[axis] for axis in order), dtype=gy.dtype)  # x's axes in memory order
-            gx = gx.transpose(tuple(order.index(axis) for axis in range(len(order))))  # -> (N, C, *S) view
+            # x's axes in memory order
+            gx = np.empty(tuple(saved.x_shape[axis] for axis in order), dtype=gy.dtype)
+            # -> (N, C, *S) view
+            gx = gx.transpose(tuple(order.index(axis) for axis in range(len(order))))
             gx[...] = gx_padded[inside].reshape(saved.x_shape)  # (N, C, T, H, W) -> (N, C, *S)
         if needs[1]:
             gw_rows = np.empty((o, len(saved.offsets)), dtype=w.dtype)
-            _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets, window3, gw_rows)
+            _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets,
+                         window3, gw_rows)
             gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
         return (gx, gw) if saved.activated is None else (gx, gw, gb)
 
 
 def _blas_controls():
-    """threadpoolctl's handle on the loaded BLAS libraries, or False (after a warning) without threadpoolctl."""
+    """threadpoolctl's handle on the loaded BLAS libraries,
+    or False (after a warning) without threadpoolctl."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
-        log.warning("threadpoolctl is not installed: BLAS threads may slow down tinyflux's Numba kernels "
-                    "(pip install 'tinyflux[fast]')")
+        log.warning("threadpoolctl is not installed: BLAS threads may slow down tinyflux's Numba "
+                    "kernels (pip install 'tinyflux[fast]')")
         return False
     return ThreadpoolController().select(user_api="blas")
 
 
 def _flat_offsets(sizes: tuple, padded: tuple) -> np.ndarray:
-    """The distance in a flattened padded clip (C, T, H, W) of every index in ``sizes`` (row-major order)."""
-    strides = (math.prod(padded),) + tuple(math.prod(padded[i + 1:]) for i in range(3))  # (T*H*W, H*W, W, 1)
+    """The distance in a flattened padded clip (C, T, H,
+    W) of every index in ``sizes`` (row-major order)."""
+    # (T*H*W, H*W, W, 1)
+    strides = (math.prod(padded),) + tuple(math.prod(padded[i + 1:]) for i in range(3))
     grids = np.indices(sizes).reshape(len(sizes), -1)  # (4, prod(sizes)): every (c, a, b, e)
     return np.asarray(strides, dtype=np.int64) @ grids
-

@@ -31,25 +31,29 @@ from typing import NamedTuple
 
 from .arrays import get_array_module
 from .buffers import page_aligned
-from .columns import col2im, col2im_pooled, col2im_shifted, extended_gradient, im2col, im2col_pooled, im2col_shifted
-from .geometry import (PoolGeometry, channels_first, index_along, memory_order, output_size, pool_geometry,
-                       pooled_inside, pooled_to_batch_first, window_slice)
+from .columns import (col2im, col2im_pooled, col2im_shifted, extended_gradient, im2col,
+                      im2col_pooled, im2col_shifted)
+from .geometry import (PoolGeometry, channels_first, index_along, memory_order, output_size,
+                       pool_geometry, pooled_inside, pooled_to_batch_first, window_slice)
 
 
 def _maxpool_1d(x, axis: int, k: int, s: int):
     """Max over windows of k positions every s positions along one axis; also which offset won."""
     xp = get_array_module(x)
     out = output_size(x.shape[axis], k, s, 0)
-    views = [x[index_along(axis, window_slice(offset, out, s), x.ndim)] for offset in range(k)]  # k views, each (..., out, ...)
+    # k views, each (..., out, ...)
+    views = [x[index_along(axis, window_slice(offset, out, s), x.ndim)] for offset in range(k)]
     if k == 1:
         return views[0].copy(order="K"), xp.zeros_like(views[0], dtype=xp.uint8)
-    y = xp.maximum(views[0], views[1])  # a new array in x's memory order (channel-major after a conv)
-    # offset of the maximum in each window: 1 where offset 1 wins; strict, so ties keep offset 0. A bool result
-    # seen as uint8 (no copy): dpnp accepts only a bool output for a comparison
+    # a new array in x's memory order (channel-major after a conv)
+    y = xp.maximum(views[0], views[1])
+    # offset of the maximum in each window: 1 where offset 1 wins; strict, so ties keep offset 0. A
+    # bool result seen as uint8 (no copy): dpnp accepts only a bool output for a comparison
     wins = xp.empty_like(y, dtype=bool)
     xp.greater(views[1], views[0], out=wins)
     argmax = wins.view(xp.uint8)
-    for offset in range(2, k):  # windows of 3 or more; new arrays, because dpnp has no in-place maximum(y, v, out=y)
+    # windows of 3 or more; new arrays, because dpnp has no in-place maximum(y, v, out=y)
+    for offset in range(2, k):
         better = views[offset] > y
         y = xp.maximum(y, views[offset])
         # argmax = offset where better, else unchanged. Offsets only grow, so a maximum does it:
@@ -63,12 +67,16 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
     xp = get_array_module(gy)
     n_out = gy.shape[axis]
     tiled = s == k and x.shape[axis] == n_out * k  # windows cover every input position exactly once
-    # same memory order as x; where windows skip positions (a floored remainder, a gap) they keep gradient 0
+    # same memory order as x; where windows skip positions
+    # (a floored remainder, a gap) they keep gradient 0
     gx = xp.empty_like(x) if tiled else xp.zeros_like(x)
-    targets = [gx[index_along(axis, window_slice(offset, n_out, s), gy.ndim)] for offset in range(k)]
-    if k == 2 and s >= k:  # the common 2-wide window: argmax is 0 or 1, so gy * argmax is offset 1's share
+    targets = [gx[index_along(axis, window_slice(offset, n_out, s),
+                              gy.ndim)] for offset in range(k)]
+    # the common 2-wide window: argmax is 0 or 1, so gy * argmax is offset 1's share
+    if k == 2 and s >= k:
         xp.multiply(gy, argmax, out=targets[1])
-        xp.subtract(gy, targets[1], out=targets[0])  # and the rest is offset 0's (2 passes instead of 4)
+        # and the rest is offset 0's (2 passes instead of 4)
+        xp.subtract(gy, targets[1], out=targets[0])
         return gx
     for offset, target in enumerate(targets):
         if s >= k:  # windows do not overlap: each input position receives from one window only
@@ -81,7 +89,8 @@ def _maxpool_1d_backward(gy, x, argmax, axis: int, k: int, s: int):
 class Columns(NamedTuple):
     """What :meth:`NumpyOps.im2col` built, and what the backward pass needs to undo it."""
 
-    col: object  # (C, *K, N, *E): E the positions computed per image, Q or more (see im2col_shifted)
+    # (C, *K, N, *E): E the positions computed per image, Q or more (see im2col_shifted)
+    col: object
     extended: tuple  # (N, *E)
     x_shape: tuple  # (N, C, *S) of the input
     kernel: tuple
@@ -91,12 +100,14 @@ class Columns(NamedTuple):
 
 
 class MaxPoolSaved(NamedTuple):
-    """What max-pooling keeps for its backward pass: the input's shape, the window, and where each maximum was."""
+    """What max-pooling keeps for its backward pass: the
+    input's shape, the window, and where each maximum was."""
 
     x_shape: tuple
     window: tuple
     stride: tuple
-    winners: object  # NumpyOps: a list of (axis, k, s, pass input, argmax) per 1-D pass; CudaOps: argmax
+    # NumpyOps: a list of (axis, k, s, pass input, argmax) per 1-D pass; CudaOps: argmax
+    winners: object
 
 
 class ConvSaved(NamedTuple):
@@ -113,7 +124,8 @@ class PooledColumnsSaved(NamedTuple):
     col_shape: tuple  # (C, *K, *k, E)
     geometry: PoolGeometry
     passes: list  # what maxpool_blocks_backward needs
-    activated: object  # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
+    # (N, O, *U): relu(pooled + bias) where the op adds a bias and a ReLU, else None
+    activated: object
 
 
 class ConvThenPoolSaved(NamedTuple):
@@ -130,34 +142,42 @@ class NumpyOps:
     cupy = None  # ops that can record CUDA graphs hold the CuPy module they launch with (CudaOps)
 
     def limit_threads(self, threads: int) -> None:
-        """Threads for this backend's own kernels: none here (BLAS has its own limit, see distributed.py)."""
+        """Threads for this backend's own kernels: none
+        here (BLAS has its own limit, see distributed.py)."""
 
     def matmul(self, a, b):
         """a @ b for 2-D arrays, into a page-aligned result (see :func:`page_aligned`)."""
         xp = get_array_module(a)
         return xp.matmul(a, b, out=page_aligned(xp, (a.shape[0], b.shape[1]), xp.result_type(a, b)))
 
-    # -- convolution: columns and one GEMM (the math is in functional/convolution.py) -----------------
+    # -- convolution: columns and one GEMM (the math is in functional/convolution.py) --------------
     def conv(self, x, w, b, stride: tuple, pad: tuple):
-        """(y (N, O, *Q), saved): the convolution of x (N, C, *S) with w (O, C, *K), plus b (O,) unless None."""
+        """(y (N, O, *Q), saved): the convolution of x (N,
+        C, *S) with w (O, C, *K), plus b (O,) unless None."""
         xp = get_array_module(x)
         o, c = w.shape[:2]
         kernel = tuple(w.shape[2:])
         d = len(kernel)
-        columns = self.im2col(x, kernel, stride, pad)  # col (C, *K, N, *E), E the positions computed
-        out = tuple(output_size(sz, k, st, p) for sz, k, st, p in zip(x.shape[2:], kernel, stride, pad))
-        col_mat = columns.col.reshape(c * math.prod(kernel), -1)  # (C, *K, N, *E) -> (C*prod(K), N*E)
+        # col (C, *K, N, *E), E the positions computed
+        columns = self.im2col(x, kernel, stride, pad)
+        out = tuple(output_size(sz, k, st, p) for sz, k, st,
+                    p in zip(x.shape[2:], kernel, stride, pad))
+        # (C, *K, N, *E) -> (C*prod(K), N*E)
+        col_mat = columns.col.reshape(c * math.prod(kernel), -1)
         y = self.matmul(w.reshape(o, -1), col_mat)  # (O, C*prod(K)) @ (C*prod(K), N*E) -> (O, N*E)
         if b is not None:
             y += b[:, None]  # (O,) -> (O, 1), broadcast over all positions
         y = y.reshape((o,) + columns.extended)  # (O, N*E) -> (O, N, *E)
         if columns.shifted:  # drop the extra positions; the copy makes the rows contiguous again,
             # which pooling runs faster on
-            y = xp.ascontiguousarray(y[(slice(None), slice(None)) + tuple(slice(0, q) for q in out)])
-        return y.transpose(channels_first(d)), ConvSaved(columns, out)  # (O, N, *Q) -> (N, O, *Q) view
+            y = xp.ascontiguousarray(y[(slice(None),
+                                        slice(None)) + tuple(slice(0, q) for q in out)])
+        # (O, N, *Q) -> (N, O, *Q) view
+        return y.transpose(channels_first(d)), ConvSaved(columns, out)
 
     def conv_backward(self, gy, w, saved: ConvSaved, needs: tuple):
-        """(gx, gw, gb), each None where ``needs`` says no, from the gradient gy (N, O, *Q) of :meth:`conv`."""
+        """(gx, gw, gb), each None where ``needs`` says no,
+        from the gradient gy (N, O, *Q) of :meth:`conv`."""
         columns, out = saved
         o = w.shape[0]
         d = w.ndim - 2
@@ -166,67 +186,79 @@ class NumpyOps:
         if columns.shifted:  # back to the extended positions; the extra ones get gradient 0
             gy_ext = xp.empty((o,) + columns.extended, dtype=gy.dtype)  # (O, N, *E)
             gy_ext[(slice(None), slice(None)) + tuple(slice(0, q) for q in out)] = gy_cn
-            for axis in range(3, gy_ext.ndim):  # zero only the extra positions past Q on the later axes
+            # zero only the extra positions past Q on the later axes
+            for axis in range(3, gy_ext.ndim):
                 gy_ext[index_along(axis, slice(out[axis - 2], None), gy_ext.ndim)] = 0
             gy_mat = gy_ext.reshape(o, -1)  # (O, N, *E) -> (O, N*E)
         else:
-            gy_mat = gy_cn.reshape(o, -1)  # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
+            # (O, N, *Q) -> (O, N*P), a copy unless gy is channel-major
+            gy_mat = gy_cn.reshape(o, -1)
         col_mat = columns.col.reshape(-1, gy_mat.shape[1])  # -> (C*prod(K), N*E)
         gx = gw = gb = None
         if needs[0]:
-            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)  # (C*prod(K), O) @ (O, N*E) -> (C*prod(K), N*E)
-            gx = self.col2im(gcol.reshape(columns.col.shape), columns)  # (C*prod(K), N*E) -> (C, *K, N, *E)
+            # (C*prod(K), O) @ (O, N*E) -> (C*prod(K), N*E)
+            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)
+            # (C*prod(K), N*E) -> (C, *K, N, *E)
+            gx = self.col2im(gcol.reshape(columns.col.shape), columns)
         if needs[1]:
-            # (C*prod(K), N*E) @ (N*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K).
-            # Same numbers as gy_mat @ col_mat.T; OpenBLAS runs this orientation 10-20% faster here.
+            # (C*prod(K), N*E) @ (N*E, O) -> (C*prod(K), O), transposed to
+            # (O, C*prod(K)) -> (O, C, *K). Same numbers as gy_mat @
+            # col_mat.T; OpenBLAS runs this orientation 10-20% faster here.
             gw = self.matmul(col_mat, gy_mat.T).T.reshape(w.shape)
         if len(needs) > 2 and needs[2]:
             gb = gy_mat.sum(axis=1)  # (O,)
         return gx, gw, gb
 
-    # -- convolution and max-pooling as one op ----------------------------------------------------------
+    # -- convolution and max-pooling as one op -----------------------------------------------------
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
-        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution, windows of ``window``
-        tiling its output; with a bias b (O,), relu(that + b). Here: columns ordered by window offset."""
+        """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1
+        convolution, windows of ``window`` tiling its output; with a bias
+        b (O,), relu(that + b). Here: columns ordered by window offset."""
         o, d = w.shape[0], w.ndim - 2
         col, geometry = self.im2col_pooled(x, tuple(w.shape[2:]), pad, window)  # (C, *K, *k, E)
         col_mat = col.reshape(math.prod(w.shape[1:]), -1)  # (C, *K, *k, E) -> (C*prod(K), k^d*E)
-        y = self.matmul(w.reshape(o, -1), col_mat)  # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
+        # (O, C*prod(K)) @ (C*prod(K), k^d*E) -> (O, k^d*E)
+        y = self.matmul(w.reshape(o, -1), col_mat)
         y = y.reshape((o,) + tuple(window) + geometry.extended)  # -> (O, *k, U1, N, L2, ...)
         pooled, passes = self.maxpool_blocks(y, d)  # (O, U1, N, L2, ...)
         inside = pooled[pooled_inside(geometry)]  # (O, U1, N, U2, ...)
-        pooled = inside.transpose(pooled_to_batch_first(d))  # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
+        # (O, U1, N, U2, ...) -> (N, O, U1, U2, ...) view
+        pooled = inside.transpose(pooled_to_batch_first(d))
         activated = None if b is None else self.bias_relu(pooled, b)  # the numbers BiasReLU gives
-        return (pooled if b is None else activated), PooledColumnsSaved(col_mat, col.shape, geometry, passes,
-                                                                           activated)
+        saved = PooledColumnsSaved(col_mat, col.shape, geometry, passes, activated)
+        return (pooled if b is None else activated), saved
 
     def conv_pool_backward(self, gy, w, saved: PooledColumnsSaved, needs: tuple):
-        """(gx, gw), and gb where the op added a bias (each None where ``needs`` says no), from the gradient
-        gy (N, O, *U) of :meth:`conv_pool`'s output."""
+        """(gx, gw), and gb where the op added a bias (each None where ``needs`` says no), from the
+        gradient gy (N, O, *U) of :meth:`conv_pool`'s output."""
         o = w.shape[0]
         gb = None
         if saved.activated is not None:  # as BiasReLU.backward
             gy, gb = self.bias_relu_backward(gy, saved.activated, needs[2])
-        gy_ext = extended_gradient(gy, saved.geometry)  # (N, O, U1, U2, ...) -> (O, U1, N, L2, ...), 0 at extras
-        gy_mat = self.maxpool_blocks_backward(gy_ext, saved.passes).reshape(o, -1)  # (O, *k, *E) -> (O, k^d*E)
+        # (N, O, U1, U2, ...) -> (O, U1, N, L2, ...), 0 at extras
+        gy_ext = extended_gradient(gy, saved.geometry)
+        # (O, *k, *E) -> (O, k^d*E)
+        gy_mat = self.maxpool_blocks_backward(gy_ext, saved.passes).reshape(o, -1)
         gx = gw = None
         if needs[0]:
-            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)  # (C*prod(K), O) @ (O, k^d*E) -> (C*prod(K), k^d*E)
+            # (C*prod(K), O) @ (O, k^d*E) -> (C*prod(K), k^d*E)
+            gcol = self.matmul(w.reshape(o, -1).T, gy_mat)
             gx = self.col2im_pooled(gcol.reshape(saved.col_shape), saved.geometry)  # -> (N, C, *S)
         if needs[1]:
-            # (C*prod(K), k^d*E) @ (k^d*E, O) -> (C*prod(K), O), transposed to (O, C*prod(K)) -> (O, C, *K),
-            # the orientation conv_backward uses
+            # (C*prod(K), k^d*E) @ (k^d*E, O) -> (C*prod(K), O), transposed to
+            # (O, C*prod(K)) -> (O, C, *K), the orientation conv_backward uses
             gw = self.matmul(saved.col_mat, gy_mat.T).T.reshape(w.shape)
         return (gx, gw) if saved.activated is None else (gx, gw, gb)
 
     def conv_then_pool(self, x, w, b, pad: tuple, window: tuple):
-        """:meth:`conv_pool`'s result as two ops, :meth:`conv` then :meth:`maxpool` (then bias and ReLU): for a
-        backend whose own kernels run each of those in one launch (CudaOps)."""
+        """:meth:`conv_pool`'s result as two ops, :meth:`conv` then :meth:`maxpool` (then bias and
+        ReLU): for a backend whose own kernels run each of those in one launch (CudaOps)."""
         d = w.ndim - 2
         y, conv_saved = self.conv(x, w, None, (1,) * d, pad)  # (N, O, *Q)
         pooled, pool_saved = self.maxpool(y, window, window)  # (N, O, *U)
         activated = None if b is None else self.bias_relu(pooled, b)
-        return (pooled if b is None else activated), ConvThenPoolSaved(conv_saved, pool_saved, activated)
+        saved = ConvThenPoolSaved(conv_saved, pool_saved, activated)
+        return (pooled if b is None else activated), saved
 
     def conv_then_pool_backward(self, gy, w, saved: ConvThenPoolSaved, needs: tuple):
         """The gradients of :meth:`conv_then_pool`, as :meth:`conv_pool_backward` gives them."""
@@ -237,14 +269,16 @@ class NumpyOps:
         gx, gw, _ = self.conv_backward(gy, w, saved.conv, needs[:2])
         return (gx, gw) if saved.activated is None else (gx, gw, gb)
 
-    # -- the copies behind them -------------------------------------------------------------------------
+    # -- the copies behind them --------------------------------------------------------------------
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
-        """The columns of a convolution of x (N, C, *S): the shifted slices for stride 1, else plain im2col."""
+        """The columns of a convolution of x (N, C, *S):
+        the shifted slices for stride 1, else plain im2col."""
         if all(s == 1 for s in stride):
             col, extended = im2col_shifted(x, kernel, pad)  # (C, *K, N, E)
             return Columns(col, tuple(extended), tuple(x.shape), kernel, stride, pad, shifted=True)
         col = im2col(x, kernel, stride, pad)  # (C, *K, N, *Q)
-        return Columns(col, tuple(col.shape[1 + len(kernel):]), tuple(x.shape), kernel, stride, pad, shifted=False)
+        return Columns(col, tuple(col.shape[1 + len(kernel):]), tuple(x.shape), kernel, stride,
+                       pad, shifted=False)
 
     def col2im(self, gcol, columns: Columns):
         """The adjoint of :meth:`im2col`: gcol shaped like ``columns.col`` -> gx (N, C, *S)."""
@@ -253,7 +287,8 @@ class NumpyOps:
         return col2im(gcol, columns.x_shape, columns.kernel, columns.stride, columns.pad)
 
     def im2col_pooled(self, x, kernel: tuple, pad: tuple, window: tuple):
-        """(col (C, *K, *k, E), geometry): the columns of a stride-1 convolution that max-pooling follows."""
+        """(col (C, *K, *k, E), geometry): the columns of
+        a stride-1 convolution that max-pooling follows."""
         geometry = pool_geometry(tuple(x.shape), kernel, pad, window, memory_order(x))
         return im2col_pooled(x, geometry), geometry
 
@@ -277,7 +312,8 @@ class NumpyOps:
         return y.reshape(y.shape[:1] + y.shape[1 + d:]), passes  # (O, 1, ..., 1, *E) -> (O, *E)
 
     def maxpool_blocks_backward(self, gy, passes: list):
-        """Each gradient of gy (O, *E) to its window's winner: -> (O, *k, *E), laid out as the GEMM's output."""
+        """Each gradient of gy (O, *E) to its window's winner:
+        -> (O, *k, *E), laid out as the GEMM's output."""
         d = len(passes)
         gy = gy.reshape(gy.shape[:1] + (1,) * d + gy.shape[1:])  # (O, *E) -> (O, 1, ..., 1, *E)
         for axis, k, s, x, argmax in reversed(passes):
@@ -299,21 +335,23 @@ class NumpyOps:
         return x, MaxPoolSaved(None, window, stride, passes)
 
     def maxpool_backward(self, gy, saved: MaxPoolSaved):
-        """Each output gradient to the input that won its window: the passes undone in reverse order."""
+        """Each output gradient to the input that won
+        its window: the passes undone in reverse order."""
         for axis, k, s, x, argmax in reversed(saved.winners):
             gy = _maxpool_1d_backward(gy, x, argmax, axis, k, s)
         return gy
 
     def bias_relu(self, x, b):
         """relu(x + b) for x (N, C, *S) and one bias per channel b (C,); keeps x's memory order."""
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        shape = (1, -1) + (1,) * (x.ndim - 2)
         y = x + b.reshape(shape)
         get_array_module(x).maximum(y, 0, out=y)
         return y
 
     def bias_relu_backward(self, gy, y, bias_needed: bool = True):
-        """(gx, gb) for y = relu(x + b): gx = gy where y > 0, else 0; gb its sum over all axes but channels
-        (None when the bias needs no gradient)."""
+        """(gx, gb) for y = relu(x + b): gx = gy where y > 0, else 0; gb its sum over all axes but
+        channels (None when the bias needs no gradient)."""
         gx = self.relu_backward(gy, y)
         gb = gx.sum(axis=(0,) + tuple(range(2, gx.ndim))) if bias_needed else None
         return gx, gb
@@ -324,12 +362,13 @@ class NumpyOps:
         return gy * (y > 0)
 
     def count_step(self, hyper) -> None:
-        """Advance Adam's step count t, the last of its numbers in ``hyper`` (in the order of optim.ADAM_NUMBERS)."""
+        """Advance Adam's step count t, the last of its numbers
+        in ``hyper`` (in the order of optim.ADAM_NUMBERS)."""
         hyper[-1] += 1
 
     def adam_update(self, p, g, m, v, hyper) -> None:
-        """One Adam step over arrays of one shape, in place, with ``hyper`` = (lr, beta1, beta2, eps, t), the
-        order of optim.ADAM_NUMBERS.
+        """One Adam step over arrays of one shape, in place, with ``hyper``
+        = (lr, beta1, beta2, eps, t), the order of optim.ADAM_NUMBERS.
 
         Both bias corrections are folded into two numbers: lr * m_hat / (sqrt(v_hat) + eps)
         = step_size * m / (sqrt(v) + eps_scaled), which saves two passes over each array.

@@ -21,10 +21,7 @@ Two rules keep mistakes loud, as CuPy does. A TorchArray never turns into a
 NumPy array by itself (``np.asarray`` refuses it; ``tf.cpu`` moves it), and
 a NumPy array in an expression with a TorchArray is refused: a silent copy
 between host and GPU in every step is the slowest bug there is. And a
-device without float64 (Apple's MPS) refuses every float64 array where it
-would be made, with a message that says so; ``TorchNumpy(..., float64=False)``
-does the same on any device, which is how the CPU tests check that tinyflux
-runs within float32 alone.
+device without float64 refuses every float64 array (``torch_dtypes.py``).
 """
 from __future__ import annotations
 
@@ -34,42 +31,20 @@ import numbers
 import numpy as np
 import torch
 
-# NumPy's dtypes and the torch dtypes that hold the same numbers
-_TORCH_DTYPE = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
-                np.dtype(np.float64): torch.float64, np.dtype(np.int8): torch.int8, np.dtype(np.int16): torch.int16,
-                np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64, np.dtype(np.uint8): torch.uint8,
-                np.dtype(np.bool_): torch.bool}
-_NUMPY_DTYPE = {torch_dtype: numpy_dtype for numpy_dtype, torch_dtype in _TORCH_DTYPE.items()}
-
-# devices whose kernels have no float64: PyTorch refuses a float64 tensor there
-NO_FLOAT64_DEVICES = ("mps",)
-FLOAT32_ONLY_VARIABLE = "TINYFLUX_TORCH_FLOAT32_ONLY"  # =1: refuse float64 on every device, as MPS does
-
-
-class Float64Error(TypeError):
-    """A float64 array was asked for on a device (or in a mode) that computes in float32 only."""
-
-
-def torch_dtype(dtype) -> torch.dtype:
-    """The torch dtype for a NumPy dtype, a NumPy type (np.float32), a name ("float32") or a torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _TORCH_DTYPE[np.dtype(dtype)]
-    except (KeyError, TypeError):
-        raise TypeError(f"dtype {dtype!r} has no torch counterpart here: expected one of "
-                        f"{', '.join(str(d) for d in _TORCH_DTYPE)}") from None
+from .torch_dtypes import (FLOAT32_ONLY_VARIABLE, NO_FLOAT64_DEVICES, NUMPY_DTYPE, Float64Error,
+                           no_float64_message, torch_dtype)
 
 
 class TorchArray:
     """A torch.Tensor that answers NumPy's ndarray interface; ``.tensor`` is the tensor itself."""
 
     __slots__ = ("tensor",)
-    __array_ufunc__ = None  # NumPy's operators hand over to ours (``2.0 * array`` calls __rmul__), never convert
+    # NumPy's operators hand over to ours (``2.0 * array`` calls __rmul__), never convert
+    __array_ufunc__ = None
 
     def __init__(self, tensor: torch.Tensor):
         if tensor.dtype == torch.float64 and not namespace(tensor.device).has_float64:
-            raise Float64Error(_no_float64_message(tensor.device))
+            raise Float64Error(no_float64_message(tensor.device))
         self.tensor = tensor
 
     # -- what NumPy's ndarray tells about itself ----------------------------------
@@ -87,7 +62,7 @@ class TorchArray:
 
     @property
     def dtype(self) -> np.dtype:
-        return _NUMPY_DTYPE[self.tensor.dtype]
+        return NUMPY_DTYPE[self.tensor.dtype]
 
     @property
     def itemsize(self) -> int:
@@ -114,19 +89,23 @@ class TorchArray:
         return f"TorchArray({self.tensor!r})"
 
     def __array__(self, *args, **kwargs):
-        raise TypeError(f"a TorchArray on {self.tensor.device} is not turned into a NumPy array implicitly: "
-                        "move it with tf.cpu(...) or tinyflux.backends.to_cpu_array(...)")
+        raise TypeError(f"a TorchArray on {self.tensor.device} is not turned into a NumPy array "
+                        "implicitly: move it with tf.cpu(...) or "
+                        "tinyflux.backends.to_cpu_array(...)")
 
     # -- shape and memory ---------------------------------------------------------
     def reshape(self, *shape, order: str = "C") -> "TorchArray":
         if order != "C":
-            raise NotImplementedError(f"reshape(order={order!r}): only NumPy's default order 'C' is supported")
+            raise NotImplementedError(f"reshape(order={order!r}): only NumPy's "
+                                      "default order 'C' is supported")
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return TorchArray(self.tensor.reshape(tuple(int(s) for s in shape)))
 
     def transpose(self, *axes) -> "TorchArray":
-        axes = axes[0] if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))) else axes
-        return TorchArray(self.tensor.permute(tuple(axes or ()) or tuple(reversed(range(self.tensor.dim())))))
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = axes[0]  # transpose((1, 0)) as transpose(1, 0)
+        reverse = tuple(reversed(range(self.tensor.dim())))  # NumPy's default: all axes reversed
+        return TorchArray(self.tensor.permute(tuple(axes or ()) or reverse))
 
     def astype(self, dtype, copy: bool = True) -> "TorchArray":
         target = torch_dtype(dtype)
@@ -164,14 +143,16 @@ class TorchArray:
         return TorchArray(torch.mean(tensor, dim=_dims(axis, tensor.dim()), keepdim=keepdims))
 
     def var(self, axis=None, keepdims: bool = False, ddof: int = 0) -> "TorchArray":
-        return TorchArray(torch.var(self.tensor, dim=_dims(axis, self.tensor.dim()), correction=ddof,
-                                    keepdim=keepdims))
+        return TorchArray(torch.var(self.tensor, dim=_dims(axis, self.tensor.dim()),
+                                    correction=ddof, keepdim=keepdims))
 
     def max(self, axis=None, keepdims: bool = False) -> "TorchArray":
-        return TorchArray(torch.amax(self.tensor, dim=_dims(axis, self.tensor.dim()), keepdim=keepdims))
+        return TorchArray(torch.amax(self.tensor, dim=_dims(axis, self.tensor.dim()),
+                                     keepdim=keepdims))
 
     def min(self, axis=None, keepdims: bool = False) -> "TorchArray":
-        return TorchArray(torch.amin(self.tensor, dim=_dims(axis, self.tensor.dim()), keepdim=keepdims))
+        return TorchArray(torch.amin(self.tensor, dim=_dims(axis, self.tensor.dim()),
+                                     keepdim=keepdims))
 
     def argmax(self, axis=None) -> "TorchArray":
         return TorchArray(torch.argmax(self.tensor, dim=axis))
@@ -220,7 +201,8 @@ class TorchArray:
         if isinstance(value, TorchArray):
             value = value.tensor.to(self.tensor.dtype)
         elif isinstance(value, np.ndarray):  # CuPy too accepts a host array here: one explicit copy
-            value = torch.from_numpy(np.array(value, order="C", copy=True)).to(self.tensor.device, self.tensor.dtype)
+            value = torch.from_numpy(np.array(value, order="C",
+                                              copy=True)).to(self.tensor.device, self.tensor.dtype)
         elif isinstance(value, np.generic):
             value = value.item()
         self.tensor[key] = value
@@ -230,7 +212,8 @@ class TorchArray:
         other = _operand(other)
         if other is NotImplemented:
             return NotImplemented
-        return TorchArray(function(other, self.tensor) if reflected else function(self.tensor, other))
+        return TorchArray(function(other,
+                                   self.tensor) if reflected else function(self.tensor, other))
 
     def _inplace(self, other, method: str):
         other = _operand(other)
@@ -271,8 +254,10 @@ class TorchArray:
     def __iand__(self, other): return self._inplace(other, "bitwise_and_")
     def __ior__(self, other): return self._inplace(other, "bitwise_or_")
 
-    def __neg__(self): return TorchArray(torch.logical_not(self.tensor) if self.tensor.dtype == torch.bool
-                                         else torch.neg(self.tensor))
+    def __neg__(self):
+        flip = torch.logical_not if self.tensor.dtype == torch.bool else torch.neg
+        return TorchArray(flip(self.tensor))
+
     def __pos__(self): return self
     def __abs__(self): return TorchArray(torch.abs(self.tensor))
     def __invert__(self): return TorchArray(torch.bitwise_not(self.tensor))
@@ -288,17 +273,19 @@ def _dims(axis, ndim: int):
 
 
 def _operand(value):
-    """The other side of an operator as torch takes it: a tensor or a Python number; NotImplemented for a Tensor
-    of tinyflux's (so that its reflected operator runs); NumPy arrays refused."""
+    """The other side of an operator as torch takes it: a tensor or a Python number; NotImplemented
+    for a Tensor of tinyflux's (so that its reflected operator runs); NumPy arrays refused."""
     if isinstance(value, TorchArray):
         return value.tensor
     if isinstance(value, (bool, numbers.Number)) and not isinstance(value, np.generic):
         return value
-    if isinstance(value, np.generic):  # a NumPy scalar, such as x.dtype.type(0.5): a Python number keeps x's dtype
+    # a NumPy scalar, such as x.dtype.type(0.5): a Python number keeps x's dtype
+    if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        raise TypeError(f"a NumPy array {value.dtype}{value.shape} in an expression with a TorchArray: move it "
-                        "first (xp.asarray(...), with xp = get_array_module(the TorchArray))")
+        raise TypeError(f"a NumPy array {value.dtype}{value.shape} in an expression with a "
+                        "TorchArray: move it first (xp.asarray(...), with xp = "
+                        "get_array_module(the TorchArray))")
     return NotImplemented
 
 
@@ -313,19 +300,14 @@ def _index(key, device):
     if isinstance(key, np.integer):
         return int(key)
     if isinstance(key, slice) and key.step is not None and key.step < 0:
-        raise NotImplementedError("a negative slice step: PyTorch's tensors have no reversed views (use flip)")
+        raise NotImplementedError("a negative slice step: PyTorch's tensors have no "
+                                  "reversed views (use flip)")
     return key
 
 
-def _no_float64_message(device) -> str:
-    reason = (f"{device.type.upper()} has no float64" if device.type in NO_FLOAT64_DEVICES
-              else f"{FLOAT32_ONLY_VARIABLE}=1 refuses float64 as MPS does")
-    return (f"a float64 array on torch:{device}: {reason}. Keep the data and the model in float32 "
-            "(tf.to_float_images, Tensor(x.astype(np.float32)))")
-
-
 class _Random:
-    """``xp.random``: ``default_rng(seed)`` is NumPy's generator, whose arrays are moved to the device.
+    """``xp.random``: ``default_rng(seed)`` is NumPy's
+    generator, whose arrays are moved to the device.
 
     Drawing on the host gives the numbers a NumPy run draws from the same seed, so a dropout mask
     here equals the CPU's; the cost is one copy of each mask to the device.
@@ -348,7 +330,8 @@ _NAMESPACES: dict = {}
 def namespace(device) -> "TorchNumpy":
     """The one TorchNumpy for a torch device (``"cpu"``, ``"mps"``, ``torch.device("cuda", 0)``)."""
     device = torch.device(device)
-    if device.type != "cpu" and device.index is None:  # "cuda" and "cuda:0" are one device: one namespace
+    # "cuda" and "cuda:0" are one device: one namespace
+    if device.type != "cpu" and device.index is None:
         device = torch.device(device.type, torch.empty(0, device=device).device.index)
     float64 = device.type not in NO_FLOAT64_DEVICES and os.environ.get(FLOAT32_ONLY_VARIABLE) != "1"
     key = (str(device), float64)
@@ -358,11 +341,13 @@ def namespace(device) -> "TorchNumpy":
 
 
 class TorchNumpy:
-    """The functions of the ``numpy`` module that tinyflux calls, making TorchArrays on one torch device."""
+    """The functions of the ``numpy`` module that tinyflux
+    calls, making TorchArrays on one torch device."""
 
     ndarray = TorchArray
     float16, float32, float64 = np.float16, np.float32, np.float64
-    int8, int16, int32, int64, uint8, bool_ = np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_
+    int8, int16, int32, int64 = np.int8, np.int16, np.int32, np.int64
+    uint8, bool_ = np.uint8, np.bool_
     newaxis, inf, nan, pi = None, np.inf, np.nan, np.pi
 
     def __init__(self, device: torch.device, float64: bool = True):
@@ -371,11 +356,13 @@ class TorchNumpy:
         self.__name__ = f"tinyflux.backends.torch_arrays(torch:{device})"
 
     def __repr__(self) -> str:
-        return f"<NumPy's interface on torch:{self.device}{'' if self.has_float64 else ', float32 only'}>"
+        only = "" if self.has_float64 else ", float32 only"
+        return f"<NumPy's interface on torch:{self.device}{only}>"
 
     # -- making arrays ---------------------------------------------------------------
     def asarray(self, value, dtype=None) -> TorchArray:
-        """A TorchArray on this device: no copy when ``value`` already is one there with this dtype."""
+        """A TorchArray on this device: no copy when
+        ``value`` already is one there with this dtype."""
         if isinstance(value, TorchArray):
             tensor = value.tensor.to(self.device)
         elif isinstance(value, torch.Tensor):
@@ -383,20 +370,24 @@ class TorchNumpy:
         else:
             host = np.asarray(value)
             if host.dtype.kind not in "biuf":
-                raise TypeError(f"asarray: numbers expected, got {host.dtype} ({type(value).__name__})")
+                raise TypeError(f"asarray: numbers expected, got {host.dtype} "
+                                f"({type(value).__name__})")
             if host.dtype == np.float64 and not self.has_float64 and dtype is None:
-                raise Float64Error(_no_float64_message(self.device))
+                raise Float64Error(no_float64_message(self.device))
             if dtype is not None and host.dtype != np.dtype(dtype):
-                host = host.astype(dtype)  # on the host: a float64 array reaches a float32-only device as float32
-            # always a copy, as CuPy's asarray makes: on torch's CPU device a tensor sharing the host array's
-            # memory would let an optimizer's in-place steps change the caller's NumPy array
+                # on the host: a float64 array reaches a float32-only device as float32
+                host = host.astype(dtype)
+            # always a copy, as CuPy's asarray makes: on torch's CPU
+            # device a tensor sharing the host array's memory would let an
+            # optimizer's in-place steps change the caller's NumPy array
             tensor = torch.from_numpy(np.array(host, order="C", copy=True)).to(self.device)
         return TorchArray(tensor if dtype is None else tensor.to(torch_dtype(dtype)))
 
     def array(self, value, dtype=None) -> TorchArray:
         made = self.asarray(value, dtype)
-        return made.copy() if isinstance(value, TorchArray) and made.tensor.data_ptr() == value.tensor.data_ptr() \
-            else made
+        same_memory = (isinstance(value, TorchArray)
+                       and made.tensor.data_ptr() == value.tensor.data_ptr())
+        return made.copy() if same_memory else made
 
     def ascontiguousarray(self, value) -> TorchArray:
         return TorchArray(self.asarray(value).tensor.contiguous())
@@ -415,8 +406,10 @@ class TorchNumpy:
         return self._made(torch.empty, shape, dtype)
 
     def _like(self, function, like: TorchArray, dtype) -> TorchArray:
-        # torch's *_like keep the memory order of ``like`` (preserve_format), as NumPy's order="K" does
-        return TorchArray(function(like.tensor, dtype=None if dtype is None else torch_dtype(dtype)))
+        # torch's *_like keep the memory order of ``like``
+        # (preserve_format), as NumPy's order="K" does
+        return TorchArray(function(like.tensor,
+                                   dtype=None if dtype is None else torch_dtype(dtype)))
 
     def zeros_like(self, like, dtype=None) -> TorchArray:
         return self._like(torch.zeros_like, like, dtype)
@@ -446,7 +439,8 @@ class TorchNumpy:
         if mode != "constant":
             raise NotImplementedError(f"pad(mode={mode!r}): only 'constant' (zeros)")
         widths = [tuple(w) for w in np.broadcast_to(np.asarray(pad_width), (array.ndim, 2))]
-        padded = self.zeros(tuple(s + a + b for s, (a, b) in zip(array.shape, widths)), dtype=array.dtype)
+        padded = self.zeros(tuple(s + a + b for s, (a, b) in zip(array.shape, widths)),
+                            dtype=array.dtype)
         padded[tuple(slice(a, a + s) for s, (a, _) in zip(array.shape, widths))] = array
         return padded
 
@@ -461,8 +455,10 @@ class TorchNumpy:
     def _elementwise(self, function, inputs, out):
         tensors = [_operand(value) for value in inputs]
         first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-        # a Python number beside a tensor becomes a 0-d tensor of that tensor's dtype: NumPy 2's weak scalars
-        tensors = [t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=first.dtype, device=self.device)
+        # a Python number beside a tensor becomes a 0-d tensor
+        # of that tensor's dtype: NumPy 2's weak scalars
+        tensors = [t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=first.dtype,
+                                                                      device=self.device)
                    for t in tensors]
         if out is None:
             return TorchArray(function(*tensors))

@@ -1,4 +1,5 @@
-"""``TorchOps``: the hot operations for TorchArrays, NumPy's interface on PyTorch's tensors (torch_arrays.py).
+"""``TorchOps``: the hot operations for TorchArrays,
+NumPy's interface on PyTorch's tensors (torch_arrays.py).
 
 NumpyOps's code runs on TorchArrays as written: each slice copy, comparison
 and product becomes one of PyTorch's kernels on the tensor's device (Apple's

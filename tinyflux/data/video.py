@@ -51,7 +51,8 @@ from .idx import DatasetError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-CACHE_FORMAT = 2  # part of every cache key (2: .npz with a checksum); a change of decoding changes it
+# part of every cache key (2: .npz with a checksum); a change of decoding changes it
+CACHE_FORMAT = 2
 MISSING_AV = "reading video needs PyAV (FFmpeg for Python): pip install 'tinyflux[video]'"
 
 log = logging.getLogger("tinyflux.data")
@@ -74,8 +75,10 @@ def available() -> bool:
     return True
 
 
-def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
-    """The clips of ``root/split`` in a fixed order, their integer labels and the sorted class names.
+def find_clips(root, split: str,
+               classes: list[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """The clips of ``root/split`` in a fixed order,
+    their integer labels and the sorted class names.
 
     ``classes``, when given, is the list the split must have (the training
     split's, for a test split); otherwise a split other than "train" is
@@ -83,18 +86,22 @@ def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list
     """
     folder = Path(root) / split
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder; expected the layout root/{split}/<class>/<clip>")
+        raise DatasetError(f"{folder}: no such folder; expected the layout "
+                           f"root/{split}/<class>/<clip>")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found:
-        raise DatasetError(f"{folder}: no class folders; expected the layout root/{split}/<class>/<clip>")
-    stray = sorted(p.name for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        raise DatasetError(f"{folder}: no class folders; expected the layout "
+                           f"root/{split}/<class>/<clip>")
+    stray = sorted(p.name for p in folder.iterdir()
+                   if not p.is_dir() and not p.name.startswith("."))
     if stray:
         raise DatasetError(f"{folder}: files where only class folders belong: {', '.join(stray)}")
     if classes is None and split != "train" and (Path(root) / "train").is_dir():
         classes = sorted(p.name for p in (Path(root) / "train").iterdir()
                          if p.is_dir() and not p.name.startswith("."))
     if classes is None and split == "train" and len(found) < 2:
-        raise DatasetError(f"{folder}: one class folder ({found[0]}); telling classes apart needs at least two")
+        raise DatasetError(f"{folder}: one class folder ({found[0]}); telling classes "
+                           "apart needs at least two")
     if classes is not None and found != list(classes):
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise DatasetError(f"{folder}: its classes differ from the training split's: "
@@ -103,18 +110,20 @@ def find_clips(root, split: str, classes: list[str] | None = None) -> tuple[list
     for label, name in enumerate(found):
         members = sorted(p for p in (folder / name).iterdir() if not p.name.startswith("."))
         if not members:
-            raise DatasetError(f"{folder / name}: empty class folder (no video files or frame folders)")
+            raise DatasetError(f"{folder / name}: empty class folder (no "
+                               "video files or frame folders)")
         for path in members:
             if not (path.is_dir() or is_video_file(path)):
-                raise DatasetError(f"{path}: neither a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of "
-                                   f"frame images{_what_else(path)}")
+                raise DatasetError(f"{path}: neither a video file ({', '.join(VIDEO_SUFFIXES)}) "
+                                   f"nor a folder of frame images{_what_else(path)}")
             paths.append(path)
             labels.append(label)
     return paths, np.asarray(labels, dtype=np.int64), found
 
 
 def is_video_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file named as a video (a pipe or a device named so would block the read)."""
+    """Whether ``path`` is a regular file named as a video
+    (a pipe or a device named so would block the read)."""
     return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
 
 
@@ -128,7 +137,8 @@ def _what_else(path: Path) -> str:
 
 
 def is_frame_folder(path: Path) -> bool:
-    """Whether ``path`` is a clip given as a folder of frame images (and no video files or clip folders)."""
+    """Whether ``path`` is a clip given as a folder of
+    frame images (and no video files or clip folders)."""
     if not path.is_dir():
         return False
     members = [p for p in path.iterdir() if not p.name.startswith(".")]
@@ -139,14 +149,17 @@ def is_frame_folder(path: Path) -> bool:
 def clip_files(folder: Path) -> list[Path]:
     """The clips in ``folder``, in name order: its video files and its folders of frames.
 
-    Other files (a ``cover.jpg`` beside the clips, notes) are left out with a warning naming them."""
+    Other files (a ``cover.jpg`` beside the clips,
+    notes) are left out with a warning naming them."""
     members = sorted(p for p in Path(folder).iterdir() if not p.name.startswith("."))
     clips = [p for p in members if is_video_file(p) or is_frame_folder(p)]
     others = [p for p in members if p not in clips]
     if clips and others:
-        log.warning(f"{folder}: left out, not clips: " + ", ".join(f"{p.name}{_what_else(p)}" for p in others))
+        listed = ", ".join(f"{p.name}{_what_else(p)}" for p in others)
+        log.warning(f"{folder}: left out, not clips: {listed}")
     if not clips:
-        raise DatasetError(f"{folder}: no clips in it (video files {', '.join(VIDEO_SUFFIXES)} or frame folders)")
+        raise DatasetError(f"{folder}: no clips in it (video files "
+                           f"{', '.join(VIDEO_SUFFIXES)} or frame folders)")
     return clips
 
 
@@ -164,8 +177,8 @@ def even_positions(count: int, frames: int) -> np.ndarray:
 def _frame_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
     if not files:
-        raise DatasetError(f"{folder}: a clip folder without frame images ({', '.join(FRAME_SUFFIXES)}); "
-                           "a clip needs at least one frame")
+        raise DatasetError(f"{folder}: a clip folder without frame images "
+                           f"({', '.join(FRAME_SUFFIXES)}); a clip needs at least one frame")
     return files
 
 
@@ -177,13 +190,15 @@ def _rgb(frame, size: tuple[int, int]) -> np.ndarray:
 
 
 def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
-    """One clip (video file or frame folder) as uint8 (3, frames, H, W); DatasetError naming it if unreadable."""
+    """One clip (video file or frame folder) as uint8 (3,
+    frames, H, W); DatasetError naming it if unreadable."""
     av = _av()
     path = Path(path)
     try:
         if path.is_dir():
             files = _frame_files(path)
-            chosen = [_decode_frame(av, files[index], size) for index in even_positions(len(files), frames)]
+            chosen = [_decode_frame(av, files[index],
+                                    size) for index in even_positions(len(files), frames)]
         else:
             chosen = _decode_chosen(av, path, frames, size)
     except DatasetError:
@@ -198,8 +213,8 @@ def decode_clip(path, frames: int, size: tuple[int, int]) -> np.ndarray:
 
 @contextlib.contextmanager
 def _opened(av, path: Path):
-    """``av.open(path)``; a name that is not valid UTF-8, which FFmpeg cannot be given, is opened by Python
-    and handed to FFmpeg as a file."""
+    """``av.open(path)``; a name that is not valid UTF-8, which FFmpeg
+    cannot be given, is opened by Python and handed to FFmpeg as a file."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -212,19 +227,18 @@ def _opened(av, path: Path):
 
 def _video_stream(container, path: Path):
     if not container.streams.video:
-        raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or truncated, or holds "
-                           "no video (sound only?)")
+        raise DatasetError(f"{path}: FFmpeg finds no video stream in it: the file is damaged or "
+                           "truncated, or holds no video (sound only?)")
     return container.streams.video[0]
 
 
 def _decode_chosen(av, path: Path, frames: int, size: tuple[int, int]) -> list:
     """The ``frames`` evenly spaced frames of a video file, each converted to (3, H, W).
 
-    Every frame must still be decoded (a compressed frame is mostly a difference from the ones before
-    it), but only the chosen ones are converted and resized, decoding stops after the last of them,
-    and FFmpeg decodes with several threads. Which frames to choose needs the count first: the video
-    packets are counted without decoding them (reading the file, not decompressing it).
-    """
+    Every frame must still be decoded (a compressed frame is mostly a difference from the ones
+    before it), but only the chosen ones are converted and resized, decoding stops after the last of
+    them, and FFmpeg decodes with several threads. Which frames to choose needs the count first: the
+    video packets are counted without decoding them (reading the file, not decompressing it)."""
     with _opened(av, path) as container:
         count = sum(1 for packet in container.demux(_video_stream(container, path)) if packet.size)
     if not count:
@@ -241,7 +255,8 @@ def _decode_chosen(av, path: Path, frames: int, size: tuple[int, int]) -> list:
                 converted[index] = _rgb(frame, size)
             if index >= wanted[-1]:
                 break
-    if len(converted) < len(set(wanted.tolist())):  # fewer frames than packets (a damaged file): choose again
+    # fewer frames than packets (a damaged file): choose again
+    if len(converted) < len(set(wanted.tolist())):
         if not decoded:
             raise DatasetError(f"{path}: the video has no frames; a clip needs at least one")
         return _decode_all_then_choose(av, path, frames, size)
@@ -257,19 +272,21 @@ def _decode_all_then_choose(av, path: Path, frames: int, size: tuple[int, int]) 
 
 
 def _decode_frame(av, file: Path, size: tuple[int, int]) -> np.ndarray:
-    """One frame image of a clip folder as uint8 (3, H, W); DatasetError naming the file if it is not an image."""
+    """One frame image of a clip folder as uint8 (3, H, W);
+    DatasetError naming the file if it is not an image."""
     try:
         with _opened(av, file) as image:
             return _rgb(next(image.decode(video=0)), size)
     except (av.error.FFmpegError, StopIteration, OSError, ValueError) as error:
         if isinstance(error, PermissionError):
             raise DatasetError(f"{file}: permission denied: this user may not read it") from None
-        raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as an image "
-                           f"({type(error).__name__})") from None
+        raise DatasetError(f"{file}: a frame of the clip {file.parent} that FFmpeg cannot read as "
+                           f"an image ({type(error).__name__})") from None
 
 
 def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
-    """The clip cached in ``path`` if it is whole and its checksum matches; None otherwise (decode it again)."""
+    """The clip cached in ``path`` if it is whole and its
+    checksum matches; None otherwise (decode it again)."""
     try:
         clip = read_checked_npz(path, "clip")
     except FileNotFoundError:
@@ -298,19 +315,20 @@ def _check_fits_in_memory(count: int, frames: int, size: tuple[int, int], split:
         return
     total, what = limit
     if needed > total // 2:
-        raise DatasetError(f"video_folder: the {count} {split} clips of {frames} frames of {size[0]}x{size[1]} "
-                           f"would take {needed / 2**30:.1f} GiB as uint8 (and four times that as float32 "
-                           f"batches), more than half of the {total / 2**30:.1f} GiB {what}; fewer --frames "
-                           "or a smaller --size")
+        raise DatasetError(f"video_folder: the {count} {split} clips of {frames} frames of "
+                           f"{size[0]}x{size[1]} would take {needed / 2**30:.1f} GiB as uint8 "
+                           "(and four times that as float32 batches), more than half of the "
+                           f"{total / 2**30:.1f} GiB {what}; fewer --frames or a smaller --size")
 
 
 def memory_limit() -> tuple[int, str] | None:
-    """(bytes, what they are) of the memory this process may use: the smallest of the machine's memory,
-    the process's address-space limit (ulimit -v) and its control group's limit (a container's
-    --memory); None where none of them can be read."""
+    """(bytes, what they are) of the memory this process may use: the smallest of the machine's
+    memory, the process's address-space limit (ulimit -v) and its control group's limit (a
+    container's --memory); None where none of them can be read."""
     limits = []
     try:
-        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of this machine's memory"))
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                       "of this machine's memory"))
     except (AttributeError, ValueError, OSError):
         pass
     try:
@@ -320,12 +338,14 @@ def memory_limit() -> tuple[int, str] | None:
             limits.append((soft, "this process may use (ulimit -v)"))
     except (ImportError, ValueError, OSError):
         pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
+    # cgroup v2, v1
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
             text = Path(path).read_text().strip()
         except OSError:
             continue
-        if text.isdigit() and int(text) < 2**60:  # v1 writes a huge number for "no limit", v2 writes "max"
+        # v1 writes a huge number for "no limit", v2 writes "max"
+        if text.isdigit() and int(text) < 2**60:
             limits.append((int(text), "its control group may use (a container's limit)"))
         break
     return min(limits, default=None)
@@ -337,12 +357,15 @@ def _cache_key(path: Path, frames: int, size: tuple[int, int]) -> str:
     for source in sources:
         stat = source.stat()
         parts.append(f"{source.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()  # any file name
+    # any file name
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: list[str] | None = None,
+def video_folder(root, split: str, frames: int = 16, size=(64, 64),
+                 classes: list[str] | None = None,
                  cache: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read every clip of ``root/split``: (clips uint8 (N, 3, T, H, W), labels int64 (N,), class names).
+    """Read every clip of ``root/split``: (clips uint8
+    (N, 3, T, H, W), labels int64 (N,), class names).
 
     Args:
         root: the data set's folder, holding ``<split>/<class>/<clip>``.
@@ -377,6 +400,7 @@ def video_folder(root, split: str, frames: int = 16, size=(64, 64), classes: lis
             if cache:
                 try:
                     write_bytes_atomically(folder / f"{keys[i]}.npz", _cache_bytes(clips[i]))
-                except OSError:  # a cache that cannot be written costs decoding next time, nothing more
+                # a cache that cannot be written costs decoding next time, nothing more
+                except OSError:
                     cache = False
     return clips, labels, found

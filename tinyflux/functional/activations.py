@@ -26,7 +26,8 @@ class ReLU(Function):
 
 
 class BiasReLU(Function):
-    """y = relu(x + b) with one bias per channel (axis 1): one node instead of two, one new array instead of two."""
+    """y = relu(x + b) with one bias per channel (axis 1):
+    one node instead of two, one new array instead of two."""
 
     def forward(self, x, b):
         self.ops = ops_for(x)
@@ -68,7 +69,8 @@ class LogSoftmax(Function):
 
 
 def log_softmax_array(x, axis: int):
-    """log(softmax(x)) of a plain array along ``axis``, computed stably (the forward of LogSoftmax)."""
+    """log(softmax(x)) of a plain array along ``axis``,
+    computed stably (the forward of LogSoftmax)."""
     xp = get_array_module(x)
     z = x - x.max(axis=axis, keepdims=True)
     return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))

@@ -23,7 +23,8 @@ def sum_to(g, shape: tuple):
     if tuple(g.shape) == tuple(shape):
         return g
     extra = g.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
+    axes = tuple(range(extra)) + tuple(i + extra for i,
+                                       n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
     g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)  # drop the leading axes that broadcasting added
 
@@ -194,8 +195,9 @@ class Pad(Function):
         return xp.pad(x, widths, constant_values=self.value)
 
     def backward(self, gy, needs):
-        inside = (slice(None), slice(None)) + tuple(slice(b, gy.shape[2 + i] - a)
-                                                     for i, (b, a) in enumerate(zip(self.before, self.after)))
+        inside = (slice(None),
+                  slice(None)) + tuple(slice(b, gy.shape[2 + i] - a) for i,
+                                       (b, a) in enumerate(zip(self.before, self.after)))
         return (gy[inside],)
 
 
@@ -246,7 +248,8 @@ def reshape(x: Tensor, *shape) -> Tensor:
     size, known = math.prod(x.shape), math.prod(d for d in shape if d != -1)
     unknown = shape.count(-1)
     if unknown > 1 or (unknown and (known == 0 or size % known)) or (not unknown and known != size):
-        raise ValueError(f"reshape: cannot reshape shape {tuple(x.shape)} ({size} values) into {shape}")
+        raise ValueError(f"reshape: cannot reshape shape {tuple(x.shape)} "
+                         f"({size} values) into {shape}")
     return Reshape(shape).apply(x)
 
 
@@ -266,7 +269,8 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def pad(x: Tensor, before: tuple, after: tuple, value: float = 0.0) -> Tensor:
-    """``x`` (N, C, *S) with ``before[i]`` and ``after[i]`` values ``value`` added on spatial axis i."""
+    """``x`` (N, C, *S) with ``before[i]`` and
+    ``after[i]`` values ``value`` added on spatial axis i."""
     return Pad(tuple(before), tuple(after), value).apply(x)
 
 

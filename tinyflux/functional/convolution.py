@@ -51,14 +51,16 @@ from __future__ import annotations
 
 from ..backends import ops_for
 from ..backends.arrays import backend_name
-# im2col and col2im (plain and shifted) are NumPy's copies, named here too because this docstring explains them
+# im2col and col2im (plain and shifted) are NumPy's copies,
+# named here too because this docstring explains them
 from ..backends.columns import col2im, col2im_shifted, im2col, im2col_shifted  # noqa: F401
 from ..checks import as_tuple, check_input
 from ..tensor import Function, Tensor, as_tensor
 
 
 class ConvFunction(Function):
-    """The convolution (``nn.Conv`` is the layer that calls it): one call to the backend's ``ops.conv``.
+    """The convolution (``nn.Conv`` is the layer that
+    calls it): one call to the backend's ``ops.conv``.
 
     NumpyOps builds the im2col columns and runs one GEMM, as the module docstring
     derives; backward is the two GEMMs and col2im. A backend may take another
@@ -79,8 +81,8 @@ class ConvFunction(Function):
 
 
 class ConvMaxPoolFunction(Function):
-    """A stride-1 convolution and the max-pooling after it, as one op: ``maxpool(conv(x, w))``, or with a
-    bias b, ``relu(maxpool(conv(x, w)) + b)`` (which equals maxpool(relu(conv(x, w, b)))).
+    """A stride-1 convolution and the max-pooling after it, as one op: ``maxpool(conv(x, w))``, or
+    with a bias b, ``relu(maxpool(conv(x, w)) + b)`` (which equals maxpool(relu(conv(x, w, b)))).
 
     One call to the backend's ``ops.conv_pool``, which decides how to compute it
     (each backend's docstring says why its way is faster there):
@@ -111,7 +113,8 @@ class ConvMaxPoolFunction(Function):
 
 
 class MaxPoolFunction(Function):
-    """Max-pooling (``nn.MaxPool`` is the layer that calls it): the largest value of each window, and which."""
+    """Max-pooling (``nn.MaxPool`` is the layer that calls
+    it): the largest value of each window, and which."""
 
     def __init__(self, window: tuple, stride: tuple):
         self.window, self.stride = window, stride
@@ -126,32 +129,35 @@ class MaxPoolFunction(Function):
 
 
 def _checked_conv_input(x: Tensor, w: Tensor, pad, caller: str) -> tuple:
-    """Check x against the kernels w (rank, dtype, channels, size); return pad as one value per spatial axis."""
+    """Check x against the kernels w (rank, dtype, channels,
+    size); return pad as one value per spatial axis."""
     d = w.ndim - 2
     check_input(x.data, w.data, caller, d)
     pad = as_tuple(pad, d, f"{caller} pad")
     if x.shape[1] != w.shape[1]:
-        raise ValueError(f"{caller}: expected input with {w.shape[1]} channel{'s' * (w.shape[1] != 1)}, "
-                         f"got {x.shape[1]} (shape {tuple(x.shape)})")
+        raise ValueError(f"{caller}: expected input with {w.shape[1]} "
+                         f"channel{'s' * (w.shape[1] != 1)}, got {x.shape[1]} "
+                         f"(shape {tuple(x.shape)})")
     for sz, k, p in zip(x.shape[2:], w.shape[2:], pad):
         if sz + 2 * p < k:
-            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} "
-                             f"is smaller than the kernel {tuple(w.shape[2:])}")
+            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding "
+                             f"{pad} is smaller than the kernel {tuple(w.shape[2:])}")
     return pad
 
 
 def _check_bias(b: Tensor, w: Tensor, caller: str) -> None:
-    """Refuse a bias that is not one number per output channel, or not of the weights' dtype and device
-    (the kernels that add it read b[o] for every output channel o)."""
+    """Refuse a bias that is not one number per output channel, or not of the weights' dtype and
+    device (the kernels that add it read b[o] for every output channel o)."""
     if tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"{caller}: expected a bias of shape ({w.shape[0]},), one number per output channel, "
-                         f"got shape {tuple(b.shape)}")
+        raise ValueError(f"{caller}: expected a bias of shape ({w.shape[0]},), one number per "
+                         f"output channel, got shape {tuple(b.shape)}")
     if b.dtype != w.dtype or backend_name(b.data) != backend_name(w.data):
-        raise TypeError(f"{caller}: expected a {backend_name(w.data)} {w.dtype} bias like the weights, "
-                        f"got a {backend_name(b.data)} {b.dtype} one")
+        raise TypeError(f"{caller}: expected a {backend_name(w.data)} {w.dtype} bias like the "
+                        f"weights, got a {backend_name(b.data)} {b.dtype} one")
 
 
-def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, caller: str = "conv") -> Tensor:
+def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *,
+         caller: str = "conv") -> Tensor:
     """N-d convolution (cross-correlation) of ``x`` with ``w``.
 
     Args:
@@ -171,11 +177,12 @@ def conv(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, pad=0, *, call
 
 def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, bias_relu: Tensor | None = None,
                  caller: str = "conv") -> Tensor:
-    """``maxpool(conv(x, w, None, 1, pad), window)``: a stride-1 convolution without bias, then max-pooling;
-    with ``bias_relu`` = b (O,), ``relu(that + b)``, which equals maxpool(relu(conv(x, w, b))).
+    """``maxpool(conv(x, w, None, 1, pad), window)``: a stride-1
+    convolution without bias, then max-pooling; with ``bias_relu`` = b
+    (O,), ``relu(that + b)``, which equals maxpool(relu(conv(x, w, b))).
 
-    One :class:`ConvMaxPoolFunction`; the backend decides how it runs (the result is the same either way).
-    """
+    One :class:`ConvMaxPoolFunction`; the backend decides
+    how it runs (the result is the same either way)."""
     x = as_tensor(x)
     d = w.ndim - 2
     window = as_tuple(window, d, f"{caller} pooling window", minimum=1)
@@ -185,8 +192,9 @@ def conv_maxpool(x: Tensor, w: Tensor, pad=0, window=2, *, bias_relu: Tensor | N
     pad = _checked_conv_input(x, w, pad, caller)
     for sz, k, p, pool in zip(x.shape[2:], w.shape[2:], pad, window):
         if sz + 2 * p - k + 1 < pool:
-            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding {pad} gives a "
-                             f"convolution output smaller than the pooling window {window}")
+            raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} with padding "
+                             f"{pad} gives a convolution output smaller than "
+                             f"the pooling window {window}")
     if bias_relu is None:
         return ConvMaxPoolFunction(pad, window).apply(x, w)
     return ConvMaxPoolFunction(pad, window).apply(x, w, bias_relu)
@@ -206,5 +214,6 @@ def maxpool(x: Tensor, window, stride=None, *, caller: str = "maxpool") -> Tenso
     stride = window if stride is None else as_tuple(stride, d, f"{caller} stride", minimum=1)
     check_input(x.data, None, caller, d)
     if any(sz < k for sz, k in zip(x.shape[2:], window)):
-        raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} is smaller than the window {window}")
+        raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} is smaller "
+                         f"than the window {window}")
     return MaxPoolFunction(window, stride).apply(x)

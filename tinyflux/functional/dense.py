@@ -26,11 +26,13 @@ class Linear(Function):
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None, *, caller: str = "linear") -> Tensor:
-    """x @ w.T + b for x (N, in), w (out, in), b (out,); ``caller`` names the caller in error messages."""
+    """x @ w.T + b for x (N, in), w (out, in), b (out,);
+    ``caller`` names the caller in error messages."""
     x = as_tensor(x)
     check_input(x.data, w.data, caller)
     if x.ndim != 2 or x.shape[1] != w.shape[1]:
-        raise ValueError(f"{caller}: expected input of shape (N, {w.shape[1]}), got {tuple(x.shape)}")
+        raise ValueError(f"{caller}: expected input of shape (N, "
+                         f"{w.shape[1]}), got {tuple(x.shape)}")
     return Linear().apply(*((x, w) if b is None else (x, w, b)))
 
 
@@ -38,5 +40,7 @@ def flatten(x: Tensor) -> Tensor:
     """(N, ...) -> (N, prod(...)): keeps the batch axis, flattens the rest in C order."""
     x = as_tensor(x)
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"flatten: expected a non-empty batch (N, ...), got shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1)  # (N, C, H, W) -> (N, C*H*W); copies when memory is channel-major
+        raise ValueError("flatten: expected a non-empty batch (N, ...), "
+                         f"got shape {tuple(x.shape)}")
+    # (N, C, H, W) -> (N, C*H*W); copies when memory is channel-major
+    return x.reshape(x.shape[0], -1)

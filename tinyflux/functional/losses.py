@@ -34,31 +34,36 @@ def _labels_as_onehot(labels, num_classes: int, n: int, xp, dtype, where: str):
                             "(pass ints of shape (N,) or one-hot floats of shape (N, classes))")
         if labels.shape[0] != n:
             raise ValueError(f"{where}: {n} rows of scores but {labels.shape[0]} labels")
-        # The range check reads the smallest and the largest label back from the GPU in one copy (one
-        # wait for the GPU per step, not two). A graph capture forbids even that; tinyflux.cuda_graph checks
-        # labels on the host instead, before they are copied in.
+        # The range check reads the smallest and the largest label back from the GPU in one copy
+        # (one wait for the GPU per step, not two). A graph capture forbids even that;
+        # tinyflux.cuda_graph checks labels on the host instead, before they are copied in.
         if labels.size and not modes.capture:
             low, high = xp.stack([labels.min(), labels.max()]).tolist()
             if low < 0 or high >= num_classes:
-                raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, got values from {low} to {high}")
-        # row i is 1 where the class index equals label i: (1, classes) == (N, 1) broadcasts to (N, classes).
-        # A single element-wise kernel on a GPU: the plainest kind of work for a CUDA graph to record.
+                raise ValueError(f"{where}: labels must lie in 0..{num_classes - 1}, got "
+                                 f"values from {low} to {high}")
+        # row i is 1 where the class index equals label i: (1, classes) ==
+        # (N, 1) broadcasts to (N, classes). A single element-wise kernel
+        # on a GPU: the plainest kind of work for a CUDA graph to record.
         return (xp.arange(num_classes)[None, :] == labels[:, None]).astype(dtype)
     if labels.ndim == 2:
         if labels.shape != (n, num_classes):
-            raise ValueError(f"{where}: one-hot labels of shape {(n, num_classes)} expected, got {labels.shape}")
+            raise ValueError(f"{where}: one-hot labels of shape {(n, num_classes)} "
+                             f"expected, got {labels.shape}")
         if labels.dtype.kind not in "iuf":
             raise TypeError(f"{where}: one-hot labels must be numbers, got dtype {labels.dtype}")
         # Each row must be a probability distribution: one 1 and zeros, or soft labels summing to 1.
         # Like the range check above, this reads back from the GPU, so a capture skips it.
         if labels.size and not modes.capture:
-            rows = labels.astype(np.float64 if has_float64(labels) else np.float32)  # float32 where MPS has no more
+            # float32 where MPS has no more
+            rows = labels.astype(np.float64 if has_float64(labels) else np.float32)
             if not bool(xp.isfinite(rows).all()) or float(rows.min()) < 0 or \
                     float(xp.abs(rows.sum(axis=1) - 1).max()) > 1e-3:
                 bad = int(xp.argmax(~xp.isfinite(rows).all(axis=1) | (rows.min(axis=1) < 0) |
                                     (xp.abs(rows.sum(axis=1) - 1) > 1e-3)))
-                raise ValueError(f"{where}: one-hot labels must be rows of non-negative numbers that sum to 1; "
-                                 f"row {bad} is {to_cpu_array(labels[bad]).tolist()}")
+                raise ValueError(f"{where}: one-hot labels must be rows of non-negative numbers "
+                                 f"that sum to 1; row {bad} is "
+                                 f"{to_cpu_array(labels[bad]).tolist()}")
         return labels.astype(dtype, copy=False)
     raise ValueError(f"{where}: labels must have shape (N,) or (N, classes), got {labels.shape}")
 
@@ -77,8 +82,9 @@ class LogitCrossEntropy(Function):
         xp = get_array_module(x)
         self.target = _labels_as_onehot(self.labels, num_classes, n, xp, x.dtype, where)
         self.logp = log_softmax_array(x, axis=1)  # (N, classes)
-        # Where the target is 0 the term is 0, even where logp is -inf (logits so far apart that their
-        # difference overflows): 0 * -inf would be NaN, and one NaN term would make the whole loss NaN.
+        # Where the target is 0 the term is 0, even where logp is -inf
+        # (logits so far apart that their difference overflows): 0 * -inf
+        # would be NaN, and one NaN term would make the whole loss NaN.
         return -xp.where(self.target != 0, self.target * self.logp, 0).sum() / n
 
     def backward(self, gy, needs):
@@ -98,7 +104,8 @@ def logit_cross_entropy(scores: Tensor, labels) -> Tensor:
         a scalar Tensor.
 
     >>> import tinyflux as tf, numpy as np
-    >>> round(tf.logit_cross_entropy(tf.Tensor(np.zeros((2, 4))), np.array([0, 3])).item(), 4)  # log(4)
+    >>> loss = tf.logit_cross_entropy(tf.Tensor(np.zeros((2, 4))), np.array([0, 3]))
+    >>> round(loss.item(), 4)  # log(4)
     1.3863
     """
     return LogitCrossEntropy(labels).apply(scores)
@@ -109,7 +116,8 @@ def onehot(labels, num_classes: int):
     labels = labels.data if isinstance(labels, Tensor) else labels
     xp = get_array_module(labels)
     labels = xp.asarray(labels)
-    return _labels_as_onehot(labels, num_classes, labels.shape[0] if labels.ndim else 0, xp, np.float32, "onehot")
+    return _labels_as_onehot(labels, num_classes, labels.shape[0] if labels.ndim else 0, xp,
+                             np.float32, "onehot")
 
 
 def onecold(scores):

@@ -1,4 +1,5 @@
-"""Batch and instance normalisation and average pooling (fixed and adaptive), in 1-D, 2-D and 3-D; NumPy and CuPy alike (``xp``).
+"""Batch and instance normalisation and average pooling (fixed and
+adaptive), in 1-D, 2-D and 3-D; NumPy and CuPy alike (``xp``).
 
 Batch normalisation (Ioffe & Szegedy, 2015) rescales every channel c of a
 batch x (N, C, *S) to zero mean and unit variance over its m = N * prod(S)
@@ -74,7 +75,8 @@ class BatchNormFunction(Function):
         if not needs[0]:
             gx = None
         elif self.training:  # the batch's statistics depend on every x: the two extra terms
-            gx = scale / self.m * (self.m * gy - g_beta.reshape(shape) - self.x_hat * g_gamma.reshape(shape))
+            gx = scale / self.m * (self.m * gy - g_beta.reshape(shape)
+                                   - self.x_hat * g_gamma.reshape(shape))
         else:
             gx = gy * scale
         return gx, (g_gamma if needs[1] else None), (g_beta if needs[2] else None)
@@ -86,11 +88,14 @@ def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var
     statistics (arrays (C,), in place) when ``training``."""
     x = as_tensor(x)
     if x.ndim < 2 or x.shape[1] != gamma.shape[0]:
-        raise ValueError(f"{caller}: expected input (N, {gamma.shape[0]}, ...), got shape {tuple(x.shape)}")
+        raise ValueError(f"{caller}: expected input (N, {gamma.shape[0]}, ...), "
+                         f"got shape {tuple(x.shape)}")
     if training and x.size // x.shape[1] < 2:
-        raise ValueError(f"{caller}: a batch of one value per channel has no variance to normalise by (shape "
-                         f"{tuple(x.shape)}); use batches of 2 or more, or evaluation mode")
-    return BatchNormFunction(running_mean, running_var, training, momentum, eps).apply(x, gamma, beta)
+        raise ValueError(f"{caller}: a batch of one value per channel has no variance to "
+                         f"normalise by (shape {tuple(x.shape)}); use batches of 2 or "
+                         "more, or evaluation mode")
+    return BatchNormFunction(running_mean, running_var, training, momentum,
+                             eps).apply(x, gamma, beta)
 
 
 class InstanceNormFunction(Function):
@@ -101,7 +106,8 @@ class InstanceNormFunction(Function):
         xp = get_array_module(x)
         axes = tuple(range(2, x.ndim))  # the positions of one example's channel
         self.m = math.prod(x.shape[2:])
-        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)  # (N, C, 1, ...)
+        # (N, C, 1, ...)
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
         self.inv_std = 1 / xp.sqrt(var + self.eps)
         self.x_hat = (x - mean) * self.inv_std
         return self.x_hat
@@ -114,11 +120,12 @@ class InstanceNormFunction(Function):
 
 
 def instance_norm(x: Tensor, eps: float = 1e-5, *, caller: str = "instance_norm") -> Tensor:
-    """Each channel of each example of x (N, C, *S) rescaled to zero mean and unit variance over its positions."""
+    """Each channel of each example of x (N, C, *S) rescaled
+    to zero mean and unit variance over its positions."""
     x = as_tensor(x)
     if x.ndim < 3 or math.prod(x.shape[2:]) < 2:
-        raise ValueError(f"{caller}: expected input (N, C, *S) with at least two positions per channel, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(f"{caller}: expected input (N, C, *S) with at least two positions per "
+                         f"channel, got shape {tuple(x.shape)}")
     return InstanceNormFunction(eps).apply(x)
 
 
@@ -129,8 +136,10 @@ class AvgPoolFunction(Function):
     def forward(self, x):
         out = [size // k for size, k in zip(x.shape[2:], self.window)]
         self.x_shape, self.out = x.shape, out
-        self.inside = (slice(None), slice(None)) + tuple(slice(0, o * k) for o, k in zip(out, self.window))
-        blocks = (x.shape[0], x.shape[1]) + tuple(n for o, k in zip(out, self.window) for n in (o, k))
+        self.inside = (slice(None),
+                       slice(None)) + tuple(slice(0, o * k) for o, k in zip(out, self.window))
+        blocks = (x.shape[0],
+                  x.shape[1]) + tuple(n for o, k in zip(out, self.window) for n in (o, k))
         # (N, C, O1 k1, O2 k2, ...) -> (N, C, O1, k1, O2, k2, ...): each window on axes of its own
         windows = x[self.inside].reshape(blocks)
         return windows.mean(axis=tuple(3 + 2 * i for i in range(len(out))))
@@ -138,8 +147,10 @@ class AvgPoolFunction(Function):
     def backward(self, gy, needs):
         xp = get_array_module(gy)
         spread = (gy.shape[0], gy.shape[1]) + tuple(n for o in self.out for n in (o, 1))
-        full = (gy.shape[0], gy.shape[1]) + tuple(n for o, k in zip(self.out, self.window) for n in (o, k))
-        # (N, C, O1, O2, ...) -> (N, C, O1, 1, O2, 1, ...) -> broadcast over each window -> (N, C, O1 k1, ...)
+        full = (gy.shape[0],
+                gy.shape[1]) + tuple(n for o, k in zip(self.out, self.window) for n in (o, k))
+        # (N, C, O1, O2, ...) -> (N, C, O1, 1, O2, 1, ...) ->
+        # broadcast over each window -> (N, C, O1 k1, ...)
         each = xp.broadcast_to((gy / math.prod(self.window)).reshape(spread), full)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         gx[self.inside] = each.reshape(gx[self.inside].shape)
@@ -147,8 +158,10 @@ class AvgPoolFunction(Function):
 
 
 def grid_cells(sizes: tuple, grid: tuple) -> list[tuple]:
-    """The slices of every cell of an adaptive pooling of ``sizes`` into ``grid``, in row-major order."""
-    bounds = [[slice(i * n // k, -(-(i + 1) * n // k)) for i in range(k)] for n, k in zip(sizes, grid)]
+    """The slices of every cell of an adaptive pooling
+    of ``sizes`` into ``grid``, in row-major order."""
+    bounds = [[slice(i * n // k, -(-(i + 1) * n // k)) for i in range(k)] for n,
+              k in zip(sizes, grid)]
     return list(itertools.product(*bounds))
 
 
@@ -161,8 +174,10 @@ class AdaptiveAvgPoolFunction(Function):
         self.x_shape = x.shape
         self.cells = grid_cells(x.shape[2:], self.grid)
         axes = tuple(range(2, x.ndim))
-        means = [x[(slice(None), slice(None)) + cell].mean(axis=axes) for cell in self.cells]  # each (N, C)
-        return xp.stack(means, axis=-1).reshape(x.shape[:2] + self.grid)  # (N, C, cells) -> (N, C, *grid)
+        # each (N, C)
+        means = [x[(slice(None), slice(None)) + cell].mean(axis=axes) for cell in self.cells]
+        # (N, C, cells) -> (N, C, *grid)
+        return xp.stack(means, axis=-1).reshape(x.shape[:2] + self.grid)
 
     def backward(self, gy, needs):
         xp = get_array_module(gy)
@@ -170,17 +185,19 @@ class AdaptiveAvgPoolFunction(Function):
         per_cell = gy.reshape(gy.shape[:2] + (-1,))  # (N, C, *grid) -> (N, C, cells)
         for i, cell in enumerate(self.cells):
             count = math.prod(s.stop - s.start for s in cell)
-            spread = (gy.shape[0], gy.shape[1]) + (1,) * len(cell)  # (N, C) -> (N, C, 1, ...): over the cell
+            # (N, C) -> (N, C, 1, ...): over the cell
+            spread = (gy.shape[0], gy.shape[1]) + (1,) * len(cell)
             gx[(slice(None), slice(None)) + cell] += (per_cell[..., i] / count).reshape(spread)
         return (gx,)
 
 
 def adaptive_avgpool(x: Tensor, grid: tuple, *, caller: str = "adaptive_avgpool") -> Tensor:
-    """x (N, C, *S) averaged over a grid of ``grid`` cells per spatial axis: (N, C, *grid), whatever S is."""
+    """x (N, C, *S) averaged over a grid of ``grid``
+    cells per spatial axis: (N, C, *grid), whatever S is."""
     x = as_tensor(x)
     if x.ndim != 2 + len(grid) or any(size < k for size, k in zip(x.shape[2:], grid)):
-        raise ValueError(f"{caller}: expected input (N, C) and {len(grid)} spatial axes of at least {grid}, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(f"{caller}: expected input (N, C) and {len(grid)} spatial axes of at "
+                         f"least {grid}, got shape {tuple(x.shape)}")
     return AdaptiveAvgPoolFunction(tuple(grid)).apply(x)
 
 
@@ -188,6 +205,6 @@ def avgpool(x: Tensor, window: tuple, *, caller: str = "avgpool") -> Tensor:
     """Mean of each window of x (N, C, *S); windows tile the input (stride = window)."""
     x = as_tensor(x)
     if x.ndim != 2 + len(window) or any(size < k for size, k in zip(x.shape[2:], window)):
-        raise ValueError(f"{caller}: expected input (N, C) and {len(window)} spatial axes of at least {window}, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(f"{caller}: expected input (N, C) and {len(window)} spatial axes of at "
+                         f"least {window}, got shape {tuple(x.shape)}")
     return AvgPoolFunction(tuple(window)).apply(x)

@@ -7,7 +7,8 @@ from .module import Module, _count
 
 
 class Chain(Module):
-    """Chain(*layers): calls each layer (or plain function, like ``flatten``) on the previous result."""
+    """Chain(*layers): calls each layer (or plain
+    function, like ``flatten``) on the previous result."""
 
     def __init__(self, *layers):
         for i, layer in enumerate(layers):
@@ -30,7 +31,8 @@ class Chain(Module):
         return x
 
     def named_parameters(self, prefix: str = ""):
-        """Names like PyTorch's Sequential: "0.weight", "0.bias", "2.weight", ... (index in the chain)."""
+        """Names like PyTorch's Sequential: "0.weight",
+        "0.bias", "2.weight", ... (index in the chain)."""
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Module):
                 yield from layer.named_parameters(f"{prefix}{i}.")
@@ -56,7 +58,8 @@ class Chain(Module):
                 x = layer._summarize(x, rows, indent + "  ")
             else:  # a plain function such as flatten
                 x = layer(x)
-                rows.append((indent + "  " + getattr(layer, "__name__", repr(layer)), tuple(x.shape[1:]), 0))
+                rows.append((indent + "  " + getattr(layer, "__name__", repr(layer)),
+                             tuple(x.shape[1:]), 0))
         rows.append((indent + ")", (), 0))
         return x
 
@@ -64,10 +67,11 @@ class Chain(Module):
         lines = []
         for layer in self.layers:
             if isinstance(layer, Module):
-                text = layer.signature() if not isinstance(layer, Chain) else repr(layer).replace("\n", "\n  ")
+                nested = isinstance(layer, Chain)
+                text = repr(layer).replace("\n", "\n  ") if nested else layer.signature()
                 count = layer.num_parameters()
-                lines.append((text + ",", f"# {_count(count)} parameters" if count and not isinstance(layer, Chain)
-                              else ""))
+                comment = f"# {_count(count)} parameters" if count and not nested else ""
+                lines.append((text + ",", comment))
             else:
                 lines.append((getattr(layer, "__name__", repr(layer)) + ",", ""))
         width = max(len(text) for text, _ in lines) if lines else 0

@@ -1,4 +1,5 @@
-"""Pretrained networks, frozen, under a small trained head: features per frame or per clip, computed once.
+"""Pretrained networks, frozen, under a small trained
+head: features per frame or per clip, computed once.
 
 For a small video data set, a network trained on millions of images or clips already knows edges,
 textures, objects and movements; only a small head on its features is trained. The network is
@@ -18,9 +19,8 @@ A frozen network gives a clip the same features every epoch, so they are compute
 features are kept, in memory and on disk in ``cache_dir("features")``, under the SHA-256 of the
 network's weights and structure, the normalisation and the clip's values, as .npz files that carry
 the SHA-256 of the features (a damaged or changed file is computed again, never used). Training the
-head then costs a look-up per clip instead of the network's forward pass. ``cache=False`` turns it off
-(for clips that differ every epoch, as augmented ones do, the cache would only grow).
-"""
+head then costs a look-up per clip instead of the network's forward pass. ``cache=False`` turns it
+off (for clips that differ every epoch, as augmented ones do, the cache would only grow)."""
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +29,8 @@ import logging
 import numpy as np
 
 from ..backends import get_array_module, to_cpu_array
-from ..files import ChecksumError, checked_npz_bytes, read_checked_npz, remove_stale_parts, write_bytes_atomically
+from ..files import (ChecksumError, checked_npz_bytes, read_checked_npz, remove_stale_parts,
+                     write_bytes_atomically)
 from ..modes import no_grad
 from ..tensor import Tensor, as_tensor
 from .module import Module
@@ -40,7 +41,8 @@ log = logging.getLogger("tinyflux.nn")
 def network_digest(model) -> str:
     """SHA-256 of a network's structure and every array it computes with (an onnx.Graph's too)."""
     digest = hashlib.sha256(repr(model).encode())
-    arrays = dict(getattr(model, "params", {}), **getattr(model, "constants", {}))  # an imported onnx.Graph
+    # an imported onnx.Graph
+    arrays = dict(getattr(model, "params", {}), **getattr(model, "constants", {}))
     if hasattr(model, "nodes"):
         digest.update(repr(model.nodes).encode())
     arrays.update(model.named_parameters())
@@ -62,7 +64,8 @@ class _Frozen(Module):
         self.std = None if std is None else np.asarray(std, np.float32)
         self.cache = cache
         self._memory: dict[str, np.ndarray] = {}
-        self._cleaned = False  # whether leftovers of killed writes were removed from the cache folder
+        # whether leftovers of killed writes were removed from the cache folder
+        self._cleaned = False
         self._digest = None
 
     def named_parameters(self, prefix: str = ""):
@@ -78,7 +81,8 @@ class _Frozen(Module):
         if self.mean is None:
             return x
         xp = get_array_module(x)
-        return (x - xp.asarray(self.mean.reshape(channel_axis_shape))) / xp.asarray(self.std.reshape(channel_axis_shape))
+        mean = xp.asarray(self.mean.reshape(channel_axis_shape))
+        return (x - mean) / xp.asarray(self.std.reshape(channel_axis_shape))
 
     def compute(self, clips):  # (N, C, T, H, W) -> features (N, ...)
         raise NotImplementedError
@@ -86,14 +90,18 @@ class _Frozen(Module):
     def forward(self, x: Tensor) -> Tensor:
         clips = as_tensor(x).data
         if clips.ndim != 5:
-            raise ValueError(f"{self.signature()}: expected clips (N, C, T, H, W), got shape {tuple(clips.shape)}")
+            raise ValueError(f"{self.signature()}: expected clips (N, C, T, H, W), got "
+                             f"shape {tuple(clips.shape)}")
         if not self.cache:
             return Tensor(self.compute(clips))
         xp = get_array_module(clips)
-        self._digest = self._digest or network_digest(self.model) + repr((self.mean, self.std, self.signature()))
-        keys = [hashlib.sha256((self._digest + str(clip.dtype) + str(clip.shape)).encode() +
-                               np.ascontiguousarray(to_cpu_array(clip)).tobytes()).hexdigest() for clip in clips]
-        missing = [i for i, key in enumerate(keys) if key not in self._memory and not self._from_disk(key)]
+        self._digest = self._digest or (network_digest(self.model)
+                                        + repr((self.mean, self.std, self.signature())))
+        keys = [hashlib.sha256((self._digest + str(clip.dtype) + str(clip.shape)).encode()
+                               + np.ascontiguousarray(to_cpu_array(clip)).tobytes()).hexdigest()
+                for clip in clips]
+        missing = [i for i,
+                   key in enumerate(keys) if key not in self._memory and not self._from_disk(key)]
         if missing:
             computed = to_cpu_array(self.compute(clips[missing]))
             for i, features in zip(missing, computed):
@@ -120,23 +128,27 @@ class _Frozen(Module):
         return True
 
     def _to_disk(self, key: str, features: np.ndarray) -> None:
-        if not self._cleaned:  # once per object: what runs killed while writing the cache left behind
+        # once per object: what runs killed while writing the cache left behind
+        if not self._cleaned:
             remove_stale_parts(self._path(key).parent, ".npz")
             self._cleaned = True
         write_bytes_atomically(self._path(key), checked_npz_bytes("features", features))
 
 
 class FrameFeatures(_Frozen):
-    """FrameFeatures(image_model, mean=None, std=None, *, over_time="mean", cache=True): a frozen image network
-    on every frame of clips (N, C, T, H, W): (N, F) averaged over time, or (N, F, T, ...) kept in order.
+    """FrameFeatures(image_model, mean=None, std=None, *, over_time="mean",
+    cache=True): a frozen image network on every frame of clips (N, C, T,
+    H, W): (N, F) averaged over time, or (N, F, T, ...) kept in order.
 
     ``mean`` and ``std`` (one number per colour) normalise the frames first, as the network was
     trained (ImageNet: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)).
     """
 
-    def __init__(self, image_model, mean=None, std=None, *, over_time: str = "mean", cache: bool = True):
+    def __init__(self, image_model, mean=None, std=None, *, over_time: str = "mean",
+                 cache: bool = True):
         if over_time not in ("mean", "keep"):
-            raise ValueError(f"FrameFeatures: over_time must be 'mean' or 'keep', got {over_time!r}")
+            raise ValueError("FrameFeatures: over_time must be 'mean' or "
+                             f"'keep', got {over_time!r}")
         super().__init__(image_model, mean, std, cache)
         self.over_time = over_time
 
@@ -150,9 +162,11 @@ class FrameFeatures(_Frozen):
 
     def compute(self, clips):
         n, c, t, h, w = clips.shape
-        frames = clips.transpose(0, 2, 1, 3, 4).reshape(n * t, c, h, w)  # (N, C, T, H, W) -> (N T, C, H, W)
+        # (N, C, T, H, W) -> (N T, C, H, W)
+        frames = clips.transpose(0, 2, 1, 3, 4).reshape(n * t, c, h, w)
         with no_grad():
-            features = self.model(Tensor(self.normalised(frames, (1, -1, 1, 1)))).data  # (N T, F, ...)
+            # (N T, F, ...)
+            features = self.model(Tensor(self.normalised(frames, (1, -1, 1, 1)))).data
         features = features.reshape(n, t, *features.shape[1:])  # (N T, F, ...) -> (N, T, F, ...)
         if self.over_time == "mean":
             return features.mean(axis=1).reshape(n, -1)  # (N, T, F) -> (N, F)
@@ -160,8 +174,8 @@ class FrameFeatures(_Frozen):
 
 
 class ClipFeatures(_Frozen):
-    """ClipFeatures(video_model, mean=None, std=None, *, cache=True): a frozen 3-D network on whole clips,
-    (N, C, T, H, W) -> its output (N, F, ...).
+    """ClipFeatures(video_model, mean=None, std=None, *, cache=True): a frozen 3-D network on whole
+    clips, (N, C, T, H, W) -> its output (N, F, ...).
 
     ``mean`` and ``std`` normalise each colour first (torchvision's Kinetics networks: mean
     (0.43216, 0.394666, 0.37645), std (0.22803, 0.22145, 0.216989)).

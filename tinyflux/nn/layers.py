@@ -1,4 +1,5 @@
-"""The layers of the model-zoo network and their neighbours: Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures.
+"""The layers of the model-zoo network and their neighbours:
+Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures.
 
 ``Conv``, ``MaxPool`` and ``Dense`` hold their weights as Tensors with
 ``requires_grad=True``; :func:`pooling_plan` is the one rule by which ``Chain``
@@ -32,8 +33,8 @@ class Conv(Module):
     Conv((3, 3), 1 => 16, relu, pad=1)  # 160 parameters
     """
 
-    def __init__(self, kernel: tuple, in_channels: int, out_channels: int, activation: Callable | None = None,
-                 *, stride=1, pad=0):
+    def __init__(self, kernel: tuple, in_channels: int, out_channels: int,
+                 activation: Callable | None = None, *, stride=1, pad=0):
         d = len(kernel) if isinstance(kernel, (tuple, list)) else 1
         if d not in (1, 2, 3):
             raise ValueError(f"Conv: kernel must have 1, 2 or 3 sizes, got {kernel}")
@@ -44,8 +45,9 @@ class Conv(Module):
         self.out_channels = integer(out_channels, "Conv out_channels", minimum=1)
         self.activation = _checked_activation(activation, "Conv")
         k = math.prod(self.kernel)
-        self.weight = Tensor(glorot_uniform((self.out_channels, self.in_channels) + self.kernel,
-                                            self.in_channels * k, self.out_channels * k), requires_grad=True)
+        shape = (self.out_channels, self.in_channels) + self.kernel
+        self.weight = Tensor(glorot_uniform(shape, self.in_channels * k, self.out_channels * k),
+                             requires_grad=True)
         self.bias = Tensor(np.zeros(self.out_channels, dtype=np.float32), requires_grad=True)
 
     def signature(self) -> str:
@@ -62,31 +64,34 @@ class Conv(Module):
         return y if self.activation is None else self.activation(y)
 
     def forward_pooled(self, x: Tensor, pool: "MaxPool", plan: str) -> Tensor:
-        """Same result as ``pool(self(x))``, cheaper, by the ``plan`` that :func:`pooling_plan` chose."""
+        """Same result as ``pool(self(x))``, cheaper, by
+        the ``plan`` that :func:`pooling_plan` chose."""
         if plan == "one op" and self.activation is F.relu:  # the bias and ReLU inside the op
-            return F.conv_maxpool(x, self.weight, self.pad, pool.window, bias_relu=self.bias, caller=self.signature())
+            return F.conv_maxpool(x, self.weight, self.pad, pool.window, bias_relu=self.bias,
+                                  caller=self.signature())
         if plan == "one op":
             y = F.conv_maxpool(x, self.weight, self.pad, pool.window, caller=self.signature())
         else:  # "pool first"
             y = pool(F.conv(x, self.weight, None, self.stride, self.pad, caller=self.signature()))
         if self.activation is F.relu:
             return F.bias_relu(y, self.bias)  # relu(y + bias) as one op
-        return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))  # (O,) -> (1, O, 1, 1): one bias per channel
+        # (O,) -> (1, O, 1, 1): one bias per channel
+        return y + self.bias.reshape((1, -1) + (1,) * len(self.kernel))
 
 
 def pooling_plan(layer, following) -> str | None:
-    """How ``Chain`` runs ``layer`` followed by ``following``: the one rule for merging a convolution with its pooling.
+    """How ``Chain`` runs ``layer`` followed by ``following``:
+    the one rule for merging a convolution with its pooling.
 
     - ``"one op"``: a stride-1 ``Conv`` whose ``MaxPool`` windows tile its output (stride = window):
       ``F.conv_maxpool``, which never writes the full-size convolution output;
     - ``"pool first"``: any other ``Conv`` then ``MaxPool``: ``activation(pool(conv(x)) + bias)``;
     - None: each layer on its own.
 
-    Both plans need a non-decreasing activation (or none): taking a maximum commutes with adding the
-    same number to every value (the bias is one number per channel) and with any non-decreasing
-    function, max(relu(a), relu(b)) = relu(max(a, b)). Pooling first does the bias and ReLU work on a
-    quarter of the values (for 2x2 windows).
-    """
+    Both plans need a non-decreasing activation (or none): taking a maximum commutes
+    with adding the same number to every value (the bias is one number per channel) and
+    with any non-decreasing function, max(relu(a), relu(b)) = relu(max(a, b)). Pooling
+    first does the bias and ReLU work on a quarter of the values (for 2x2 windows)."""
     if not (isinstance(layer, Conv) and isinstance(following, MaxPool)):
         return None
     if layer.activation not in _MONOTONE or len(following.window) != len(layer.kernel):
@@ -97,7 +102,8 @@ def pooling_plan(layer, following) -> str | None:
 
 
 class MaxPool(Module):
-    """MaxPool(window, stride=None): the largest value in each window; stride defaults to the window.
+    """MaxPool(window, stride=None): the largest value
+    in each window; stride defaults to the window.
 
     >>> MaxPool((2, 2))
     MaxPool((2, 2))
@@ -108,7 +114,8 @@ class MaxPool(Module):
         if d not in (1, 2, 3):
             raise ValueError(f"MaxPool: window must have 1, 2 or 3 sizes, got {window}")
         self.window = as_tuple(window, d, "MaxPool window", minimum=1)
-        self.stride = self.window if stride is None else as_tuple(stride, len(self.window), "MaxPool stride", minimum=1)
+        self.stride = (self.window if stride is None
+                       else as_tuple(stride, len(self.window), "MaxPool stride", minimum=1))
 
     def signature(self) -> str:
         stride = "" if self.stride == self.window else f", stride={_short(self.stride)}"
@@ -135,8 +142,8 @@ class GlobalMeanPool(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = as_tensor(x)
         if x.ndim < 3:
-            raise ValueError(f"GlobalMeanPool(): expected input (N, C, *S) with at least one spatial axis, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError("GlobalMeanPool(): expected input (N, C, *S) with at least one "
+                             f"spatial axis, got shape {tuple(x.shape)}")
         return x.mean(axis=tuple(range(2, x.ndim)))  # (N, C, *S) -> (N, C)
 
 
@@ -156,7 +163,8 @@ class Dense(Module):
         self.bias = Tensor(np.zeros(self.out_features, dtype=np.float32), requires_grad=True)
 
     def signature(self) -> str:
-        return f"Dense({self.in_features} => {self.out_features}{_activation_name(self.activation)})"
+        activation = _activation_name(self.activation)
+        return f"Dense({self.in_features} => {self.out_features}{activation})"
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.linear(x, self.weight, self.bias, caller=self.signature())

@@ -1,4 +1,5 @@
-"""The base of every layer: parameters found among attributes, buffers, training and evaluation modes, Chain.
+"""The base of every layer: parameters found among
+attributes, buffers, training and evaluation modes, Chain.
 
 A layer is its parameters plus a call, as in Flux. Weights start Glorot-uniform,
 biases at zero (Flux's defaults): a weight is drawn from U(-a, a) with
@@ -41,7 +42,8 @@ def _count(n: int) -> str:
 
 
 class Module:
-    """Base class: finds parameters, buffers and sub-layers among attributes, in the order they were assigned.
+    """Base class: finds parameters, buffers and sub-layers
+    among attributes, in the order they were assigned.
 
     *Parameters* are the Tensors with ``requires_grad`` that the optimizer trains. *Buffers* are
     the Tensors without it that a layer keeps from batch to batch and a checkpoint must hold
@@ -55,7 +57,8 @@ class Module:
     training = True  # the default of every layer; train() and eval() set it on the instance
 
     def _members(self, prefix: str):
-        """(name, value) of every attribute, and of every item of a list or tuple attribute ("layers.0")."""
+        """(name, value) of every attribute, and of every
+        item of a list or tuple attribute ("layers.0")."""
         for name, value in vars(self).items():
             if isinstance(value, (list, tuple)):
                 yield from ((f"{prefix}{name}.{i}", item) for i, item in enumerate(value))
@@ -81,7 +84,8 @@ class Module:
         return [value for _, value in self._members("") if isinstance(value, Module)]
 
     def train(self, mode: bool = True) -> "Module":
-        """Training mode (or evaluation mode with ``mode=False``) for this layer and every layer in it."""
+        """Training mode (or evaluation mode with
+        ``mode=False``) for this layer and every layer in it."""
         self.training = bool(mode)
         for child in self.children():
             child.train(mode)
@@ -109,7 +113,8 @@ class Module:
         return type(self).__name__ + "()"
 
     def summary(self, input_shape) -> "Summary":
-        """Each layer with the shape of its output for inputs of shape (N, *input_shape), and its parameters.
+        """Each layer with the shape of its output for inputs
+        of shape (N, *input_shape), and its parameters.
 
         ``input_shape`` leaves out the batch size N: (1, 28, 28) for one-channel
         28x28 images, (1, 16, 32, 32) for one-channel clips of 16 frames. One
@@ -118,13 +123,15 @@ class Module:
         """
         input_shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
         if not input_shape or not all(isinstance(n, int) and n >= 1 for n in input_shape):
-            raise ValueError(f"summary: input_shape must be positive sizes without the batch, e.g. (1, 28, 28); "
-                             f"got {input_shape}")
+            raise ValueError("summary: input_shape must be positive sizes without the batch, "
+                             f"e.g. (1, 28, 28); got {input_shape}")
         parameters = self.parameters()
-        like = parameters[0].data if parameters else np.zeros(0, np.float32)  # zeros where and as the weights are
+        # zeros where and as the weights are
+        like = parameters[0].data if parameters else np.zeros(0, np.float32)
         rows: list[tuple[str, tuple, int]] = []
         with no_grad():
-            self._summarize(Tensor(get_array_module(like).zeros((1,) + input_shape, dtype=like.dtype)), rows, "")
+            example = Tensor(get_array_module(like).zeros((1,) + input_shape, dtype=like.dtype))
+            self._summarize(example, rows, "")
         return Summary(input_shape, rows, len(parameters), self.num_parameters())
 
     def _summarize(self, x: Tensor, rows: list, indent: str) -> Tensor:
@@ -138,9 +145,11 @@ class Module:
 
 
 def _checked_activation(activation, layer: str):
-    """None or a function of one Tensor; a layer given, say, a number by mistake fails here, not in forward."""
+    """None or a function of one Tensor; a layer given,
+    say, a number by mistake fails here, not in forward."""
     if activation is not None and not callable(activation):
-        raise TypeError(f"{layer}: activation must be a function such as tf.relu, or None; got {activation!r}")
+        raise TypeError(f"{layer}: activation must be a function such as tf.relu, or "
+                        f"None; got {activation!r}")
     return activation
 
 
@@ -174,10 +183,13 @@ class Summary:
             return "(" + ", ".join(["N"] + [str(d) for d in dims]) + ")" if dims else ""
 
         table = [("Layer", "Output shape", "Parameters"), ("input", shape(self.input_shape), "")]
-        table += [(name, shape(dims), _count(count) if count else "") for name, dims, count in self.rows]
+        table += [(name, shape(dims), _count(count) if count else "") for name, dims,
+                  count in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(2)]
-        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip() for name, dims, count in table]
-        return "\n".join(lines + [f"Total: {self.arrays} arrays, {_count(self.parameters)} parameters"])
+        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip() for name, dims,
+                 count in table]
+        return "\n".join(lines + [f"Total: {self.arrays} arrays, "
+                                  f"{_count(self.parameters)} parameters"])
 
     __str__ = __repr__
 

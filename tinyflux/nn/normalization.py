@@ -1,4 +1,5 @@
-"""What small data sets need besides convolutions: BatchNorm, Dropout, AvgPool (1-D, 2-D and 3-D alike).
+"""What small data sets need besides convolutions:
+BatchNorm, Dropout, AvgPool (1-D, 2-D and 3-D alike).
 
 - ``BatchNorm(channels)`` normalises each channel over the batch (see
   ``tinyflux/functional/normalization.py``); it keeps running statistics as
@@ -36,7 +37,8 @@ from .module import Module, _activation_name, _checked_activation
 
 
 class BatchNorm(Module):
-    """BatchNorm(channels, activation=None, *, momentum=0.1, eps=1e-5): y = activation(gamma x_hat + beta).
+    """BatchNorm(channels, activation=None, *, momentum=0.1,
+    eps=1e-5): y = activation(gamma x_hat + beta).
 
     ``weight`` is gamma (starts at 1), ``bias`` is beta (starts at 0), PyTorch's names and order.
 
@@ -58,13 +60,14 @@ class BatchNorm(Module):
         return f"BatchNorm({self.channels}{_activation_name(self.activation)})"
 
     def forward(self, x: Tensor) -> Tensor:
-        y = batch_norm(x, self.weight, self.bias, self.running_mean.data, self.running_var.data, self.training,
-                       self.momentum, self.eps, caller=self.signature())
+        y = batch_norm(x, self.weight, self.bias, self.running_mean.data, self.running_var.data,
+                       self.training, self.momentum, self.eps, caller=self.signature())
         return y if self.activation is None else self.activation(y)
 
 
 class Dropout(Module):
-    """Dropout(p): in training, each value becomes 0 with probability p and the rest are scaled by 1 / (1 - p).
+    """Dropout(p): in training, each value becomes 0 with
+    probability p and the rest are scaled by 1 / (1 - p).
 
     >>> Dropout(0.5)
     Dropout(0.5)
@@ -72,8 +75,10 @@ class Dropout(Module):
 
     def __init__(self, p: float):
         self.p = real(p, "Dropout p", minimum=0.0, below=1.0)
-        self.seed = int(module._rng.integers(2**31))  # from tf.seed's generator: the same on every run
-        self.draws = Tensor(np.zeros(1, np.int64))  # a buffer: masks drawn so far, saved with the run
+        # from tf.seed's generator: the same on every run
+        self.seed = int(module._rng.integers(2**31))
+        # a buffer: masks drawn so far, saved with the run
+        self.draws = Tensor(np.zeros(1, np.int64))
 
     def signature(self) -> str:
         return f"Dropout({self.p:g})"
@@ -82,21 +87,28 @@ class Dropout(Module):
         x = as_tensor(x)
         if not self.training or self.p == 0:
             return x
-        if modes.capture:  # the mask is drawn on the host's side of the step: a graph would replay one forever
-            raise CaptureError(f"{self.signature()} draws a new mask every step, which a captured step (a CUDA "
-                               "graph, --graph) would replay unchanged: train this model without --graph")
+        # the mask is drawn on the host's side of the step: a graph would replay one forever
+        if modes.capture:
+            raise CaptureError(f"{self.signature()} draws a new mask every step, which a captured "
+                               "step (a CUDA graph, --graph) would replay unchanged: train "
+                               "this model without --graph")
         xp = get_array_module(x.data)
-        count = int(self.draws.data[0])  # kept on the host (tf.gpu moves only floating buffers): no GPU wait
+        # kept on the host (tf.gpu moves only floating buffers): no GPU wait
+        count = int(self.draws.data[0])
         self.draws.data[0] = count + 1
-        if hasattr(xp.random, "default_rng"):  # NumPy, CuPy (on the GPU), TorchNumpy (drawn on the host, moved)
-            keep = xp.random.default_rng([self.seed, count]).random(x.shape, dtype=np.float32) >= self.p
+        # NumPy, CuPy (on the GPU), TorchNumpy (drawn on the host, moved)
+        if hasattr(xp.random, "default_rng"):
+            keep = xp.random.default_rng([self.seed,
+                                          count]).random(x.shape, dtype=np.float32) >= self.p
         else:  # dpnp has no Generator: the host draws what a CPU run draws, and the mask is moved
-            keep = xp.asarray(np.random.default_rng([self.seed, count]).random(x.shape, dtype=np.float32) >= self.p)
+            draws = np.random.default_rng([self.seed, count]).random(x.shape, dtype=np.float32)
+            keep = xp.asarray(draws >= self.p)
         return x * Tensor(keep.astype(x.dtype) * x.data.dtype.type(1 / (1 - self.p)))
 
 
 class InstanceNorm(Module):
-    """InstanceNorm(channels, *, eps=1e-5): each channel of each example to zero mean and unit variance.
+    """InstanceNorm(channels, *, eps=1e-5): each channel
+    of each example to zero mean and unit variance.
 
     No parameters and no running statistics (PyTorch's ``InstanceNorm3d(channels)`` with its
     defaults): training and evaluation compute the same thing, one example at a time.
@@ -115,8 +127,8 @@ class InstanceNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = as_tensor(x)
         if x.ndim < 3 or x.shape[1] != self.channels:
-            raise ValueError(f"{self.signature()}: expected input (N, {self.channels}, *S), got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"{self.signature()}: expected input (N, {self.channels}, *S), "
+                             f"got shape {tuple(x.shape)}")
         return instance_norm(x, self.eps, caller=self.signature())
 
 
@@ -145,13 +157,15 @@ __all__ = ["AdaptiveMeanPool", "AvgPool", "BatchNorm", "Dropout", "InstanceNorm"
 
 
 class AdaptiveMeanPool(Module):
-    """AdaptiveMeanPool(grid): (N, C, *S) -> (N, C, *grid), each output the mean of one cell of a grid laid over S.
+    """AdaptiveMeanPool(grid): (N, C, *S) -> (N, C, *grid),
+    each output the mean of one cell of a grid laid over S.
 
     Any input size gives the same output size, as with ``GlobalMeanPool`` (which is ``grid`` of ones
     without the size-1 axes); a grid such as (1, 2, 2) on clips keeps where in the picture a
     feature was (which quarter), averaged over time.
 
-    >>> AdaptiveMeanPool((1, 2, 2))(Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 1, 4, 4))).data
+    >>> clip = Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 1, 4, 4))
+    >>> AdaptiveMeanPool((1, 2, 2))(clip).data
     array([[[[[ 2.5,  4.5],
               [10.5, 12.5]]]]], dtype=float32)
     """

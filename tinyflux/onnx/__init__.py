@@ -1,4 +1,5 @@
-"""Models out of tinyflux and into it, as ONNX: ``tf.onnx.export(model, path, input_shape)`` and ``tf.onnx.load(path)``.
+"""Models out of tinyflux and into it, as ONNX: ``tf.onnx.export(model,
+path, input_shape)`` and ``tf.onnx.load(path)``.
 
 ONNX is a file format for networks that many runtimes read: ONNX Runtime on
 CPUs and on NVIDIA, AMD, Intel and Apple GPUs (its CUDA, ROCm/MIGraphX,
@@ -13,11 +14,11 @@ layer's form is one entry of the table ``EXPORTS`` (``exporting.py``):
     Conv(kernel, in => out, act, stride, pad)  ->  Conv (+ Relu, Softmax or LogSoftmax)
     MaxPool(window, stride)                    ->  MaxPool
     Dense(in => out, act)                      ->  Gemm with transB=1 (+ the activation)
-    BatchNorm(channels, act)                   ->  BatchNormalization with the running statistics (+ act)
+    BatchNorm(channels, act)                   ->  BatchNormalization, running statistics (+ act)
     InstanceNorm(channels)                     ->  InstanceNormalization, scale 1, bias 0
     Dropout(p)                                 ->  nothing: an exported model is for inference
     AvgPool(window)                            ->  AveragePool, strides = window
-    AdaptiveMeanPool(grid)                     ->  AveragePool for the exported input size (cells that tile it)
+    AdaptiveMeanPool(grid)                     ->  AveragePool, cells of the exported input size
     flatten                                    ->  Flatten(axis=1)
     GlobalMeanPool()                           ->  GlobalAveragePool, Flatten(axis=1)
     relu, softmax, log_softmax (in a Chain)    ->  Relu, Softmax(axis=1), LogSoftmax(axis=1)
@@ -71,35 +72,40 @@ def _onnx():
 
 
 def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str:
-    """Write ``model`` to ``path`` as ONNX, for inputs of one example's shape ``input_shape`` (C, *S); returns path.
+    """Write ``model`` to ``path`` as ONNX, for inputs of one
+    example's shape ``input_shape`` (C, *S); returns path.
 
-    The batch axis is left dynamic, and so are the spatial axes (clip length, height, width) when the model
-    gives outputs of the same shape for other sizes and has no layer exported for one size (a global
-    mean ends in the same features for any size; flatten before Dense or AdaptiveMeanPool do not).
-    ``metadata`` (names to strings: the class names as JSON, say) goes into
-    the file's metadata_props, which ``onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map``
-    reads. The file passes ``onnx.checker.check_model(full_check=True)`` before it is written (atomically:
-    never half a file).
-    """
+    The batch axis is left dynamic, and so are the spatial axes (clip length, height, width) when
+    the model gives outputs of the same shape for other sizes and has no layer exported for one size
+    (a global mean ends in the same features for any size; flatten before Dense or AdaptiveMeanPool
+    do not). ``metadata`` (names to strings: the class names as JSON, say) goes into the file's
+    metadata_props, which ``onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map``
+    reads. The file passes ``onnx.checker.check_model(full_check=True)`` before it is written
+    (atomically: never half a file)."""
     onnx = _onnx()
     input_shape = tuple(int(n) for n in input_shape)
-    with no_grad():  # one pass through the layers: each one's input shape, and a clear error if one refuses it
-        exporter = Exporter(onnx, Tensor(on_model_device(np.zeros((1, *input_shape), np.float32), model)))
+    # one pass through the layers: each one's input shape, and a clear error if one refuses it
+    with no_grad():
+        exporter = Exporter(onnx,
+                            Tensor(on_model_device(np.zeros((1, *input_shape), np.float32), model)))
         output = exporter.add(model, "input", "")
     out = exporter.sample  # the model's output for one example
-    spatial = [f"S{i + 1}" for i in range(len(input_shape) - 1)] if _takes_any_size(model, input_shape, out.shape) \
-        else list(input_shape[1:])
+    if _takes_any_size(model, input_shape, out.shape):
+        spatial = [f"S{i + 1}" for i in range(len(input_shape) - 1)]
+    else:
+        spatial = list(input_shape[1:])
     helper = onnx.helper
     value = helper.make_tensor_value_info
-    graph = helper.make_graph(exporter.nodes, "tinyflux",
-                              [value("input", onnx.TensorProto.FLOAT, ["N", input_shape[0], *spatial])],
-                              [value(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])], exporter.initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tinyflux",
-                              producer_version=__version__)
+    inputs = [value("input", onnx.TensorProto.FLOAT, ["N", input_shape[0], *spatial])]
+    outputs = [value(output, onnx.TensorProto.FLOAT, ["N", *out.shape[1:]])]
+    graph = helper.make_graph(exporter.nodes, "tinyflux", inputs, outputs, exporter.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="tinyflux", producer_version=__version__)
     proto.ir_version = IR_VERSION
     for key, text in (metadata or {}).items():
         if not isinstance(text, str):
-            raise TypeError(f"onnx.export: metadata {key!r} must be a string (JSON for lists), got {type(text).__name__}")
+            raise TypeError(f"onnx.export: metadata {key!r} must be a string (JSON for lists), "
+                            f"got {type(text).__name__}")
         proto.metadata_props.add(key=str(key), value=text)
     onnx.checker.check_model(proto, full_check=True)
     write_file(path, proto.SerializeToString(), "ONNX model")
@@ -107,25 +113,28 @@ def export(model, path, input_shape: tuple, metadata: dict | None = None) -> str
 
 
 def _takes_any_size(model, input_shape: tuple, out_shape: tuple) -> bool:
-    """Whether the exported graph serves inputs of any spatial size: no layer exported for one size, and the
-    model gives outputs of the same shape for inputs 8 larger on every spatial axis."""
+    """Whether the exported graph serves inputs of any spatial size: no layer exported for one size,
+    and the model gives outputs of the same shape for inputs 8 larger on every spatial axis."""
     def leaves(layer):
-        return [leaf for sub in layer.layers for leaf in leaves(sub)] if isinstance(layer, nn.Chain) else [layer]
+        if not isinstance(layer, nn.Chain):
+            return [layer]
+        return [leaf for sub in layer.layers for leaf in leaves(sub)]
 
-    if len(input_shape) < 2 or any(isinstance(layer, nn.AdaptiveMeanPool) for layer in leaves(model)):
+    if len(input_shape) < 2 or any(isinstance(layer,
+                                              nn.AdaptiveMeanPool) for layer in leaves(model)):
         return False
     larger = (input_shape[0], *(n + 8 for n in input_shape[1:]))
     try:
         with no_grad():
-            return tuple(model(Tensor(on_model_device(np.zeros((1, *larger), np.float32), model))).shape) == \
-                tuple(out_shape)
+            zeros = Tensor(on_model_device(np.zeros((1, *larger), np.float32), model))
+            return tuple(model(zeros).shape) == tuple(out_shape)
     except ValueError:  # a Dense that wants the features of one size
         return False
 
 
 def _read(onnx, path, check: bool = False):
-    """The ModelProto in ``path``; OnnxImportError naming the file when it is missing, empty, cut short or invalid
-    (protobuf's own errors name neither the file nor the cause)."""
+    """The ModelProto in ``path``; OnnxImportError naming the file when it is missing, empty, cut
+    short or invalid (protobuf's own errors name neither the file nor the cause)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise OnnxImportError(f"onnx.load: {path}: no such file")
@@ -136,44 +145,51 @@ def _read(onnx, path, check: bool = False):
         if check:
             onnx.checker.check_model(proto)
     except Exception as error:  # protobuf's DecodeError, onnx's ValidationError, an OSError...
-        raise OnnxImportError(f"onnx.load: {path}: not a readable ONNX model, damaged or cut short? "
-                              f"({type(error).__name__}: {str(error)[:200]})") from None
+        raise OnnxImportError(f"onnx.load: {path}: not a readable ONNX model, damaged or cut "
+                              f"short? ({type(error).__name__}: {str(error)[:200]})") from None
     if not proto.graph.node:
-        raise OnnxImportError(f"onnx.load: {path}: the model has no nodes (not an ONNX model, or cut short?)")
+        raise OnnxImportError(f"onnx.load: {path}: the model has no nodes (not an "
+                              "ONNX model, or cut short?)")
     return proto
 
 
 def input_shape(path) -> tuple:
-    """The shape of the input of the ONNX model in ``path``: an int per fixed axis, a name per dynamic one."""
+    """The shape of the input of the ONNX model in ``path``:
+    an int per fixed axis, a name per dynamic one."""
     onnx = _onnx()
     graph = _read(onnx, path).graph
     weights = {init.name for init in graph.initializer}
     [value] = [value for value in graph.input if value.name not in weights][:1] or [None]
     if value is None:
         raise OnnxImportError(f"onnx.input_shape: {path}: the graph has no input")
-    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
+                 for d in value.type.tensor_type.shape.dim)
 
 
 def load(path):
-    """The ONNX model in ``path`` as a tinyflux model, in evaluation mode: an ``nn.Chain`` for a sequence of
-    layers, else a :class:`Graph`."""
+    """The ONNX model in ``path`` as a tinyflux model, in evaluation mode:
+    an ``nn.Chain`` for a sequence of layers, else a :class:`Graph`."""
     onnx = _onnx()
     proto = _read(onnx, path, check=True)
     graph = proto.graph
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
-    inputs = [value for value in graph.input if value.name not in weights]  # old exporters list weights as inputs
+    # old exporters list weights as inputs
+    inputs = [value for value in graph.input if value.name not in weights]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise OnnxImportError(f"onnx.load: {path}: one input and one output expected, got "
                               f"{[v.name for v in inputs]} and {[v.name for v in graph.output]}")
     del graph.input[:]
     graph.input.extend(inputs)
-    opset = max((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), default=OPSET)
-    for node in graph.node:  # the defaults written in: Softmax's axis was 1 before opset 13, -1 since
-        if node.op_type in ("Flatten", "Softmax", "LogSoftmax") and "axis" not in [a.name for a in node.attribute]:
+    opset = max((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")),
+                default=OPSET)
+    # the defaults written in: Softmax's axis was 1 before opset 13, -1 since
+    for node in graph.node:
+        if node.op_type in ("Flatten", "Softmax",
+                            "LogSoftmax") and "axis" not in [a.name for a in node.attribute]:
             default = -1 if node.op_type != "Flatten" and opset >= 13 else 1
             node.attribute.append(onnx.helper.make_attribute("axis", default))
     return (as_chain(onnx, graph, weights) or Graph(onnx, graph, weights)).eval()
 
 
-__all__ = ["EXPORTS", "Graph", "IMPORTS", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError", "SUPPORTED", "export",
-           "input_shape", "load"]
+__all__ = ["EXPORTS", "Graph", "IMPORTS", "IR_VERSION", "MISSING", "OPSET", "OnnxImportError",
+           "SUPPORTED", "export", "input_shape", "load"]

@@ -11,8 +11,9 @@ from .. import functional as F
 from .. import nn
 from ..tensor import Tensor, as_tensor
 
-# Today's PyTorch exporter (dynamo, opset 18 and up) writes AdaptiveAvgPool as ReduceMean, whose axes are then an
-# input, and Flatten as Reshape to a shape given as an input: such graphs are read as a Graph, node by node.
+# Today's PyTorch exporter (dynamo, opset 18 and up) writes AdaptiveAvgPool
+# as ReduceMean, whose axes are then an input, and Flatten as Reshape to a
+# shape given as an input: such graphs are read as a Graph, node by node.
 
 
 class OnnxImportError(ValueError):
@@ -26,19 +27,20 @@ def _attributes(onnx, node) -> dict:
 class NodeForm(NamedTuple):
     """How one ONNX operation is read: one row of :data:`IMPORTS`.
 
-    ``refuse(node, attributes, weights)``: the reason a variant tinyflux does not have is refused, or None.
-    ``layer(params, attributes, layers, following)``: its layer in an ``nn.Chain`` (params: its weights in
-    the order of its inputs; layers: the chain so far; following: the next node's (op, attributes) or None),
-    or PASS when it adds no layer, or None when only a :class:`Graph` can run it.
-    ``run(args, attributes)``: its work in a Graph, with tinyflux's functions (args: its inputs' values).
-    """
+    ``refuse(node, attributes, weights)``: the reason a variant tinyflux does not have
+    is refused, or None. ``layer(params, attributes, layers, following)``: its layer in
+    an ``nn.Chain`` (params: its weights in the order of its inputs; layers: the chain
+    so far; following: the next node's (op, attributes) or None), or PASS when it adds
+    no layer, or None when only a :class:`Graph` can run it. ``run(args, attributes)``:
+    its work in a Graph, with tinyflux's functions (args: its inputs' values)."""
 
     refuse: Callable
     layer: Callable
     run: Callable
 
 
-PASS = "pass"  # a node that adds no layer to the chain: Dropout, Identity, a Relu taken into the layer before
+# a node that adds no layer to the chain: Dropout, Identity, a Relu taken into the layer before
+PASS = "pass"
 
 
 def _no_variants(node, attributes, weights):
@@ -46,7 +48,8 @@ def _no_variants(node, attributes, weights):
 
 
 def _refuse_window(node, attributes, weights):
-    """Conv and MaxPool: explicit pads, the same on both sides; no dilations, groups or ceil_mode."""
+    """Conv and MaxPool: explicit pads, the same on
+    both sides; no dilations, groups or ceil_mode."""
     if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return "uses auto_pad; only explicit pads are supported"
     pads = list(attributes.get("pads", []))
@@ -59,39 +62,45 @@ def _refuse_window(node, attributes, weights):
 
 
 def _refuse_gemm(node, attributes, weights):
-    if attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+    if attributes.get("transA",
+                      0) or attributes.get("alpha",
+                                           1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
         return "has transA, alpha or beta, which Dense does not"
     return None
 
 
 def _refuse_average_pool(node, attributes, weights):
-    if list(attributes.get("strides", [])) != list(attributes["kernel_shape"]) or any(attributes.get("pads", [])) \
-            or attributes.get("ceil_mode", 0):
-        return ("is not made of windows that tile the input (strides = kernel, no pads), the only average "
-                "pooling tinyflux has")
+    tiles = list(attributes.get("strides", [])) == list(attributes["kernel_shape"])
+    if not tiles or any(attributes.get("pads", [])) or attributes.get("ceil_mode", 0):
+        return ("is not made of windows that tile the input (strides = kernel, no pads), the only "
+                "average pooling tinyflux has")
     return None
 
 
 def _refuse_batch_norm(node, attributes, weights):
     if attributes.get("training_mode", 0):
-        return ("has training_mode=1 (batch statistics at inference); tinyflux imports models for inference, "
-                "with the running statistics")
+        return ("has training_mode=1 (batch statistics at inference); tinyflux imports models for "
+                "inference, with the running statistics")
     return None
 
 
 def _refuse_dropout(node, attributes, weights):
-    if attributes.get("is_test", 1) == 0 or (  # before opset 7: is_test=0 trains
-            len(node.input) > 2 and node.input[2] and bool(np.asarray(weights.get(node.input[2], True)).any())):
-        return ("drops at random (training_mode true, or not a constant); tinyflux imports models for "
-                "inference, where Dropout passes its input on")
+    # training_mode given, and true or not a constant
+    training = len(node.input) > 2 and node.input[2] and bool(
+        np.asarray(weights.get(node.input[2], True)).any())
+    if attributes.get("is_test", 1) == 0 or training:  # before opset 7: is_test=0 trains
+        return ("drops at random (training_mode true, or not a constant); tinyflux imports models "
+                "for inference, where Dropout passes its input on")
     return None
 
 
 def _check_node(node, attributes: dict, weights: dict) -> None:
-    """Refuse operations, and variants of supported ones, that tinyflux does not have, naming the node."""
+    """Refuse operations, and variants of supported
+    ones, that tinyflux does not have, naming the node."""
     where = f"{node.op_type} node {node.name or '(unnamed)'}"
     if node.op_type not in IMPORTS:
-        raise OnnxImportError(f"onnx.load: the {where} has no tinyflux form; supported: {', '.join(SUPPORTED)}")
+        raise OnnxImportError(f"onnx.load: the {where} has no tinyflux form; "
+                              f"supported: {', '.join(SUPPORTED)}")
     reason = IMPORTS[node.op_type].refuse(node, attributes, weights)
     if reason:
         raise OnnxImportError(f"onnx.load: the {where} {reason}")
@@ -114,7 +123,8 @@ def _conv_layer(params, attributes, layers, following) -> nn.Conv:
 
 def _dense_layer(params, attributes, layers, following) -> nn.Dense:
     weight, bias = params[0], _optional(params, 1)
-    weight = weight if attributes.get("transB", 0) else weight.T  # Dense keeps (out, in), as Gemm with transB=1
+    # Dense keeps (out, in), as Gemm with transB=1
+    weight = weight if attributes.get("transB", 0) else weight.T
     layer = nn.Dense(int(weight.shape[1]), int(weight.shape[0]))
     layer.weight.data = np.ascontiguousarray(weight, dtype=np.float32)
     layer.bias.data = (np.zeros(weight.shape[0]) if bias is None else bias).astype(np.float32)
@@ -148,19 +158,30 @@ def _max_pool_layer(params, attributes, layers, following):
     if any(attributes.get("pads", [])):  # nn.MaxPool does not pad: the Graph does it with a pad op
         return None
     window = tuple(attributes["kernel_shape"])
-    return nn.MaxPool(window, tuple(attributes.get("strides", [1] * len(window))))  # ONNX's default stride: 1
+    # ONNX's default stride: 1
+    return nn.MaxPool(window, tuple(attributes.get("strides", [1] * len(window))))
 
 
 def _axis_one(function):
-    """The chain layer of Flatten, Softmax or LogSoftmax: along axis 1 only (-1 is the last axis, axis 1 only
-    for 2-D values); another axis is left to the Graph, which follows shapes."""
-    return lambda params, attributes, layers, following: function if attributes["axis"] == 1 else None
+    """The chain layer of Flatten, Softmax or LogSoftmax: along axis 1 only (-1 is the last axis,
+    axis 1 only for 2-D values); another axis is left to the Graph, which follows shapes."""
+    def layer(params, attributes, layers, following):
+        return function if attributes["axis"] == 1 else None
+    return layer
 
 
 def _global_mean_layer(params, attributes, layers, following):
     if not (following and following[0] == "Flatten" and following[1]["axis"] == 1):
         return None  # GlobalMeanPool drops the axes of size 1 that ONNX keeps: the Graph keeps them
     return nn.GlobalMeanPool()  # and the Flatten after it goes (see as_chain)
+
+
+def _average_pool_layer(params, attributes, layers, following):
+    return nn.AvgPool(tuple(attributes["kernel_shape"]))
+
+
+def _run_global_mean(args, attributes):
+    return args[0].mean(axis=tuple(range(2, args[0].ndim)), keepdims=True)
 
 
 def _graph_only(params, attributes, layers, following):
@@ -187,12 +208,14 @@ def _run_max_pool(args, attributes):
     if any(pads):  # padded with -inf, so that a pad never wins a window
         x = F.pad(x, pads[:len(pads) // 2], pads[len(pads) // 2:], -np.inf)
     window = tuple(attributes["kernel_shape"])
-    return F.maxpool(x, window, tuple(attributes.get("strides", [1] * len(window))))  # ONNX's default stride: 1
+    # ONNX's default stride: 1
+    return F.maxpool(x, window, tuple(attributes.get("strides", [1] * len(window))))
 
 
 def _run_flatten(args, attributes):
     x = args[0]
-    axis = attributes["axis"] + (x.ndim if attributes["axis"] < 0 else 0)  # in [0, ndim]: -1 leaves the last
+    # in [0, ndim]: -1 leaves the last
+    axis = attributes["axis"] + (x.ndim if attributes["axis"] < 0 else 0)
     # (d0, ..., d(ndim-1)) -> (d0 * ... * d(axis-1), d(axis) * ... * d(ndim-1))
     return F.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))
 
@@ -214,7 +237,8 @@ def _run_instance_norm(args, attributes):
 
 def _run_reduce_mean(args, attributes):
     x = args[0]
-    axes = attributes.get("axes", args[1] if len(args) > 1 and args[1] is not None else [])  # opset 18: an input
+    # opset 18: an input
+    axes = attributes.get("axes", args[1] if len(args) > 1 and args[1] is not None else [])
     axes = [int(a) % x.ndim for a in np.asarray(axes).ravel()]
     if not axes and attributes.get("noop_with_empty_axes", 0):
         return x
@@ -232,31 +256,32 @@ def _run_along_axis_one(op: str, function):
     def run(args, attributes):
         x = args[0]
         if attributes["axis"] % x.ndim != 1:
-            raise OnnxImportError(f"onnx.Graph: {op} along axis {attributes['axis']} of a {x.ndim}-D value; "
-                                  "tinyflux's works along axis 1")
+            raise OnnxImportError(f"onnx.Graph: {op} along axis {attributes['axis']} of a "
+                                  f"{x.ndim}-D value; tinyflux's works along axis 1")
         return function(x)
     return run
 
 
-# Each ONNX operation tinyflux reads, and how: what it refuses, its Chain layer, its work in a Graph.
+# Each ONNX operation tinyflux reads, and how: what
+# it refuses, its Chain layer, its work in a Graph.
 IMPORTS = {
     "Conv": NodeForm(_refuse_window, _conv_layer, _run_conv),
     "Relu": NodeForm(_no_variants, _relu_layer, lambda args, attributes: F.relu(args[0])),
     "MaxPool": NodeForm(_refuse_window, _max_pool_layer, _run_max_pool),
     "Gemm": NodeForm(_refuse_gemm, _dense_layer, _run_gemm),
     "Flatten": NodeForm(_no_variants, _axis_one(F.flatten), _run_flatten),
-    "Softmax": NodeForm(_no_variants, _axis_one(F.softmax), _run_along_axis_one("Softmax", F.softmax)),
-    "LogSoftmax": NodeForm(_no_variants, _axis_one(F.log_softmax), _run_along_axis_one("LogSoftmax", F.log_softmax)),
-    "GlobalAveragePool": NodeForm(_no_variants, _global_mean_layer,
-                                  lambda args, attributes: args[0].mean(axis=tuple(range(2, args[0].ndim)),
-                                                                        keepdims=True)),
-    "AveragePool": NodeForm(_refuse_average_pool,
-                            lambda params, attributes, layers, following: nn.AvgPool(tuple(attributes["kernel_shape"])),
-                            lambda args, attributes: F.avgpool(args[0], tuple(attributes["kernel_shape"]))),
+    "Softmax": NodeForm(_no_variants, _axis_one(F.softmax),
+                        _run_along_axis_one("Softmax", F.softmax)),
+    "LogSoftmax": NodeForm(_no_variants, _axis_one(F.log_softmax),
+                           _run_along_axis_one("LogSoftmax", F.log_softmax)),
+    "GlobalAveragePool": NodeForm(_no_variants, _global_mean_layer, _run_global_mean),
+    "AveragePool": NodeForm(_refuse_average_pool, _average_pool_layer,
+                            lambda args, attributes: F.avgpool(args[0],
+                                                               tuple(attributes["kernel_shape"]))),
     "BatchNormalization": NodeForm(_refuse_batch_norm, _batch_norm_layer, _run_batch_norm),
     "InstanceNormalization": NodeForm(_no_variants, _instance_norm_layer, _run_instance_norm),
     "Add": NodeForm(_no_variants, _graph_only, lambda args, attributes: args[0] + args[1]),
-    "Dropout": NodeForm(_refuse_dropout, _passed_on, lambda args, attributes: args[0]),  # inference: passed on
+    "Dropout": NodeForm(_refuse_dropout, _passed_on, lambda args, attributes: args[0]),  # inference
     "Identity": NodeForm(_no_variants, _passed_on, lambda args, attributes: args[0]),
     "ReduceMean": NodeForm(_no_variants, _graph_only, _run_reduce_mean),
     "Reshape": NodeForm(_no_variants, _graph_only, _run_reshape),
@@ -265,7 +290,8 @@ SUPPORTED = tuple(IMPORTS)
 
 
 def as_chain(onnx, graph, weights: dict):
-    """The graph as an nn.Chain when it is one sequence of supported nodes; None when it branches."""
+    """The graph as an nn.Chain when it is one sequence
+    of supported nodes; None when it branches."""
     current, layers = graph.input[0].name, []
     nodes = [(node, _attributes(onnx, node)) for node in graph.node]
     for index, (node, attributes) in enumerate(nodes):
@@ -273,7 +299,8 @@ def as_chain(onnx, graph, weights: dict):
         data_inputs = [name for name in node.input if name and name not in weights]
         if data_inputs != [current]:
             return None  # a branch or a join: not a chain
-        following = (nodes[index + 1][0].op_type, nodes[index + 1][1]) if index + 1 < len(nodes) else None
+        following = (nodes[index + 1][0].op_type,
+                     nodes[index + 1][1]) if index + 1 < len(nodes) else None
         params = [weights[name] for name in node.input[1:] if name]
         layer = IMPORTS[node.op_type].layer(params, attributes, layers, following)
         if layer is None:
@@ -283,7 +310,8 @@ def as_chain(onnx, graph, weights: dict):
         current = node.output[0]
     if current != graph.output[0].name:
         return None
-    # GlobalAveragePool keeps (N, C, 1, ...); GlobalMeanPool drops those axes, so the Flatten after it goes
+    # GlobalAveragePool keeps (N, C, 1, ...); GlobalMeanPool
+    # drops those axes, so the Flatten after it goes
     layers = [layer for i, layer in enumerate(layers)
               if not (layer is F.flatten and i and isinstance(layers[i - 1], nn.GlobalMeanPool))]
     return nn.Chain(*layers)
@@ -306,12 +334,14 @@ class Graph(nn.Module):
             if node.op_type in ("Conv", "Gemm"):
                 trainable.update(name for name in node.input[1:] if name)
             self.nodes.append((node.op_type, list(node.input), node.output[0], attributes))
-        self.constants = {}  # integer initializers (ReduceMean's axes, Reshape's shape): read, never trained
+        # integer initializers (ReduceMean's axes, Reshape's shape): read, never trained
+        self.constants = {}
         for name, array in weights.items():
             if np.asarray(array).dtype.kind in "iub":
                 self.constants[name] = np.asarray(array)
             else:
-                self.params[name] = Tensor(np.asarray(array, np.float32), requires_grad=name in trainable)
+                self.params[name] = Tensor(np.asarray(array, np.float32),
+                                           requires_grad=name in trainable)
         self.input, self.output = graph.input[0].name, graph.output[0].name
 
     def named_parameters(self, prefix: str = ""):

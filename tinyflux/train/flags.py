@@ -1,4 +1,5 @@
-"""Settings as a dataclass, and the command line made from it: each flag, its default and its help written once.
+"""Settings as a dataclass, and the command line made from
+it: each flag, its default and its help written once.
 
 A field written with :func:`flag` carries its help text (and, for some, the
 allowed values) in the field's metadata; :func:`parse` turns every field into
@@ -30,22 +31,26 @@ from dataclasses import dataclass
 
 from .. import distributed, plots
 from ..backends import cupy_available, dpnp_module
-from ..device import DEVICE_ALIASES, TORCH_PREFIX, cpu, gpu, gpu_advice, to_device, torch_device, xpu
+from ..device import (DEVICE_ALIASES, TORCH_PREFIX, cpu, gpu, gpu_advice, to_device, torch_device,
+                      xpu)
 
 
-def flag(default, help: str, *, choices: list | None = None, resumable: bool = False, metavar: str | None = None):
+def flag(default, help: str, *, choices: list | None = None, resumable: bool = False,
+         metavar: str | None = None):
     """A dataclass field that is also a command-line flag.
 
     ``resumable=True`` marks a setting that may change when a run is resumed
     (it does not change what the run computes: the number of epochs, the folder,
     the device...); every other setting must stay as the run was started.
     """
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "resumable": resumable,
-                                                         "metavar": metavar})
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "resumable": resumable,
+                                       "metavar": metavar})
 
 
 def _flag_type(annotation) -> tuple[type, bool]:
-    """(the value's type, whether None is allowed) from a field's annotation such as ``int | None``."""
+    """(the value's type, whether None is allowed) from a field's annotation, such as
+    ``int | None``."""
     optional = False
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         members = [member for member in typing.get_args(annotation) if member is not type(None)]
@@ -69,13 +74,14 @@ def make_parser(settings_class: type, description: str) -> argparse.ArgumentPars
             action = "store_true" if field.default is False else argparse.BooleanOptionalAction
             parser.add_argument(name, action=action, default=field.default, help=meta["help"])
         else:
-            parser.add_argument(name, type=kind, default=field.default, help=meta["help"], choices=meta["choices"],
-                                metavar=meta["metavar"])
+            parser.add_argument(name, type=kind, default=field.default, help=meta["help"],
+                                choices=meta["choices"], metavar=meta["metavar"])
     return parser
 
 
 def parse(settings_class: type, description: str, argv: list[str] | None = None):
-    """Read the command line (``sys.argv`` by default) into a ``settings_class``; exit with a message on bad values.
+    """Read the command line (``sys.argv`` by default) into
+    a ``settings_class``; exit with a message on bad values.
 
     After parsing, ``settings.check()`` runs if the class has it: a ValueError
     there becomes the usual argparse error (exit status 2, the usage line).
@@ -98,34 +104,46 @@ def settings_of(settings) -> dict:
 
 @dataclass
 class Settings:
-    """What every training run is told: these fields are flags of each example, and the keywords of ``fit``."""
+    """What every training run is told: these fields are
+    flags of each example, and the keywords of ``fit``."""
 
     lr: float = flag(1e-3, "learning rate of Adam")
     epochs: int = flag(10, "passes over the training set", resumable=True)
     batch_size: int = flag(32, "examples per training step")
-    savepath: str = flag("./", "folder of the run: the best model and the run state", resumable=True)
+    savepath: str = flag("./", "folder of the run: the best model and the run state",
+                         resumable=True)
     checkpoint: str = flag("model.h5", "file name of the best model in --savepath", resumable=True)
-    device: str = flag("auto", "auto: a CUDA GPU when CuPy finds one, else the CPU; cpu; gpu (CuPy); xpu (an Intel "
-                               "GPU through dpnp); mps (Apple's GPUs through PyTorch); torch:NAME for any of "
-                               "PyTorch's devices (torch:cuda also on AMD with PyTorch's ROCm build, torch:xpu, "
-                               "torch:cpu)", resumable=True)
-    seed: int = flag(0, "seed for the initial weights, the noise, the shuffling and the validation split")
+    device: str = flag("auto",
+                       "auto: a CUDA GPU when CuPy finds one, else the CPU; cpu; gpu (CuPy); xpu "
+                       "(an Intel GPU through dpnp); mps (Apple's GPUs through PyTorch); "
+                       "torch:NAME for any of PyTorch's devices (torch:cuda also on AMD with "
+                       "PyTorch's ROCm build, torch:xpu, torch:cpu)", resumable=True)
+    seed: int = flag(0,
+                     "seed for the initial weights, the noise, the shuffling "
+                     "and the validation split")
     shuffle: bool = flag(False, "shuffle the training set every epoch")
     max_steps: int | None = flag(None, "stop each epoch after this many batches (quick runs)")
-    val_split: float = flag(0.0, "hold out this fraction of the training set to choose the checkpoint and drive "
-                                 "the schedule; the test set is then scored once, at the end", metavar="FRACTION")
-    graph: bool = flag(False, "GPU only: record one training step as a CUDA graph and replay it (tf.capture)",
-                       resumable=True)
-    distributed: bool = flag(False, "train as one of the ranks of an MPI job: mpiexec -n 2 python -m mpi4py "
-                                    "SCRIPT --distributed (needs pip install 'tinyflux[mpi]' mpich)",
-                             resumable=True)
-    plots: str | None = flag(None, "write PNG pictures of the run into DIR (pip install 'tinyflux[plot]')",
-                             resumable=True, metavar="DIR")
-    resume: bool = flag(False, "continue the run in --savepath after its last completed epoch (same flags)",
-                        resumable=True)
-    export_onnx: str | None = flag(None, "write the model saved in --savepath to FILE as ONNX, instead of training "
-                                         "(pip install 'tinyflux[onnx]')", resumable=True, metavar="FILE")
-    force: bool = flag(False, "start over in a --savepath that holds an earlier run, deleting its files",
+    val_split: float = flag(0.0,
+                            "hold out this fraction of the training set to choose the checkpoint "
+                            "and drive the schedule; the test set is then scored once, at the end",
+                            metavar="FRACTION")
+    graph: bool = flag(False,
+                       "GPU only: record one training step as a CUDA graph "
+                       "and replay it (tf.capture)", resumable=True)
+    distributed: bool = flag(False,
+                             "train as one of the ranks of an MPI job: mpiexec -n 2 python -m "
+                             "mpi4py SCRIPT --distributed (needs pip "
+                             "install 'tinyflux[mpi]' mpich)", resumable=True,)
+    plots: str | None = flag(None, "write PNG pictures of the run into DIR (pip "
+                                   "install 'tinyflux[plot]')", resumable=True, metavar="DIR")
+    resume: bool = flag(False, "continue the run in --savepath after its last "
+                               "completed epoch (same flags)", resumable=True)
+    export_onnx: str | None = flag(None,
+                                   "write the model saved in --savepath to FILE as ONNX, instead "
+                                   "of training (pip install 'tinyflux[onnx]')", resumable=True,
+                                   metavar="FILE")
+    force: bool = flag(False,
+                       "start over in a --savepath that holds an earlier run, deleting its files",
                        resumable=True)
 
     def on_gpu(self) -> bool:
@@ -135,7 +153,8 @@ class Settings:
         return self.device == "gpu" or (self.device == "auto" and cupy_available())
 
     def on_torch(self) -> str | None:
-        """The ``torch:NAME`` device of this run (--device mps is torch:mps), None when it uses no PyTorch."""
+        """The ``torch:NAME`` device of this run (--device
+        mps is torch:mps), None when it uses no PyTorch."""
         device = DEVICE_ALIASES.get(self.device, self.device)
         if not device.startswith(TORCH_PREFIX):
             return None
@@ -146,7 +165,8 @@ class Settings:
         return device
 
     def on_xpu(self) -> bool:
-        """Whether this run uses dpnp's SYCL device (an Intel GPU): --device xpu, never chosen by auto."""
+        """Whether this run uses dpnp's SYCL device (an
+        Intel GPU): --device xpu, never chosen by auto."""
         if self.device == "xpu" and dpnp_module() is None:
             raise ValueError("--device xpu: dpnp is not installed or finds no SYCL device "
                              "(pip install 'tinyflux[xpu]')")
@@ -157,47 +177,55 @@ class Settings:
         return self.on_gpu() or self.on_xpu() or self.on_torch() is not None
 
     def to_device(self, obj):
-        """``obj`` (arrays, a model) moved to this run's device: tf.to_device, tf.xpu, tf.gpu or tf.cpu."""
+        """``obj`` (arrays, a model) moved to this run's
+        device: tf.to_device, tf.xpu, tf.gpu or tf.cpu."""
         if self.on_torch():
             return to_device(obj, self.on_torch())
         return xpu(obj) if self.on_xpu() else gpu(obj) if self.on_gpu() else cpu(obj)
 
     def check(self) -> None:
-        """Refuse values that would fail later, before a long run starts (ValueError naming the flag)."""
-        if self.batch_size < 1 or self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
-            raise ValueError(f"--batch-size, --epochs and --max-steps must be at least 1, got {self.batch_size}, "
-                             f"{self.epochs}, {self.max_steps}")
+        """Refuse values that would fail later, before
+        a long run starts (ValueError naming the flag)."""
+        steps_ok = self.max_steps is None or self.max_steps >= 1
+        if self.batch_size < 1 or self.epochs < 1 or not steps_ok:
+            raise ValueError("--batch-size, --epochs and --max-steps must be at least 1, got "
+                             f"{self.batch_size}, {self.epochs}, {self.max_steps}")
         if not 0 <= self.val_split < 1:
             raise ValueError(f"--val-split: a fraction in [0, 1) expected, got {self.val_split}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"--lr: a positive finite learning rate expected, got {self.lr}")
         if not self.checkpoint or os.path.basename(self.checkpoint) != self.checkpoint or \
                 self.checkpoint in (".", ".."):
-            raise ValueError(f"--checkpoint: a file name inside --savepath expected, such as model.h5; "
-                             f"got {self.checkpoint!r}")
+            raise ValueError("--checkpoint: a file name inside --savepath expected, such as "
+                             f"model.h5; got {self.checkpoint!r}")
         if not self.savepath:
-            raise ValueError("--savepath: a folder expected (./ for the current one); got an empty string")
+            raise ValueError("--savepath: a folder expected (./ for the current "
+                             "one); got an empty string")
         if self.resume and self.force:
-            raise ValueError("--resume and --force exclude each other: --resume continues the earlier run, "
-                             "--force deletes it")
+            raise ValueError("--resume and --force exclude each other: --resume continues the "
+                             "earlier run, --force deletes it")
         ranks = distributed.launched_by_mpi()
         if ranks > 1 and not self.distributed:
-            raise ValueError(f"started as one of {ranks} ranks by mpiexec, but without --distributed: each rank "
-                             "would train alone, into the same folder. Add --distributed, or start one process")
+            raise ValueError(f"started as one of {ranks} ranks by mpiexec, but without "
+                             "--distributed: each rank would train alone, into the same folder. "
+                             "Add --distributed, or start one process")
         if self.distributed and self.graph:
-            raise ValueError("--graph with --distributed: not supported until it has been tested on GPUs")
+            raise ValueError("--graph with --distributed: not supported until "
+                             "it has been tested on GPUs")
         if self.plots is not None and not plots.available():
             raise ValueError(f"--plots: {plots.MISSING}")
         known = ("auto", "cpu", "gpu", "xpu", *DEVICE_ALIASES)
         if self.device not in known and not self.device.startswith(TORCH_PREFIX):
-            raise ValueError(f"--device: one of {', '.join(known)} or torch:NAME expected, got {self.device!r}")
+            raise ValueError(f"--device: one of {', '.join(known)} or torch:NAME "
+                             f"expected, got {self.device!r}")
         self.on_gpu()  # --device gpu without a GPU
         self.on_xpu()  # --device xpu without dpnp
         self.on_torch()  # --device torch:NAME without PyTorch or without that device
         if self.distributed and (self.device == "xpu" or self.on_torch()):
-            raise ValueError(f"--distributed with --device {self.device}: not supported (its collectives are MPI "
-                             "on the host or NCCL on CUDA GPUs through CuPy)")
-        if self.graph and (self.device in ("cpu", "xpu") or self.on_torch() or not cupy_available()):
+            raise ValueError(f"--distributed with --device {self.device}: not supported (its "
+                             "collectives are MPI on the host or NCCL on CUDA GPUs through CuPy)")
+        if self.graph and (self.device in ("cpu",
+                                           "xpu") or self.on_torch() or not cupy_available()):
             where = ("an Intel GPU through dpnp" if self.device == "xpu" else
                      f"{self.on_torch()} through PyTorch" if self.on_torch() else "the CPU")
             raise ValueError(f"--graph: CUDA graphs need a CUDA GPU, and this run is on {where} "

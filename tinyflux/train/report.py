@@ -1,4 +1,5 @@
-"""What a run tells its user: the history, Flux-style log lines, exit codes and the one-line Ctrl-C message.
+"""What a run tells its user: the history, Flux-style
+log lines, exit codes and the one-line Ctrl-C message.
 
 Log lines look like Julia's (``[ Info: [3]: Test accuracy: 0.9871``), so a log
 of a tinyflux run reads like the model zoo's. A command ends with an exit
@@ -29,7 +30,8 @@ class History:
     """What a run saw, one entry per epoch (for the pictures, and returned by ``fit``)."""
 
     train_loss: list = field(default_factory=list)  # mean training loss of the epoch
-    test_accuracy: list = field(default_factory=list)  # measured after the epoch (test or validation set)
+    # measured after the epoch (test or validation set)
+    test_accuracy: list = field(default_factory=list)
     lr: list = field(default_factory=list)  # learning rate used during the epoch
 
     @property
@@ -46,25 +48,30 @@ class FluxStyle(logging.Formatter):
     """Log lines like Julia's: "[ Info: ...", "[ Warning: ..."."""
 
     def format(self, record):
-        level = {"INFO": "Info", "WARNING": "Warning", "ERROR": "Error"}.get(record.levelname, record.levelname)
+        level = {"INFO": "Info", "WARNING": "Warning",
+                 "ERROR": "Error"}.get(record.levelname, record.levelname)
         return f"[ {level}: {record.getMessage()}"
 
 
 def setup_logging(settings):
-    """Log in Flux's style to stderr; with several ranks, only rank 0 logs (the others only errors)."""
+    """Log in Flux's style to stderr; with several
+    ranks, only rank 0 logs (the others only errors)."""
     handler = logging.StreamHandler()
     handler.setFormatter(FluxStyle())
-    logging.basicConfig(level=logging.INFO if is_rank_zero(settings) else logging.ERROR, handlers=[handler])
+    logging.basicConfig(level=logging.INFO if is_rank_zero(settings) else logging.ERROR,
+                        handlers=[handler])
     return settings
 
 
 def is_rank_zero(settings) -> bool:
-    """Whether this process logs, tests and draws: always, unless it is a rank other than 0 of a distributed job."""
+    """Whether this process logs, tests and draws: always,
+    unless it is a rank other than 0 of a distributed job."""
     return not settings.distributed or distributed.init().rank == 0
 
 
 def run_command(main, settings) -> int:
-    """Run ``main(settings)`` as a command: an expected failure ends with one line and an exit status.
+    """Run ``main(settings)`` as a command: an expected
+    failure ends with one line and an exit status.
 
     Use as ``sys.exit(run_command(main, setup_logging(parse(...))))``.
     """
@@ -73,9 +80,10 @@ def run_command(main, settings) -> int:
         main(settings)
         return 0
     except KeyboardInterrupt:
-        # mpiexec hands Ctrl-C to every rank. Rank 0 says what was saved and ends the job; the others give it
-        # time to (ending the job at once would cut its line off), and say it themselves if it cannot
-        # (a rank waiting inside a collective runs no Python until the collective returns).
+        # mpiexec hands Ctrl-C to every rank. Rank 0 says what was saved and
+        # ends the job; the others give it time to (ending the job at once would
+        # cut its line off), and say it themselves if it cannot (a rank waiting
+        # inside a collective runs no Python until the collective returns).
         if comm.rank > 0:
             time.sleep(INTERRUPT_GRACE_S)
         log.error(interrupted_message(settings, comm.size))
@@ -86,13 +94,15 @@ def run_command(main, settings) -> int:
     except (RunFolderError, CheckpointError, DatasetError) as error:
         log.error(str(error))
         status = 2
-    if comm.size > 1:  # the other ranks may be waiting for this one in a collective: end them all now
+    # the other ranks may be waiting for this one in a collective: end them all now
+    if comm.size > 1:
         comm.abort(status)
     return status
 
 
 def interrupted_message(settings, ranks: int = 1) -> str:
-    """What was saved, and the command that continues the run (with mpiexec in front for a job of ``ranks``)."""
+    """What was saved, and the command that continues the
+    run (with mpiexec in front for a job of ``ranks``)."""
     run = RunFolder(settings.savepath, settings.checkpoint)
     try:
         epoch = read_metadata(run.state)["epoch"]
@@ -101,4 +111,5 @@ def interrupted_message(settings, ranks: int = 1) -> str:
     flags = [flag for flag in sys.argv[1:] if flag not in ("--resume", "--force")]
     launcher = ["mpiexec", "-n", str(ranks), "python", "-m", "mpi4py"] if ranks > 1 else ["python"]
     command = " ".join(shlex.quote(word) for word in [*launcher, sys.argv[0], *flags, "--resume"])
-    return f"Interrupted: the run is saved after epoch {epoch} in {run.state}. To continue it: {command}"
+    return (f"Interrupted: the run is saved after epoch {epoch} in {run.state}. "
+            f"To continue it: {command}")

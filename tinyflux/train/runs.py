@@ -49,11 +49,13 @@ log = logging.getLogger("tinyflux.train.runs")
 
 LOCK_NAME = "tinyflux.lock"
 STATE_SUFFIX = ".state.h5"
-STATE_KEYS = ("epoch", "stopped", "settings", "schedule", "history", "noise_state")  # what save_state writes
+# what save_state writes
+STATE_KEYS = ("epoch", "stopped", "settings", "schedule", "history", "noise_state")
 
 
 class RunFolderError(Exception):
-    """The run folder cannot be used as asked: another run's files, a run in progress, nothing to resume."""
+    """The run folder cannot be used as asked: another
+    run's files, a run in progress, nothing to resume."""
 
 
 class DivergedError(RuntimeError):
@@ -70,16 +72,18 @@ class RunFolder:
             saved = run.prepare(resume=False, force=False, settings=settings)  # None: a new run
             ...
             run.save_best(model, opt, epoch=1, accuracy=0.98)
-            run.save_state(model, opt, settings, epoch=1, schedule=schedule, history=history, noise=noise)
+            run.save_state(model, opt, settings, epoch=1, schedule=schedule, history=history,
+                           noise=noise)
 
     ``tf.train.Run`` does all this for a loop on one process or on every rank of a job.
     """
 
     def __init__(self, folder, best_name: str):
         if not best_name or Path(best_name).name != best_name or best_name in (".", ".."):
-            raise ValueError(f"RunFolder: the checkpoint must be a plain file name such as 'model.h5', "
-                             f"got {best_name!r}")
-        self.folder = Path(folder).expanduser()  # "~/runs" is the home folder's, not a folder named "~"
+            raise ValueError("RunFolder: the checkpoint must be a plain file name such as "
+                             f"'model.h5', got {best_name!r}")
+        # "~/runs" is the home folder's, not a folder named "~"
+        self.folder = Path(folder).expanduser()
         self.best = self.folder / best_name
         self.state = self.folder / (Path(best_name).stem + STATE_SUFFIX)
         self.lock_path = self.folder / LOCK_NAME
@@ -94,13 +98,16 @@ class RunFolder:
         self.release()
 
     def acquire(self) -> None:
-        """Take the folder's lock, creating the folder; RunFolderError if another live run holds it."""
+        """Take the folder's lock, creating the folder;
+        RunFolderError if another live run holds it."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunFolderError(f"{self.folder}: cannot create the run folder ({error.strerror or error})") from None
+            raise RunFolderError(f"{self.folder}: cannot create the run folder "
+                                 f"({error.strerror or error})") from None
         if fcntl is None:
-            log.warning("runs are not locked on this system: make sure no other run uses %s", self.folder)
+            log.warning("runs are not locked on this system: make sure no other run uses %s",
+                        self.folder)
             return
         while True:
             try:
@@ -113,15 +120,17 @@ class RunFolder:
             except BlockingIOError:
                 holder = _read_all(fd) or "another process"
                 os.close(fd)
-                raise RunFolderError(f"{self.folder} is in use by another run ({holder}); wait for it to end, or "
-                                     "choose another folder (--savepath)") from None
+                raise RunFolderError(f"{self.folder} is in use by another run ({holder}); wait "
+                                     "for it to end, or choose "
+                                     "another folder (--savepath)") from None
             except OSError as error:  # a file system without locks (some network mounts)
                 os.close(fd)
-                log.warning("%s: cannot lock the run folder (%s): make sure no other run uses it", self.folder,
-                            error.strerror or error)
+                log.warning("%s: cannot lock the run folder (%s): make sure no other run uses it",
+                            self.folder, error.strerror or error)
                 return
-            # The last holder deletes the file as it lets go; if it did so between our open() and flock(),
-            # we hold a lock on a deleted file. Only a lock on the file that is at the path counts.
+            # The last holder deletes the file as it lets go; if it did so
+            # between our open() and flock(), we hold a lock on a deleted
+            # file. Only a lock on the file that is at the path counts.
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
             except FileNotFoundError:
@@ -134,7 +143,9 @@ class RunFolder:
                 log.warning("%s: taking over the lock left by a run that is no longer running (%s)",
                             self.folder, left_behind)
             os.ftruncate(fd, 0)
-            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}".encode())
+            os.write(fd,
+                     f"process {os.getpid()} on "
+                     f"{socket.gethostname()}: {' '.join(sys.argv)}".encode(),)
             self._lock_fd = fd
             return
 
@@ -160,32 +171,36 @@ class RunFolder:
         refusal comes at once.
         """
         if resume and force:
-            raise RunFolderError("resume and force exclude each other: resume continues the earlier run, "
-                                 "force deletes it")
+            raise RunFolderError("resume and force exclude each other: resume continues the "
+                                 "earlier run, force deletes it")
         earlier = self.earlier_files()
         if resume:
             if not self.state.exists():
-                raise RunFolderError(f"--resume: {self.folder} has no saved run state ({self.state.name}); it "
-                                     f"holds {self._without_state()}. Start a new run with --force (this deletes "
-                                     "what is there) or choose another --savepath")
+                raise RunFolderError(f"--resume: {self.folder} has no saved run state "
+                                     f"({self.state.name}); it holds {self._without_state()}. "
+                                     "Start a new run with --force (this deletes what is there) "
+                                     "or choose another --savepath")
             metadata = checkpoint.read_metadata(self.state)
             missing = [key for key in STATE_KEYS if key not in metadata]
             if missing:
                 raise RunFolderError(f"--resume: {self.state} is not a run state file: it lacks "
-                                     f"{', '.join(missing)} (a model checkpoint copied over it?). Start a new run "
-                                     "with --force, or put the run's own state file back")
+                                     f"{', '.join(missing)} (a model checkpoint copied over it?). "
+                                     "Start a new run with --force, or put the "
+                                     "run's own state file back")
             saved = json.loads(metadata["settings"])
-            differences = [f"--{key.replace('_', '-')}: the run used {saved.get(key)!r}, now {value!r}"
-                           for key, value in settings.items() if saved.get(key) != value]
+            differences = [f"--{key.replace('_', '-')}: the run used "
+                           f"{saved.get(key)!r}, now {value!r}" for key,
+                           value in settings.items() if saved.get(key) != value]
             if differences:
-                raise RunFolderError(f"--resume: the run in {self.folder} was made with other settings, so it "
+                raise RunFolderError(f"--resume: the run in {self.folder} was made with other "
+                                     "settings, so it "
                                      "cannot continue exactly:\n  " + "\n  ".join(differences))
             return metadata
         if earlier and not force:
             names = ", ".join(path.name for path in earlier)
-            raise RunFolderError(f"{self.folder} already holds an earlier run ({names}). To continue it, add "
-                                 "--resume; to start over and delete it, add --force; or choose another "
-                                 "--savepath")
+            raise RunFolderError(f"{self.folder} already holds an earlier run ({names}). To "
+                                 "continue it, add --resume; to start over and delete it, add "
+                                 "--force; or choose another --savepath")
         for path in earlier:  # force: the caller asked for these to go
             path.unlink()
             log.info("--force: deleted %s of the earlier run", path)
@@ -200,14 +215,17 @@ class RunFolder:
         except checkpoint.CheckpointError:
             epoch = None
         if isinstance(epoch, int):
-            return (f"a best model saved after epoch {epoch} ({self.best.name}) but no state: the save of the run "
-                    "state failed (a full disk, a folder that became read-only?) or the run was stopped between "
-                    "the two saves. Free the space if needed; the best model can still be tested")
-        return f"only a best model ({self.best.name}), from an older tinyflux or a run that never finished an epoch"
+            return (f"a best model saved after epoch {epoch} ({self.best.name}) but no state: the "
+                    "save of the run state failed (a full disk, a folder that became read-only?) "
+                    "or the run was stopped between the two saves. Free the space if needed; the "
+                    "best model can still be tested")
+        return (f"only a best model ({self.best.name}), from an older tinyflux or a run "
+                "that never finished an epoch")
 
     def save_state(self, model, optimizer, settings: dict, *, epoch: int, schedule, history, noise,
                    stopped: str = "", **metadata) -> None:
-        """Save everything a resumed run needs, in one file, atomically (see also :func:`deferred_interrupt`).
+        """Save everything a resumed run needs, in one file,
+        atomically (see also :func:`deferred_interrupt`).
 
         The weights and the optimizer's whole state as arrays; as attributes the
         epoch just completed, why the run stopped ("" if it goes on), the
@@ -217,11 +235,13 @@ class RunFolder:
         history_lists = {"train_loss": history.train_loss, "test_accuracy": history.test_accuracy,
                          "lr": history.lr}
         checkpoint.save(self.state, model, optimizer, epoch=epoch, stopped=stopped,
-                        settings=json.dumps(settings, sort_keys=True), schedule=json.dumps(schedule.state()),
-                        history=json.dumps(history_lists), noise_state=noise.state(), **metadata)
+                        settings=json.dumps(settings, sort_keys=True),
+                        schedule=json.dumps(schedule.state()), history=json.dumps(history_lists),
+                        noise_state=noise.state(), **metadata)
 
     def load_state(self, model, optimizer) -> dict:
-        """Load the saved weights and optimizer state into ``model`` and ``optimizer``; return the attributes."""
+        """Load the saved weights and optimizer state into
+        ``model`` and ``optimizer``; return the attributes."""
         return checkpoint.load(self.state, model, optimizer)
 
     def save_best(self, model, optimizer, **metadata) -> None:
@@ -229,13 +249,15 @@ class RunFolder:
 
 
 def refuse_to_replace(path, flag: str) -> None:
-    """A command writes a new file there, never over one that exists (a checkpoint given by mistake, say)."""
+    """A command writes a new file there, never over one
+    that exists (a checkpoint given by mistake, say)."""
     if Path(path).expanduser().exists():
         raise RunFolderError(f"{flag} {path}: the file exists; give a new name, or delete it first")
 
 
 def restore(saved: dict, schedule, history, noise) -> None:
-    """Give the schedule, the history and the noise generator the state that :meth:`RunFolder.save_state` saved."""
+    """Give the schedule, the history and the noise generator
+    the state that :meth:`RunFolder.save_state` saved."""
     schedule.load_state(json.loads(saved["schedule"]))
     lists = json.loads(saved["history"])
     history.train_loss[:], history.test_accuracy[:], history.lr[:] = \
@@ -246,5 +268,3 @@ def restore(saved: dict, schedule, history, noise) -> None:
 def _read_all(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     return os.read(fd, 4096).decode(errors="replace").strip()
-
-

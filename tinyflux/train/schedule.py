@@ -1,9 +1,11 @@
-"""Schedules: after each epoch's evaluation, whether the model is the best so far, the learning rate, and when to stop.
+"""Schedules: after each epoch's evaluation, whether the model
+is the best so far, the learning rate, and when to stop.
 
 The Flux model zoo's ``conv.jl`` ends every epoch with these rules, which
 :class:`ModelZoo` keeps exactly:
 
-    if acc >= best_acc:                       save the model; best_acc = acc; last_improvement = epoch
+    if acc >= best_acc:                       save the model;
+                                              best_acc = acc; last_improvement = epoch
     if acc >= 0.999:                          stop ("Early-exiting")
     elif epoch - last_improvement >= 5 and lr > 1e-6:
                                               lr = lr / 10; last_improvement = epoch
@@ -37,7 +39,8 @@ class Schedule:
         return accuracy >= self.best_accuracy
 
     def update(self, epoch: int, accuracy: float, optimizer) -> str:
-        """Take the epoch's accuracy; change ``optimizer.lr`` if the rules say so; return why the run stops, or ""."""
+        """Take the epoch's accuracy; change ``optimizer.lr``
+        if the rules say so; return why the run stops, or ""."""
         if self.improved(accuracy):
             self.best_accuracy, self.best_epoch, self.last_improvement = accuracy, epoch, epoch
         if accuracy >= self.target:
@@ -51,19 +54,21 @@ class Schedule:
                 "last_improvement": self.last_improvement}
 
     def load_state(self, state: dict) -> None:
-        self.best_accuracy, self.best_epoch = float(state["best_accuracy"]), int(state["best_epoch"])
+        self.best_accuracy = float(state["best_accuracy"])
+        self.best_epoch = int(state["best_epoch"])
         self.last_improvement = int(state["last_improvement"])
 
 
 class ModelZoo(Schedule):
-    """``conv.jl``'s schedule: divide the learning rate by ``factor`` after ``patience`` epochs without
-    improvement (while it is above ``min_lr``), stop after ``stop_after`` epochs without improvement, or at
-    ``target``."""
+    """``conv.jl``'s schedule: divide the learning rate by ``factor`` after
+    ``patience`` epochs without improvement (while it is above ``min_lr``),
+    stop after ``stop_after`` epochs without improvement, or at ``target``."""
 
-    def __init__(self, patience: int = 5, stop_after: int = 10, factor: float = 10.0, min_lr: float = 1e-6,
-                 target: float = 0.999):
+    def __init__(self, patience: int = 5, stop_after: int = 10, factor: float = 10.0,
+                 min_lr: float = 1e-6, target: float = 0.999):
         super().__init__(target)
-        self.patience, self.stop_after, self.factor, self.min_lr = patience, stop_after, factor, min_lr
+        self.patience, self.stop_after = patience, stop_after
+        self.factor, self.min_lr = factor, min_lr
 
     def update(self, epoch: int, accuracy: float, optimizer) -> str:
         stopped = super().update(epoch, accuracy, optimizer)
@@ -71,7 +76,8 @@ class ModelZoo(Schedule):
             return stopped
         if epoch - self.last_improvement >= self.patience and optimizer.lr > self.min_lr:
             optimizer.lr /= self.factor
-            log.warning(f" -> Haven't improved in a while, dropping learning rate to {optimizer.lr:g}!")
+            log.warning(" -> Haven't improved in a while, dropping learning "
+                        f"rate to {optimizer.lr:g}!")
             self.last_improvement = epoch
         elif epoch - self.last_improvement >= self.stop_after:
             log.warning(" -> We're calling this converged.")

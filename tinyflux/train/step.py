@@ -46,11 +46,13 @@ class Step:
             optimizer = distributed.DataParallel(optimizer, self.comm)
         self.optimizer = optimizer
         self.graph = graph
-        model.train()  # batch statistics and dropout while training; tf.train.predict switches to eval and back
+        # batch statistics and dropout while training; tf.train.predict switches to eval and back
+        model.train()
         self.captured = None  # the CapturedStep, made at the first call when graph is on
 
     def __call__(self, x, y):
-        """Forward, backward and update on the batch (x, y); returns this process's loss on the device."""
+        """Forward, backward and update on the batch (x,
+        y); returns this process's loss on the device."""
         if self.graph:
             if self.captured is None:
                 self.captured = capture(self.model, self.loss_fn, self.optimizer, x, y)
