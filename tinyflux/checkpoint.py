@@ -377,10 +377,9 @@ def _read_checked(f, path, model, optimizer, names: dict):
                           "parameters", problems, checksums)
     buffers = dict(model.named_buffers())
     if buffers or _member(f, "buffers") is not None:
-        params.update({("buffers", name): value for name,
-                       value in _check_group(_member(f, "buffers"),
-                                             {n: b.data for n, b in buffers.items()}, "buffers",
-                                             problems, checksums).items()})
+        expected = {n: b.data for n, b in buffers.items()}
+        found = _check_group(_member(f, "buffers"), expected, "buffers", problems, checksums)
+        params.update({("buffers", name): value for name, value in found.items()})
 
     hyper, arrays = {}, {}
     if optimizer is not None:

@@ -120,8 +120,8 @@ def _read(path) -> dict:
 
 
 def _warn_if_not_finite(path, arrays: dict) -> None:
-    bad = [name for name,
-           array in arrays.items() if array.dtype.kind == "f" and not np.isfinite(array).all()]
+    bad = [name for name, array in arrays.items()
+           if array.dtype.kind == "f" and not np.isfinite(array).all()]
     if bad:
         warnings.warn(f"{path}: NaN or infinity in {', '.join(bad)}; the model gives "
                       "NaN wherever they are used", RuntimeWarning, stacklevel=3)
@@ -193,8 +193,8 @@ def _side_by_side(theirs: list, ours: list):
 
 
 def _refuse_unless_matched(path, kind: str, theirs: list, arrays: dict, ours: list) -> None:
-    if len(theirs) == len(ours) and all(arrays[t].shape == tuple(p.shape) for t,
-                                        (_, p) in zip(theirs, ours)):
+    if len(theirs) == len(ours) and all(arrays[t].shape == tuple(p.shape)
+                                        for t, (_, p) in zip(theirs, ours)):
         return
     rows = [f"  {t if t else '-':24} {str(arrays[t].shape) if t else '':18} | {o or '-':16} "
             f"{str(tuple(p.shape)) if o else ''}"

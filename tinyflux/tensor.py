@@ -133,8 +133,8 @@ class Tensor:
             gy = grads.pop(id(function.output()), None)
             if gy is None:  # this output does not influence the loss
                 continue
-            changed = [t for t,
-                       version in zip(function.inputs, function.versions) if t.version != version]
+            changed = [t for t, version in zip(function.inputs, function.versions)
+                       if t.version != version]
             if changed:
                 raise RuntimeError(f"backward(): a parameter of shape {changed[0].shape} was "
                                    "changed by the optimizer after this graph was computed, so "

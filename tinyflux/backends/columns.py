@@ -41,8 +41,8 @@ def im2col(x, kernel: tuple, stride: tuple, pad: tuple):
     x_cn = x.transpose(channels_first(d))
     if any(pad):
         padded = xp.zeros((c, n) + tuple(sz + 2 * p for sz, p in zip(sizes, pad)), dtype=x.dtype)
-        padded[(slice(None),
-                slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))] = x_cn
+        interior = tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))  # each axis, unpadded
+        padded[(slice(None), slice(None)) + interior] = x_cn
     else:
         padded = x_cn
     col = xp.empty((c,) + tuple(kernel) + (n,) + tuple(out), dtype=x.dtype)
@@ -71,8 +71,8 @@ def col2im(gcol, x_shape: tuple, kernel: tuple, stride: tuple, pad: tuple):
         # (C, N, *Q) view
         target = padded[(slice(None), slice(None)) + tuple(map(window_slice, offset, out, stride))]
         target += gcol[(slice(None),) + offset]
-    inner = padded[(slice(None),
-                    slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    interior = tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))  # each axis, not its padding
+    inner = padded[(slice(None), slice(None)) + interior]
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 
@@ -128,8 +128,8 @@ def col2im_shifted(gcol, x_shape: tuple, kernel: tuple, pad: tuple):
         flat[:, :, start:start + length] += gcol[(slice(None),) + offset]
     # (C, N, F) -> (C, N, S1+1, *S')
     padded = flat.reshape(c, n, padded_sizes[0] + 1, *padded_sizes[1:])
-    inner = padded[(slice(None),
-                    slice(None)) + tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))]
+    interior = tuple(slice(p, p + sz) for p, sz in zip(pad, sizes))  # each axis, not its padding
+    inner = padded[(slice(None), slice(None)) + interior]
     return inner.transpose(channels_first(d))  # (C, N, *S) -> (N, C, *S) view
 
 

@@ -63,8 +63,8 @@ def pool_geometry(x_shape: tuple, kernel: tuple, pad: tuple, window: tuple,
                   x_order: tuple = None) -> PoolGeometry:
     """The plane and output sizes of :func:`im2col_pooled` for an input of shape ``x_shape``."""
     n = x_shape[0]
-    pooled = tuple(output_size(sz, kn, 1, p) // k for sz, kn, p,
-                   k in zip(x_shape[2:], kernel, pad, window))
+    pooled = tuple(output_size(sz, kn, 1, p) // k
+                   for sz, kn, p, k in zip(x_shape[2:], kernel, pad, window))
     # a plane must reach index u + j for every pooled output u and every shift j = (r + kk) // k
     lengths = [u + (k - 1 + kn - 1) // k for u, kn, k in zip(pooled, kernel, window)]
     # +1: the spare row that keeps the last flat slice inside the buffer, as in im2col_shifted
@@ -101,8 +101,8 @@ def phase_runs(geometry: PoolGeometry):
     lengths = (geometry.plane[0] - 1,) + geometry.plane[2:]  # the spare row never holds input
     everything = slice(None)
     for phase in itertools.product(*(range(k) for k in geometry.window)):
-        runs = [_phase_run(a, k, p, sz, n) for a, k, p, sz,
-                n in zip(phase, geometry.window, geometry.pad, sizes, lengths)]
+        runs = [_phase_run(a, k, p, sz, n)
+                for a, k, p, sz, n in zip(phase, geometry.window, geometry.pad, sizes, lengths)]
         if all(runs):
             plane_part = ((everything,) + phase + (runs[0][0], everything)
                           + tuple(plane for plane, _ in runs[1:]))

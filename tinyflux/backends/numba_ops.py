@@ -264,8 +264,8 @@ class NumbaOps(NumpyOps):
         kernel3, pad3, window3 = _lift(w.shape[2:], 1), _lift(pad, 0), _lift(window, 1)
         padded = tuple(s + 2 * p for s, p in zip(_lift(x.shape[2:], 1), pad3))
         x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
-        inside = (slice(None),
-                  slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, _lift(x.shape[2:], 1)))
+        inside = (slice(None), slice(None)) + tuple(slice(p, p + s)
+                                                    for p, s in zip(pad3, _lift(x.shape[2:], 1)))
         # (N, C, *S) -> (N, C, T, H, W)
         x_padded[inside] = x.reshape((n, c) + _lift(x.shape[2:], 1))
         pooled3 = tuple(output_size(s, kn, 1, p) // k for s, kn, p, k in
@@ -306,8 +306,8 @@ class NumbaOps(NumpyOps):
             _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3,
                         gx_padded)
             sizes3 = _lift(saved.x_shape[2:], 1)
-            inside = (slice(None),
-                      slice(None)) + tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
+            interior = tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
+            inside = (slice(None), slice(None)) + interior
             # in the input's memory order, as col2im_pooled returns it (see there)
             order = saved.x_order
             # x's axes in memory order

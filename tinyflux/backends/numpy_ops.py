@@ -160,8 +160,8 @@ class NumpyOps:
         d = len(kernel)
         # col (C, *K, N, *E), E the positions computed
         columns = self.im2col(x, kernel, stride, pad)
-        out = tuple(output_size(sz, k, st, p) for sz, k, st,
-                    p in zip(x.shape[2:], kernel, stride, pad))
+        out = tuple(output_size(sz, k, st, p)
+                    for sz, k, st, p in zip(x.shape[2:], kernel, stride, pad))
         # (C, *K, N, *E) -> (C*prod(K), N*E)
         col_mat = columns.col.reshape(c * math.prod(kernel), -1)
         y = self.matmul(w.reshape(o, -1), col_mat)  # (O, C*prod(K)) @ (C*prod(K), N*E) -> (O, N*E)
@@ -170,8 +170,8 @@ class NumpyOps:
         y = y.reshape((o,) + columns.extended)  # (O, N*E) -> (O, N, *E)
         if columns.shifted:  # drop the extra positions; the copy makes the rows contiguous again,
             # which pooling runs faster on
-            y = xp.ascontiguousarray(y[(slice(None),
-                                        slice(None)) + tuple(slice(0, q) for q in out)])
+            kept = (slice(None), slice(None)) + tuple(slice(0, q) for q in out)
+            y = xp.ascontiguousarray(y[kept])
         # (O, N, *Q) -> (N, O, *Q) view
         return y.transpose(channels_first(d)), ConvSaved(columns, out)
 

@@ -23,8 +23,8 @@ def sum_to(g, shape: tuple):
     if tuple(g.shape) == tuple(shape):
         return g
     extra = g.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i,
-                                       n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
+    stretched = tuple(i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
+    axes = tuple(range(extra)) + stretched
     g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)  # drop the leading axes that broadcasting added
 
@@ -195,9 +195,9 @@ class Pad(Function):
         return xp.pad(x, widths, constant_values=self.value)
 
     def backward(self, gy, needs):
-        inside = (slice(None),
-                  slice(None)) + tuple(slice(b, gy.shape[2 + i] - a) for i,
-                                       (b, a) in enumerate(zip(self.before, self.after)))
+        # batch and channels whole; each spatial axis without its padding
+        inside = (slice(None), slice(None)) + tuple(
+            slice(b, gy.shape[2 + i] - a) for i, (b, a) in enumerate(zip(self.before, self.after)))
         return (gy[inside],)
 
 

@@ -136,8 +136,8 @@ class AvgPoolFunction(Function):
     def forward(self, x):
         out = [size // k for size, k in zip(x.shape[2:], self.window)]
         self.x_shape, self.out = x.shape, out
-        self.inside = (slice(None),
-                       slice(None)) + tuple(slice(0, o * k) for o, k in zip(out, self.window))
+        covered = tuple(slice(0, o * k) for o, k in zip(out, self.window))  # what the windows cover
+        self.inside = (slice(None), slice(None)) + covered
         blocks = (x.shape[0],
                   x.shape[1]) + tuple(n for o, k in zip(out, self.window) for n in (o, k))
         # (N, C, O1 k1, O2 k2, ...) -> (N, C, O1, k1, O2, k2, ...): each window on axes of its own
@@ -160,8 +160,8 @@ class AvgPoolFunction(Function):
 def grid_cells(sizes: tuple, grid: tuple) -> list[tuple]:
     """The slices of every cell of an adaptive pooling
     of ``sizes`` into ``grid``, in row-major order."""
-    bounds = [[slice(i * n // k, -(-(i + 1) * n // k)) for i in range(k)] for n,
-              k in zip(sizes, grid)]
+    bounds = [[slice(i * n // k, -(-(i + 1) * n // k)) for i in range(k)]
+              for n, k in zip(sizes, grid)]
     return list(itertools.product(*bounds))
 
 

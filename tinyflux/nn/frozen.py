@@ -100,8 +100,8 @@ class _Frozen(Module):
         keys = [hashlib.sha256((self._digest + str(clip.dtype) + str(clip.shape)).encode()
                                + np.ascontiguousarray(to_cpu_array(clip)).tobytes()).hexdigest()
                 for clip in clips]
-        missing = [i for i,
-                   key in enumerate(keys) if key not in self._memory and not self._from_disk(key)]
+        missing = [i for i, key in enumerate(keys)
+                   if key not in self._memory and not self._from_disk(key)]
         if missing:
             computed = to_cpu_array(self.compute(clips[missing]))
             for i, features in zip(missing, computed):

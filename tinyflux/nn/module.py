@@ -183,11 +183,11 @@ class Summary:
             return "(" + ", ".join(["N"] + [str(d) for d in dims]) + ")" if dims else ""
 
         table = [("Layer", "Output shape", "Parameters"), ("input", shape(self.input_shape), "")]
-        table += [(name, shape(dims), _count(count) if count else "") for name, dims,
-                  count in self.rows]
+        table += [(name, shape(dims), _count(count) if count else "")
+                  for name, dims, count in self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(2)]
-        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip() for name, dims,
-                 count in table]
+        lines = [f"{name:<{widths[0]}}  {dims:<{widths[1]}}  {count:>10}".rstrip()
+                 for name, dims, count in table]
         return "\n".join(lines + [f"Total: {self.arrays} arrays, "
                                   f"{_count(self.parameters)} parameters"])
 

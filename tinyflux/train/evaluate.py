@@ -150,6 +150,6 @@ def class_report(counts: np.ndarray, names: list[str]) -> list[str]:
              for i, name in enumerate(names)]
     corner = "true/predicted"
     lines.append(f"{corner:>{width}}  " + " ".join(f"{name[:5]:>5}" for name in names))
-    lines += [f"{name:>{width}}  " + " ".join(f"{n:>5}" for n in row) for name,
-              row in zip(names, counts)]
+    lines += [f"{name:>{width}}  " + " ".join(f"{n:>5}" for n in row)
+              for name, row in zip(names, counts)]
     return lines

@@ -287,8 +287,8 @@ def export_saved(settings: Settings, build) -> str:
     path = f"{settings.savepath}/{settings.checkpoint}"
     model = load_model(path, build)
     saved = checkpoint.read_metadata(path)
-    kept = {key: json.dumps(value) for key,
-            value in saved.items() if key in ("classes", "input_shape")}
+    kept = {key: json.dumps(value)
+            for key, value in saved.items() if key in ("classes", "input_shape")}
     # class names, as JSON
     written = onnx.export(model, settings.export_onnx, saved["input_shape"], metadata=kept)
     log.info(f"Exported the model of {path} to {written} (ONNX opset {onnx.OPSET}, IR "

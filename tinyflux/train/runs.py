@@ -189,8 +189,8 @@ class RunFolder:
                                      "run's own state file back")
             saved = json.loads(metadata["settings"])
             differences = [f"--{key.replace('_', '-')}: the run used "
-                           f"{saved.get(key)!r}, now {value!r}" for key,
-                           value in settings.items() if saved.get(key) != value]
+                           f"{saved.get(key)!r}, now {value!r}"
+                           for key, value in settings.items() if saved.get(key) != value]
             if differences:
                 raise RunFolderError(f"--resume: the run in {self.folder} was made with other "
                                      "settings, so it "
