@@ -15,9 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import functional as F
-from ..backends import get_array_module
 from ..checks import as_tuple, integer
-from ..modes import no_grad
 from ..tensor import Tensor, as_tensor
 from .module import Module, _activation_name, _checked_activation, _short, glorot_uniform
 
