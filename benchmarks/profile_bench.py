@@ -21,6 +21,7 @@ OPS_PROFILED = ("conv", "conv_backward", "conv_pool", "conv_pool_backward", "im2
 MODELS = {  # name: (build, one example's shape, classes)
     "MNIST": (mnist_model, (1, 28, 28), 10),
     "video": (lambda: tf.models.video_convnet(3, 4, 16, (32, 32)), (3, 16, 32, 32), 4),  # colour clips, 4 classes
+    "own clips": (lambda: tf.models.video_bn_net(3, 4), (3, 16, 112, 112), 4),  # examples/video_conv.py --video-dir
 }
 
 
@@ -34,7 +35,7 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_na
     waits for the GPU between them); only the step's total waits.
     """
     from tinyflux import tensor
-    from tinyflux.functional import activations, basic, convolution, dense, losses
+    from tinyflux.functional import activations, basic, convolution, dense, losses, normalization
 
     totals: dict[str, float] = {}
     inside: dict[str, float] = {}  # the same for the ops object's methods
@@ -68,7 +69,7 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_na
         flops[key] = 2 * m * k * n
         return key
 
-    for module in (basic, activations, convolution, dense, losses):
+    for module in (basic, activations, convolution, dense, losses, normalization):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, tensor.Function) and value is not tensor.Function:
                 for method in ("forward", "backward"):

@@ -265,3 +265,62 @@ def test_adaptive_mean_pool_against_a_reference_and_finite_differences(xp, rng, 
 def test_adaptive_mean_pool_refuses_inputs_smaller_than_its_grid():
     with pytest.raises(ValueError, match=r"AdaptiveMeanPool\(\(2, 2\)\): expected input .* got shape \(1, 1, 1, 4\)"):
         nn.AdaptiveMeanPool((2, 2))(np.zeros((1, 1, 1, 4), np.float32))
+
+
+# -- batch normalisation, ReLU and max-pooling as one op (nn.Chain merges them) ---------------------
+
+POOL_CASES = [((4, 3, 9), (2,)), ((3, 2, 5, 7), (2, 3)), ((2, 3, 5, 6, 7), (2, 2, 2))]  # remainders on every axis
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "none"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("shape, window", POOL_CASES, ids=["1d", "2d", "3d"])
+def test_batch_norm_pool_equals_the_three_ops(xp, rng, shape, window, training, relu):
+    """F.batch_norm_pool gives the outputs, gradients and running statistics of maxpool(relu(batch_norm(x))),
+    with a negative gamma in every other channel (which no pooling-first shortcut could take)."""
+    x = rng.standard_normal(shape) * 2 + 0.5
+    gamma = rng.uniform(0.5, 2, shape[1]) * np.where(np.arange(shape[1]) % 2, -1, 1)
+    beta = rng.standard_normal(shape[1])
+    results = []
+    for merged in (True, False):
+        running = [xp.asarray(np.full(shape[1], 0.3)), xp.asarray(np.full(shape[1], 1.5))]
+        xt, gt, bt = (tf.Tensor(xp.asarray(a), requires_grad=True) for a in (x, gamma, beta))
+        if merged:
+            y = tf.functional.batch_norm_pool(xt, gt, bt, *running, training, 0.1, 1e-5, window, relu)
+        else:
+            y = tf.functional.batch_norm(xt, gt, bt, *running, training, 0.1, 1e-5)
+            y = tf.functional.maxpool(tf.functional.relu(y) if relu else y, window)
+        y.backward(xp.asarray(np.cos(np.arange(y.size)).reshape(y.shape)))
+        results.append([to_numpy(a) for a in (y.data, xt.grad, gt.grad, bt.grad, *running)])
+    for name, merged, separate in zip(("y", "gx", "g_gamma", "g_beta", "running mean", "running var"), *results):
+        np.testing.assert_allclose(merged, separate, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+def test_batch_norm_pool_gradients(xp, rng, training):
+    x = xp.asarray(rng.standard_normal((2, 3, 4, 5, 4)))
+    gamma, beta = xp.asarray(rng.uniform(0.5, 2, 3) * [1, -1, 1]), xp.asarray(rng.standard_normal(3))
+    running = [xp.asarray(rng.standard_normal(3)), xp.asarray(rng.uniform(0.5, 2, 3))]
+    assert tf.gradcheck(lambda x, g, b: tf.functional.batch_norm_pool(x, g, b, *running, training, 0.1, 1e-5,
+                                                                      (2, 2, 2), True), x, gamma, beta)
+
+
+def test_chain_merges_batch_norm_with_the_pooling_after_it(rng):
+    from tinyflux.functional.normalization import BatchNormPoolFunction
+    assert nn.pooling_plan(nn.BatchNorm(3, tf.relu), nn.MaxPool((2, 2))) == "one op"
+    assert nn.pooling_plan(nn.BatchNorm(3), nn.MaxPool((2, 2))) == "one op"
+    assert nn.pooling_plan(nn.BatchNorm(3, tf.relu), nn.MaxPool((2, 2), stride=1)) is None  # overlapping windows
+    model = nn.Chain(nn.BatchNorm(3, tf.relu), nn.MaxPool((2, 2)))
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = model(tf.Tensor(x))
+    assert isinstance(y.creator, BatchNormPoolFunction)
+    assert y.shape == (2, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"MaxPool\(\(2, 2\)\): expected a 4-D input"):  # the pooling's own error
+        model(tf.Tensor(rng.standard_normal((2, 3, 4, 6, 6)).astype(np.float32)))
+
+
+def test_batch_norm_pool_refuses_inputs_smaller_than_its_window(rng):
+    gamma, beta = tf.Tensor(np.ones(2)), tf.Tensor(np.zeros(2))
+    with pytest.raises(ValueError, match=r"smaller than the window \(2, 2\)"):
+        tf.functional.batch_norm_pool(rng.standard_normal((2, 2, 1, 5)), gamma, beta, np.zeros(2), np.ones(2), True,
+                                      0.1, 1e-5, (2, 2), True)

@@ -136,6 +136,16 @@ class ConvThenPoolSaved(NamedTuple):
     activated: object  # as in PooledColumnsSaved
 
 
+class BatchNormPoolSaved(NamedTuple):
+    """What :meth:`NumpyOps.batch_norm_pool` keeps for its backward pass."""
+
+    x_hat: object  # (N, C, *S): the normalised input
+    inv_std: object  # (C,)
+    gamma: object  # (C,)
+    activated: object  # (N, C, *S): relu of the affine output, or None without a ReLU
+    pool: MaxPoolSaved
+
+
 class NumpyOps:
     """The hot operations in NumPy-style code (which CuPy also runs, slice by slice)."""
 
@@ -339,6 +349,56 @@ class NumpyOps:
         for axis, k, s, x, argmax in reversed(saved.winners):
             gy = _maxpool_1d_backward(gy, x, argmax, axis, k, s)
         return gy
+
+    def channel_moments(self, x):
+        """(mean, var) (C,) of x (N, C, *S) over every axis but the channels; var is the
+        biased one (divided by the count m), as batch normalisation uses it."""
+        axes = (0,) + tuple(range(2, x.ndim))
+        return x.mean(axis=axes), x.var(axis=axes)
+
+    def batch_norm(self, x, mean, inv_std, gamma, beta):
+        """(y, x_hat) for x (N, C, *S): x_hat = (x - mean) * inv_std, y = gamma x_hat + beta,
+        with one number per channel in each of the four (C,)."""
+        # (C,) -> (1, C, 1, ...): broadcast over batch and positions
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        return x_hat * gamma.reshape(shape) + beta.reshape(shape), x_hat
+
+    def batch_norm_backward(self, gy, x_hat, inv_std, gamma, training: bool, needs: tuple):
+        """(gx, g_gamma, g_beta), each None where ``needs`` says so, by the formulas in
+        ``tinyflux/functional/normalization.py``; without ``training`` the statistics were
+        constants, and gx is gy scaled."""
+        axes = (0,) + tuple(range(2, gy.ndim))
+        shape = (1, -1) + (1,) * (gy.ndim - 2)  # (C,) -> (1, C, 1, ...)
+        m = gy.size // gy.shape[1]
+        g_beta = gy.sum(axis=axes)
+        g_gamma = (gy * x_hat).sum(axis=axes)
+        scale = (gamma * inv_std).reshape(shape)
+        if not needs[0]:
+            gx = None
+        elif training:  # the batch's statistics depend on every x: the two extra terms
+            gx = scale / m * (m * gy - g_beta.reshape(shape) - x_hat * g_gamma.reshape(shape))
+        else:
+            gx = gy * scale
+        return gx, (g_gamma if needs[1] else None), (g_beta if needs[2] else None)
+
+    def batch_norm_pool(self, x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
+        """(y (N, C, *U), saved): maxpool(relu(batch_norm(x))) with windows that tile (stride =
+        window), or without the ReLU. Here the three ops one after the other, as the layers
+        would run them; ``NumbaOps`` runs them as one pass over memory."""
+        y, x_hat = self.batch_norm(x, mean, inv_std, gamma, beta)
+        activated = get_array_module(y).maximum(y, 0) if relu else None  # as F.relu
+        pooled, pool = self.maxpool(y if activated is None else activated, window, window)
+        return pooled, BatchNormPoolSaved(x_hat, inv_std, gamma, activated, pool)
+
+    def batch_norm_pool_backward(self, gy, saved: BatchNormPoolSaved, training: bool,
+                                 needs: tuple):
+        """(gx, g_gamma, g_beta) from the gradient gy (N, C, *U) of the pooled output."""
+        g = self.maxpool_backward(gy, saved.pool)
+        if saved.activated is not None:
+            g = self.relu_backward(g, saved.activated)
+        return self.batch_norm_backward(g, saved.x_hat, saved.inv_std, saved.gamma, training,
+                                        needs)
 
     def bias_relu(self, x, b):
         """relu(x + b) for x (N, C, *S) and one bias per channel b (C,); keeps x's memory order."""

@@ -24,7 +24,14 @@ with zero mean and unit variance in each colour, whatever its tint, light and
 contrast. Its backward pass is batch normalisation's training form with the
 sums over the m = prod(S) positions of one example's channel, and gamma = 1.
 
- that tile the input (stride = window): each
+Batch normalisation with ReLU followed by max-pooling (``nn.Chain`` sees the
+pair) is one op, ``batch_norm_pool``: the same numbers, but a backend may
+compute the pooled output straight from x and keep only x and which position
+won each window, where the three ops write and read three full-size arrays.
+Its backward pass is the one above with gy = the ReLU's and the pooling's
+gradient: zero except at each window's winner where the ReLU was on.
+
+Average pooling takes windows that tile the input (stride = window): each
 output is the mean of its window; the gradient spreads gy / prod(window)
 evenly over the window. Rows and columns past the last whole window are
 dropped, as by max-pooling.
@@ -34,12 +41,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from ..backends import get_array_module
+from ..backends import get_array_module, ops_for
+from ..checks import as_tuple
 from ..tensor import Function, Tensor, as_tensor
-
-
-def _channel_shape(ndim: int) -> tuple:
-    return (1, -1) + (1,) * (ndim - 2)  # (C,) -> (1, C, 1, ...): one number per channel
 
 
 class BatchNormFunction(Function):
@@ -47,46 +51,53 @@ class BatchNormFunction(Function):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
-    def forward(self, x, gamma, beta):
-        xp = get_array_module(x)
-        axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channels
-        shape = _channel_shape(x.ndim)
-        self.m = x.size // x.shape[1]
+    def statistics(self, x):
+        """(mean, inv_std) (C,) that x is normalised with: the batch's in training (and the
+        running ones move towards them), else the running ones."""
+        self.ops = ops_for(x)
         if self.training:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            unbiased = var * (self.m / max(self.m - 1, 1))
+            mean, var = self.ops.channel_moments(x)
+            m = x.size // x.shape[1]
+            unbiased = var * (m / max(m - 1, 1))
             self.running_mean *= 1 - self.momentum
             self.running_mean += self.momentum * mean.astype(self.running_mean.dtype)
             self.running_var *= 1 - self.momentum
             self.running_var += self.momentum * unbiased.astype(self.running_var.dtype)
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-        self.inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
-        self.x_hat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
+        return mean, 1 / get_array_module(x).sqrt(var + self.eps)
+
+    def forward(self, x, gamma, beta):
+        mean, self.inv_std = self.statistics(x)
+        y, self.x_hat = self.ops.batch_norm(x, mean, self.inv_std, gamma, beta)
         self.gamma = gamma
-        return self.x_hat * gamma.reshape(shape) + beta.reshape(shape)
+        return y
 
     def backward(self, gy, needs):
-        axes = (0,) + tuple(range(2, gy.ndim))
-        shape = _channel_shape(gy.ndim)
-        g_beta = gy.sum(axis=axes)
-        g_gamma = (gy * self.x_hat).sum(axis=axes)
-        scale = (self.gamma * self.inv_std).reshape(shape)
-        if not needs[0]:
-            gx = None
-        elif self.training:  # the batch's statistics depend on every x: the two extra terms
-            gx = scale / self.m * (self.m * gy - g_beta.reshape(shape)
-                                   - self.x_hat * g_gamma.reshape(shape))
-        else:
-            gx = gy * scale
-        return gx, (g_gamma if needs[1] else None), (g_beta if needs[2] else None)
+        return self.ops.batch_norm_backward(gy, self.x_hat, self.inv_std, self.gamma,
+                                            self.training, needs)
 
 
-def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var, training: bool,
-               momentum: float = 0.1, eps: float = 1e-5, *, caller: str = "batch_norm") -> Tensor:
-    """Batch normalisation of x (N, C, *S) with per-channel gamma and beta (C,); updates the running
-    statistics (arrays (C,), in place) when ``training``."""
-    x = as_tensor(x)
+class BatchNormPoolFunction(BatchNormFunction):
+    """maxpool(relu(batch_norm(x))) (or without the ReLU), windows that tile: one op, so that a
+    backend may do it in one pass over memory (``ops.batch_norm_pool``)."""
+
+    def __init__(self, running_mean, running_var, training: bool, momentum: float, eps: float,
+                 window: tuple, relu: bool):
+        super().__init__(running_mean, running_var, training, momentum, eps)
+        self.window, self.relu = window, relu
+
+    def forward(self, x, gamma, beta):
+        mean, inv_std = self.statistics(x)
+        y, self.saved = self.ops.batch_norm_pool(x, mean, inv_std, gamma, beta, self.window,
+                                                 self.relu)
+        return y
+
+    def backward(self, gy, needs):
+        return self.ops.batch_norm_pool_backward(gy, self.saved, self.training, needs)
+
+
+def _checked_batch(x: Tensor, gamma: Tensor, training: bool, caller: str) -> None:
     if x.ndim < 2 or x.shape[1] != gamma.shape[0]:
         raise ValueError(f"{caller}: expected input (N, {gamma.shape[0]}, ...), "
                          f"got shape {tuple(x.shape)}")
@@ -94,8 +105,31 @@ def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var
         raise ValueError(f"{caller}: a batch of one value per channel has no variance to "
                          f"normalise by (shape {tuple(x.shape)}); use batches of 2 or "
                          "more, or evaluation mode")
+
+
+def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var, training: bool,
+               momentum: float = 0.1, eps: float = 1e-5, *, caller: str = "batch_norm") -> Tensor:
+    """Batch normalisation of x (N, C, *S) with per-channel gamma and beta (C,); updates the running
+    statistics (arrays (C,), in place) when ``training``."""
+    x = as_tensor(x)
+    _checked_batch(x, gamma, training, caller)
     return BatchNormFunction(running_mean, running_var, training, momentum,
                              eps).apply(x, gamma, beta)
+
+
+def batch_norm_pool(x: Tensor, gamma: Tensor, beta: Tensor, running_mean, running_var,
+                    training: bool, momentum: float, eps: float, window: tuple, relu: bool, *,
+                    caller: str = "batch_norm_pool") -> Tensor:
+    """maxpool(relu(batch_norm(x)), window), or without ``relu``: the same numbers as the three
+    ops one after the other, with windows that tile x (N, C, *S) (stride = window)."""
+    x = as_tensor(x)
+    _checked_batch(x, gamma, training, caller)
+    window = as_tuple(window, x.ndim - 2, f"{caller} window", minimum=1)
+    if any(size < k for size, k in zip(x.shape[2:], window)):
+        raise ValueError(f"{caller}: input spatial size {tuple(x.shape[2:])} is smaller "
+                         f"than the window {window}")
+    return BatchNormPoolFunction(running_mean, running_var, training, momentum, eps, window,
+                                 relu).apply(x, gamma, beta)
 
 
 class InstanceNormFunction(Function):

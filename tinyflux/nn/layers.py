@@ -3,9 +3,10 @@ Conv, MaxPool, Dense, GlobalMeanPool, FrameFeatures.
 
 ``Conv``, ``MaxPool`` and ``Dense`` hold their weights as Tensors with
 ``requires_grad=True``; :func:`pooling_plan` is the one rule by which ``Chain``
-runs a convolution and the max-pooling after it as one op. It decides only
-whether the math allows it; how the op is computed is each backend's choice,
-made inside its ``ops.conv_pool`` (``tinyflux/backends/numpy_ops.py``).
+runs a convolution (or a batch normalisation) and the max-pooling after it as
+one op. It decides only whether the math allows it; how the op is computed is
+each backend's choice, made inside its ``ops.conv_pool`` (or
+``ops.batch_norm_pool``; ``tinyflux/backends/numpy_ops.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .. import functional as F
 from ..checks import as_tuple, integer
 from ..tensor import Tensor, as_tensor
 from .module import Module, _activation_name, _checked_activation, _short, glorot_uniform
+from .normalization import BatchNorm
 
 
 class Conv(Module):
@@ -78,18 +80,24 @@ class Conv(Module):
 
 
 def pooling_plan(layer, following) -> str | None:
-    """How ``Chain`` runs ``layer`` followed by ``following``:
-    the one rule for merging a convolution with its pooling.
+    """How ``Chain`` runs ``layer`` followed by ``following``: the one rule for merging a
+    convolution, or a batch normalisation, with the max-pooling after it.
 
     - ``"one op"``: a stride-1 ``Conv`` whose ``MaxPool`` windows tile its output (stride = window):
-      ``F.conv_maxpool``, which never writes the full-size convolution output;
+      ``F.conv_maxpool``, which never writes the full-size convolution output; or a ``BatchNorm``
+      with ReLU (or none) and windows that tile: ``F.batch_norm_pool``, the same numbers in one op;
     - ``"pool first"``: any other ``Conv`` then ``MaxPool``: ``activation(pool(conv(x)) + bias)``;
     - None: each layer on its own.
 
     Both plans need a non-decreasing activation (or none): taking a maximum commutes
     with adding the same number to every value (the bias is one number per channel) and
     with any non-decreasing function, max(relu(a), relu(b)) = relu(max(a, b)). Pooling
-    first does the bias and ReLU work on a quarter of the values (for 2x2 windows)."""
+    first does the bias and ReLU work on a quarter of the values (for 2x2 windows). Batch
+    normalisation is never pooled first: its scale gamma may be negative."""
+    if isinstance(layer, BatchNorm) and isinstance(following, MaxPool):
+        tiled = following.stride == following.window
+        computed = (None, F.relu)  # the activations the op computes
+        return "one op" if tiled and layer.activation in computed else None
     if not (isinstance(layer, Conv) and isinstance(following, MaxPool)):
         return None
     if layer.activation not in _MONOTONE or len(following.window) != len(layer.kernel):

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F  # noqa: F401 (the doctests use F.relu)
+from .. import functional as F
 from ..modes import modes
 from ..cuda_graph import CaptureError
 from ..backends import get_array_module
 from ..checks import as_tuple, integer, real
-from ..functional.normalization import adaptive_avgpool, avgpool, batch_norm, instance_norm
+from ..functional.normalization import (adaptive_avgpool, avgpool, batch_norm, batch_norm_pool,
+                                        instance_norm)
 from ..tensor import Tensor, as_tensor
 from . import module
 from .module import Module, _activation_name, _checked_activation
@@ -63,6 +64,16 @@ class BatchNorm(Module):
         y = batch_norm(x, self.weight, self.bias, self.running_mean.data, self.running_var.data,
                        self.training, self.momentum, self.eps, caller=self.signature())
         return y if self.activation is None else self.activation(y)
+
+    def forward_pooled(self, x: Tensor, pool, plan: str) -> Tensor:
+        """Same result as ``pool(self(x))`` for the ``"one op"`` plan of ``nn.pooling_plan`` (an
+        activation of ReLU or none, windows that tile): ``F.batch_norm_pool``."""
+        x = as_tensor(x)
+        if x.ndim - 2 != len(pool.window):  # the layers one by one, for their own error
+            return pool(self(x))
+        return batch_norm_pool(x, self.weight, self.bias, self.running_mean.data,
+                               self.running_var.data, self.training, self.momentum, self.eps,
+                               pool.window, self.activation is F.relu, caller=self.signature())
 
 
 class Dropout(Module):
