@@ -339,3 +339,70 @@ def test_float16_keeps_the_numpy_path(rng):
     assert not ran_direct and y.dtype == np.float16
     for got, expected in ((y, y_ref), (gx, gx_ref), (gw, gw_ref)):
         np.testing.assert_array_equal(got, expected)
+
+
+# -- batch normalisation, ReLU and max-pooling in one pass (numba_norm) ------------------------------
+
+def norm_pool(ops, x, gamma, beta, window, relu, training):
+    """(pooled, gx, g_gamma, g_beta, mean, var) of ops.batch_norm_pool and its backward pass."""
+    mean, var = ops.channel_moments(x) if training else (np.full(x.shape[1], 0.25, x.dtype),
+                                                         np.full(x.shape[1], 2.0, x.dtype))
+    inv_std = (1 / np.sqrt(var + 1e-5)).astype(x.dtype)
+    y, saved = ops.batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu)
+    gy = np.cos(np.arange(y.size)).reshape(y.shape).astype(x.dtype)
+    return (y,) + ops.batch_norm_pool_backward(gy, saved, training, (True, True, True)) + (mean, var)
+
+
+def layouts(x):
+    """x (N, C, T, H, W) as it is, laid out (C, T, N, H, W) as the block convolution leaves it, and with
+    W before H in memory (rows that are not planes: the kernels copy it first)."""
+    ctn = np.empty((x.shape[1], x.shape[2], x.shape[0]) + x.shape[3:], x.dtype).transpose(2, 0, 1, 3, 4)
+    ctn[...] = x
+    swapped = np.empty(x.shape[:3] + (x.shape[4], x.shape[3]), x.dtype).transpose(0, 1, 2, 4, 3)
+    swapped[...] = x
+    return {"contiguous": x, "(C, T, N, H, W)": ctn, "W before H": swapped}
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "none"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("shape, window", [((3, 4, 5, 9, 7), (2, 2, 2)), ((3, 4, 6, 6, 10), (1, 2, 3)),
+                                           ((2, 3, 1, 7, 8), (1, 3, 2))], ids=["2x2x2", "1x2x3", "2-D"])
+def test_norm_pool_kernels_match_numpy_in_every_layout(rng, shape, window, training, relu):
+    """Outputs, gradients and moments equal the NumPy path's; integer inputs make ties in most windows, and the
+    gradient must reach the same winner (in evaluation gx is nonzero at the winners alone)."""
+    x = rng.integers(-3, 4, shape).astype(np.float32)
+    gamma = np.array([1.5, -0.7, 2.0, -1.0][:shape[1]], np.float32)
+    beta = rng.standard_normal(shape[1]).astype(np.float32)
+    reference = norm_pool(backends.numpy_ops.NumpyOps(), x, gamma, beta, window, relu, training)
+    for name, laid_out in layouts(x).items():
+        kernels = norm_pool(NumbaOps(), laid_out, gamma, beta, window, relu, training)
+        for what, got, expected in zip(("pooled", "gx", "g_gamma", "g_beta", "mean", "var"), kernels, reference):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"{what}, {name}")
+        if not training:
+            np.testing.assert_array_equal(kernels[1] != 0, reference[1] != 0, err_msg=name)
+
+
+def test_norm_pool_kernels_keep_nan_and_give_the_same_bits_on_any_number_of_threads(rng):
+    x = rng.standard_normal((4, 3, 6, 8, 8)).astype(np.float32)
+    x[1, 2, 3, 4, 5] = np.nan
+    gamma, beta = np.array([1.0, -2.0, 0.5], np.float32), np.zeros(3, np.float32)
+    runs = []
+    for threads in (1, 2):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            runs.append(norm_pool(NumbaOps(), x[:, :2], gamma[:2], beta[:2], (2, 2, 2), True, True))
+        finally:
+            numba.set_num_threads(previous)
+    for one, other in zip(*runs):
+        np.testing.assert_array_equal(one, other)
+    y = norm_pool(NumbaOps(), x, gamma, beta, (2, 2, 2), True, False)[0]
+    assert np.isnan(y[1, 2, 1, 2, 2]) and np.isnan(y).sum() == 1  # the window holding the NaN, and it alone
+
+
+def test_norm_pool_takes_numpy_for_dtypes_without_kernels(rng):
+    from tinyflux.backends.numpy_ops import BatchNormPoolSaved
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float16)
+    ones, zeros = np.ones(2, np.float16), np.zeros(2, np.float16)
+    _, saved = NumbaOps().batch_norm_pool(x, zeros, ones, ones, zeros, (2, 2), True)
+    assert isinstance(saved, BatchNormPoolSaved)

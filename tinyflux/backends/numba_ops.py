@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import numba_blocks
+from . import numba_blocks, numba_norm
 from .geometry import memory_order, output_size
 from .numpy_ops import NumpyOps
 
@@ -321,6 +321,25 @@ class NumbaOps(NumpyOps):
                          window3, gw_rows)
             gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
         return (gx, gw) if saved.activated is None else (gx, gw, gb)
+
+    def channel_moments(self, x):
+        if x.dtype not in KERNEL_DTYPES:
+            return super().channel_moments(x)
+        self.kernels_ran = True
+        return numba_norm.channel_moments(x)
+
+    def batch_norm_pool(self, x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
+        """The three ops in one pass over memory (``numba_norm``), for the dtypes the kernels
+        are compiled for; others as NumpyOps."""
+        if x.dtype not in KERNEL_DTYPES:
+            return super().batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu)
+        self.kernels_ran = True
+        return numba_norm.batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu)
+
+    def batch_norm_pool_backward(self, gy, saved, training: bool, needs: tuple):
+        if not isinstance(saved, numba_norm.NormPoolSaved):  # NumpyOps made it
+            return super().batch_norm_pool_backward(gy, saved, training, needs)
+        return numba_norm.batch_norm_pool_backward(gy, saved, training, needs)
 
 
 def _blas_controls():
