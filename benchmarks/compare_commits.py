@@ -1,13 +1,16 @@
-"""The MNIST training step of two commits of tinyflux, side by side: which one is faster, and by how much.
+"""The training step of two commits of tinyflux, side by side: which one is faster, and by how much.
 
     python benchmarks/compare_commits.py 7753d8e            # that commit against the working tree
     python benchmarks/compare_commits.py 7753d8e HEAD --rounds 30
+    python benchmarks/compare_commits.py 7753d8e --model own-clips --batch 8 --steps 1
 
 Each side runs in its own worker process, importing tinyflux from its own
 checkout (``git worktree``, removed at the end); the two take turns, round by
-round, so that the noise of a shared machine hits both alike. Reported: ms per
+round, each going first in every other round, so that the noise of a shared machine hits both alike. Reported: ms per
 step of each (min / median / max over rounds) and the per-round ratio
-new / old. Both sides train the same model from the same seed on the same
+new / old. The model is the MNIST convnet, or ``--model own-clips``:
+``video_bn_net`` on 3x16x112x112 clips (what ``examples/video_conv.py
+--video-dir`` trains). Both sides train the same model from the same seed on the same
 random batch; their BLAS thread count is whatever the environment gives both.
 """
 from __future__ import annotations
@@ -35,14 +38,15 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name
 import numpy as np
 import tinyflux as tf
 from tinyflux import optim
-from tinyflux.models import mnist_convnet
+from tinyflux.models import mnist_convnet, video_bn_net
 assert tf.__file__.startswith(sys.argv[1]), tf.__file__
-batch = int(sys.argv[2])
+batch, own_clips = int(sys.argv[2]), sys.argv[3] == "own-clips"
 rng = np.random.default_rng(0)
-x = rng.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32)
-y = rng.integers(0, 10, batch)
+shape, classes = ((3, 16, 112, 112), 4) if own_clips else ((1, 28, 28), 10)
+x = rng.uniform(0, 1, (batch,) + shape).astype(np.float32)
+y = rng.integers(0, classes, batch)
 tf.seed(0)
-model = mnist_convnet()
+model = video_bn_net(3, 4) if own_clips else mnist_convnet()
 opt = optim.Adam(model.parameters(), lr=3e-3)
 def step():
     tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
@@ -60,8 +64,8 @@ for line in sys.stdin:
 """
 
 
-def start_worker(tree: Path, batch: int) -> subprocess.Popen:
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(tree), str(batch)], stdin=subprocess.PIPE,
+def start_worker(tree: Path, batch: int, model: str) -> subprocess.Popen:
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(tree), str(batch), model], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     if worker.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the worker for {tree} did not start")
@@ -86,6 +90,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=20, help="timed rounds per side")
     p.add_argument("--steps", type=int, default=5, help="training steps per round")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--model", choices=["mnist", "own-clips"], default="mnist", help="the model whose step is timed")
     args = p.parse_args(argv)
     for flag in ("rounds", "steps", "batch"):
         if getattr(args, flag) < 1:
@@ -106,10 +111,10 @@ def main(argv=None) -> dict:
                                check=True)
                 trees[name] = tree
             for name, tree in trees.items():
-                workers[name] = start_worker(tree, args.batch)
+                workers[name] = start_worker(tree, args.batch, args.model)
             times = {"old": [], "new": []}
-            for _ in range(args.rounds):
-                for name in ("old", "new"):
+            for round_number in range(args.rounds):
+                for name in (("old", "new") if round_number % 2 == 0 else ("new", "old")):
                     # OpenBLAS's threads spin for a while after a product before they sleep: let the other
                     # worker's threads fall asleep first, or they take a core from this round
                     time.sleep(PAUSE_S)
@@ -122,7 +127,7 @@ def main(argv=None) -> dict:
                 if tree != ROOT:
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
     ratios = [new / old for old, new in zip(times["old"], times["new"])]
-    result = {"old": args.old, "new": args.new or "working tree", "batch": args.batch, "rounds": args.rounds,
+    result = {"old": args.old, "new": args.new or "working tree", "model": args.model, "batch": args.batch, "rounds": args.rounds,
               "steps": args.steps, "old_ms": summary(times["old"]), "new_ms": summary(times["new"]),
               "ratio_new_old": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}}
     print(json.dumps(result, indent=2))
