@@ -60,7 +60,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true",
                    help="only: the training step at batch 32, 128 and 512, and the video model, beside PyTorch")
     p.add_argument("--own-clips", action="store_true",
-                   help="only: the own-clips model (video_bn_net) at batch 8 of 3x16x112x112 clips, beside PyTorch")
+                   help="only: the own-clips model (video_bn_net) at batch 8 and 32 of 3x16x112x112 clips, beside PyTorch")
     p.add_argument("--distributed", action="store_true",
                    help="only: the MNIST step as 2 MPI ranks x 1 BLAS thread against 1 process x 2 threads, "
                         "and PyTorch's in a process of its own (needs pip install 'tinyflux[mpi]' mpich)")

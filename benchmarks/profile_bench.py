@@ -103,14 +103,14 @@ def profile_training_step(xp, timer, steps: int = 30, batch: int = 128, model_na
     parts["other (Python, autograd loop)"] = total * 1e3 - sum(parts.values())
     ops_ms = {key: value / steps * 1e3 for key, value in sorted(inside.items(), key=lambda kv: -kv[1])}
     gflops = {key: flops[key] / (ops_ms[key] * 1e-3) / 1e9 for key in flops}
-    return {"model": model_name, "batch": batch, "step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms,
+    return {"model": model_name, "batch": batch, "steps": steps, "step_ms": total * 1e3, "parts_ms": parts, "ops_ms": ops_ms,
             "matmul_gflops": gflops}
 
 
 def print_profile(profile: dict, backend: str) -> None:
     step_ms, sgemm = profile["step_ms"], profile["sgemm_gflops"]
     print(f"tinyflux {profile.get('model', 'MNIST')} training step, batch {profile.get('batch', 128)}, on {backend}: "
-          f"{step_ms:.1f} ms (mean of 30 steps)")
+          f"{step_ms:.1f} ms (mean of {profile.get('steps', 30)} steps)")
     for key, value in profile["parts_ms"].items():
         print(f"  {key:32} {value:7.2f} ms  {value / step_ms:5.1%}")
     print("inside the ops (ms per step, share of the step; matrix products with GFLOP/s and share of sgemm's):")

@@ -25,8 +25,9 @@ SWEEP = [  # (name, batch, tinyflux model, PyTorch model, one example's shape, c
 ]
 
 # The model own clips train with (examples/video_conv.py --video-dir: tf.models.video_bn_net) at the clip size
-# of a phone video kept small (16 frames of 112x112, colour), batch 8, 4 classes.
-OWN_CLIPS = [("bn-clips", 8, lambda: tf.models.video_bn_net(3, 4), torch_bn_video_model, (3, 16, 112, 112), 4)]
+# of a phone video kept small (16 frames of 112x112, colour), batch 8 and 32, 4 classes.
+OWN_CLIPS = [("bn-clips", batch, lambda: tf.models.video_bn_net(3, 4), torch_bn_video_model, (3, 16, 112, 112), 4)
+             for batch in (8, 32)]
 
 
 def measure_sweep(xp, timer, rounds, steps_per_round, use_torch, torch_device, sweep=None) -> list:
