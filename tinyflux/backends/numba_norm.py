@@ -21,9 +21,9 @@ offset won; the backward pass reads x twice (the two sums, then gx) and
 writes gx. g is zero except at one position per window, so the sums visit
 the winners alone.
 
-Why float64 sums. A channel has millions of values (3.2 million for the
+Why float64 sums. A channel has millions of values (1.6 million for the
 first layer above); float32 running sums would lose digits. The moments are
-sums of x - x[0] (the first value of the channel), which keeps the variance
+sums of x - s, s the first value of the channel, which keeps the variance
 E[(x - s)^2] - E[x - s]^2 from cancelling when the mean is far from 0.
 
 Each slab (one example's channel) is summed by one thread in one order, and

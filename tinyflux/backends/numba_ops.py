@@ -48,6 +48,7 @@ import numba
 import numpy as np
 
 from . import numba_blocks, numba_norm
+from .buffers import page_aligned
 from .geometry import memory_order, output_size
 from .numpy_ops import NumpyOps
 
@@ -229,7 +230,13 @@ class NumbaOps(NumpyOps):
             return super().conv(x, w, b, stride, pad)
         y, saved = self.conv_pool(x, w, None, pad, (1,) * d)  # (N, O, *Q)
         if b is not None:
-            y = y + b.reshape((1, -1) + (1,) * d)  # (O,) -> (1, O, 1, ...): one bias per channel
+            # y + b into recycled pages (buffers.py) laid out as y is: a new array this big
+            # would be fresh pages, which the kernel zeroes before the sum is written
+            order = memory_order(y)  # y's axes from the largest stride to the smallest
+            out = page_aligned(np, tuple(y.shape[axis] for axis in order), np.result_type(y, b))
+            out = out.transpose(tuple(order.index(axis) for axis in range(y.ndim)))  # as y
+            # (O,) -> (1, O, 1, ...): one bias per channel
+            y = np.add(y, b.reshape((1, -1) + (1,) * d), out=out)
         return y, OneWindowSaved(saved, b is not None)
 
     def conv_backward(self, gy, w, saved, needs: tuple):
