@@ -53,6 +53,12 @@ class PoolGeometry(NamedTuple):
     x_order: tuple
 
 
+def lifted_to_3d(sizes: tuple, fill: int) -> tuple:
+    """Sizes of 1, 2 or 3 spatial axes as 3: leading axes of ``fill`` (1 for sizes and
+    windows, 0 for padding), so that one 3-D kernel serves 1-D, 2-D and 3-D."""
+    return (fill,) * (3 - len(sizes)) + tuple(sizes)
+
+
 def memory_order(x) -> tuple:
     """The axes of x from the largest stride to the
     smallest: (0, 1, 2, 3) for a C-contiguous array."""

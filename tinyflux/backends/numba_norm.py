@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from .buffers import page_aligned
-from .geometry import memory_order
+from .geometry import lifted_to_3d, memory_order
 
 
 # "reassoc" lets LLVM sum a row in several SIMD lanes at once; the order then
@@ -231,11 +231,6 @@ class NormPoolSaved(NamedTuple):
     relu: bool
 
 
-def _lifted(shape: tuple, fill: int) -> tuple:
-    """(S1,) -> (fill, fill, S1), (S1, S2) -> (fill, S1, S2): every op in 3-D."""
-    return (fill,) * (3 - len(shape)) + tuple(shape)
-
-
 def _planes(x):
     """(planes, index, order) for x (N, C, *S): x lifted to (N, C, T, H, W), as its (H, W)
     planes in memory order, planes (P, H, W), with index (N, C, T) saying which plane is which.
@@ -246,7 +241,7 @@ def _planes(x):
     The planes are a C-contiguous view of the same memory in both layouts, with rows of stride
     1; a layout whose rows are not (H, W) planes is copied first."""
     n, c = x.shape[:2]
-    x = x.reshape((n, c) + _lifted(x.shape[2:], 1))  # (N, C, *S) -> (N, C, T, H, W)
+    x = x.reshape((n, c) + lifted_to_3d(x.shape[2:], 1))  # (N, C, *S) -> (N, C, T, H, W)
     order = memory_order(x)
     if order[3:] != (3, 4) or not x.transpose(order).flags.c_contiguous:
         x = np.ascontiguousarray(x)
@@ -280,7 +275,7 @@ def batch_norm_pool(x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
     that tile, in one pass."""
     planes, index, order = _planes(x)
     n, c, d = x.shape[0], x.shape[1], x.ndim - 2
-    window3 = np.array(_lifted(window, 1))
+    window3 = np.array(lifted_to_3d(window, 1))
     sizes3 = (index.shape[2],) + planes.shape[1:]  # (T, H, W)
     out3 = tuple(size // k for size, k in zip(sizes3, window3))
     a = (gamma * inv_std).astype(x.dtype)

@@ -49,7 +49,7 @@ import numpy as np
 
 from . import numba_blocks, numba_norm
 from .buffers import page_aligned
-from .geometry import memory_order, output_size
+from .geometry import lifted_to_3d, memory_order, output_size
 from .numpy_ops import NumpyOps
 
 log = logging.getLogger("tinyflux")
@@ -182,12 +182,6 @@ class OneWindowSaved(NamedTuple):
 KERNEL_DTYPES = (np.float32, np.float64)  # the dtypes the kernels are compiled for
 
 
-def _lift(sizes: tuple, fill: int) -> tuple:
-    """Sizes of 1, 2 or 3 spatial axes as 3: leading axes
-    of ``fill`` (1 for sizes and windows, 0 for padding)."""
-    return (fill,) * (3 - len(sizes)) + tuple(sizes)
-
-
 class NumbaOps(NumpyOps):
     """NumpyOps, with the convolution-pooling of a layer done by Numba's kernels.
 
@@ -268,15 +262,15 @@ class NumbaOps(NumpyOps):
         d = w.ndim - 2
         n, c = x.shape[:2]
         o = w.shape[0]
-        kernel3, pad3, window3 = _lift(w.shape[2:], 1), _lift(pad, 0), _lift(window, 1)
-        padded = tuple(s + 2 * p for s, p in zip(_lift(x.shape[2:], 1), pad3))
+        kernel3, pad3 = lifted_to_3d(w.shape[2:], 1), lifted_to_3d(pad, 0)
+        window3, sizes3 = lifted_to_3d(window, 1), lifted_to_3d(x.shape[2:], 1)
+        padded = tuple(s + 2 * p for s, p in zip(sizes3, pad3))
         x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
-        inside = (slice(None), slice(None)) + tuple(slice(p, p + s)
-                                                    for p, s in zip(pad3, _lift(x.shape[2:], 1)))
+        inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, sizes3))
         # (N, C, *S) -> (N, C, T, H, W)
-        x_padded[inside] = x.reshape((n, c) + _lift(x.shape[2:], 1))
+        x_padded[inside] = x.reshape((n, c) + sizes3)
         pooled3 = tuple(output_size(s, kn, 1, p) // k for s, kn, p, k in
-                        zip(_lift(x.shape[2:], 1), kernel3, pad3, window3))
+                        zip(sizes3, kernel3, pad3, window3))
         offsets = _flat_offsets((c,) + kernel3, padded)
         window_offsets = _flat_offsets((1,) + window3, padded)
         pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
@@ -312,7 +306,7 @@ class NumbaOps(NumpyOps):
             w_cols = np.ascontiguousarray(w.reshape(o, -1))  # (O, C, *K) -> (O, C*prod(K))
             _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3,
                         gx_padded)
-            sizes3 = _lift(saved.x_shape[2:], 1)
+            sizes3 = lifted_to_3d(saved.x_shape[2:], 1)
             interior = tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
             inside = (slice(None), slice(None)) + interior
             # in the input's memory order, as col2im_pooled returns it (see there)
