@@ -91,6 +91,81 @@ def test_ties_send_the_gradient_to_the_first_offset_as_the_numpy_path_does(rng):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+CONV_CASES = [
+    # (input spatial sizes, kernel, pad): plain stride-1 convolutions, which take numba_blocks.conv_blocks
+    ((7, 9, 6), (3, 3, 3), (1, 1, 1)),  # the own-clips model's layers, small
+    ((5, 6, 4), (2, 3, 1), (0, 2, 1)),  # unequal kernel and padding, no padding along time
+    ((9, 11), (2, 3), (0, 2)),  # 2-D
+    ((17,), (5,), (2,)),  # 1-D
+    ((5, 4), (3, 3), (3, 0)),  # more padding than input on one side
+]
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes,kernel,pad", CONV_CASES)
+def test_plain_convolution_in_blocks_matches_the_numpy_path(rng, sizes, kernel, pad, dtype, with_bias):
+    """conv_blocks writes each block's outputs straight to their compact place (the bias added on the
+    way) and reads the gradient back from there: the same y, gx, gw and gb as NumpyOps.conv."""
+    numba_ops, numpy_ops = NumbaOps(), backends.NumpyOps()
+    stride = (1,) * len(kernel)
+    # a batch-second input and a gradient in yet another layout: neither need be contiguous
+    x = rng.standard_normal((3, 2) + sizes).astype(dtype).swapaxes(0, 1)  # (C, N, *S) -> (N, C, *S) view
+    w = rng.standard_normal((4, 3) + kernel).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype) if with_bias else None
+    y, saved = numba_ops.conv(x, w, b, stride, pad)
+    y_ref, saved_ref = numpy_ops.conv(x, w, b, stride, pad)
+    assert isinstance(saved, numba_blocks.ConvBlockSaved)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, y_ref, rtol=tolerance, atol=tolerance)
+    gy = np.cos(np.arange(y.size)).reshape(y.shape[::-1]).astype(dtype).T  # every output its own gradient
+    needs = (True, True, with_bias)
+    got, expected = numba_ops.conv_backward(gy, w, saved, needs), numpy_ops.conv_backward(gy, w, saved_ref, needs)
+    for g, e in zip(got, expected):
+        if e is None:
+            assert g is None
+        else:
+            assert g.shape == e.shape
+            np.testing.assert_allclose(g, e, rtol=tolerance, atol=tolerance * np.abs(e).max())
+
+
+def test_plain_convolution_adds_the_bias_once_in_its_own_rounding(rng):
+    """With a bias, each stored output is the GEMM's output plus the bias, rounded once: the same bits as
+    adding the bias to the outputs stored without one."""
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y, _ = numba_blocks.conv_blocks(x, w, None, (1, 1), 2)
+    y_b, _ = numba_blocks.conv_blocks(x, w, b, (1, 1), 2)
+    assert np.ascontiguousarray(y_b).tobytes() == np.ascontiguousarray(y + b.reshape(1, 4, 1, 1)).tobytes()
+
+
+@pytest.mark.parametrize("block_bytes", [None, 27 * 4 * 4 * 7], ids=["default-blocks", "many-small-blocks"])
+def test_plain_convolution_is_the_same_bits_on_one_two_and_three_threads(rng, monkeypatch, block_bytes):
+    """Blocks of every size cut rows of the extended layout anywhere: the compact output and all three
+    gradients are the same bits whatever the lanes, and match the NumPy path."""
+    if block_bytes:
+        monkeypatch.setattr(numba_blocks, "BLOCK_BYTES", block_bytes)
+    x = rng.standard_normal((5, 4, 6, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    results = []
+    for lanes in (1, 2, 3):
+        y, saved = numba_blocks.conv_blocks(x, w, b, (1, 1, 1), lanes)
+        gy = np.sin(np.arange(y.size)).reshape(y.shape).astype(np.float32)
+        results.append([np.ascontiguousarray(y), *numba_blocks.conv_blocks_backward(
+            gy, w, saved, (True, True, True), lanes)])
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            assert a.tobytes() == b_.tobytes()
+    numpy_ops = backends.NumpyOps()
+    y_ref, saved_ref = numpy_ops.conv(x, w, b, (1, 1, 1), (1, 1, 1))
+    gy = np.sin(np.arange(y_ref.size)).reshape(y_ref.shape).astype(np.float32)
+    expected = (y_ref, *numpy_ops.conv_backward(gy, w, saved_ref, (True, True, True)))
+    for got, e in zip(results[0], expected):
+        np.testing.assert_allclose(got, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
 def test_the_first_layer_computes_no_input_gradient_and_odd_layouts_work(rng):
     x = rng.standard_normal((4, 3, 8, 8, 2)).astype(np.float32).transpose(0, 4, 1, 2, 3)  # (4, 2, 3, 8, 8) view
     w = rng.standard_normal((6, 2, 3, 3, 3)).astype(np.float32)
@@ -262,7 +337,7 @@ def test_which_windows_take_which_path():
     assert routes == {("float32", (2, 2, 2)): "DirectSaved", ("float64", (2, 2, 2)): "DirectSaved",
                       ("float32", (1, 2, 2)): "BlockSaved", ("float16", (2, 2, 2)): "PooledColumnsSaved"}
     x, w = np.ones((1, 1, 6, 6), np.float32), np.ones((2, 1, 3, 3), np.float32)
-    assert isinstance(ops.conv(x, w, None, (1, 1), (1, 1))[1].pooled, numba_blocks.BlockSaved)
+    assert isinstance(ops.conv(x, w, None, (1, 1), (1, 1))[1], numba_blocks.ConvBlockSaved)
     assert type(ops.conv(x, w, None, (2, 2), (1, 1))[1]).__name__ == "ConvSaved"  # stride 2: NumpyOps's columns
 
 

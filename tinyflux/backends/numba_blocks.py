@@ -45,6 +45,14 @@ BiasReLU op of its own would work on the strided (N, O, U1, U2) view of it.
 Backward then starts with the ReLU's gradient and the bias's, gb = the sum
 of the masked gradient per channel.
 
+A plain convolution (``conv_blocks``) is the same op with windows of one
+position, except where each block's y goes: straight to its place in a
+compact (O, Q1, N, Q2, ...) array, the bias added on the way. The extended
+layout's positions past each row (computed, never used) are left out there,
+and read back as zeros in the backward pass (``_store``, ``_load``), so
+neither a full-size array in the extended layout nor a pass of its own for
+the bias is written.
+
 The kernels loop over slices element by element instead of assigning whole
 slices (``target[:] = source``): Numba made SIMD code of the loops only.
 """
@@ -163,6 +171,64 @@ def _relu_grad(gy, activated):
             row[i] = row[i] if on[i] > zero else zero
 
 
+@numba.njit(nogil=True, cache=True)
+def _store(y, e0, out, bias, with_bias, tail_extended, tail_inside):
+    """out (O, M) compact: the outputs y (O, B) of extended positions e0..e0+B
+    that lie inside, plus bias[o] where ``with_bias`` (see :func:`conv_blocks`).
+
+    An extended position is (outer, a, b) in (U1*N, La, Lb) = ``tail_extended``; it is
+    inside when a < ``tail_inside[0]`` and b < ``tail_inside[1]``, and lands at
+    (outer, a, b) of (U1*N, Ua, Ub). The block is walked one row of Lb at a time."""
+    rows_extended, row_extended = tail_extended
+    rows_inside, row_inside = tail_inside
+    length = y.shape[1]
+    for o in range(y.shape[0]):
+        source, target, b = y[o], out[o], bias[o]
+        e = e0
+        while e < e0 + length:
+            row, column = e // row_extended, e % row_extended
+            run = min(row_extended - column, e0 + length - e)  # to the row's end or the block's
+            outer, a = row // rows_extended, row % rows_extended
+            if a < rows_inside and column < row_inside:
+                start = (outer * rows_inside + a) * row_inside + column
+                first = e - e0
+                for i in range(min(run, row_inside - column)):
+                    # two loops, so that without a bias the values are copied as they are
+                    # (y + 0 would turn -0.0 into 0.0)
+                    if with_bias:
+                        target[start + i] = source[first + i] + b
+                    else:
+                        target[start + i] = source[first + i]
+            e += run
+
+
+@numba.njit(nogil=True, cache=True)
+def _load(gy, e0, gy_block, tail_extended, tail_inside):
+    """gy_block (O, B): the gradient at extended positions e0..e0+B, read
+    from the compact gy (O, M), 0 where a position is not inside; the
+    adjoint of :func:`_store` (the bias adds nothing to the gradient)."""
+    rows_extended, row_extended = tail_extended
+    rows_inside, row_inside = tail_inside
+    length = gy_block.shape[1]
+    zero = gy_block.dtype.type(0)
+    for o in range(gy_block.shape[0]):
+        source, target = gy[o], gy_block[o]
+        e = e0
+        while e < e0 + length:
+            row, column = e // row_extended, e % row_extended
+            run = min(row_extended - column, e0 + length - e)
+            outer, a = row // rows_extended, row % rows_extended
+            first, inside = e - e0, 0
+            if a < rows_inside and column < row_inside:
+                start = (outer * rows_inside + a) * row_inside + column
+                inside = min(run, row_inside - column)
+                for i in range(inside):
+                    target[first + i] = source[start + i]
+            for i in range(inside, run):
+                target[first + i] = zero
+            e += run
+
+
 class BlockSaved(NamedTuple):
     """What :func:`conv_pool_blocks` keeps for its backward pass."""
 
@@ -225,32 +291,34 @@ class BlockRunner:
 RUNNER = BlockRunner()
 
 
-def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
-    """(pooled (N, O, *U) view, saved): maxpool(conv(x, w)), stride 1,
-    no bias, block by block on ``lanes`` threads; with a ``bias`` (O,),
-    relu(that + bias). The caller runs it with BLAS on one thread."""
-    o, d = w.shape[0], w.ndim - 2
+def _planes_and_table(x, w, pad: tuple, window: tuple, lanes: int):
+    """The phase planes of x as (C, R, F), the columns' table, and the geometry."""
     geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))
-    c, windows = x.shape[1], math.prod(window)
+    c = x.shape[1]
     # (C, *k, L1+1, N, ..)
     planes = page_aligned(np, (c,) + geometry.window + geometry.plane, x.dtype, zeros=True)
     copy_lanes = min(lanes, c)  # the copies into the planes, a share of the channels per lane
     RUNNER.run(lambda lane: copy_into_planes(x, geometry, planes, _share(c, lane, copy_lanes)),
                copy_lanes)
-    flat = planes.reshape(c, windows, -1)  # (C, *k, L1+1, N, L2, ...) -> (C, R, F)
-    table = _table(geometry)
+    flat = planes.reshape(c, math.prod(window), -1)  # (C, *k, L1+1, N, L2, ...) -> (C, R, F)
+    return flat, _table(geometry), geometry
+
+
+def _forward_blocks(flat, table, geometry, w, lanes: int, finish):
+    """y = W @ columns for each block of positions e0..e1, on ``lanes`` threads;
+    ``finish(y (O, R, B), e0, won)`` takes each block's y where it goes
+    (``won``: (B,) int32 scratch of the lane running it)."""
+    o, (c, windows) = w.shape[0], flat.shape[:2]
     length = math.prod(geometry.extended)
     rows = c * math.prod(geometry.kernel)
     w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
-    pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
-    winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
-    blocks = _blocks(length, rows * windows, x.itemsize)
+    blocks = _blocks(length, rows * windows, flat.itemsize)
     lanes = min(lanes, len(blocks))  # each position is written once: any lane may take any block
 
     def work(lane):
         size = max(e1 - e0 for e0, e1 in blocks)
-        col_buffer = np.empty(rows * windows * size, x.dtype)
-        y_buffer = np.empty(o * windows * size, x.dtype)
+        col_buffer = np.empty(rows * windows * size, flat.dtype)
+        y_buffer = np.empty(o * windows * size, flat.dtype)
         won = np.empty(size, dtype=np.int32)
         for e0, e1 in blocks[lane::lanes]:
             col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows, e1 - e0)
@@ -258,9 +326,22 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
             y = y_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
             # (O, C*prod(K)) @ (C*prod(K), R*B) -> (O, R*B)
             np.matmul(w_rows, col.reshape(rows, -1), out=y)
-            _pool(y.reshape(o, windows, e1 - e0), e0, pooled, winner, won)
+            finish(y.reshape(o, windows, e1 - e0), e0, won)
 
     RUNNER.run(work, lanes)
+
+
+def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
+    """(pooled (N, O, *U) view, saved): maxpool(conv(x, w)), stride 1,
+    no bias, block by block on ``lanes`` threads; with a ``bias`` (O,),
+    relu(that + bias). The caller runs it with BLAS on one thread."""
+    o, d = w.shape[0], w.ndim - 2
+    flat, table, geometry = _planes_and_table(x, w, pad, window, lanes)
+    length = math.prod(geometry.extended)
+    pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
+    winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
+    _forward_blocks(flat, table, geometry, w, lanes,
+                    lambda y, e0, won: _pool(y, e0, pooled, winner, won))
     if bias is not None:
         _bias_relu(pooled, bias)
     saved = BlockSaved(flat, winner, table, geometry, pooled if bias is not None else None)
@@ -269,36 +350,108 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     return inside.transpose(pooled_to_batch_first(d)), saved
 
 
+class ConvBlockSaved(NamedTuple):
+    """What :func:`conv_blocks` keeps for its backward pass."""
+
+    flat: np.ndarray  # (C, 1, F): the padded input as one phase plane
+    # (pairs, 4): (kk, 0, 0, start) per kernel offset, see _columns
+    table: np.ndarray
+    geometry: PoolGeometry
+    with_bias: bool
+
+
+def _tails(geometry: PoolGeometry) -> tuple:
+    """((La, Lb), (Ua, Ub)): the extended and the inside sizes of the axes
+    after (U1, N), as two axes (1 where a 1-D or 2-D input has fewer)."""
+    extended = ((1, 1) + geometry.extended[2:])[-2:]
+    inside = ((1, 1) + geometry.pooled[1:])[-2:]
+    return extended, inside
+
+
+def conv_blocks(x, w, bias, pad: tuple, lanes: int):
+    """(y (N, O, *Q), saved): a stride-1 convolution x * w, plus the
+    ``bias`` (O,) where one is given, as columns one block at a time.
+
+    The convolution-pooling above with windows of one position, except that
+    each block's outputs go straight to their place in a compact (O, Q1, N,
+    Q2, ...) array, the bias added on the way: neither the extended layout
+    (with the positions past each row) nor the winners are written, and no
+    pass of its own adds the bias."""
+    o, d = w.shape[0], w.ndim - 2
+    window = (1,) * d
+    flat, table, geometry = _planes_and_table(x, w, pad, window, lanes)
+    tail_extended, tail_inside = _tails(geometry)
+    # (O, Q1, N, Q2, ...): the layout the pooled outputs have, without the extra positions
+    y = page_aligned(np, (o,) + geometry.pooled[:1] + (x.shape[0],) + geometry.pooled[1:],
+                     x.dtype)
+    y_rows = y.reshape(o, -1)  # (O, Q1, N, Q2, ...) -> (O, M)
+    with_bias = bias is not None
+    # the kernel takes an array either way; without a bias it is not read
+    bias = np.ascontiguousarray(bias, dtype=x.dtype) if with_bias else np.zeros(o, x.dtype)
+    _forward_blocks(flat, table, geometry, w, lanes,
+                    lambda block, e0, won: _store(block.reshape(o, -1), e0, y_rows, bias,
+                                                  with_bias, tail_extended, tail_inside))
+    # (O, Q1, N, Q2, ...) -> (N, O, Q1, Q2, ...)
+    return y.transpose(pooled_to_batch_first(d)), ConvBlockSaved(flat, table, geometry, with_bias)
+
+
+def conv_blocks_backward(gy, w, saved: ConvBlockSaved, needs: tuple, lanes: int):
+    """(gx (N, C, *S) or None, gw (O, C, *K) or None, gb (O,) or None) from the gradient gy
+    (N, O, *Q) of :func:`conv_blocks`' output; gb only where it added a bias."""
+    d = w.ndim - 2
+    o = w.shape[0]
+    tail_extended, tail_inside = _tails(saved.geometry)
+    # (N, O, Q1, Q2, ...) -> (O, Q1, N, Q2, ...) -> (O, M); no copy when gy has y's layout
+    gy_rows = np.ascontiguousarray(gy.transpose((1, 2, 0) + tuple(range(3, d + 2))))
+    gy_rows = gy_rows.reshape(o, -1)
+    gx, gw = _backward_blocks(
+        lambda block, e0: _load(gy_rows, e0, block.reshape(o, -1), tail_extended, tail_inside),
+        gy.dtype, w, saved.flat, saved.table, saved.geometry, needs, lanes)
+    with_bias = saved.with_bias and len(needs) > 2 and needs[2]
+    # (N, O, *Q) -> (O,)
+    gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None
+    return gx, gw, gb
+
+
 def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int):
     """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a
     bias, from the gradient gy (N, O, *U) of its output."""
     flat, winner, table, geometry, activated = saved
     o = w.shape[0]
-    c, windows = flat.shape[:2]
-    rows = c * math.prod(geometry.kernel)
-    w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
     gy_ext = extended_gradient(gy, geometry).reshape(o, -1)  # (O, U1, N, L2, ...) -> (O, E)
     gb = None
     if activated is not None:  # the ReLU's gradient first; the extra positions hold 0 in gy_ext
         _relu_grad(gy_ext, activated)
         gb = gy_ext.sum(axis=1) if needs[2] else None
-    blocks = _blocks(gy_ext.shape[1], rows * windows, gy.itemsize)
+    gx, gw = _backward_blocks(lambda block, e0: _unpool(gy_ext, winner, e0, block),
+                              gy.dtype, w, flat, table, geometry, needs, lanes)
+    return (gx, gw) if activated is None else (gx, gw, gb)
+
+
+def _backward_blocks(load, dtype, w, flat, table, geometry, needs: tuple, lanes: int):
+    """(gx or None, gw or None) of the block convolution, where ``load(gy_block (O, R, B), e0)``
+    writes each block's gradient of y = W @ columns."""
+    o = w.shape[0]
+    c, windows = flat.shape[:2]
+    rows = c * math.prod(geometry.kernel)
+    w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
+    blocks = _blocks(math.prod(geometry.extended), rows * windows, flat.itemsize)
     groups = min(GROUPS, len(blocks))
     lanes = min(lanes, groups)
 
     def work(lane):
         """The sums of the groups lane, lane + lanes, ...: [(group, gw_rows, gflat), ...]."""
         size = max(e1 - e0 for e0, e1 in blocks)
-        col_buffer = np.empty(rows * windows * size, gy.dtype)
-        gy_buffer = np.empty(o * windows * size, gy.dtype)
+        col_buffer = np.empty(rows * windows * size, dtype)
+        gy_buffer = np.empty(o * windows * size, dtype)
         done = []
         for group in range(lane, groups, lanes):
             # this group's sum, (C*prod(K), O)
-            gw_rows = np.zeros((rows, o), dtype=gy.dtype) if needs[1] else None
+            gw_rows = np.zeros((rows, o), dtype=dtype) if needs[1] else None
             gflat = np.zeros_like(flat) if needs[0] else None  # (C, R, F)
             for e0, e1 in blocks[group::groups]:
                 gy_rows = gy_buffer[:o * windows * (e1 - e0)].reshape(o, windows * (e1 - e0))
-                _unpool(gy_ext, winner, e0, gy_rows.reshape(o, windows, e1 - e0))
+                load(gy_rows.reshape(o, windows, e1 - e0), e0)
                 col = col_buffer[:rows * windows * (e1 - e0)].reshape(rows, windows * (e1 - e0))
                 if needs[1]:
                     _columns(flat, table, e0, e1, col.reshape(rows, windows, e1 - e0))
@@ -316,7 +469,7 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     sums = [(gw_rows, gflat) for _, gw_rows, gflat in by_group]
     gx = gw = None
     if needs[0]:
-        gx = input_gradient(geometry, gy.dtype, np)  # (N, C, *S), zeros
+        gx = input_gradient(geometry, dtype, np)  # (N, C, *S), zeros
 
         # this lane's share of the channels: the groups' sums, then into gx
         def add_groups_and_copy(lane):
@@ -333,4 +486,4 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
         for more, _ in sums[1:]:
             gw_rows += more
         gw = gw_rows.T.reshape(w.shape)  # (C*prod(K), O) -> (O, C*prod(K)) -> (O, C, *K)
-    return (gx, gw) if activated is None else (gx, gw, gb)
+    return gx, gw

@@ -1,8 +1,8 @@
 """CPU kernels compiled by Numba: a convolution and the max-pooling after it, computed directly.
 
 ``NumbaOps`` is ``NumpyOps`` plus this one operation (and, for pooling
-windows of fewer than 8 positions, the same operation with columns in
-cache-sized blocks: ``numba_blocks.py``). ``backends.ops_for``
+windows of fewer than 8 positions and for a plain stride-1 convolution, the
+same operation with columns in cache-sized blocks: ``numba_blocks.py``). ``backends.ops_for``
 gives it to NumPy arrays when Numba is installed (``pip install
 'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
 not ``0``. Without Numba the NumPy code runs everything: it is the
@@ -48,7 +48,6 @@ import numba
 import numpy as np
 
 from . import numba_blocks, numba_norm
-from .buffers import page_aligned
 from .geometry import lifted_to_3d, memory_order, output_size
 from .numpy_ops import NumpyOps
 
@@ -171,14 +170,6 @@ class DirectSaved(NamedTuple):
     activated: object = None
 
 
-class OneWindowSaved(NamedTuple):
-    """What :meth:`NumbaOps.conv` keeps: what conv_pool
-    kept, and whether a bias was added after it."""
-
-    pooled: object
-    with_bias: bool
-
-
 KERNEL_DTYPES = (np.float32, np.float64)  # the dtypes the kernels are compiled for
 
 
@@ -215,32 +206,21 @@ class NumbaOps(NumpyOps):
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
     def conv(self, x, w, b, stride: tuple, pad: tuple):
-        """A stride-1 convolution as a convolution-pooling whose windows hold one
-        position (:meth:`conv_pool`): columns one cache-sized block at a time, never
-        the whole batch's (for 3 x 27 kernel terms of a clip, 81 times the clip).
-        Other strides, and dtypes the kernels are not compiled for, as NumpyOps."""
-        d = w.ndim - 2
+        """A stride-1 convolution with columns one cache-sized block at a time
+        (``numba_blocks.conv_blocks``), never the whole batch's (for 3 x 27 kernel
+        terms of a clip, 81 times the clip). Other strides, and dtypes the kernels
+        are not compiled for, as NumpyOps."""
         if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES:
             return super().conv(x, w, b, stride, pad)
-        y, saved = self.conv_pool(x, w, None, pad, (1,) * d)  # (N, O, *Q)
-        if b is not None:
-            # y + b into recycled pages (buffers.py) laid out as y is: a new array this big
-            # would be fresh pages, which the kernel zeroes before the sum is written
-            order = memory_order(y)  # y's axes from the largest stride to the smallest
-            out = page_aligned(np, tuple(y.shape[axis] for axis in order), np.result_type(y, b))
-            out = out.transpose(tuple(order.index(axis) for axis in range(y.ndim)))  # as y
-            # (O,) -> (1, O, 1, ...): one bias per channel
-            y = np.add(y, b.reshape((1, -1) + (1,) * d), out=out)
-        return y, OneWindowSaved(saved, b is not None)
+        self.kernels_ran = True
+        with self._one_blas_thread():
+            return numba_blocks.conv_blocks(x, w, b, pad, numba.get_num_threads())
 
     def conv_backward(self, gy, w, saved, needs: tuple):
-        if not isinstance(saved, OneWindowSaved):
+        if not isinstance(saved, numba_blocks.ConvBlockSaved):  # NumpyOps made it
             return super().conv_backward(gy, w, saved, needs)
-        gx, gw = self.conv_pool_backward(gy, w, saved.pooled, needs[:2])
-        with_bias = saved.with_bias and len(needs) > 2 and needs[2]
-        # (N, O, *Q) -> (O,)
-        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None
-        return gx, gw, gb
+        with self._one_blas_thread():
+            return numba_blocks.conv_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
 
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
         """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b
@@ -250,7 +230,7 @@ class NumbaOps(NumpyOps):
           are compiled for those two): NumpyOps's columns;
         - windows of 8 positions or more: the direct kernels above. Their forward pass costs about
           what columns and a GEMM cost, and their backward pass visits one output in prod(window);
-        - smaller windows (MNIST's 2x2, and the windows of one position of :meth:`conv`): the GEMMs
+        - smaller windows (MNIST's 2x2): the GEMMs
           are faster, and ``numba_blocks`` runs them on columns one cache-sized block at a time.
         """
         if x.dtype not in KERNEL_DTYPES:
