@@ -178,28 +178,33 @@ def _store(y, e0, out, bias, with_bias, tail_extended, tail_inside):
 
     An extended position is (outer, a, b) in (U1*N, La, Lb) = ``tail_extended``; it is
     inside when a < ``tail_inside[0]`` and b < ``tail_inside[1]``, and lands at
-    (outer, a, b) of (U1*N, Ua, Ub). The block is walked one row of Lb at a time."""
+    (outer, a, b) of (U1*N, Ua, Ub). The block is walked one row of Lb at a time, the
+    row's place counted on from the first (a division per position would cost more
+    than the copy)."""
     rows_extended, row_extended = tail_extended
     rows_inside, row_inside = tail_inside
     length = y.shape[1]
     for o in range(y.shape[0]):
         source, target, b = y[o], out[o], bias[o]
-        e = e0
-        while e < e0 + length:
-            row, column = e // row_extended, e % row_extended
-            run = min(row_extended - column, e0 + length - e)  # to the row's end or the block's
-            outer, a = row // rows_extended, row % rows_extended
+        row, column, first = e0 // row_extended, e0 % row_extended, 0
+        outer, a = row // rows_extended, row % rows_extended
+        while first < length:
+            run = min(row_extended - column, length - first)  # to the row's end or the block's
             if a < rows_inside and column < row_inside:
                 start = (outer * rows_inside + a) * row_inside + column
-                first = e - e0
-                for i in range(min(run, row_inside - column)):
-                    # two loops, so that without a bias the values are copied as they are
-                    # (y + 0 would turn -0.0 into 0.0)
-                    if with_bias:
-                        target[start + i] = source[first + i] + b
-                    else:
-                        target[start + i] = source[first + i]
-            e += run
+                count = min(run, row_inside - column)
+                part, place = source[first:first + count], target[start:start + count]
+                # two loops over two slices, which Numba makes SIMD code of; without a
+                # bias the values are copied as they are (y + 0 would turn -0.0 into 0.0)
+                if with_bias:
+                    for i in range(count):
+                        place[i] = part[i] + b
+                else:
+                    for i in range(count):
+                        place[i] = part[i]
+            first, column, a = first + run, 0, a + 1
+            if a == rows_extended:
+                outer, a = outer + 1, 0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -213,20 +218,23 @@ def _load(gy, e0, gy_block, tail_extended, tail_inside):
     zero = gy_block.dtype.type(0)
     for o in range(gy_block.shape[0]):
         source, target = gy[o], gy_block[o]
-        e = e0
-        while e < e0 + length:
-            row, column = e // row_extended, e % row_extended
-            run = min(row_extended - column, e0 + length - e)
-            outer, a = row // rows_extended, row % rows_extended
-            first, inside = e - e0, 0
+        row, column, first = e0 // row_extended, e0 % row_extended, 0
+        outer, a = row // rows_extended, row % rows_extended
+        while first < length:
+            run = min(row_extended - column, length - first)
+            count = 0
             if a < rows_inside and column < row_inside:
                 start = (outer * rows_inside + a) * row_inside + column
-                inside = min(run, row_inside - column)
-                for i in range(inside):
-                    target[first + i] = source[start + i]
-            for i in range(inside, run):
-                target[first + i] = zero
-            e += run
+                count = min(run, row_inside - column)
+                part, place = source[start:start + count], target[first:first + count]
+                for i in range(count):
+                    place[i] = part[i]
+            rest = target[first + count:first + run]
+            for i in range(run - count):
+                rest[i] = zero
+            first, column, a = first + run, 0, a + 1
+            if a == rows_extended:
+                outer, a = outer + 1, 0
 
 
 class BlockSaved(NamedTuple):
