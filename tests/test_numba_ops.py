@@ -129,6 +129,20 @@ def test_plain_convolution_in_blocks_matches_the_numpy_path(rng, sizes, kernel, 
             np.testing.assert_allclose(g, e, rtol=tolerance, atol=tolerance * np.abs(e).max())
 
 
+def test_plain_convolution_with_mixed_dtypes_takes_the_numpy_path(rng):
+    """A float64 bias or weights beside a float32 input: NumpyOps's route, and the dtype it gives."""
+    numba_ops, numpy_ops = NumbaOps(), backends.NumpyOps()
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    for w_dtype, b_dtype in ((np.float32, np.float64), (np.float64, np.float32)):
+        w = rng.standard_normal((4, 3, 3, 3)).astype(w_dtype)
+        b = rng.standard_normal(4).astype(b_dtype)
+        y, saved = numba_ops.conv(x, w, b, (1, 1), (1, 1))
+        y_ref, _ = numpy_ops.conv(x, w, b, (1, 1), (1, 1))
+        assert not isinstance(saved, numba_blocks.ConvBlockSaved)
+        assert y.dtype == y_ref.dtype
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+
+
 def test_plain_convolution_adds_the_bias_once_in_its_own_rounding(rng):
     """With a bias, each stored output is the GEMM's output plus the bias, rounded once: the same bits as
     adding the bias to the outputs stored without one."""

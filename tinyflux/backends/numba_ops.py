@@ -209,8 +209,10 @@ class NumbaOps(NumpyOps):
         """A stride-1 convolution with columns one cache-sized block at a time
         (``numba_blocks.conv_blocks``), never the whole batch's (for 3 x 27 kernel
         terms of a clip, 81 times the clip). Other strides, and dtypes the kernels
-        are not compiled for, as NumpyOps."""
-        if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES:
+        are not compiled for, as NumpyOps; so are weights or a bias of another dtype than x,
+        whose sum NumPy promotes (the blocks compute in x's dtype)."""
+        same_dtype = w.dtype == x.dtype and (b is None or b.dtype == x.dtype)
+        if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES or not same_dtype:
             return super().conv(x, w, b, stride, pad)
         self.kernels_ran = True
         with self._one_blas_thread():
