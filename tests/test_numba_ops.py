@@ -341,7 +341,7 @@ def test_a_nan_in_the_input_reaches_the_output_as_on_the_numpy_path(rng, sizes, 
 
 def test_which_windows_take_which_path():
     """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path; and a
-    plain stride-1 convolution: blocks with windows of one position."""
+    plain stride-1 convolution: the block convolution that stores its outputs compactly (conv_blocks)."""
     ops = NumbaOps()
     routes = {}
     for dtype, window in ((np.float32, (2, 2, 2)), (np.float64, (2, 2, 2)), (np.float32, (1, 2, 2)),
