@@ -7,7 +7,7 @@ from tinyflux import backends
 from tinyflux.functional.convolution import ConvMaxPoolFunction
 
 numba = pytest.importorskip("numba", reason="Numba is not installed (pip install 'tinyflux[fast]')")
-from tinyflux.backends import numba_blocks  # noqa: E402 (only where Numba is)
+from tinyflux.backends import numba_blocks, numba_conv  # noqa: E402 (only where Numba is)
 from tinyflux.backends.numba_ops import DirectSaved, NumbaOps  # noqa: E402
 
 DIRECT_CASES = [
@@ -92,7 +92,7 @@ def test_ties_send_the_gradient_to_the_first_offset_as_the_numpy_path_does(rng):
 
 
 CONV_CASES = [
-    # (input spatial sizes, kernel, pad): plain stride-1 convolutions, which take numba_blocks.conv_blocks
+    # (input spatial sizes, kernel, pad): plain stride-1 convolutions, which take numba_conv.conv_blocks
     ((7, 9, 6), (3, 3, 3), (1, 1, 1)),  # the own-clips model's layers, small
     ((5, 6, 4), (2, 3, 1), (0, 2, 1)),  # unequal kernel and padding, no padding along time
     ((9, 11), (2, 3), (0, 2)),  # 2-D
@@ -115,7 +115,7 @@ def test_plain_convolution_in_blocks_matches_the_numpy_path(rng, sizes, kernel, 
     b = rng.standard_normal(4).astype(dtype) if with_bias else None
     y, saved = numba_ops.conv(x, w, b, stride, pad)
     y_ref, saved_ref = numpy_ops.conv(x, w, b, stride, pad)
-    assert isinstance(saved, numba_blocks.ConvBlockSaved)
+    assert isinstance(saved, numba_conv.ConvBlockSaved)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, y_ref, rtol=tolerance, atol=tolerance)
     gy = np.cos(np.arange(y.size)).reshape(y.shape[::-1]).astype(dtype).T  # every output its own gradient
@@ -138,7 +138,7 @@ def test_plain_convolution_with_mixed_dtypes_takes_the_numpy_path(rng):
         b = rng.standard_normal(4).astype(b_dtype)
         y, saved = numba_ops.conv(x, w, b, (1, 1), (1, 1))
         y_ref, _ = numpy_ops.conv(x, w, b, (1, 1), (1, 1))
-        assert not isinstance(saved, numba_blocks.ConvBlockSaved)
+        assert not isinstance(saved, numba_conv.ConvBlockSaved)
         assert y.dtype == y_ref.dtype
         np.testing.assert_allclose(y, y_ref, rtol=1e-6)
 
@@ -149,8 +149,8 @@ def test_plain_convolution_adds_the_bias_once_in_its_own_rounding(rng):
     x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    y, _ = numba_blocks.conv_blocks(x, w, None, (1, 1), 2)
-    y_b, _ = numba_blocks.conv_blocks(x, w, b, (1, 1), 2)
+    y, _ = numba_conv.conv_blocks(x, w, None, (1, 1), 2)
+    y_b, _ = numba_conv.conv_blocks(x, w, b, (1, 1), 2)
     assert np.ascontiguousarray(y_b).tobytes() == np.ascontiguousarray(y + b.reshape(1, 4, 1, 1)).tobytes()
 
 
@@ -165,9 +165,9 @@ def test_plain_convolution_is_the_same_bits_on_one_two_and_three_threads(rng, mo
     b = rng.standard_normal(8).astype(np.float32)
     results = []
     for lanes in (1, 2, 3):
-        y, saved = numba_blocks.conv_blocks(x, w, b, (1, 1, 1), lanes)
+        y, saved = numba_conv.conv_blocks(x, w, b, (1, 1, 1), lanes)
         gy = np.sin(np.arange(y.size)).reshape(y.shape).astype(np.float32)
-        results.append([np.ascontiguousarray(y), *numba_blocks.conv_blocks_backward(
+        results.append([np.ascontiguousarray(y), *numba_conv.conv_blocks_backward(
             gy, w, saved, (True, True, True), lanes)])
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
@@ -351,7 +351,7 @@ def test_which_windows_take_which_path():
     assert routes == {("float32", (2, 2, 2)): "DirectSaved", ("float64", (2, 2, 2)): "DirectSaved",
                       ("float32", (1, 2, 2)): "BlockSaved", ("float16", (2, 2, 2)): "PooledColumnsSaved"}
     x, w = np.ones((1, 1, 6, 6), np.float32), np.ones((2, 1, 3, 3), np.float32)
-    assert isinstance(ops.conv(x, w, None, (1, 1), (1, 1))[1], numba_blocks.ConvBlockSaved)
+    assert isinstance(ops.conv(x, w, None, (1, 1), (1, 1))[1], numba_conv.ConvBlockSaved)
     assert type(ops.conv(x, w, None, (2, 2), (1, 1))[1]).__name__ == "ConvSaved"  # stride 2: NumpyOps's columns
 
 

@@ -45,13 +45,8 @@ BiasReLU op of its own would work on the strided (N, O, U1, U2) view of it.
 Backward then starts with the ReLU's gradient and the bias's, gb = the sum
 of the masked gradient per channel.
 
-A plain convolution (``conv_blocks``) is the same op with windows of one
-position, except where each block's y goes: straight to its place in a
-compact (O, Q1, N, Q2, ...) array, the bias added on the way. The extended
-layout's positions past each row (computed, never used) are left out there,
-and read back as zeros in the backward pass (``_store``, ``_load``), so
-neither a full-size array in the extended layout nor a pass of its own for
-the bias is written.
+A plain convolution (``numba_conv.conv_blocks``) is the same op with windows of
+one position, and uses the drivers here.
 
 The kernels loop over slices element by element instead of assigning whole
 slices (``target[:] = source``): Numba made SIMD code of the loops only.
@@ -171,72 +166,6 @@ def _relu_grad(gy, activated):
             row[i] = row[i] if on[i] > zero else zero
 
 
-@numba.njit(nogil=True, cache=True)
-def _store(y, e0, out, bias, with_bias, tail_extended, tail_inside):
-    """out (O, M) compact: the outputs y (O, B) of extended positions e0..e0+B
-    that lie inside, plus bias[o] where ``with_bias`` (see :func:`conv_blocks`).
-
-    An extended position is (outer, a, b) in (U1*N, La, Lb) = ``tail_extended``; it is
-    inside when a < ``tail_inside[0]`` and b < ``tail_inside[1]``, and lands at
-    (outer, a, b) of (U1*N, Ua, Ub). The block is walked one row of Lb at a time, the
-    row's place counted on from the first (a division per position would cost more
-    than the copy)."""
-    rows_extended, row_extended = tail_extended
-    rows_inside, row_inside = tail_inside
-    length = y.shape[1]
-    for o in range(y.shape[0]):
-        source, target, b = y[o], out[o], bias[o]
-        row, column, first = e0 // row_extended, e0 % row_extended, 0
-        outer, a = row // rows_extended, row % rows_extended
-        while first < length:
-            run = min(row_extended - column, length - first)  # to the row's end or the block's
-            if a < rows_inside and column < row_inside:
-                start = (outer * rows_inside + a) * row_inside + column
-                count = min(run, row_inside - column)
-                part, place = source[first:first + count], target[start:start + count]
-                # two loops over two slices, which Numba makes SIMD code of; without a
-                # bias the values are copied as they are (y + 0 would turn -0.0 into 0.0)
-                if with_bias:
-                    for i in range(count):
-                        place[i] = part[i] + b
-                else:
-                    for i in range(count):
-                        place[i] = part[i]
-            first, column, a = first + run, 0, a + 1
-            if a == rows_extended:
-                outer, a = outer + 1, 0
-
-
-@numba.njit(nogil=True, cache=True)
-def _load(gy, e0, gy_block, tail_extended, tail_inside):
-    """gy_block (O, B): the gradient at extended positions e0..e0+B, read
-    from the compact gy (O, M), 0 where a position is not inside; the
-    adjoint of :func:`_store` (the bias adds nothing to the gradient)."""
-    rows_extended, row_extended = tail_extended
-    rows_inside, row_inside = tail_inside
-    length = gy_block.shape[1]
-    zero = gy_block.dtype.type(0)
-    for o in range(gy_block.shape[0]):
-        source, target = gy[o], gy_block[o]
-        row, column, first = e0 // row_extended, e0 % row_extended, 0
-        outer, a = row // rows_extended, row % rows_extended
-        while first < length:
-            run = min(row_extended - column, length - first)
-            count = 0
-            if a < rows_inside and column < row_inside:
-                start = (outer * rows_inside + a) * row_inside + column
-                count = min(run, row_inside - column)
-                part, place = source[start:start + count], target[first:first + count]
-                for i in range(count):
-                    place[i] = part[i]
-            rest = target[first + count:first + run]
-            for i in range(run - count):
-                rest[i] = zero
-            first, column, a = first + run, 0, a + 1
-            if a == rows_extended:
-                outer, a = outer + 1, 0
-
-
 class BlockSaved(NamedTuple):
     """What :func:`conv_pool_blocks` keeps for its backward pass."""
 
@@ -299,7 +228,7 @@ class BlockRunner:
 RUNNER = BlockRunner()
 
 
-def _planes_and_table(x, w, pad: tuple, window: tuple, lanes: int):
+def planes_and_table(x, w, pad: tuple, window: tuple, lanes: int):
     """The phase planes of x as (C, R, F), the columns' table, and the geometry."""
     geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))
     c = x.shape[1]
@@ -312,7 +241,7 @@ def _planes_and_table(x, w, pad: tuple, window: tuple, lanes: int):
     return flat, _table(geometry), geometry
 
 
-def _forward_blocks(flat, table, geometry, w, lanes: int, finish):
+def forward_blocks(flat, table, geometry, w, lanes: int, finish):
     """y = W @ columns for each block of positions e0..e1, on ``lanes`` threads;
     ``finish(y (O, R, B), e0, won)`` takes each block's y where it goes
     (``won``: (B,) int32 scratch of the lane running it)."""
@@ -344,11 +273,11 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     no bias, block by block on ``lanes`` threads; with a ``bias`` (O,),
     relu(that + bias). The caller runs it with BLAS on one thread."""
     o, d = w.shape[0], w.ndim - 2
-    flat, table, geometry = _planes_and_table(x, w, pad, window, lanes)
+    flat, table, geometry = planes_and_table(x, w, pad, window, lanes)
     length = math.prod(geometry.extended)
     pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
     winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
-    _forward_blocks(flat, table, geometry, w, lanes,
+    forward_blocks(flat, table, geometry, w, lanes,
                     lambda y, e0, won: _pool(y, e0, pooled, winner, won))
     if bias is not None:
         _bias_relu(pooled, bias)
@@ -356,69 +285,6 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     pooled = pooled.reshape((o,) + geometry.extended)  # (O, E) -> (O, U1, N, L2, ...)
     inside = pooled[pooled_inside(geometry)]  # (O, U1, N, U2, ...)
     return inside.transpose(pooled_to_batch_first(d)), saved
-
-
-class ConvBlockSaved(NamedTuple):
-    """What :func:`conv_blocks` keeps for its backward pass."""
-
-    flat: np.ndarray  # (C, 1, F): the padded input as one phase plane
-    # (pairs, 4): (kk, 0, 0, start) per kernel offset, see _columns
-    table: np.ndarray
-    geometry: PoolGeometry
-    with_bias: bool
-
-
-def _tails(geometry: PoolGeometry) -> tuple:
-    """((La, Lb), (Ua, Ub)): the extended and the inside sizes of the axes
-    after (U1, N), as two axes (1 where a 1-D or 2-D input has fewer)."""
-    extended = ((1, 1) + geometry.extended[2:])[-2:]
-    inside = ((1, 1) + geometry.pooled[1:])[-2:]
-    return extended, inside
-
-
-def conv_blocks(x, w, bias, pad: tuple, lanes: int):
-    """(y (N, O, *Q), saved): a stride-1 convolution x * w, plus the
-    ``bias`` (O,) where one is given, as columns one block at a time.
-
-    The convolution-pooling above with windows of one position, except that
-    each block's outputs go straight to their place in a compact (O, Q1, N,
-    Q2, ...) array, the bias added on the way: neither the extended layout
-    (with the positions past each row) nor the winners are written, and no
-    pass of its own adds the bias."""
-    o, d = w.shape[0], w.ndim - 2
-    window = (1,) * d
-    flat, table, geometry = _planes_and_table(x, w, pad, window, lanes)
-    tail_extended, tail_inside = _tails(geometry)
-    # (O, Q1, N, Q2, ...): the layout the pooled outputs have, without the extra positions
-    y = page_aligned(np, (o,) + geometry.pooled[:1] + (x.shape[0],) + geometry.pooled[1:],
-                     x.dtype)
-    y_rows = y.reshape(o, -1)  # (O, Q1, N, Q2, ...) -> (O, M)
-    with_bias = bias is not None
-    # the kernel takes an array either way; without a bias it is not read
-    bias = np.ascontiguousarray(bias, dtype=x.dtype) if with_bias else np.zeros(o, x.dtype)
-    _forward_blocks(flat, table, geometry, w, lanes,
-                    lambda block, e0, won: _store(block.reshape(o, -1), e0, y_rows, bias,
-                                                  with_bias, tail_extended, tail_inside))
-    # (O, Q1, N, Q2, ...) -> (N, O, Q1, Q2, ...)
-    return y.transpose(pooled_to_batch_first(d)), ConvBlockSaved(flat, table, geometry, with_bias)
-
-
-def conv_blocks_backward(gy, w, saved: ConvBlockSaved, needs: tuple, lanes: int):
-    """(gx (N, C, *S) or None, gw (O, C, *K) or None, gb (O,) or None) from the gradient gy
-    (N, O, *Q) of :func:`conv_blocks`' output; gb only where it added a bias."""
-    d = w.ndim - 2
-    o = w.shape[0]
-    tail_extended, tail_inside = _tails(saved.geometry)
-    # (N, O, Q1, Q2, ...) -> (O, Q1, N, Q2, ...) -> (O, M); no copy when gy has y's layout
-    gy_rows = np.ascontiguousarray(gy.transpose((1, 2, 0) + tuple(range(3, d + 2))))
-    gy_rows = gy_rows.reshape(o, -1)
-    gx, gw = _backward_blocks(
-        lambda block, e0: _load(gy_rows, e0, block.reshape(o, -1), tail_extended, tail_inside),
-        gy.dtype, w, saved.flat, saved.table, saved.geometry, needs, lanes)
-    with_bias = saved.with_bias and len(needs) > 2 and needs[2]
-    # (N, O, *Q) -> (O,)
-    gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if with_bias else None
-    return gx, gw, gb
 
 
 def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int):
@@ -431,12 +297,12 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
     if activated is not None:  # the ReLU's gradient first; the extra positions hold 0 in gy_ext
         _relu_grad(gy_ext, activated)
         gb = gy_ext.sum(axis=1) if needs[2] else None
-    gx, gw = _backward_blocks(lambda block, e0: _unpool(gy_ext, winner, e0, block),
+    gx, gw = backward_blocks(lambda block, e0: _unpool(gy_ext, winner, e0, block),
                               gy.dtype, w, flat, table, geometry, needs, lanes)
     return (gx, gw) if activated is None else (gx, gw, gb)
 
 
-def _backward_blocks(load, dtype, w, flat, table, geometry, needs: tuple, lanes: int):
+def backward_blocks(load, dtype, w, flat, table, geometry, needs: tuple, lanes: int):
     """(gx or None, gw or None) of the block convolution, where ``load(gy_block (O, R, B), e0)``
     writes each block's gradient of y = W @ columns."""
     o = w.shape[0]

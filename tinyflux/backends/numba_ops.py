@@ -2,7 +2,8 @@
 
 ``NumbaOps`` is ``NumpyOps`` plus this one operation (and, for pooling
 windows of fewer than 8 positions and for a plain stride-1 convolution, the
-same operation with columns in cache-sized blocks: ``numba_blocks.py``). ``backends.ops_for``
+same operation with columns in cache-sized blocks: ``numba_blocks.py``,
+``numba_conv.py``). ``backends.ops_for``
 gives it to NumPy arrays when Numba is installed (``pip install
 'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
 not ``0``. Without Numba the NumPy code runs everything: it is the
@@ -47,7 +48,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import numba_blocks, numba_norm
+from . import numba_blocks, numba_conv, numba_norm
 from .geometry import lifted_to_3d, memory_order, output_size
 from .numpy_ops import NumpyOps
 
@@ -207,7 +208,7 @@ class NumbaOps(NumpyOps):
 
     def conv(self, x, w, b, stride: tuple, pad: tuple):
         """A stride-1 convolution with columns one cache-sized block at a time
-        (``numba_blocks.conv_blocks``), never the whole batch's (for 3 x 27 kernel
+        (``numba_conv.conv_blocks``), never the whole batch's (for 3 x 27 kernel
         terms of a clip, 81 times the clip). Other strides, and dtypes the kernels
         are not compiled for, as NumpyOps; so are weights or a bias of another dtype than x,
         whose sum NumPy promotes (the blocks compute in x's dtype)."""
@@ -216,13 +217,13 @@ class NumbaOps(NumpyOps):
             return super().conv(x, w, b, stride, pad)
         self.kernels_ran = True
         with self._one_blas_thread():
-            return numba_blocks.conv_blocks(x, w, b, pad, numba.get_num_threads())
+            return numba_conv.conv_blocks(x, w, b, pad, numba.get_num_threads())
 
     def conv_backward(self, gy, w, saved, needs: tuple):
-        if not isinstance(saved, numba_blocks.ConvBlockSaved):  # NumpyOps made it
+        if not isinstance(saved, numba_conv.ConvBlockSaved):  # NumpyOps made it
             return super().conv_backward(gy, w, saved, needs)
         with self._one_blas_thread():
-            return numba_blocks.conv_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
+            return numba_conv.conv_blocks_backward(gy, w, saved, needs, numba.get_num_threads())
 
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
         """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b

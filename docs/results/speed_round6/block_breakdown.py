@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 import tinyflux.backends
 import tinyflux.backends.numba_blocks as original
+import tinyflux.backends.numba_conv  # noqa: F401 (its source is read below)
 
 TIMED = {  # a line of numba_blocks -> its name here
     "np.matmul(w_rows, col.reshape(rows, -1), out=y)": "forward GEMM",
@@ -45,9 +46,19 @@ timed = types.ModuleType("tinyflux.backends._timed_blocks")
 timed.__package__ = "tinyflux.backends"
 timed.__dict__.update(_time=time, TIMES={})
 exec(compile("\n".join(lines).replace("cache=True", "cache=False"), "timed_blocks", "exec"), timed.__dict__)
+# numba_conv's plain convolution, on the timed drivers instead of numba_blocks' own
+conv_source = open(tinyflux.backends.numba_conv.__file__).read()
+drivers = "from .numba_blocks import backward_blocks, forward_blocks, planes_and_table"
+assert drivers in conv_source, "numba_conv changed: update this script"
+timed_conv = types.ModuleType("tinyflux.backends._timed_conv")
+timed_conv.__package__ = "tinyflux.backends"
+timed_conv.__dict__.update(backward_blocks=timed.backward_blocks, forward_blocks=timed.forward_blocks,
+                           planes_and_table=timed.planes_and_table)
+exec(compile(conv_source.replace(drivers, "").replace("cache=True", "cache=False"), "timed_conv", "exec"),
+     timed_conv.__dict__)
 
-batch, lanes = int(sys.argv[1]), 2
-mnist = sys.argv[2:] == ["mnist"]
+batch, lanes = int(sys.argv[1]), int(sys.argv[3]) if len(sys.argv) > 3 else 2
+mnist = sys.argv[2:3] == ["mnist"]
 repeats = 100 if mnist else 5
 layers = ([(1, 16, None, 28), (16, 32, None, 14), (32, 32, None, 7)] if mnist
           else [(3, 16, 16, 112), (16, 32, 8, 56), (32, 64, 4, 28)])
@@ -56,13 +67,13 @@ layers = ([(1, 16, None, 28), (16, 32, None, 14), (32, 32, None, 7)] if mnist
 def forward_op(x, w, b):
     if mnist:
         return timed.conv_pool_blocks(x, w, (1, 1), (2, 2), lanes, b)
-    return timed.conv_blocks(x, w, b, (1, 1, 1), lanes)
+    return timed_conv.conv_blocks(x, w, b, (1, 1, 1), lanes)
 
 
 def backward_op(gy, w, saved, needs):
     if mnist:
         return timed.conv_pool_blocks_backward(gy, w, saved, needs, lanes)
-    return timed.conv_blocks_backward(gy, w, saved, needs, lanes)
+    return timed_conv.conv_blocks_backward(gy, w, saved, needs, lanes)
 
 
 rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """The own-clips model's first convolution forward at batch N with blocks of at most CAP positions
-(0: numba_blocks' own cut, 1,618 here), on LANES lanes; after a rest of PAUSE seconds.
+(0: numba_blocks' own cut), on LANES lanes; after a rest of PAUSE seconds.
 
     python docs/results/speed_round6/small_blocks.py CAP N LANES PAUSE
 
@@ -13,7 +13,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tinyflux.backends import numba_blocks
+from tinyflux.backends import numba_blocks, numba_conv
 
 cap, batch, lanes, pause = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 if cap:
@@ -30,12 +30,12 @@ w = (0.1 * rng.standard_normal((16, 3, 3, 3, 3))).astype(np.float32)
 b = np.zeros(16, np.float32)
 with threadpool_limits(1, user_api="blas"):
     for _ in range(3):
-        numba_blocks.conv_blocks(x, w, b, (1, 1, 1), lanes)
+        numba_conv.conv_blocks(x, w, b, (1, 1, 1), lanes)
     time.sleep(pause)
     times = []
     for _ in range(10):
         start = time.perf_counter()
-        numba_blocks.conv_blocks(x, w, b, (1, 1, 1), lanes)
+        numba_conv.conv_blocks(x, w, b, (1, 1, 1), lanes)
         times.append(time.perf_counter() - start)
 print(f"blocks of at most {cap or 'the own cut'}, batch {batch}, {lanes} lane(s): "
       f"median {1e3 * np.median(times):.1f} ms")
