@@ -66,7 +66,7 @@ from .geometry import (PoolGeometry, memory_order, pool_geometry, pooled_inside,
                        pooled_to_batch_first)
 from .columns import copy_from_planes, copy_into_planes, extended_gradient, input_gradient
 
-BLOCK_BYTES = 2**19  # the columns of one block, about: a share of the 1-2 MB cache each core has
+BLOCK_BYTES = 2**19  # a block's columns and output, about: a share of the 1-2 MB cache of a core
 GROUPS = 4  # the backward pass's partial sums; more threads than this wait in the backward pass
 
 
@@ -193,9 +193,13 @@ def _table(geometry: PoolGeometry) -> np.ndarray:
 
 
 def _blocks(length: int, rows: int, itemsize: int) -> list:
-    """(e0, e1) blocks of positions: columns of about BLOCK_BYTES each,
-    and at least two per group where the positions allow (so that no
-    lane waits long for the last one). They depend on the shapes only."""
+    """(e0, e1) blocks of positions: ``rows`` numbers per position, about
+    BLOCK_BYTES a block, and at least two blocks per group where the positions
+    allow (so that no lane waits long for the last one). They depend on the
+    shapes only. The callers count a block's columns and its GEMM output (or
+    gradient) together, the block's working set: with one input channel
+    (MNIST's first layer) the output's 16 rows outweigh the columns' 9, and
+    blocks cut by the columns alone were over twice as big."""
     size = max(64, BLOCK_BYTES // (rows * itemsize))
     size = min(size, -(-length // (2 * GROUPS)))
     size = max(1, size)
@@ -249,7 +253,7 @@ def forward_blocks(flat, table, geometry, w, lanes: int, finish):
     length = math.prod(geometry.extended)
     rows = c * math.prod(geometry.kernel)
     w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
-    blocks = _blocks(length, rows * windows, flat.itemsize)
+    blocks = _blocks(length, (rows + o) * windows, flat.itemsize)  # columns and y
     lanes = min(lanes, len(blocks))  # each position is written once: any lane may take any block
 
     def work(lane):
@@ -309,7 +313,8 @@ def backward_blocks(load, dtype, w, flat, table, geometry, needs: tuple, lanes: 
     c, windows = flat.shape[:2]
     rows = c * math.prod(geometry.kernel)
     w_rows = np.ascontiguousarray(w.reshape(o, rows))  # (O, C, *K) -> (O, C*prod(K))
-    blocks = _blocks(math.prod(geometry.extended), rows * windows, flat.itemsize)
+    # columns and the gradient of y
+    blocks = _blocks(math.prod(geometry.extended), (rows + o) * windows, flat.itemsize)
     groups = min(GROUPS, len(blocks))
     lanes = min(lanes, groups)
 
