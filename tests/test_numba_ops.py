@@ -143,6 +143,17 @@ def test_plain_convolution_with_mixed_dtypes_takes_the_numpy_path(rng):
         np.testing.assert_allclose(y, y_ref, rtol=1e-6)
 
 
+def test_plain_convolution_with_an_empty_output_gives_what_numpy_gives(rng):
+    """No output positions (an input smaller than the kernel, which the layers refuse before this):
+    NumpyOps's empty result, not an error from cutting nothing into blocks."""
+    numba_ops, numpy_ops = NumbaOps(), backends.NumpyOps()
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    x = np.ones((1, 1, 2, 2), np.float32)
+    y, _ = numba_ops.conv(x, w, None, (1, 1), (0, 0))
+    y_ref, _ = numpy_ops.conv(x, w, None, (1, 1), (0, 0))
+    assert y.shape == y_ref.shape == (1, 2, 0, 0)
+
+
 def test_plain_convolution_adds_the_bias_once_in_its_own_rounding(rng):
     """With a bias, each stored output is the GEMM's output plus the bias, rounded once: the same bits as
     adding the bias to the outputs stored without one."""

@@ -211,9 +211,11 @@ class NumbaOps(NumpyOps):
         (``numba_conv.conv_blocks``), never the whole batch's (for 3 x 27 kernel
         terms of a clip, 81 times the clip). Other strides, and dtypes the kernels
         are not compiled for, as NumpyOps; so are weights or a bias of another dtype than x,
-        whose sum NumPy promotes (the blocks compute in x's dtype)."""
+        whose sum NumPy promotes (the blocks compute in x's dtype), and empty outputs."""
         same_dtype = w.dtype == x.dtype and (b is None or b.dtype == x.dtype)
-        if any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES or not same_dtype:
+        sizes = [output_size(s, k, 1, p) for s, k, p in zip(x.shape[2:], w.shape[2:], pad)]
+        if (any(s != 1 for s in stride) or x.dtype not in KERNEL_DTYPES or not same_dtype
+                or min(sizes) <= 0):
             return super().conv(x, w, b, stride, pad)
         self.kernels_ran = True
         with self._one_blas_thread():
