@@ -282,7 +282,7 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
     winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
     forward_blocks(flat, table, geometry, w, lanes,
-                    lambda y, e0, won: _pool(y, e0, pooled, winner, won))
+                   lambda y, e0, won: _pool(y, e0, pooled, winner, won))
     if bias is not None:
         _bias_relu(pooled, bias)
     saved = BlockSaved(flat, winner, table, geometry, pooled if bias is not None else None)
@@ -302,7 +302,7 @@ def conv_pool_blocks_backward(gy, w, saved: BlockSaved, needs: tuple, lanes: int
         _relu_grad(gy_ext, activated)
         gb = gy_ext.sum(axis=1) if needs[2] else None
     gx, gw = backward_blocks(lambda block, e0: _unpool(gy_ext, winner, e0, block),
-                              gy.dtype, w, flat, table, geometry, needs, lanes)
+                             gy.dtype, w, flat, table, geometry, needs, lanes)
     return (gx, gw) if activated is None else (gx, gw, gb)
 
 

@@ -98,7 +98,7 @@ class ConvBlockSaved(NamedTuple):
     """What :func:`conv_blocks` keeps for its backward pass."""
 
     flat: np.ndarray  # (C, 1, F): the padded input as one phase plane
-    # (pairs, 4): (kk, 0, 0, start) per kernel offset, see _columns
+    # (pairs, 4): (kk, 0, 0, start) per kernel offset, see numba_blocks._columns
     table: np.ndarray
     geometry: PoolGeometry
     with_bias: bool
@@ -128,8 +128,8 @@ def conv_blocks(x, w, bias, pad: tuple, lanes: int):
     # the kernel takes an array either way; without a bias it is not read
     bias = np.ascontiguousarray(bias, dtype=x.dtype) if with_bias else np.zeros(o, x.dtype)
     forward_blocks(flat, table, geometry, w, lanes,
-                    lambda block, e0, won: _store(block.reshape(o, -1), e0, y_rows, bias,
-                                                  with_bias, tail_extended, tail_inside))
+                   lambda block, e0, won: _store(block.reshape(o, -1), e0, y_rows, bias,
+                                                 with_bias, tail_extended, tail_inside))
     # (O, Q1, N, Q2, ...) -> (N, O, Q1, Q2, ...)
     return y.transpose(pooled_to_batch_first(d)), ConvBlockSaved(flat, table, geometry, with_bias)
 
