@@ -174,6 +174,12 @@ def print_table(report: dict) -> None:
         print(ratio_line("graphed tinyflux/graphed PyTorch", s["ratio_both_graphed"]))
     if "tinyflux_graphed_error" in s:
         print(f"  tinyflux CUDA graph: could not capture ({s['tinyflux_graphed_error']})")
+    if "tinyflux_graphed_own_gemm_ms" in s:
+        print(f"  tinyflux, the same graph with its own GEMM instead of cuBLAS "
+              f"{format_ms(s['tinyflux_graphed_own_gemm_ms'])}")
+        print(ratio_line("graphed with cuBLAS/graphed with own GEMM", s["ratio_graphed_cublas_own_gemm"]))
+    if "tinyflux_graphed_own_gemm_error" in s:
+        print(f"  tinyflux CUDA graph with its own GEMM: could not capture ({s['tinyflux_graphed_own_gemm_error']})")
     if "tinyflux_without_kernels_ms" in s:
         r = s["ratio_kernels_on_off"]
         print(f"  tinyflux, eager with CuPy's operations instead of its kernels "

@@ -46,6 +46,9 @@ def mnist_steps(xp, use_torch, torch_device, batch):
         if errors["tinyflux_without_kernels"] is None:
             steps["tinyflux_without_kernels"] = without_kernels
         steps["tinyflux_graphed"], errors["tinyflux_graphed"] = optional(lambda: tinyflux_captured_step(x, y))
+        # the same capture with tinyflux's own GEMM instead of cuBLAS, as before cuBLAS had its workspace
+        steps["tinyflux_graphed_own_gemm"], errors["tinyflux_graphed_own_gemm"] = optional(
+            lambda: tinyflux_captured_step(x, y, cublas=False))
     if use_torch:
         torch.manual_seed(0)
         tmodel = torch_mnist_model(torch_device)
@@ -81,6 +84,10 @@ def measure_training_step(xp, timer, rounds, steps_per_round, use_torch, torch_d
         result["tinyflux_graphed_ms"] = summary(times["tinyflux_graphed"])
         if "torch_graphed" in times:
             result["ratio_both_graphed"] = summary_ratio(times["tinyflux_graphed"], times["torch_graphed"])
+        if "tinyflux_graphed_own_gemm" in times:
+            result["tinyflux_graphed_own_gemm_ms"] = summary(times["tinyflux_graphed_own_gemm"])
+            result["ratio_graphed_cublas_own_gemm"] = summary_ratio(times["tinyflux_graphed"],
+                                                                    times["tinyflux_graphed_own_gemm"])
     result.update({f"{name}_error": error for name, error in errors.items()})
     if xp is not np:
         result["peak_gpu_memory_mb"] = measure_gpu_memory(xp, steps["tinyflux"], steps.get("torch"))
@@ -122,11 +129,15 @@ def measure_gpu_memory(cupy, tf_step, torch_step=None) -> dict:
     return result
 
 
-def tinyflux_captured_step(x, y):
-    """The same tinyflux step recorded with tf.capture, on its own model copy; returns one replay."""
+def tinyflux_captured_step(x, y, cublas=True):
+    """The same tinyflux step recorded with tf.capture, on its own model copy; returns one replay. With
+    ``cublas`` the graph's matrix products are cuBLAS's; the replay raises if they could not be."""
     tf.seed(0)
     model = tf.gpu(mnist_model())
-    step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3), x, y)
+    step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3), x, y,
+                      cublas=cublas)
+    if step.cublas != cublas:
+        raise RuntimeError("tf.capture could not give cuBLAS its workspace (see the log)")
     return lambda: step(x, y)
 
 

@@ -145,9 +145,10 @@ def gpu_path(emulated, monkeypatch):
     Returns the FakeCupy, which records the kernels launched; ``gpu_path.ops`` is the CudaOps.
     """
     from fake_cupy import FakeCupy
-    from tinyflux.backends.cuda_ops import CudaOps
+    from tinyflux.backends import cuda_ops
     fake = FakeCupy(emulated)
-    fake.ops = CudaOps(fake)
+    fake.ops = cuda_ops.CudaOps(fake)
+    monkeypatch.setattr(cuda_ops, "cublas_bindings", lambda: fake.cublas)
     monkeypatch.setattr(backends, "_registered",
                         [(lambda array: isinstance(array, np.ndarray), lambda array: fake.ops)] + backends._registered)
     return fake

@@ -61,6 +61,17 @@ class FakeGraph:
         self.fake.replay()
 
 
+class FakeCublas:
+    """CuPy's cuBLAS bindings, as far as CudaOps uses them: the workspace given to the handle."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def setWorkspace(self, handle, pointer, size):  # noqa: N802 (cuBLAS's name)
+        assert not self.fake.capturing, "a workspace set during capture: CUDA would refuse the allocation"
+        self.fake.cublas_workspace = (handle, pointer, size)
+
+
 class FakeCupy:
     ndarray = np.ndarray
     int32, float64 = np.int32, np.float64
@@ -71,11 +82,19 @@ class FakeCupy:
         self.library = library
         self.launches = []
         self.capturing, self.launches_in_capture, self.allocator = False, [], None
+        self.cublas, self.cublas_workspace, self.allocations = FakeCublas(self), None, []
         fake = self
 
         class Cuda:
             Stream = staticmethod(lambda non_blocking=False: FakeStream(fake, non_blocking))
             get_current_stream = staticmethod(lambda: FakeStream(fake))
+            Device = staticmethod(lambda: types.SimpleNamespace(id=0))
+            device = types.SimpleNamespace(get_cublas_handle=lambda: 7)  # any handle: it is only passed on
+
+            @staticmethod
+            def alloc(size):
+                fake.allocations.append(size)
+                return types.SimpleNamespace(ptr=4096 * len(fake.allocations), size=size)
 
             @staticmethod
             @contextlib.contextmanager
@@ -102,6 +121,16 @@ class FakeCupy:
         made = np.empty_like(array)  # keeps the memory order of array, as CuPy's does
         made[...] = poison(array.dtype)
         return made
+
+    def matmul(self, a, b):
+        """cuBLAS's product: during a capture only with the workspace set (cuBLAS would allocate otherwise, which
+        CUDA refuses); recorded as the launch "cublas", and like the kernels it runs nothing during capture."""
+        self._record("cublas")
+        if self.capturing:
+            assert self.cublas_workspace is not None, "cuBLAS during capture without its workspace"
+            return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                            np.result_type(a, b))
+        return np.matmul(a, b)
 
     def get_default_memory_pool(self):
         return types.SimpleNamespace(malloc=lambda size: object())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
+from tinyflux.backends import cuda_ops
 from tinyflux.modes import capturing
 from small_models import mnist_like_batches, mnist_like_model
 from tinyflux import optim
@@ -16,17 +17,20 @@ from tinyflux import optim
 def replay_by_rerunning(fake, step):
     """Make the stand-in's graph replay ``step`` by running its recorded work again, into the same loss array."""
     def replay():
-        with capturing():
+        with capturing(step.cublas):
             step.loss[...] = step._record()
     fake.replay = replay
 
 
+@pytest.mark.parametrize("cublas", [True, False], ids=["cublas", "own-gemm"])
 @pytest.mark.parametrize("video", [False, True], ids=["images", "video"])
-def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video):
+def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video, cublas):
     """tf.capture through FakeCupy, whose "graph" replays by running the recorded Python again.
 
-    What this checks: inside the capture every matrix product goes to the own
-    GEMM kernel and the step still computes what the eager NumPy step does; t
+    What this checks: inside the capture every matrix product goes to cuBLAS,
+    whose workspace was set once before the capture (the stand-in refuses
+    cuBLAS in a capture without it), or with cublas=False to the own GEMM
+    kernel, and the step still computes what the eager NumPy step does; t
     and a learning-rate drop reach the Adam kernel through device memory; each
     batch is copied into the static inputs; the rehearsal before capture
     leaves parameters and t as they were; nothing synchronizes during capture,
@@ -52,12 +56,19 @@ def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video):
     model = mnist_like_model(video)
     opt = optim.Adam(model.parameters(), lr=1e-2)
     before = [p.data.copy() for p in model.parameters()]
-    step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0])
+    step = tf.capture(model, tf.logit_cross_entropy, opt, *batches[0], cublas=cublas)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
-    assert opt.t == 0 and step.kept
-    assert {"gemm", "count_step", "adam", "im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
+    assert opt.t == 0 and step.kept and step.cublas == cublas
+    products = "cublas" if cublas else "gemm"
+    assert {products, "count_step", "adam", "im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
             "tinyflux_relu_backward"} <= set(fake.launches_in_capture)
+    assert ({"cublas", "gemm"} - {products}).isdisjoint(fake.launches_in_capture)
+    if cublas:  # one workspace of CUBLAS_WORKSPACE_BYTES, given to the handle before the capture
+        assert fake.allocations == [cuda_ops.CUBLAS_WORKSPACE_BYTES]
+        assert fake.cublas_workspace == (7, 4096, cuda_ops.CUBLAS_WORKSPACE_BYTES)
+    else:
+        assert fake.cublas_workspace is None
 
     replay_by_rerunning(fake, step)
     losses = []
@@ -128,3 +139,28 @@ def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_pat
     assert second == first and opt.t == 6
     for p, expected in zip(model.parameters(), after_first):
         np.testing.assert_array_equal(p.data, expected)
+
+
+def test_cublas_gets_its_workspace_once(request):
+    """The workspace is set once per GPU, before the first capture, whatever the number of captures."""
+    fake = request.getfixturevalue("gpu_path")
+    x, y = mnist_like_batches(1)[0]
+    tf.seed(0)
+    model = mnist_like_model()
+    first = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    second = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    assert first.cublas and second.cublas and fake.allocations == [cuda_ops.CUBLAS_WORKSPACE_BYTES]
+
+
+def test_bindings_without_set_workspace_keep_the_own_gemm(request, monkeypatch, caplog):
+    """Bindings without setWorkspace (an older CuPy): the captured step takes the own GEMM, said in the log."""
+    fake = request.getfixturevalue("gpu_path")
+    monkeypatch.setattr(cuda_ops, "cublas_bindings", lambda: object())  # no setWorkspace
+    x, y = mnist_like_batches(1)[0]
+    tf.seed(0)
+    model = mnist_like_model()
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    assert not step.cublas and fake.allocations == [] and fake.cublas_workspace is None
+    assert "gemm" in fake.launches_in_capture and "cublas" not in fake.launches_in_capture
+    assert "no setWorkspace" in caplog.text

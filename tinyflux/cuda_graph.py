@@ -25,11 +25,15 @@ follows from that:
   its update kernel reads, eager or replayed, and whose t a one-thread kernel
   advances at every step; a new ``opt.lr`` or a loaded checkpoint writes into
   that array, so the next replay sees it.
-- **Nothing CUDA refuses during capture.** No cuBLAS (tinyflux's own GEMM
-  kernel runs instead), no copies between host and device, no waiting for the
-  GPU (so the label range check runs on the host, in ``step``). All kernels
-  are compiled in a rehearsal step before capture, so capture launches only.
-  ``modes.capture`` (``tinyflux/modes.py``) tells the ops to keep to these rules.
+- **Nothing CUDA refuses during capture.** No allocation by cuBLAS: before
+  the rehearsal, cuBLAS gets a workspace of its own (``cublasSetWorkspace``,
+  kept for the life of the process), so its products can be recorded as
+  PyTorch records them; with ``cublas=False``, or where CuPy cannot set one,
+  tinyflux's own GEMM kernel runs instead. No copies between host and device,
+  no waiting for the GPU (so the label range check runs on the host, in
+  ``step``). All kernels are compiled in a rehearsal step before capture, so
+  capture launches only. ``modes.capture`` (``tinyflux/modes.py``) tells the
+  ops to keep to these rules.
 
 The parameters must sit in the optimizer's flat buffer (``optim.Adam`` puts
 them there); the graph updates that buffer in place, so the model, ``tf.save``
@@ -56,21 +60,23 @@ class CaptureError(RuntimeError):
     """The step cannot be captured as a CUDA graph; the message says why."""
 
 
-def capture(model, loss_fn, optimizer, x, y) -> "CapturedStep":
+def capture(model, loss_fn, optimizer, x, y, cublas: bool = True) -> "CapturedStep":
     """Record one training step of ``model`` on a batch shaped like (x, y) as a CUDA graph.
 
     ``loss_fn(scores, y)`` must return a scalar Tensor; ``optimizer`` must be an
     :class:`optim.Adam` over ``model.parameters()``, all on the GPU. x and y are
     only examples: their shapes and dtypes are fixed for the life of the step.
+    ``cublas``: the graph's matrix products are cuBLAS's where it can have its
+    workspace (``step.cublas`` says whether it did); False keeps tinyflux's own GEMM.
     """
-    return CapturedStep(model, loss_fn, optimizer, x, y)
+    return CapturedStep(model, loss_fn, optimizer, x, y, cublas)
 
 
 class CapturedStep:
     """``step(x, y)``: one replay of the captured
     forward, backward and Adam update; returns the loss."""
 
-    def __init__(self, model, loss_fn, optimizer, x, y):
+    def __init__(self, model, loss_fn, optimizer, x, y, cublas: bool = True):
         # AdamW's decay reads the learning rate on the host: not recordable yet
         if type(optimizer) is not optim.Adam:
             raise CaptureError(f"capture: optim.Adam expected, got {type(optimizer).__name__}")
@@ -79,8 +85,8 @@ class CapturedStep:
             raise CaptureError("capture: the optimizer must hold exactly "
                                "model.parameters(), in order")
         with capturing():
-            # the ops that can record a graph bring their CuPy; others None
-            cp = ops_for(params[0].data).cupy
+            ops = ops_for(params[0].data)
+        cp = ops.cupy  # the ops that can record a graph bring their CuPy; others None
         if cp is None:
             raise CaptureError("capture: a CUDA graph needs the model on a GPU (tf.gpu(model), "
                                "with CuPy and an NVIDIA GPU); its parameters are "
@@ -91,6 +97,8 @@ class CapturedStep:
         except ValueError as error:
             raise CaptureError(f"capture: {error}") from None
         self.cupy = cp
+        # cuBLAS in the graph where it has its workspace, set now, before the rehearsal
+        self.cublas = cublas and ops.cublas_recordable()
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         # the static inputs: each step copies its batch into these two arrays
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
@@ -100,7 +108,7 @@ class CapturedStep:
         # every geometry array to the GPU, so that capture itself only launches. Then the
         # parameters, m, v and t are put back as they were: capturing changes nothing.
         saved = [array.copy() for array in self.state]
-        with capturing():
+        with capturing(self.cublas):
             self._record()
         for array, before in zip(self.state, saved):
             array[...] = before
@@ -117,7 +125,7 @@ class CapturedStep:
 
         stream = cp.cuda.Stream(non_blocking=True)
         try:
-            with stream, capturing(), cp.cuda.using_allocator(keep_alive_malloc):
+            with stream, capturing(self.cublas), cp.cuda.using_allocator(keep_alive_malloc):
                 stream.begin_capture()
                 try:
                     self.loss = self._record()
@@ -134,8 +142,9 @@ class CapturedStep:
         except Exception as error:
             raise CaptureError(f"capture: CUDA could not record the step ({type(error).__name__}: "
                                f"{error}). During a capture only kernel launches are allowed: no "
-                               "cuBLAS, no copies to or from the host, no waiting for the GPU "
-                               "(see tinyflux/cuda_graph.py)") from error
+                               "allocation by cuBLAS, no copies to or from the host, no waiting "
+                               "for the GPU (see tinyflux/cuda_graph.py); tf.capture(..., "
+                               "cublas=False) keeps cuBLAS out") from error
         self.graph = graph
         optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
         # out-of-range GPU labels seen, replays with GPU labels

@@ -1,11 +1,12 @@
-"""How operations run right now: one object, ``modes``, for the four switches tinyflux has.
+"""How operations run right now: one object, ``modes``, for the switches tinyflux has.
 
 - ``modes.grad``: whether operations record the graph that ``backward()``
   needs. Off inside ``with tf.no_grad():`` (evaluation: less memory, faster).
 - ``modes.capture``: whether a CUDA graph is being recorded (``tf.capture``).
   Then ops take only paths that CUDA accepts inside a capture: tinyflux's own
-  kernels, its own GEMM instead of cuBLAS, and no check that reads a value
-  back from the GPU (see ``tinyflux/cuda_graph.py``).
+  kernels, cuBLAS only where ``modes.capture_cublas`` says it has its
+  workspace (else tinyflux's own GEMM), and no check that reads a value back
+  from the GPU (see ``tinyflux/cuda_graph.py``).
 - ``modes.own_kernels``: whether CuPy arrays go through tinyflux's own CUDA
   kernels (``tinyflux/backends/cuda_ops.py``) or through the NumPy-style code
   that CuPy runs as it is. Read once, from the environment variable
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 class Modes:
     grad: bool = True
     capture: bool = False
+    capture_cublas: bool = False
     own_kernels: bool = os.environ.get("TINYFLUX_CUDA_KERNELS", "1") != "0"
     cpu_kernels: bool = os.environ.get("TINYFLUX_CPU_KERNELS", "1") != "0"
 
@@ -59,7 +61,10 @@ def no_grad():
     return _switched("grad", False)
 
 
-def capturing():
-    """Within this block, ops take only the paths a
-    CUDA-graph capture accepts (``modes.capture``)."""
-    return _switched("capture", True)
+@contextlib.contextmanager
+def capturing(cublas: bool = False):
+    """Within this block, ops take only the paths a CUDA-graph capture accepts
+    (``modes.capture``); cuBLAS among them where ``cublas`` (``modes.capture_cublas``:
+    the caller has given cuBLAS its workspace)."""
+    with _switched("capture", True), _switched("capture_cublas", cublas):
+        yield

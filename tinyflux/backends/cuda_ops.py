@@ -17,15 +17,18 @@ view (such as the channel-major view a convolution returns): its element
 strides are part of ``g``. Outputs are written channel-major, (C, N, ...),
 and returned as (N, C, ...) views, as the NumPy code does.
 
-For CUDA-graph capture (``tinyflux/cuda_graph.py``), where cuBLAS cannot run,
-there is also a GEMM, tiled in shared memory with long sums split across
-blocks; outside a capture the matrix product is cuBLAS's.
+Matrix products are cuBLAS's, also inside a CUDA-graph capture
+(``tinyflux/cuda_graph.py``) once cuBLAS has a workspace of its own
+(:meth:`CudaOps.cublas_recordable`). For captures without one (``tf.capture(...,
+cublas=False)``, or CuPy bindings without ``setWorkspace``) there is also a
+GEMM of our own, tiled in shared memory with long sums split across blocks.
 
 The CuPy module is passed in (``CudaOps(cupy)``): the tests pass a stand-in
 that runs the same kernels compiled for the CPU.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -34,6 +37,23 @@ import numpy as np
 from ..modes import modes
 from .geometry import output_size
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
+
+log = logging.getLogger("tinyflux")
+
+# cuBLAS's workspace for captured products: its documentation asks for 32 MiB on Hopper
+# GPUs and 4 MiB on older ones; kept for the life of the process, one per GPU
+CUBLAS_WORKSPACE_BYTES = 32 * 2**20
+
+
+def cublas_bindings():
+    """CuPy's cuBLAS bindings (``cupy_backends.cuda.libs.cublas``), or None where they cannot
+    be imported (the tests put a stand-in here)."""
+    try:
+        from cupy_backends.cuda.libs import cublas
+    except ImportError:
+        return None
+    return cublas
+
 
 # Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
 # output D/H/W, stride D/H/W, padding D/H/W, the input's element strides for N, C, D, H, W, and
@@ -147,6 +167,7 @@ class CudaOps(NumpyOps):
         self._module = None  # the compiled kernels, on first use
         self._device_arrays: dict = {}  # small int64 arrays copied to the GPU once per shape
         self._elementwise: dict = {}
+        self._cublas_workspaces: dict = {}  # GPU id -> cuBLAS's workspace there, or None
 
     # -- compile once, cache, launch -----------------------------------------------------
     def source(self) -> str:
@@ -198,9 +219,31 @@ class CudaOps(NumpyOps):
         return self.conv_then_pool_backward(gy, w, saved, needs)
 
     def matmul(self, a, b):
-        """cuBLAS, except inside a CUDA-graph capture,
-        where cuBLAS cannot run: then :meth:`gemm`."""
-        return self.gemm(a, b) if modes.capture else a @ b
+        """cuBLAS; inside a CUDA-graph capture only where ``tf.capture`` gave it its workspace
+        (``modes.capture_cublas``), else there :meth:`gemm`, our own kernel."""
+        if modes.capture and not modes.capture_cublas:
+            return self.gemm(a, b)
+        return self.cupy.matmul(a, b)
+
+    def cublas_recordable(self) -> bool:
+        """Whether cuBLAS's products can be recorded in a CUDA graph on the current GPU. The first
+        call gives the cuBLAS handle there a workspace of its own (``setWorkspace``), kept for the
+        life of the process: without one, cuBLAS allocates scratch memory when a product needs
+        it, which CUDA refuses during a capture (PyTorch sets one before capture for the same
+        reason). False, once said in the log, where CuPy's bindings lack ``setWorkspace``."""
+        device = self.cupy.cuda.Device().id
+        if device not in self._cublas_workspaces:
+            bindings = cublas_bindings()
+            if bindings is None or not hasattr(bindings, "setWorkspace"):
+                log.warning("this CuPy's cuBLAS bindings have no setWorkspace: captured steps use "
+                            "tinyflux's own GEMM kernel instead of cuBLAS")
+                self._cublas_workspaces[device] = None
+            else:
+                memory = self.cupy.cuda.alloc(CUBLAS_WORKSPACE_BYTES)  # outside any capture
+                bindings.setWorkspace(self.cupy.cuda.device.get_cublas_handle(), memory.ptr,
+                                      CUBLAS_WORKSPACE_BYTES)
+                self._cublas_workspaces[device] = memory
+        return self._cublas_workspaces[device] is not None
 
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
         """The plain columns (C, *K, N, *Q), whatever the stride, in one launch."""
@@ -330,10 +373,15 @@ class RocmOps(CudaOps):
       (the tests pass them to hipcc). CuPy adds
       ``-fcuda-flush-denormals-to-zero`` on HIP, so numbers below 1.2e-38 in
       float32 become 0 there and not on NVIDIA GPUs or with NumPy.
-    - CUDA graphs (``--graph``) are HIP graphs there: not tried.
+    - CUDA graphs (``--graph``) are HIP graphs there: not tried; captures use the own GEMM
+      (hipBLAS's workspace in a HIP graph is not tried either).
 
     What has run: the suite compiles the kernels with these options with
     ``hipcc`` for an MI200 (gfx90a) and a Radeon RX 6000 (gfx1030). No AMD
     GPU has run them; until one has, ``TINYFLUX_CUDA_KERNELS=0`` (CuPy's own
     operations only) is the safer first run, and the two should agree.
     """
+
+    def cublas_recordable(self) -> bool:
+        """False: a captured step keeps to the own GEMM on ROCm (see the class docstring)."""
+        return False
