@@ -46,7 +46,7 @@ def mnist_steps(xp, use_torch, torch_device, batch):
         if errors["tinyflux_without_kernels"] is None:
             steps["tinyflux_without_kernels"] = without_kernels
         steps["tinyflux_graphed"], errors["tinyflux_graphed"] = optional(lambda: tinyflux_captured_step(x, y))
-        # the same capture with tinyflux's own GEMM instead of cuBLAS, as before cuBLAS had its workspace
+        # the same capture with tinyflux's own GEMM instead of cuBLAS, as captures were before
         steps["tinyflux_graphed_own_gemm"], errors["tinyflux_graphed_own_gemm"] = optional(
             lambda: tinyflux_captured_step(x, y, cublas=False))
     if use_torch:
@@ -137,7 +137,7 @@ def tinyflux_captured_step(x, y, cublas=True):
     step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters(), lr=3e-3), x, y,
                       cublas=cublas)
     if step.cublas != cublas:
-        raise RuntimeError("tf.capture could not give cuBLAS its workspace (see the log)")
+        raise RuntimeError("tf.capture could not record cuBLAS's products (see the log)")
     return lambda: step(x, y)
 
 

@@ -148,7 +148,9 @@ def gpu_path(emulated, monkeypatch):
     from tinyflux.backends import cuda_ops
     fake = FakeCupy(emulated)
     fake.ops = cuda_ops.CudaOps(fake)
-    monkeypatch.setattr(cuda_ops, "cublas_bindings", lambda: fake.cublas)
+    # cuBLAS for captures: the stand-in library, on the host addresses of NumPy arrays
+    monkeypatch.setattr(cuda_ops.cublas_calls, "load_library", lambda: fake.cublas_library)
+    monkeypatch.setattr(cuda_ops.cublas_calls, "device_pointer", lambda array: array.ctypes.data)
     monkeypatch.setattr(backends, "_registered",
                         [(lambda array: isinstance(array, np.ndarray), lambda array: fake.ops)] + backends._registered)
     return fake

@@ -11,6 +11,7 @@ With it, ``CudaOps(FakeCupy(...))`` runs whole training steps, eager and
 captured, and must agree with the NumPy path.
 """
 import contextlib
+import ctypes
 import types
 
 import numpy as np
@@ -29,13 +30,16 @@ def poison(dtype):
 class FakeStream:
     """CuPy's Stream, as far as tinyflux.cuda_graph uses it: capture refuses synchronize, as CUDA does."""
 
-    def __init__(self, fake, non_blocking=False):
-        self.fake = fake
+    def __init__(self, fake, non_blocking=False, ptr=None):
+        self.fake, self.ptr = fake, id(self) if ptr is None else ptr  # its address, as CuPy's .ptr
+        self.previous = None
 
-    def __enter__(self):
+    def __enter__(self):  # as CuPy's: the current stream within the block
+        self.previous, self.fake.stream = self.fake.stream, self
         return self
 
     def __exit__(self, *exc):
+        self.fake.stream = self.previous
         return False
 
     def synchronize(self):
@@ -61,15 +65,60 @@ class FakeGraph:
         self.fake.replay()
 
 
-class FakeCublas:
-    """CuPy's cuBLAS bindings, as far as CudaOps uses them: the workspace given to the handle."""
+class FakeCublasLibrary:
+    """libcublas as tinyflux.backends.cublas_calls calls it through ctypes, on host memory: column-major GEMMs on the
+    raw addresses and leading dimensions it is given, as cuBLAS computes them, so that a wrong op, size or leading
+    dimension gives a wrong product. During a capture the product only records its launch, and the handle must run
+    on the capturing stream with the workspace set after that stream (cuBLAS would allocate otherwise)."""
 
     def __init__(self, fake):
-        self.fake = fake
+        self.fake, self.handles = fake, {}
 
-    def setWorkspace(self, handle, pointer, size):  # noqa: N802 (cuBLAS's name)
-        assert not self.fake.capturing, "a workspace set during capture: CUDA would refuse the allocation"
-        self.fake.cublas_workspace = (handle, pointer, size)
+    def cublasCreate_v2(self, handle_pointer):  # noqa: N802 (cuBLAS's names)
+        assert not self.fake.capturing, "cublasCreate during capture: it allocates"
+        handle = len(self.handles) + 1
+        handle_pointer._obj.value = handle
+        self.handles[handle] = {"stream": None, "workspace": None}
+        return 0
+
+    def cublasSetStream_v2(self, handle, stream):  # noqa: N802
+        state = self.handles[handle.value]
+        # as cuBLAS: back to its own workspace pool; (c_void_p(0).value is None: the null stream)
+        state["stream"], state["workspace"] = stream.value or 0, None
+        return 0
+
+    def cublasSetWorkspace_v2(self, handle, pointer, size):  # noqa: N802
+        self.handles[handle.value]["workspace"] = (pointer.value, size.value)
+        return 0
+
+    def cublasSgemm_v2(self, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # noqa: N802
+        return self._gemm(np.float32, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def cublasDgemm_v2(self, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # noqa: N802
+        return self._gemm(np.float64, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def _gemm(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        state = self.handles[handle.value]
+        self.fake._record("cublas_gemm")
+        if self.fake.capturing:
+            assert state["stream"] == self.fake.current_stream().ptr, "cuBLAS off the capturing stream"
+            assert state["workspace"] is not None, "cuBLAS during capture without its workspace"
+            return 0  # recorded, not run
+        op_a = column_major(dtype, a.value, *((m, k) if transa == 0 else (k, m)), lda)
+        op_b = column_major(dtype, b.value, *((k, n) if transb == 0 else (n, k)), ldb)
+        op_a, op_b = (op_a if transa == 0 else op_a.T), (op_b if transb == 0 else op_b.T)
+        out = column_major(dtype, c.value, m, n, ldc)
+        out[...] = alpha._obj.value * (op_a @ op_b) + (beta._obj.value * out if beta._obj.value else 0)
+        return 0
+
+
+def column_major(dtype, address, rows, cols, ld):
+    """The (rows, cols) column-major matrix at a host address, leading dimension ld, as a writable NumPy view."""
+    assert ld >= max(1, rows), f"leading dimension {ld} < {rows} rows: cuBLAS refuses it"
+    count = (cols - 1) * ld + rows
+    ctype = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    memory = np.ctypeslib.as_array((ctype * count).from_address(address))
+    return np.lib.stride_tricks.as_strided(memory, (rows, cols), (memory.itemsize, ld * memory.itemsize))
 
 
 class FakeCupy:
@@ -82,14 +131,15 @@ class FakeCupy:
         self.library = library
         self.launches = []
         self.capturing, self.launches_in_capture, self.allocator = False, [], None
-        self.cublas, self.cublas_workspace, self.allocations = FakeCublas(self), None, []
+        self.cublas_library, self.allocations = FakeCublasLibrary(self), []
+        self.default_stream = FakeStream(self, ptr=0)  # CuPy's null stream: address 0
+        self.stream = None
         fake = self
 
         class Cuda:
             Stream = staticmethod(lambda non_blocking=False: FakeStream(fake, non_blocking))
-            get_current_stream = staticmethod(lambda: FakeStream(fake))
+            get_current_stream = staticmethod(lambda: fake.current_stream())
             Device = staticmethod(lambda: types.SimpleNamespace(id=0))
-            device = types.SimpleNamespace(get_cublas_handle=lambda: 7)  # any handle: it is only passed on
 
             @staticmethod
             def alloc(size):
@@ -122,15 +172,8 @@ class FakeCupy:
         made[...] = poison(array.dtype)
         return made
 
-    def matmul(self, a, b):
-        """cuBLAS's product: during a capture only with the workspace set (cuBLAS would allocate otherwise, which
-        CUDA refuses); recorded as the launch "cublas", and like the kernels it runs nothing during capture."""
-        self._record("cublas")
-        if self.capturing:
-            assert self.cublas_workspace is not None, "cuBLAS during capture without its workspace"
-            return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
-                            np.result_type(a, b))
-        return np.matmul(a, b)
+    def current_stream(self):
+        return self.stream or self.default_stream
 
     def get_default_memory_pool(self):
         return types.SimpleNamespace(malloc=lambda size: object())

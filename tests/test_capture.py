@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinyflux as tf
-from tinyflux.backends import cuda_ops
+from tinyflux.backends import cublas_calls
 from tinyflux.modes import capturing
 from small_models import mnist_like_batches, mnist_like_model
 from tinyflux import optim
@@ -60,15 +60,15 @@ def test_a_captured_step_replays_like_eager_steps(request, monkeypatch, video, c
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
     assert opt.t == 0 and step.kept and step.cublas == cublas
-    products = "cublas" if cublas else "gemm"
+    products = "cublas_gemm" if cublas else "gemm"
     assert {products, "count_step", "adam", "im2col", "col2im", "maxpool", "maxpool_backward", "tinyflux_bias_relu",
             "tinyflux_relu_backward"} <= set(fake.launches_in_capture)
-    assert ({"cublas", "gemm"} - {products}).isdisjoint(fake.launches_in_capture)
-    if cublas:  # one workspace of CUBLAS_WORKSPACE_BYTES, given to the handle before the capture
-        assert fake.allocations == [cuda_ops.CUBLAS_WORKSPACE_BYTES]
-        assert fake.cublas_workspace == (7, 4096, cuda_ops.CUBLAS_WORKSPACE_BYTES)
+    assert ({"cublas_gemm", "gemm"} - {products}).isdisjoint(fake.launches_in_capture)
+    if cublas:  # one handle, with one workspace, on the stream the capture ran on
+        assert fake.allocations == [cublas_calls.WORKSPACE_BYTES]
+        assert list(fake.cublas_library.handles) == [1]
     else:
-        assert fake.cublas_workspace is None
+        assert fake.allocations == [] and fake.cublas_library.handles == {}
 
     replay_by_rerunning(fake, step)
     losses = []
@@ -141,26 +141,47 @@ def test_a_captured_step_resumes_from_a_checkpoint(request, monkeypatch, tmp_pat
         np.testing.assert_array_equal(p.data, expected)
 
 
-def test_cublas_gets_its_workspace_once(request):
-    """The workspace is set once per GPU, before the first capture, whatever the number of captures."""
+def test_cublas_gets_one_handle_and_workspace(request):
+    """One cuBLAS handle and workspace per GPU, made before the first capture, whatever the number of captures."""
     fake = request.getfixturevalue("gpu_path")
     x, y = mnist_like_batches(1)[0]
     tf.seed(0)
     model = mnist_like_model()
     first = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
     second = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
-    assert first.cublas and second.cublas and fake.allocations == [cuda_ops.CUBLAS_WORKSPACE_BYTES]
+    assert first.cublas and second.cublas and fake.allocations == [cublas_calls.WORKSPACE_BYTES]
+    assert list(fake.cublas_library.handles) == [1]
 
 
-def test_bindings_without_set_workspace_keep_the_own_gemm(request, monkeypatch, caplog):
-    """Bindings without setWorkspace (an older CuPy): the captured step takes the own GEMM, said in the log."""
+def test_without_a_cublas_library_captures_keep_the_own_gemm(request, monkeypatch, caplog):
+    """No cuBLAS library found: the captured step takes the own GEMM, said in the log."""
     fake = request.getfixturevalue("gpu_path")
-    monkeypatch.setattr(cuda_ops, "cublas_bindings", lambda: object())  # no setWorkspace
+    monkeypatch.setattr(cublas_calls, "load_library", lambda: None)
     x, y = mnist_like_batches(1)[0]
     tf.seed(0)
     model = mnist_like_model()
     with caplog.at_level("WARNING", logger="tinyflux"):
         step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
-    assert not step.cublas and fake.allocations == [] and fake.cublas_workspace is None
-    assert "gemm" in fake.launches_in_capture and "cublas" not in fake.launches_in_capture
-    assert "no setWorkspace" in caplog.text
+    assert not step.cublas and fake.allocations == []
+    assert "gemm" in fake.launches_in_capture and "cublas_gemm" not in fake.launches_in_capture
+    assert "no cuBLAS library found" in caplog.text
+
+
+def test_a_capture_that_cuda_refuses_with_cublas_is_made_again_with_the_own_gemm(request, monkeypatch, caplog):
+    """Where CUDA refuses to record our cuBLAS calls, the step is captured again with the own GEMM, said in the
+    log (test_a_captured_step_replays_like_eager_steps checks what that graph computes)."""
+    fake = request.getfixturevalue("gpu_path")
+
+    def refused(*args):
+        if fake.capturing:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return 0
+    monkeypatch.setattr(fake.cublas_library, "cublasSgemm_v2", refused)
+    x, y = mnist_like_batches(1)[0]
+    tf.seed(0)
+    model = mnist_like_model()
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    assert not step.cublas
+    assert "gemm" in fake.launches_in_capture
+    assert "capturing again with tinyflux's own GEMM" in caplog.text and "operation not permitted" in caplog.text

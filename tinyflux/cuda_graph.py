@@ -25,15 +25,17 @@ follows from that:
   its update kernel reads, eager or replayed, and whose t a one-thread kernel
   advances at every step; a new ``opt.lr`` or a loaded checkpoint writes into
   that array, so the next replay sees it.
-- **Nothing CUDA refuses during capture.** No allocation by cuBLAS: before
-  the rehearsal, cuBLAS gets a workspace of its own (``cublasSetWorkspace``,
-  kept for the life of the process), so its products can be recorded as
-  PyTorch records them; with ``cublas=False``, or where CuPy cannot set one,
-  tinyflux's own GEMM kernel runs instead. No copies between host and device,
-  no waiting for the GPU (so the label range check runs on the host, in
-  ``step``). All kernels are compiled in a rehearsal step before capture, so
-  capture launches only. ``modes.capture`` (``tinyflux/modes.py``) tells the
-  ops to keep to these rules.
+- **Nothing CUDA refuses during capture.** No allocation: the matrix
+  products go to cuBLAS through a handle of tinyflux's own with a workspace
+  of its own, both made before the rehearsal and kept for the life of the
+  process (``backends/cublas_calls.py``: CuPy's own cuBLAS calls refuse a
+  capturing stream); with ``cublas=False``, where no cuBLAS library is found,
+  or where CUDA refuses to record those calls (the step is then captured
+  again, and the log says why), tinyflux's own GEMM kernel runs instead. No
+  copies between host and device, no waiting for the GPU (so the label range
+  check runs on the host, in ``step``). All kernels are compiled in a
+  rehearsal step before capture, so capture launches only. ``modes.capture``
+  (``tinyflux/modes.py``) tells the ops to keep to these rules.
 
 The parameters must sit in the optimizer's flat buffer (``optim.Adam`` puts
 them there); the graph updates that buffer in place, so the model, ``tf.save``
@@ -46,11 +48,15 @@ measured times are in docs/results/h100).
 """
 from __future__ import annotations
 
+import logging
+
 from . import optim
 from .backends import backend_name, ops_for
 from .modes import capturing
 from .tensor import Tensor
 
+
+log = logging.getLogger("tinyflux")
 
 # GPU labels are checked at the first replay, then once every this many replays
 LABEL_CHECK_EVERY = 100
@@ -60,14 +66,18 @@ class CaptureError(RuntimeError):
     """The step cannot be captured as a CUDA graph; the message says why."""
 
 
+class _RecordingFailed(CaptureError):
+    """CUDA refused something during the capture itself (not the checks before it)."""
+
+
 def capture(model, loss_fn, optimizer, x, y, cublas: bool = True) -> "CapturedStep":
     """Record one training step of ``model`` on a batch shaped like (x, y) as a CUDA graph.
 
     ``loss_fn(scores, y)`` must return a scalar Tensor; ``optimizer`` must be an
     :class:`optim.Adam` over ``model.parameters()``, all on the GPU. x and y are
     only examples: their shapes and dtypes are fixed for the life of the step.
-    ``cublas``: the graph's matrix products are cuBLAS's where it can have its
-    workspace (``step.cublas`` says whether it did); False keeps tinyflux's own GEMM.
+    ``cublas``: the graph's matrix products are cuBLAS's where it can record them
+    (``step.cublas`` says whether it did); False keeps tinyflux's own GEMM.
     """
     return CapturedStep(model, loss_fn, optimizer, x, y, cublas)
 
@@ -97,13 +107,32 @@ class CapturedStep:
         except ValueError as error:
             raise CaptureError(f"capture: {error}") from None
         self.cupy = cp
-        # cuBLAS in the graph where it has its workspace, set now, before the rehearsal
+        # cuBLAS in the graph where our own handle and its workspace can be made (now, outside
+        # any capture: making them allocates)
         self.cublas = cublas and ops.cublas_recordable()
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         # the static inputs: each step copies its batch into these two arrays
         self.x = cp.array(x.data if isinstance(x, Tensor) else x)
         self.y = cp.array(y.data if isinstance(y, Tensor) else y)
 
+        try:
+            graph = self._rehearse_and_record()
+        except _RecordingFailed as error:
+            if not self.cublas:
+                raise
+            # cuBLAS through our own handle has not run on every GPU and CUDA version: where
+            # CUDA refuses to record it, the own GEMM still gives a graph
+            log.warning("%s; capturing again with tinyflux's own GEMM kernel", error)
+            self.cublas = False
+            graph = self._rehearse_and_record()
+        self.graph = graph
+        optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
+        # out-of-range GPU labels seen, replays with GPU labels
+        self.bad_labels, self.replays = 0, 0
+
+    def _rehearse_and_record(self):
+        """The CUDA graph of one step: a rehearsal, then the capture (see the module docstring)."""
+        cp, optimizer = self.cupy, self.optimizer
         # Rehearsal: the whole step once, outside the capture, compiles every kernel and copies
         # every geometry array to the GPU, so that capture itself only launches. Then the
         # parameters, m, v and t are put back as they were: capturing changes nothing.
@@ -138,17 +167,12 @@ class CapturedStep:
                     except Exception:
                         pass
                     raise
-                graph = stream.end_capture()
+                return stream.end_capture()
         except Exception as error:
-            raise CaptureError(f"capture: CUDA could not record the step ({type(error).__name__}: "
-                               f"{error}). During a capture only kernel launches are allowed: no "
-                               "allocation by cuBLAS, no copies to or from the host, no waiting "
-                               "for the GPU (see tinyflux/cuda_graph.py); tf.capture(..., "
-                               "cublas=False) keeps cuBLAS out") from error
-        self.graph = graph
-        optimizer.zero_grad()  # the gradients belong to the graph now; eager steps make their own
-        # out-of-range GPU labels seen, replays with GPU labels
-        self.bad_labels, self.replays = 0, 0
+            raise _RecordingFailed(
+                f"capture: CUDA could not record the step ({type(error).__name__}: {error}). "
+                "During a capture only kernel launches are allowed: no allocation, no copies to "
+                "or from the host, no waiting for the GPU (see tinyflux/cuda_graph.py)") from error
 
     def _record(self):
         """The work the graph holds: forward, backward

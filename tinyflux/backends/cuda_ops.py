@@ -17,11 +17,12 @@ view (such as the channel-major view a convolution returns): its element
 strides are part of ``g``. Outputs are written channel-major, (C, N, ...),
 and returned as (N, C, ...) views, as the NumPy code does.
 
-Matrix products are cuBLAS's, also inside a CUDA-graph capture
-(``tinyflux/cuda_graph.py``) once cuBLAS has a workspace of its own
-(:meth:`CudaOps.cublas_recordable`). For captures without one (``tf.capture(...,
-cublas=False)``, or CuPy bindings without ``setWorkspace``) there is also a
-GEMM of our own, tiled in shared memory with long sums split across blocks.
+Matrix products are cuBLAS's: through CuPy's ``a @ b``, and inside a
+CUDA-graph capture (``tinyflux/cuda_graph.py``), where CuPy refuses to call
+cuBLAS, through a handle of our own with its own workspace
+(``cublas_calls.py``). For captures without it (``tf.capture(...,
+cublas=False)``, or no cuBLAS library found) there is also a GEMM of our
+own, tiled in shared memory with long sums split across blocks.
 
 The CuPy module is passed in (``CudaOps(cupy)``): the tests pass a stand-in
 that runs the same kernels compiled for the CPU.
@@ -35,24 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from ..modes import modes
+from . import cublas_calls
 from .geometry import output_size
 from .numpy_ops import Columns, MaxPoolSaved, NumpyOps
 
 log = logging.getLogger("tinyflux")
-
-# cuBLAS's workspace for captured products: its documentation asks for 32 MiB on Hopper
-# GPUs and 4 MiB on older ones; kept for the life of the process, one per GPU
-CUBLAS_WORKSPACE_BYTES = 32 * 2**20
-
-
-def cublas_bindings():
-    """CuPy's cuBLAS bindings (``cupy_backends.cuda.libs.cublas``), or None where they cannot
-    be imported (the tests put a stand-in here)."""
-    try:
-        from cupy_backends.cuda.libs import cublas
-    except ImportError:
-        return None
-    return cublas
 
 
 # Fields of the geometry array g: batch, channels, input D/H/W, kernel (window) D/H/W,
@@ -167,7 +155,7 @@ class CudaOps(NumpyOps):
         self._module = None  # the compiled kernels, on first use
         self._device_arrays: dict = {}  # small int64 arrays copied to the GPU once per shape
         self._elementwise: dict = {}
-        self._cublas_workspaces: dict = {}  # GPU id -> cuBLAS's workspace there, or None
+        self._cublas: dict = {}  # GPU id -> cublas_calls.CublasCalls there, or None
 
     # -- compile once, cache, launch -----------------------------------------------------
     def source(self) -> str:
@@ -219,31 +207,30 @@ class CudaOps(NumpyOps):
         return self.conv_then_pool_backward(gy, w, saved, needs)
 
     def matmul(self, a, b):
-        """cuBLAS; inside a CUDA-graph capture only where ``tf.capture`` gave it its workspace
-        (``modes.capture_cublas``), else there :meth:`gemm`, our own kernel."""
-        if modes.capture and not modes.capture_cublas:
-            return self.gemm(a, b)
-        return self.cupy.matmul(a, b)
+        """cuBLAS through CuPy; inside a CUDA-graph capture, cuBLAS through our own handle where
+        ``tf.capture`` set it up (``modes.capture_cublas``), else :meth:`gemm`, our own kernel."""
+        if not modes.capture:
+            return a @ b
+        calls = self._cublas.get(self.cupy.cuda.Device().id) if modes.capture_cublas else None
+        if (calls is not None and a.ndim == b.ndim == 2 and a.dtype == b.dtype
+                and a.dtype in (np.float32, np.float64)):
+            return calls.matmul(a, b)
+        return self.gemm(a, b)
 
     def cublas_recordable(self) -> bool:
-        """Whether cuBLAS's products can be recorded in a CUDA graph on the current GPU. The first
-        call gives the cuBLAS handle there a workspace of its own (``setWorkspace``), kept for the
-        life of the process: without one, cuBLAS allocates scratch memory when a product needs
-        it, which CUDA refuses during a capture (PyTorch sets one before capture for the same
-        reason). False, once said in the log, where CuPy's bindings lack ``setWorkspace``."""
+        """Whether cuBLAS's products can be recorded in a CUDA graph on the current GPU: the first
+        call makes a cuBLAS handle of our own there, with its workspace (``cublas_calls.py``),
+        kept for the life of the process. False, once said in the log, where no cuBLAS library
+        is found: captured steps then use :meth:`gemm`."""
         device = self.cupy.cuda.Device().id
-        if device not in self._cublas_workspaces:
-            bindings = cublas_bindings()
-            if bindings is None or not hasattr(bindings, "setWorkspace"):
-                log.warning("this CuPy's cuBLAS bindings have no setWorkspace: captured steps use "
-                            "tinyflux's own GEMM kernel instead of cuBLAS")
-                self._cublas_workspaces[device] = None
-            else:
-                memory = self.cupy.cuda.alloc(CUBLAS_WORKSPACE_BYTES)  # outside any capture
-                bindings.setWorkspace(self.cupy.cuda.device.get_cublas_handle(), memory.ptr,
-                                      CUBLAS_WORKSPACE_BYTES)
-                self._cublas_workspaces[device] = memory
-        return self._cublas_workspaces[device] is not None
+        if device not in self._cublas:
+            library = cublas_calls.load_library()
+            if library is None:
+                log.warning("no cuBLAS library found for CUDA-graph captures: captured steps use "
+                            "tinyflux's own GEMM kernel instead")
+            self._cublas[device] = (None if library is None
+                                    else cublas_calls.CublasCalls(library, self.cupy))
+        return self._cublas[device] is not None
 
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:
         """The plain columns (C, *K, N, *Q), whatever the stride, in one launch."""
