@@ -185,3 +185,30 @@ def test_a_capture_that_cuda_refuses_with_cublas_is_made_again_with_the_own_gemm
     assert not step.cublas
     assert "gemm" in fake.launches_in_capture
     assert "capturing again with tinyflux's own GEMM" in caplog.text and "operation not permitted" in caplog.text
+
+
+def test_a_cublas_library_without_set_workspace_keeps_the_own_gemm(
+        request, monkeypatch, caplog):
+    """A cuBLAS too old to have cublasSetWorkspace_v2 is refused before any capture: said in the log, not an error."""
+    fake = request.getfixturevalue("gpu_path")
+    x, y = mnist_like_batches(1)[0]
+    tf.seed(0)
+    model = mnist_like_model()
+    monkeypatch.delattr(type(fake.cublas_library), "cublasSetWorkspace_v2")
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    assert not step.cublas and "cannot serve them (AttributeError" in caplog.text
+    assert "cublas_gemm" not in fake.launches_in_capture
+
+
+def test_cublas_failing_in_the_rehearsal_gives_the_own_gemm(request, monkeypatch, caplog):
+    """A cuBLAS call failing in the rehearsal: the step is captured again with the own GEMM, said in the log."""
+    fake = request.getfixturevalue("gpu_path")
+    monkeypatch.setattr(fake.cublas_library, "cublasSgemm_v2", lambda *args: 13)  # CUBLAS_STATUS_EXECUTION_FAILED
+    x, y = mnist_like_batches(1)[0]
+    tf.seed(0)
+    model = mnist_like_model()
+    with caplog.at_level("WARNING", logger="tinyflux"):
+        step = tf.capture(model, tf.logit_cross_entropy, optim.Adam(model.parameters()), x, y)
+    assert not step.cublas and "cuBLAS status 13" in caplog.text
+    assert "gemm" in fake.launches_in_capture and "cublas_gemm" not in fake.launches_in_capture

@@ -52,6 +52,7 @@ import logging
 
 from . import optim
 from .backends import backend_name, ops_for
+from .backends.cublas_calls import CublasError
 from .modes import capturing
 from .tensor import Tensor
 
@@ -117,7 +118,8 @@ class CapturedStep:
 
         try:
             graph = self._rehearse_and_record()
-        except _RecordingFailed as error:
+        # CUDA refusing the capture, or cuBLAS failing in the rehearsal before it
+        except (_RecordingFailed, CublasError) as error:
             if not self.cublas:
                 raise
             # cuBLAS through our own handle has not run on every GPU and CUDA version: where

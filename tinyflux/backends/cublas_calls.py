@@ -24,11 +24,8 @@ op T and its column length.
 from __future__ import annotations
 
 import ctypes
-import logging
 
 import numpy as np
-
-log = logging.getLogger("tinyflux")
 
 WORKSPACE_BYTES = 32 * 2**20
 OP_N, OP_T = 0, 1  # cublasOperation_t
@@ -66,6 +63,11 @@ class CublasCalls:
     """One cuBLAS handle with its own workspace on the current GPU, and the row-major product."""
 
     def __init__(self, library, cupy):
+        """Raises AttributeError where the library lacks a function this class calls (a cuBLAS
+        older than 11 has no cublasSetWorkspace_v2), CublasError where cuBLAS refuses a handle."""
+        for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
+                     "cublasSgemm_v2", "cublasDgemm_v2"):
+            getattr(library, name)  # ctypes looks the symbol up here: missing ones fail now
         self.library, self.cupy = library, cupy
         handle = ctypes.c_void_p()
         self._check("cublasCreate_v2", library.cublasCreate_v2(ctypes.byref(handle)))

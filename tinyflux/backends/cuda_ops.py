@@ -220,16 +220,19 @@ class CudaOps(NumpyOps):
     def cublas_recordable(self) -> bool:
         """Whether cuBLAS's products can be recorded in a CUDA graph on the current GPU: the first
         call makes a cuBLAS handle of our own there, with its workspace (``cublas_calls.py``),
-        kept for the life of the process. False, once said in the log, where no cuBLAS library
-        is found: captured steps then use :meth:`gemm`."""
+        kept for the life of the process. False, once said in the log, where no usable cuBLAS
+        library is found: captured steps then use :meth:`gemm`."""
         device = self.cupy.cuda.Device().id
         if device not in self._cublas:
-            library = cublas_calls.load_library()
-            if library is None:
-                log.warning("no cuBLAS library found for CUDA-graph captures: captured steps use "
-                            "tinyflux's own GEMM kernel instead")
-            self._cublas[device] = (None if library is None
-                                    else cublas_calls.CublasCalls(library, self.cupy))
+            library, calls, why = cublas_calls.load_library(), None, "no cuBLAS library found"
+            try:
+                calls = None if library is None else cublas_calls.CublasCalls(library, self.cupy)
+            except (AttributeError, cublas_calls.CublasError) as error:
+                why = f"the cuBLAS library cannot serve them ({type(error).__name__}: {error})"
+            if calls is None:
+                log.warning("%s for CUDA-graph captures: captured steps use tinyflux's own GEMM "
+                            "kernel instead", why)
+            self._cublas[device] = calls
         return self._cublas[device] is not None
 
     def im2col(self, x, kernel: tuple, stride: tuple, pad: tuple) -> Columns:

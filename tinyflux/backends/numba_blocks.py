@@ -199,7 +199,7 @@ def _blocks(length: int, rows: int, itemsize: int) -> list:
     shapes only. The callers count a block's columns and its GEMM output (or
     gradient) together, the block's working set: with one input channel
     (MNIST's first layer) the output's 16 rows outweigh the columns' 9, and
-    blocks cut by the columns alone were over twice as big."""
+    counting the columns alone would cut blocks over twice too big."""
     size = max(64, BLOCK_BYTES // (rows * itemsize))
     size = min(size, -(-length // (2 * GROUPS)))
     size = max(1, size)
