@@ -10,7 +10,8 @@ round, each going first in every other round, so that the noise of a shared mach
 step of each (min / median / max over rounds) and the per-round ratio
 new / old. The model is the MNIST convnet, or ``--model own-clips``:
 ``video_bn_net`` on 3x16x112x112 clips (what ``examples/video_conv.py
---video-dir`` trains). Both sides train the same model from the same seed on the same
+--video-dir`` trains), or ``--model video``: ``video_convnet`` on colour
+3x16x32x32 clips, 4 classes (the sweep's video3). Both sides train the same model from the same seed on the same
 random batch; their BLAS thread count is whatever the environment gives both.
 """
 from __future__ import annotations
@@ -38,15 +39,17 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name
 import numpy as np
 import tinyflux as tf
 from tinyflux import optim
-from tinyflux.models import mnist_convnet, video_bn_net
+from tinyflux.models import mnist_convnet, video_bn_net, video_convnet
 assert tf.__file__.startswith(sys.argv[1]), tf.__file__
-batch, own_clips = int(sys.argv[2]), sys.argv[3] == "own-clips"
+batch, name = int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(0)
-shape, classes = ((3, 16, 112, 112), 4) if own_clips else ((1, 28, 28), 10)
+build, shape, classes = {"own-clips": (lambda: video_bn_net(3, 4), (3, 16, 112, 112), 4),
+                         "video": (lambda: video_convnet(3, 4), (3, 16, 32, 32), 4),
+                         "mnist": (mnist_convnet, (1, 28, 28), 10)}[name]
 x = rng.uniform(0, 1, (batch,) + shape).astype(np.float32)
 y = rng.integers(0, classes, batch)
 tf.seed(0)
-model = video_bn_net(3, 4) if own_clips else mnist_convnet()
+model = build()
 opt = optim.Adam(model.parameters(), lr=3e-3)
 def step():
     tf.logit_cross_entropy(model(tf.Tensor(x)), y).backward()
@@ -90,7 +93,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=20, help="timed rounds per side")
     p.add_argument("--steps", type=int, default=5, help="training steps per round")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--model", choices=["mnist", "own-clips"], default="mnist", help="the model whose step is timed")
+    p.add_argument("--model", choices=["mnist", "own-clips", "video"], default="mnist", help="the model whose step is timed")
     args = p.parse_args(argv)
     for flag in ("rounds", "steps", "batch"):
         if getattr(args, flag) < 1:

@@ -60,7 +60,8 @@ BLOCK_CASES = [
 @pytest.mark.parametrize("sizes,kernel,pad,window", DIRECT_CASES + BLOCK_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_the_numpy_path(rng, sizes, kernel, pad, window, dtype):
-    """The direct kernels (windows of 8 and more) and the blocks (smaller windows) against NumPy."""
+    """The blocks, backward by the direct kernels (windows of 8 and more) or their own GEMMs (smaller
+    windows), against NumPy."""
     x = rng.standard_normal((3, 2) + sizes).astype(dtype)
     w = rng.standard_normal((5, 2) + kernel).astype(dtype)
     *fast, ran_direct = run_conv_pool(x, w, pad, window, kernels=True)
@@ -251,8 +252,9 @@ def test_a_nan_in_the_input_reaches_the_output_as_on_the_numpy_path(rng, sizes, 
 
 
 def test_which_windows_take_which_path():
-    """2x2x2 and larger: the direct kernels; smaller: columns in blocks; float16: the NumPy path; and a
-    plain stride-1 convolution: the block convolution that stores its outputs compactly (conv_blocks)."""
+    """2x2x2 and larger: columns in blocks, backward by the direct kernels (DirectSaved); smaller: columns
+    in blocks both ways; float16: the NumPy path; and a plain stride-1 convolution: the block
+    convolution that stores its outputs compactly (conv_blocks)."""
     ops = NumbaOps()
     routes = {}
     for dtype, window in ((np.float32, (2, 2, 2)), (np.float64, (2, 2, 2)), (np.float32, (1, 2, 2)),

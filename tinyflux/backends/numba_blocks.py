@@ -280,7 +280,8 @@ def conv_pool_blocks(x, w, pad: tuple, window: tuple, lanes: int, bias=None):
     flat, table, geometry = planes_and_table(x, w, pad, window, lanes)
     length = math.prod(geometry.extended)
     pooled = page_aligned(np, (o, length), x.dtype)  # (O, E)
-    winner = np.empty((o, length), dtype=np.uint8)  # windows of fewer than 8 positions come here
+    # which window offset won: a byte holds up to 256 of them
+    winner = np.empty((o, length), dtype=np.uint8 if math.prod(window) <= 256 else np.int32)
     forward_blocks(flat, table, geometry, w, lanes,
                    lambda y, e0, won: _pool(y, e0, pooled, winner, won))
     if bias is not None:

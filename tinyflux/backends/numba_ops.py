@@ -1,28 +1,25 @@
-"""CPU kernels compiled by Numba: a convolution and the max-pooling after it, computed directly.
+"""CPU kernels compiled by Numba for the convolutions and the max-pooling after them.
 
-``NumbaOps`` is ``NumpyOps`` plus this one operation (and, for pooling
-windows of fewer than 8 positions and for a plain stride-1 convolution, the
-same operation with columns in cache-sized blocks: ``numba_blocks.py``,
-``numba_conv.py``). ``backends.ops_for``
-gives it to NumPy arrays when Numba is installed (``pip install
-'tinyflux[fast]'``) and the environment variable ``TINYFLUX_CPU_KERNELS`` is
-not ``0``. Without Numba the NumPy code runs everything: it is the
-reference, and the tests compare the two (``tests/test_numba_ops.py``).
+``NumbaOps`` is ``NumpyOps`` with a layer's convolution(-pooling) done by
+Numba's kernels: columns in cache-sized blocks (``numba_blocks.py``,
+``numba_conv.py``) forward, and backward either the blocks' GEMMs or, for
+pooling windows of 8 positions or more, the direct kernels here.
+``backends.ops_for`` gives it to NumPy arrays when Numba is installed (``pip
+install 'tinyflux[fast]'``) and the environment variable
+``TINYFLUX_CPU_KERNELS`` is not ``0``. Without Numba the NumPy code runs
+everything: it is the reference, and the tests compare the two
+(``tests/test_numba_ops.py``).
 
-Why a kernel of our own. With columns (``NumpyOps.conv_pool``)
-the input is copied C*prod(K) times and multiplied with the weights: for the
-video model's first layer (3 channels, a 3x3x3 kernel, 8 outputs) that is 81
-copies of each clip, and a product of 81 rows by 8, which moves far more
-memory than it computes on. Here each output is summed straight from the
-input, and only the pooled maximum and which window offset won are stored:
+Why direct kernels backward. Forward, every output of the convolution is
+needed for the max over its window:
 
     y[n, o, q] = sum over (c, k) of w[o, c, k] * x_padded[n, c, q + k]
     pooled[n, o, u] = max over window offsets r of y[n, o, m*u + r]      (windows of m)
 
-The backward pass gains most: only each window's winner q* = m*u + r* got a
-gradient, so one output in prod(m) (1 in 8 for 2x2x2 windows) counts, and
-the kernels visit those alone, where the NumPy path's products multiply
-every position, zeros included:
+and GEMMs on columns compute them fastest. Backward, only each window's
+winner q* = m*u + r* got a gradient, so one output in prod(m) (1 in 8 for
+2x2x2 windows) counts. A GEMM would multiply all of them, zeros included;
+the kernels here visit the winners alone:
 
     gw[o, c, k]             += gy[n, o, u] * x_padded[n, c, q* + k]
     gx_padded[n, c, q* + k] += gy[n, o, u] * w[o, c, k]
@@ -31,11 +28,11 @@ Every shape is lifted to 3-D (an image is a clip of one frame, with a kernel
 and window of 1 along time), so one kernel of each kind serves 1-D, 2-D and
 3-D. In the flattened padded clip (C, T, H, W) a kernel term (c, a, b, e) is
 a fixed distance from the output it serves, ``offsets[j]``, and a window
-offset r is another, ``window_offsets[r]``: the backward loops add them to
-the window's first position instead of computing four indices per term.
+offset r is another, ``window_offsets[r]``: the loops add them to the
+window's first position instead of computing four indices per term.
 
-Each output is summed by one thread in a fixed order, so the results do not
-depend on the number of threads, and a resumed run repeats its numbers
+Each gradient number is summed by one thread in a fixed order, so the results
+do not depend on the number of threads, and a resumed run repeats its numbers
 (``numba_blocks`` adds fixed groups of blocks in a fixed order, to the same end).
 """
 from __future__ import annotations
@@ -49,59 +46,10 @@ import numba
 import numpy as np
 
 from . import numba_blocks, numba_conv, numba_norm
-from .geometry import lifted_to_3d, memory_order, output_size
+from .geometry import lifted_to_3d, memory_order, output_size, pooled_inside, pooled_to_batch_first
 from .numpy_ops import NumpyOps
 
 log = logging.getLogger("tinyflux")
-
-
-# fastmath "contract" alone: a * b + c may become one
-# fused multiply-add (rounded once); no reordering of sums
-@numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _forward(x, w, window, pooled, winner):
-    """pooled, winner (N, O, U1, U2, U3) from x (N, C, T, H, W) padded and w (O, C, KT, KH, KW)."""
-    n_clips, n_in, _, _, width = x.shape
-    n_out, _, k_t, k_h, k_w = w.shape
-    _, _, u_t, u_h, u_w = pooled.shape
-    win_t, win_h, win_w = window
-    rows, cols = u_h * win_h, u_w * win_w  # the outputs some pooling window reads
-    # Each frame of outputs is computed as one flat run over the padded width,
-    # (rows, W) flattened: kernel offset (b, e) then reads one contiguous run of
-    # the input frame, starting at b*W + e. The last K_W - 1 numbers of each output
-    # row are not outputs (they straddle two input rows) and are never read.
-    length = (rows - 1) * width + cols
-    frames = x.reshape(n_clips, n_in, x.shape[2], -1)  # (N, C, T, H*W): each frame flat
-    # one job per (clip, pooled frame): enough jobs for every core also at batch 1
-    for job in numba.prange(n_clips * u_t):
-        n, u = job // u_t, job % u_t
-        conv = np.empty((win_t, rows * width), dtype=x.dtype)  # one output channel's frames, flat
-        for o in range(n_out):
-            conv[:] = 0
-            for dt in range(win_t):
-                target = conv[dt]
-                for c in range(n_in):
-                    for a in range(k_t):
-                        frame = frames[n, c, u * win_t + dt + a]
-                        for b in range(k_h):
-                            for e in range(k_w):
-                                weight = w[o, c, a, b, e]
-                                source = frame[b * width + e:]
-                                for i in range(length):  # SIMD multiply-adds over the run
-                                    target[i] += weight * source[i]
-            for h in range(u_h):
-                for q in range(u_w):
-                    best, won, r = conv[0, h * win_h * width + q * win_w], 0, 0
-                    for dt in range(win_t):
-                        for dh in range(win_h):
-                            for dq in range(win_w):
-                                value = conv[dt, (h * win_h + dh) * width + q * win_w + dq]
-                                # strict: on a tie the first offset in row-major order wins; a NaN
-                                # wins and stays, as np.maximum keeps it
-                                if value > best or value != value:
-                                    best, won = value, r
-                                r += 1
-                    pooled[n, o, u, h, q] = best
-                    winner[n, o, u, h, q] = won
 
 
 @numba.njit(parallel=True, cache=True)
@@ -229,45 +177,27 @@ class NumbaOps(NumpyOps):
 
     def conv_pool(self, x, w, b, pad: tuple, window: tuple):
         """(pooled (N, O, *U), saved): maxpool(conv(x, w)) for a stride-1 convolution; with a bias b
-        (O,), relu(that + b). The route is chosen here:
+        (O,), relu(that + b). Dtypes other than float32 and float64 (the kernels are compiled for
+        those two) go to NumpyOps's columns. The others take ``numba_blocks``' columns, one
+        cache-sized block at a time, forward; backward, the route is chosen here:
 
-        - dtypes other than float32 and float64 (the kernels
-          are compiled for those two): NumpyOps's columns;
-        - windows of 8 positions or more: the direct kernels above. Their forward pass costs about
-          what columns and a GEMM cost, and their backward pass visits one output in prod(window);
-        - smaller windows (MNIST's 2x2): the GEMMs
-          are faster, and ``numba_blocks`` runs them on columns one cache-sized block at a time.
+        - windows of 8 positions or more (2x2x2): the direct kernels above, which visit one output
+          in prod(window), the winners, where the blocks' GEMMs would multiply every position;
+        - smaller windows (MNIST's 2x2): the blocks' GEMMs, whose cost the zeros of three
+          positions in four do not outweigh.
+
+        The direct kernels need the padded input and each window's winner as (N, O, U1, U2, U3);
+        ``_direct_saved`` makes them from what the blocks computed.
         """
         if x.dtype not in KERNEL_DTYPES:
             return super().conv_pool(x, w, b, pad, window)
         self.kernels_ran = True
+        lanes = numba.get_num_threads()
+        with self._one_blas_thread():
+            pooled, saved = numba_blocks.conv_pool_blocks(x, w, pad, window, lanes, b)
         if math.prod(window) < 8:
-            with self._one_blas_thread():
-                return numba_blocks.conv_pool_blocks(x, w, pad, window, numba.get_num_threads(), b)
-        d = w.ndim - 2
-        n, c = x.shape[:2]
-        o = w.shape[0]
-        kernel3, pad3 = lifted_to_3d(w.shape[2:], 1), lifted_to_3d(pad, 0)
-        window3, sizes3 = lifted_to_3d(window, 1), lifted_to_3d(x.shape[2:], 1)
-        padded = tuple(s + 2 * p for s, p in zip(sizes3, pad3))
-        x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
-        inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, sizes3))
-        # (N, C, *S) -> (N, C, T, H, W)
-        x_padded[inside] = x.reshape((n, c) + sizes3)
-        pooled3 = tuple(output_size(s, kn, 1, p) // k for s, kn, p, k in
-                        zip(sizes3, kernel3, pad3, window3))
-        offsets = _flat_offsets((c,) + kernel3, padded)
-        window_offsets = _flat_offsets((1,) + window3, padded)
-        pooled = np.empty((n, o) + pooled3, dtype=x.dtype)  # (N, O, U1, U2, U3)
-        winner = np.empty((n, o) + pooled3,
-                          dtype=np.uint8 if math.prod(window3) <= 256 else np.int32)
-        _forward(x_padded, np.ascontiguousarray(w.reshape((o, c) + kernel3)), np.array(window3),
-                 pooled, winner)
-        pooled = pooled.reshape((n, o) + pooled3[3 - d:])  # (N, O, U1, U2, U3) -> (N, O, *U)
-        activated = None if b is None else self.bias_relu(pooled, b)
-        saved = DirectSaved(x_padded, winner, offsets, window_offsets, window3, pad3,
-                            tuple(x.shape), memory_order(x), activated)
-        return (pooled if b is None else activated), saved
+            return pooled, saved
+        return pooled, _direct_saved(x, w, pad, saved, pooled if b is not None else None)
 
     def conv_pool_backward(self, gy, w, saved: DirectSaved, needs: tuple):
         """(gx (N, C, *S) or None, gw (O, C, *K) or None), and gb (O,) or None where the op added a
@@ -326,6 +256,29 @@ class NumbaOps(NumpyOps):
         if not isinstance(saved, numba_norm.NormPoolSaved):  # NumpyOps made it
             return super().batch_norm_pool_backward(gy, saved, training, needs)
         return numba_norm.batch_norm_pool_backward(gy, saved, training, needs)
+
+
+def _direct_saved(x, w, pad: tuple, saved: numba_blocks.BlockSaved, activated) -> DirectSaved:
+    """What the direct backward kernels read, from the input and what
+    ``conv_pool_blocks`` kept: the input padded, and the winners in (N, O, U1, U2, U3)."""
+    geometry, d = saved.geometry, w.ndim - 2
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    kernel3, pad3 = lifted_to_3d(w.shape[2:], 1), lifted_to_3d(pad, 0)
+    window3, sizes3 = lifted_to_3d(geometry.window, 1), lifted_to_3d(x.shape[2:], 1)
+    padded = tuple(s + 2 * p for s, p in zip(sizes3, pad3))
+    x_padded = np.zeros((n, c) + padded, dtype=x.dtype)  # (N, C, T+2p, H+2p, W+2p)
+    inside = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(pad3, sizes3))
+    # (N, C, *S) -> (N, C, T, H, W)
+    x_padded[inside] = x.reshape((n, c) + sizes3)
+    # (O, E) -> (O, U1, N, L2, ...), the pooled outputs alone -> (N, O, U1, U2, ...)
+    winner = saved.winner.reshape((o,) + geometry.extended)[pooled_inside(geometry)]
+    winner = np.ascontiguousarray(winner.transpose(pooled_to_batch_first(d)))
+    # (N, O, *U) -> (N, O, U1, U2, U3)
+    winner = winner.reshape((n, o) + lifted_to_3d(geometry.pooled, 1))
+    return DirectSaved(x_padded, winner, _flat_offsets((c,) + kernel3, padded),
+                       _flat_offsets((1,) + window3, padded), window3, pad3, tuple(x.shape),
+                       memory_order(x), activated)
 
 
 def _blas_controls():

@@ -92,8 +92,8 @@ class ConvMaxPoolFunction(Function):
       contiguous block, and the pooling compares whole blocks instead of every
       other element; backward sends the pooled gradient to the winning block, then
       runs the two GEMMs and col2im of :class:`ConvFunction`;
-    - NumbaOps: its own kernels, directly for windows of 8 positions or more and
-      with columns in cache-sized blocks for smaller ones;
+    - NumbaOps: its own kernels, with columns in cache-sized blocks forward, and backward
+      the same blocks or, for windows of 8 positions or more, kernels that visit the winners alone;
     - CudaOps: a convolution, then a pooling, each one launch of its own kernel.
 
     The bias and ReLU come into the op: on the pooled buffer it writes, they are
