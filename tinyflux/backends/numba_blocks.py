@@ -232,6 +232,22 @@ class BlockRunner:
 RUNNER = BlockRunner()
 
 
+def run_jobs(kernel, jobs: int, lanes: int, *args) -> None:
+    """kernel(*args, start, stop) for jobs 0..jobs-1, a run of them per lane.
+
+    Every Numba kernel of tinyflux runs on these lanes, none on Numba's own
+    threads (``prange``): those come from OpenMP, whose idle threads spin for a
+    while after each parallel loop, waiting for the next, and took the cores
+    of the lanes running the blocks right after."""
+    lanes = max(1, min(lanes, jobs))
+
+    def work(lane):
+        share = _share(jobs, lane, lanes)
+        kernel(*args, share.start, share.stop)
+
+    RUNNER.run(work, lanes)
+
+
 def planes_and_table(x, w, pad: tuple, window: tuple, lanes: int):
     """The phase planes of x as (C, R, F), the columns' table, and the geometry."""
     geometry = pool_geometry(tuple(x.shape), tuple(w.shape[2:]), pad, window, memory_order(x))

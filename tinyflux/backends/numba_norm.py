@@ -40,15 +40,17 @@ import numpy as np
 
 from .buffers import page_aligned
 from .geometry import lifted_to_3d, memory_order
+from .numba_blocks import run_jobs
 
 
 # "reassoc" lets LLVM sum a row in several SIMD lanes at once; the order then
 # depends on the processor's vector width, never on the number of threads
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _slab_moments(planes, index, shift, sums):
-    """sums[n, c] = (sum of x[n, c] - shift[c], sum of its squares), in float64."""
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _slab_moments(planes, index, shift, sums, start, stop):
+    """sums[n, c] = (sum of x[n, c] - shift[c], sum of its squares), in float64, for the
+    slabs n * C + c in start..stop."""
     channels = index.shape[1]
-    for job in numba.prange(index.shape[0] * channels):
+    for job in range(start, stop):
         n, c = job // channels, job % channels
         s = np.float64(shift[c])
         total = 0.0
@@ -110,17 +112,17 @@ def _gradient_row(grads, out, relu, g):
         g[u3] = grads[u3] if (not relu) | (out[u3] > zero) else zero
 
 
-@numba.njit(parallel=True, cache=True)
-def _forward(planes, index, a, b, window, relu, pooled, winner):
-    """pooled, winner (N, C, U1, U2, U3): the largest relu(a x + b) of each window of x
-    (its planes, see _planes), and its offset in the window (row-major; the first on ties, as
-    NumpyOps.maxpool picks). Row by row: a x + b with the ReLU into a scratch row, then
-    each window offset against the best so far."""
+@numba.njit(nogil=True, cache=True)
+def _forward(planes, index, a, b, window, relu, pooled, winner, start, stop):
+    """pooled, winner (N, C, U1, U2, U3), for the jobs (n * C + c) * U1 + u1 in start..stop: the
+    largest relu(a x + b) of each window of x (its planes, see _planes), and its offset in the
+    window (row-major; the first on ties, as NumpyOps.maxpool picks). Row by row: a x + b with
+    the ReLU into a scratch row, then each window offset against the best so far."""
     k1, k2, k3 = window[0], window[1], window[2]
     channels, frames, width = index.shape[1], pooled.shape[2], pooled.shape[4]
     # the ReLU as a floor: 0 with it, -inf (no floor) without
     floor = planes.dtype.type(0) if relu else planes.dtype.type(-np.inf)
-    for job in numba.prange(index.shape[0] * channels * frames):
+    for job in range(start, stop):
         n, c, u1 = job // (channels * frames), job // frames % channels, job % frames
         scale, offset = a[c], b[c]
         won = np.empty(width, np.int32)
@@ -149,13 +151,15 @@ def _forward(planes, index, a, b, window, relu, pooled, winner):
 
 
 # "reassoc": the two sums run in SIMD lanes (see _slab_moments)
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _winner_sums(planes, index, gy, pooled, winner, window, mean, inv_std, relu, sums):
-    """sums[n, c] = (sum of g, sum of g x_hat) over slab (n, c) in float64, g being
-    gy at each window's winner where the ReLU was on (pooled > 0) and 0 elsewhere."""
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _winner_sums(planes, index, gy, pooled, winner, window, mean, inv_std, relu, sums, start,
+                 stop):
+    """sums[n, c] = (sum of g, sum of g x_hat) over slab (n, c) in float64, for the slabs
+    n * C + c in start..stop, g being gy at each window's winner where the ReLU was on
+    (pooled > 0) and 0 elsewhere."""
     k1, k2, k3 = window[0], window[1], window[2]
     channels, width = index.shape[1], gy.shape[4]
-    for job in numba.prange(index.shape[0] * channels):
+    for job in range(start, stop):
         n, c = job // channels, job % channels
         center = np.float64(mean[c])
         g = np.empty(width, gy.dtype)
@@ -181,16 +185,17 @@ def _winner_sums(planes, index, gy, pooled, winner, window, mean, inv_std, relu,
         sums[n, c, 1] = weighted * np.float64(inv_std[c])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def _input_grad(planes, index, gy, pooled, winner, window, mean, inv_std, gamma, g_beta, g_gamma,
-                training, relu, gx_planes):
-    """gx = a / m (m g - g_beta - x_hat g_gamma) in training, a g otherwise, into gx_planes (laid
-    out as x's planes), row by row: the terms every position has, then each winner's own."""
+                training, relu, gx_planes, start, stop):
+    """gx = a / m (m g - g_beta - x_hat g_gamma) in training, a g otherwise, into gx_planes
+    (laid out as x's planes), for the slabs n * C + c in start..stop, row by row: the terms
+    every position has, then each winner's own."""
     k1, k2, k3 = window[0], window[1], window[2]
     channels, width = index.shape[1], gy.shape[4]
     m = index.size // channels * planes.shape[1] * planes.shape[2]
     zero = gx_planes.dtype.type(0)
-    for job in numba.prange(index.shape[0] * channels):
+    for job in range(start, stop):
         n, c = job // channels, job % channels
         center, spread = mean[c], inv_std[c]
         scale = gamma[c] * spread
@@ -255,13 +260,13 @@ def _planes(x):
     return planes, index, order
 
 
-def channel_moments(x):
+def channel_moments(x, lanes: int):
     """(mean, var) (C,) of x (N, C, *S) over all axes but the channels, in x's dtype."""
     planes, index, _ = _planes(x)
     n, c = index.shape[:2]
     shift = np.ascontiguousarray(planes[index[0, :, 0], 0, 0])  # each channel's first value
     sums = np.empty((n, c, 2))
-    _slab_moments(planes, index, shift, sums)
+    run_jobs(_slab_moments, n * c, lanes, planes, index, shift, sums)
     m = x.size // c
     total, squares = sums.sum(axis=0).T  # (N, C, 2) -> (C, 2) -> two (C,), in example order
     centred = total / m  # E[x - shift]
@@ -270,7 +275,7 @@ def channel_moments(x):
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 
-def batch_norm_pool(x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
+def batch_norm_pool(x, mean, inv_std, gamma, beta, window: tuple, relu: bool, lanes: int):
     """(pooled (N, C, *U), saved): maxpool(relu(gamma (x - mean) inv_std + beta)), windows
     that tile, in one pass."""
     planes, index, order = _planes(x)
@@ -282,26 +287,27 @@ def batch_norm_pool(x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
     b = (beta - mean * a).astype(x.dtype)
     pooled = np.empty((n, c) + out3, dtype=x.dtype)
     winner = np.empty((n, c) + out3, dtype=np.uint8 if math.prod(window) <= 256 else np.int32)
-    _forward(planes, index, a, b, window3, relu, pooled, winner)
+    run_jobs(_forward, n * c * out3[0], lanes, planes, index, a, b, window3, relu, pooled, winner)
     saved = NormPoolSaved(planes, index, order, tuple(x.shape), pooled, winner, window3, mean,
                           inv_std, gamma, relu)
     return pooled.reshape((n, c) + out3[3 - d:]), saved  # (N, C, U1, U2, U3) -> (N, C, *U)
 
 
-def batch_norm_pool_backward(gy, saved: NormPoolSaved, training: bool, needs: tuple):
+def batch_norm_pool_backward(gy, saved: NormPoolSaved, training: bool, needs: tuple, lanes: int):
     """(gx (N, C, *S), g_gamma (C,), g_beta (C,)), each None where ``needs`` says so."""
     gy3 = np.ascontiguousarray(gy).reshape(saved.pooled.shape)  # (N, C, *U) -> (N, C, U1, U2, U3)
     sums = np.empty(saved.pooled.shape[:2] + (2,))
-    _winner_sums(saved.planes, saved.index, gy3, saved.pooled, saved.winner, saved.window,
-                 saved.mean, saved.inv_std, saved.relu, sums)
+    slabs = sums.shape[0] * sums.shape[1]
+    run_jobs(_winner_sums, slabs, lanes, saved.planes, saved.index, gy3, saved.pooled, saved.winner,
+             saved.window, saved.mean, saved.inv_std, saved.relu, sums)
     g_beta, g_gamma = sums.sum(axis=0).T  # (N, C, 2) -> (C, 2) -> two (C,), in example order
     gx = None
     if needs[0]:
         # recycled pages (see buffers.py), laid out as x is
         gx_planes = page_aligned(np, saved.planes.shape, saved.planes.dtype)
-        _input_grad(saved.planes, saved.index, gy3, saved.pooled, saved.winner, saved.window,
-                    saved.mean, saved.inv_std, saved.gamma, g_beta, g_gamma, training,
-                    saved.relu, gx_planes)
+        run_jobs(_input_grad, slabs, lanes, saved.planes, saved.index, gy3, saved.pooled,
+                 saved.winner, saved.window, saved.mean, saved.inv_std, saved.gamma, g_beta,
+                 g_gamma, training, saved.relu, gx_planes)
         lifted = saved.index.shape + saved.planes.shape[1:]  # (N, C, T, H, W)
         # (P, H, W) -> (N, C, T, H, W) in memory order -> (N, C, T, H, W) -> (N, C, *S)
         gx = gx_planes.reshape(tuple(lifted[axis] for axis in saved.order)).transpose(

@@ -52,15 +52,16 @@ from .numpy_ops import NumpyOps
 log = logging.getLogger("tinyflux")
 
 
-@numba.njit(parallel=True, cache=True)
-def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
-    """gw_rows (O, C*prod(K)) from the pooled gradient gy and the winners (N, O, U1, U2, U3)."""
+@numba.njit(nogil=True, cache=True)
+def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows, start, stop):
+    """gw_rows (O, C*prod(K)), rows start..stop, from the pooled gradient gy and the winners
+    (N, O, U1, U2, U3)."""
     n_clips, _, _, height, width = x.shape
     _, n_out, u_t, u_h, u_w = gy.shape
     win_t, win_h, win_w = window
     clips = x.reshape(n_clips, -1)  # (N, C*T*H*W)
     # each output channel writes its own row: no two threads add to one number
-    for o in numba.prange(n_out):
+    for o in range(start, stop):
         row = np.zeros(len(offsets), dtype=gw_rows.dtype)
         for n in range(n_clips):
             for t in range(u_t):
@@ -77,15 +78,15 @@ def _weight_grad(x, gy, winner, offsets, window_offsets, window, gw_rows):
         gw_rows[o] = row
 
 
-@numba.njit(parallel=True, cache=True)
-def _input_grad(gy, winner, w_cols, offsets, window_offsets, window, gx):
-    """gx (N, C, T, H, W) padded, zero on entry: each
+@numba.njit(nogil=True, cache=True)
+def _input_grad(gy, winner, w_cols, offsets, window_offsets, window, gx, start, stop):
+    """gx (N, C, T, H, W) padded, zero on entry, clips start..stop: each
     winner's gradient times the weights, added back."""
     n_clips, _, _, height, width = gx.shape
     _, n_out, u_t, u_h, u_w = gy.shape
     win_t, win_h, win_w = window
     grads = gx.reshape(n_clips, -1)  # (N, C*T*H*W), a view: the sums land in gx
-    for n in numba.prange(n_clips):  # each clip writes its own gradient
+    for n in range(start, stop):  # each clip writes its own gradient
         clip = grads[n]
         for o in range(n_out):
             for t in range(u_t):
@@ -204,9 +205,9 @@ class NumbaOps(NumpyOps):
         bias, from the gradient gy (N, O, *U) of its output."""
         if not isinstance(saved, (DirectSaved, numba_blocks.BlockSaved)):  # NumpyOps made it
             return super().conv_pool_backward(gy, w, saved, needs)
+        lanes = numba.get_num_threads()
         if isinstance(saved, numba_blocks.BlockSaved):
             with self._one_blas_thread():
-                lanes = numba.get_num_threads()
                 return numba_blocks.conv_pool_blocks_backward(gy, w, saved, needs, lanes)
         gb = None
         if saved.activated is not None:  # as BiasReLU.backward
@@ -219,8 +220,8 @@ class NumbaOps(NumpyOps):
         if needs[0]:
             gx_padded = np.zeros_like(saved.x_padded)  # (N, C, T+2p, H+2p, W+2p)
             w_cols = np.ascontiguousarray(w.reshape(o, -1))  # (O, C, *K) -> (O, C*prod(K))
-            _input_grad(gy3, saved.winner, w_cols, saved.offsets, saved.window_offsets, window3,
-                        gx_padded)
+            numba_blocks.run_jobs(_input_grad, n, lanes, gy3, saved.winner, w_cols, saved.offsets,
+                                  saved.window_offsets, window3, gx_padded)
             sizes3 = lifted_to_3d(saved.x_shape[2:], 1)
             interior = tuple(slice(p, p + s) for p, s in zip(saved.pad, sizes3))
             inside = (slice(None), slice(None)) + interior
@@ -233,8 +234,8 @@ class NumbaOps(NumpyOps):
             gx[...] = gx_padded[inside].reshape(saved.x_shape)  # (N, C, T, H, W) -> (N, C, *S)
         if needs[1]:
             gw_rows = np.empty((o, len(saved.offsets)), dtype=w.dtype)
-            _weight_grad(saved.x_padded, gy3, saved.winner, saved.offsets, saved.window_offsets,
-                         window3, gw_rows)
+            numba_blocks.run_jobs(_weight_grad, o, lanes, saved.x_padded, gy3, saved.winner,
+                                  saved.offsets, saved.window_offsets, window3, gw_rows)
             gw = gw_rows.reshape(w.shape)  # (O, C*prod(K)) -> (O, C, *K)
         return (gx, gw) if saved.activated is None else (gx, gw, gb)
 
@@ -242,7 +243,7 @@ class NumbaOps(NumpyOps):
         if x.dtype not in KERNEL_DTYPES:
             return super().channel_moments(x)
         self.kernels_ran = True
-        return numba_norm.channel_moments(x)
+        return numba_norm.channel_moments(x, numba.get_num_threads())
 
     def batch_norm_pool(self, x, mean, inv_std, gamma, beta, window: tuple, relu: bool):
         """The three ops in one pass over memory (``numba_norm``), for the dtypes the kernels
@@ -250,12 +251,14 @@ class NumbaOps(NumpyOps):
         if x.dtype not in KERNEL_DTYPES:
             return super().batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu)
         self.kernels_ran = True
-        return numba_norm.batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu)
+        return numba_norm.batch_norm_pool(x, mean, inv_std, gamma, beta, window, relu,
+                                          numba.get_num_threads())
 
     def batch_norm_pool_backward(self, gy, saved, training: bool, needs: tuple):
         if not isinstance(saved, numba_norm.NormPoolSaved):  # NumpyOps made it
             return super().batch_norm_pool_backward(gy, saved, training, needs)
-        return numba_norm.batch_norm_pool_backward(gy, saved, training, needs)
+        return numba_norm.batch_norm_pool_backward(gy, saved, training, needs,
+                                                   numba.get_num_threads())
 
 
 def _direct_saved(x, w, pad: tuple, saved: numba_blocks.BlockSaved, activated) -> DirectSaved:
